@@ -1,0 +1,423 @@
+//! `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: authenticate, inspect the body,
+//! admit, forward to a node (retrying another one while nothing has reached the client), relay the
+//! answer as it arrives, settle.
+
+use super::body::{self, Endpoint, Inspected, Rewrite};
+use crate::app::App;
+use crate::billing::Usage;
+use crate::config::ModelSpec;
+use crate::error::ApiError;
+use crate::http::io::Transport;
+use crate::http::response::{HeadWriter, ResponseFraming};
+use crate::server::Core;
+use crate::server::exchange::Exchange;
+use crate::upstream::client::{self, ResponseBody};
+use crate::upstream::pool::InFlight;
+use crate::upstream::relay::{self, AttemptError, BodyMode, ClientFraming, ClientSide, RelayEnd};
+use crate::upstream::{NodeId, Pick};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// The largest error body read from a node.
+const MAX_NODE_ERROR_BYTES: usize = 64 * 1024;
+
+/// How a forwarded request ended, for settlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The whole answer reached the client.
+    Completed,
+    /// The client left before the end.
+    ClientGone,
+    /// The node failed after part of the answer was relayed.
+    UpstreamFailed,
+}
+
+/// What settlement needs to know about a forwarded request.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub ending: Ending,
+    pub usage: Option<Usage>,
+    /// SSE data events relayed (≈ completion tokens relayed when the node reported no usage).
+    pub data_events: u64,
+    pub status: u16,
+}
+
+pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) -> Result<(), ApiError> {
+    let core = ex.core();
+    let app = Arc::clone(&core.app);
+    ex.log.route = endpoint.name();
+    let principal = crate::auth::authenticate_inference(&app, ex.head.authorization.as_deref())?;
+    ex.log.key_id = principal.key_id.clone();
+    let body = ex.read_body().await?;
+    let inspected = {
+        let mut scratch = core.json_scratch.borrow_mut();
+        body::inspect(endpoint, &body, &mut scratch)?
+    };
+    ex.log.model = Some(inspected.model.clone());
+    ex.log.stream = inspected.stream;
+    let model = app
+        .models
+        .load()
+        .get(&inspected.model)
+        .cloned()
+        .filter(|m| app.nodes.serves(&m.id))
+        .ok_or_else(|| ApiError::ModelNotFound(inspected.model.clone()))?;
+
+    let rewrite = Rewrite {
+        force_include_usage: inspected.stream && !inspected.include_usage,
+        add_max_tokens: None,
+    };
+    let mut rewritten = core.take_bytes();
+    let upstream_body: &[u8] = if rewrite.is_noop() {
+        &body
+    } else {
+        body::rewrite(&body, &inspected, rewrite, &mut rewritten)?;
+        &rewritten
+    };
+
+    app.metrics.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+    let result = forward(ex, &core, &model, endpoint, &inspected, upstream_body, rewrite).await;
+    app.metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+    core.put_bytes(rewritten);
+    let forwarded = result?;
+    ex.log.usage = forwarded.usage;
+    ex.log.usage_estimated = forwarded.usage.is_none();
+    ex.log.status = forwarded.status;
+    ex.log.outcome = Some(match forwarded.ending {
+        Ending::Completed => "completed",
+        Ending::ClientGone => "client_gone",
+        Ending::UpstreamFailed => "upstream_failed",
+    });
+    Ok(())
+}
+
+/// Sends the request to nodes until one answers, and relays that answer.
+async fn forward<S: Transport>(
+    ex: &mut Exchange<'_, S>,
+    core: &Rc<Core>,
+    model: &ModelSpec,
+    endpoint: Endpoint,
+    inspected: &Inspected,
+    upstream_body: &[u8],
+    rewrite: Rewrite,
+) -> Result<Forwarded, ApiError> {
+    let app: &App = &core.app;
+    let settings = &app.settings;
+    let up = &settings.upstream;
+    let max_attempts = up.max_attempts.get();
+    let mut tried: Vec<NodeId> = Vec::new();
+    let mut attempts = 0u32;
+    let mut fresh_only = false;
+    let mut last_error: Option<ApiError> = None;
+    let mut buf = core.take_relay_buffer();
+    let mut request = core.take_bytes();
+
+    let outcome = loop {
+        if attempts >= max_attempts {
+            break Err(last_error.take());
+        }
+        let node = match app.nodes.pick(&model.id, &tried, core.rotation()) {
+            Pick::Node(n) => n,
+            Pick::NoneServes => break Err(Some(ApiError::ModelNotFound(model.id.clone()))),
+            Pick::NoneAvailable => break Err(last_error.take()),
+        };
+        attempts += 1;
+        if attempts > 1 {
+            app.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let in_flight = InFlight::new(Arc::clone(&node));
+        let pooled = if fresh_only {
+            None
+        } else {
+            core.upstream_conns.borrow_mut().take(node.id)
+        };
+        let reused = pooled.is_some();
+        let stream = match pooled {
+            Some(s) => s,
+            None => match client::connect(&node, up.connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    app.nodes.report_failure(&node, "connect failed");
+                    tried.push(node.id);
+                    last_error = Some(unavailable(502, format!("Could not connect to a node: {e}")));
+                    continue;
+                }
+            },
+        };
+
+        let accept = if inspected.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        client::write_request_head(
+            &mut request,
+            "POST",
+            &node.path(endpoint.path()),
+            &node,
+            Some(upstream_body.len()),
+            &[("Accept", accept), ("X-Request-Id", &ex.request_id)],
+        );
+        request.extend_from_slice(upstream_body);
+
+        let rbuf_max = settings.read_buffer_bytes + settings.http.max_head_bytes;
+        let write_timeout = settings.timeouts.write;
+        let mut client_side = ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout);
+        let (res, req_back, buf_back) =
+            relay::exchange(&mut client_side, stream, request, buf, up.head_timeout).await;
+        request = req_back;
+        buf = buf_back;
+        let answer = match res {
+            Ok(a) => a,
+            Err(AttemptError::ClientGone) => {
+                app.metrics.client_disconnects.fetch_add(1, Ordering::Relaxed);
+                break Ok(None);
+            }
+            Err(e) if reused && e.is_stale_connection() => {
+                // The node had closed this idle connection; not the node's fault.
+                app.metrics
+                    .upstream_stale_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                attempts -= 1;
+                fresh_only = true;
+                continue;
+            }
+            Err(AttemptError::HeadTimeout) => {
+                app.nodes.report_failure(&node, "no answer in time");
+                break Err(Some(ApiError::UpstreamTimeout));
+            }
+            Err(e) => {
+                app.nodes.report_failure(&node, "request failed");
+                tried.push(node.id);
+                last_error = Some(unavailable(502, format!("A node failed: {e}")));
+                continue;
+            }
+        };
+
+        let status = answer.head.status;
+        if !(200..300).contains(&status) {
+            let retry_after = answer.head.retry_after.clone();
+            let (res, b) = relay::read_small_body(
+                &mut ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout),
+                answer,
+                buf,
+                MAX_NODE_ERROR_BYTES,
+                up.read_timeout,
+            )
+            .await;
+            buf = b;
+            let (err_body, reusable) = match res {
+                Ok(r) => r,
+                Err(AttemptError::ClientGone) => break Ok(None),
+                Err(_) => (Vec::new(), None),
+            };
+            if let Some(c) = reusable {
+                core.upstream_conns.borrow_mut().put(node.id, c);
+            }
+            let node_err = node_error(status, &err_body);
+            if status == 429 || status >= 500 {
+                if status >= 500 {
+                    app.nodes.report_failure(&node, "5xx answer");
+                }
+                tried.push(node.id);
+                last_error = Some(match status {
+                    429 => ApiError::UpstreamUnavailable {
+                        status: 503,
+                        message: format!("Nodes are at capacity: {}", node_err),
+                        retry_after_secs: Some(retry_after.and_then(|r| r.parse().ok()).unwrap_or(1)),
+                    },
+                    _ => unavailable(502, format!("A node failed: {node_err}")),
+                });
+                continue;
+            }
+            app.nodes.report_success(&node);
+            break Err(Some(node_err));
+        }
+
+        // A success: relay it.
+        let is_sse = inspected.stream && answer.head.is_event_stream();
+        let mode = if is_sse {
+            BodyMode::Sse {
+                cut_usage: rewrite.force_include_usage && !inspected.include_usage,
+            }
+        } else {
+            BodyMode::Json
+        };
+        let (framing, response_framing) = match (mode, answer.head.body) {
+            (_, ResponseBody::Empty) => (ClientFraming::Length, ResponseFraming::Length(0)),
+            (BodyMode::Json, ResponseBody::Length(n)) => (
+                ClientFraming::Length,
+                ResponseFraming::Length(usize::try_from(n).unwrap_or(usize::MAX)),
+            ),
+            _ if ex.head.version_minor >= 1 => (ClientFraming::Chunked, ResponseFraming::Chunked),
+            _ => (ClientFraming::Close, ResponseFraming::Close),
+        };
+        let mut head = core.take_bytes();
+        {
+            let content_type = answer.head.content_type.as_deref().unwrap_or("application/json");
+            let mut w = HeadWriter::new(&mut head, status);
+            w.header("Content-Type", content_type.as_bytes())
+                .header("x-request-id", ex.request_id.as_bytes());
+            if is_sse {
+                w.header("Cache-Control", b"no-cache");
+            }
+            w.finish(response_framing, ex.keep_alive);
+        }
+        let mut client_side = ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout);
+        let (result, b, head) = relay::relay_body(
+            &mut client_side,
+            answer,
+            buf,
+            mode,
+            framing,
+            head,
+            up.read_timeout,
+        )
+        .await;
+        buf = b;
+        core.put_bytes(head);
+        if let Some(c) = result.reusable {
+            core.upstream_conns.borrow_mut().put(node.id, c);
+        }
+        if let Some(t) = result.first_byte_at {
+            ex.log.ttfb_us =
+                Some(u64::try_from(t.duration_since(ex.started.into()).as_micros()).unwrap_or(0));
+        }
+        ex.log.upstream = Some(node.url.to_string());
+        drop(in_flight);
+        let ending = match &result.end {
+            RelayEnd::Complete => {
+                app.nodes.report_success(&node);
+                Ending::Completed
+            }
+            RelayEnd::ClientGone => {
+                app.metrics.client_disconnects.fetch_add(1, Ordering::Relaxed);
+                Ending::ClientGone
+            }
+            RelayEnd::UpstreamBroken(why) => {
+                app.nodes.report_failure(&node, "broke mid-answer");
+                if !result.head_sent {
+                    tried.push(node.id);
+                    last_error = Some(unavailable(502, format!("A node failed: {why}")));
+                    continue;
+                }
+                Ending::UpstreamFailed
+            }
+            RelayEnd::UpstreamTimedOut => {
+                app.nodes.report_failure(&node, "stalled mid-answer");
+                if !result.head_sent {
+                    break Err(Some(ApiError::UpstreamTimeout));
+                }
+                Ending::UpstreamFailed
+            }
+        };
+        if !result.client_keep_alive {
+            ex.keep_alive = false;
+        }
+        break Ok(Some(Forwarded {
+            ending,
+            usage: result.usage,
+            data_events: result.data_events,
+            status,
+        }));
+    };
+    core.put_relay_buffer(buf);
+    core.put_bytes(request);
+    match outcome {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => {
+            // The client left before anything was sent.
+            ex.keep_alive = false;
+            Ok(Forwarded {
+                ending: Ending::ClientGone,
+                usage: None,
+                data_events: 0,
+                status: 499,
+            })
+        }
+        Err(Some(e)) => Err(e),
+        Err(None) => Err(ApiError::UpstreamUnavailable {
+            status: 503,
+            message: "No node is available to serve this model right now.".into(),
+            retry_after_secs: Some(1),
+        }),
+    }
+}
+
+fn unavailable(status: u16, message: String) -> ApiError {
+    ApiError::UpstreamUnavailable {
+        status,
+        message,
+        retry_after_secs: None,
+    }
+}
+
+/// A node's error answer in the OpenAI shape, its message kept: `{"error":{…}}` passes as it is,
+/// `{"error":"…"}` (Gonka nodes) and `{"detail":"…"}` are wrapped, anything else becomes the message.
+pub fn node_error(status: u16, body: &[u8]) -> ApiError {
+    use serde_json::Value;
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let (message, kind, code) = match &parsed {
+        Some(v) => match v.get("error") {
+            Some(Value::String(s)) => (s.clone(), None, None),
+            Some(e @ Value::Object(_)) => (
+                field(e, "message").unwrap_or_else(|| e.to_string()),
+                field(e, "type"),
+                field(e, "code").or_else(|| e.get("code").filter(|c| c.is_number()).map(Value::to_string)),
+            ),
+            _ => match v.get("detail") {
+                Some(Value::String(s)) => (s.clone(), None, None),
+                Some(d) => (d.to_string(), None, None),
+                None => (v.to_string(), None, None),
+            },
+        },
+        None => {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            let mut msg: String = text.chars().take(1000).collect();
+            if msg.is_empty() {
+                msg = format!("The node answered {status}.");
+            }
+            (msg, None, None)
+        }
+    };
+    let kind = kind.unwrap_or_else(|| {
+        if status < 500 {
+            "invalid_request_error"
+        } else {
+            "upstream_error"
+        }
+        .into()
+    });
+    ApiError::Upstream {
+        status,
+        message,
+        kind,
+        code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_keep_their_message() {
+        let e = node_error(400, br#"{"error":"AuthKey has already been used"}"#);
+        assert_eq!(e.to_string(), "AuthKey has already been used");
+        assert_eq!(e.status(), 400);
+        let e = node_error(
+            400,
+            br#"{"error":{"message":"bad","type":"invalid_request_error","code":"x"}}"#,
+        );
+        assert_eq!((e.to_string().as_str(), e.code()), ("bad", Some("x")));
+        let e = node_error(422, br#"{"detail":[{"loc":["body"],"msg":"field required"}]}"#);
+        assert!(e.to_string().contains("field required"));
+        let e = node_error(400, b"plain text");
+        assert_eq!(e.to_string(), "plain text");
+        let e = node_error(404, b"");
+        assert!(e.to_string().contains("404"));
+    }
+}

@@ -1,0 +1,612 @@
+//! Configuration: the file's shape (serde, `deny_unknown_fields`, every field defaulted and documented)
+//! converted into validated [`Settings`] (`SocketAddr`, `Duration`, `NonZero*`). `config/gateway.toml`
+//! shows every option with its default.
+
+use crate::http::{HttpLimits, request::MAX_HEADERS_CAP};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// File shape
+// ---------------------------------------------------------------------------------------------------
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Worker threads, one monoio runtime each. 0 = one per CPU.
+    pub workers: usize,
+    /// Directory for the embedded store, the usage journal and generated secrets.
+    pub data_dir: String,
+    pub server: ServerFile,
+    pub admin: AdminFile,
+    pub upstream: UpstreamFile,
+    /// The models this gateway serves (`[[models]]`).
+    pub models: Vec<ModelFile>,
+    pub log: LogFile,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            workers: 0,
+            data_dir: "data".into(),
+            server: ServerFile::default(),
+            admin: AdminFile::default(),
+            upstream: UpstreamFile::default(),
+            models: Vec::new(),
+            log: LogFile::default(),
+        }
+    }
+}
+
+/// `[server]`: the public listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    /// Address of the public (inference and account) listener.
+    pub listen: String,
+    /// Largest request head (request line and headers), bytes. Over it: 431.
+    pub max_head_bytes: usize,
+    /// Most header fields in a request. Over it: 431.
+    pub max_headers: usize,
+    /// Largest request body, bytes (the Gonka network's own limit is 10 MiB). Over it: 413.
+    pub max_body_bytes: usize,
+    /// Time allowed to receive a complete request head once its first byte arrived, ms.
+    pub head_timeout_ms: u64,
+    /// Time allowed to receive a request body, ms.
+    pub body_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept, ms.
+    pub idle_timeout_ms: u64,
+    /// Time allowed for one write to a client to complete, ms.
+    pub write_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, ms.
+    pub shutdown_grace_ms: u64,
+    /// Initial read buffer per connection, bytes (it grows for large heads and bodies, then shrinks back).
+    pub read_buffer_bytes: usize,
+    /// Upstream read buffer per in-flight request, bytes.
+    pub relay_buffer_bytes: usize,
+    /// Listen backlog.
+    pub backlog: i32,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        let limits = HttpLimits::default();
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            max_head_bytes: limits.max_head_bytes,
+            max_headers: limits.max_headers,
+            max_body_bytes: limits.max_body_bytes,
+            head_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            write_timeout_ms: 60_000,
+            shutdown_grace_ms: 30_000,
+            read_buffer_bytes: 4096,
+            relay_buffer_bytes: 8192,
+            backlog: 4096,
+        }
+    }
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminFile {
+    /// Address of the admin listener; keep it on loopback or a private network.
+    pub listen: String,
+    /// Environment variable holding the admin token. When unset, a token is generated on first start and
+    /// kept in `<data_dir>/admin_token`.
+    pub token_env: String,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            token_env: "GATEWAY_ADMIN_TOKEN".into(),
+        }
+    }
+}
+
+/// `[upstream]`: how nodes are reached.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamFile {
+    /// TCP connect timeout, ms.
+    pub connect_timeout_ms: u64,
+    /// Time from sending a request until the node's response head arrives, ms.
+    pub response_head_timeout_ms: u64,
+    /// Longest silence between two reads of a response body (a stalled stream), ms.
+    pub read_timeout_ms: u64,
+    /// Nodes tried for one request (first try included) on connect failure, 5xx or 429.
+    pub max_attempts: u32,
+    /// Idle keep-alive connections kept per node on each core.
+    pub pool_max_idle_per_node: usize,
+    /// Idle keep-alive connections older than this are closed, ms.
+    pub pool_idle_timeout_ms: u64,
+    /// Consecutive failures after which a node is ejected.
+    pub eject_after_failures: u32,
+    /// How long an ejected node rests before it is probed, ms.
+    pub eject_ms: u64,
+    /// How often ejected nodes are probed (`GET {base}/models`), ms.
+    pub probe_interval_ms: u64,
+    /// The nodes (`[[upstream.nodes]]`).
+    pub nodes: Vec<NodeFile>,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 3_000,
+            response_head_timeout_ms: 120_000,
+            read_timeout_ms: 120_000,
+            max_attempts: 3,
+            pool_max_idle_per_node: 128,
+            pool_idle_timeout_ms: 30_000,
+            eject_after_failures: 3,
+            eject_ms: 5_000,
+            probe_interval_ms: 1_000,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// One `[[upstream.nodes]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// The node's OpenAI base URL, e.g. `http://10.0.0.5:8000/v1`; requests go to `{url}/chat/completions`.
+    pub url: String,
+    /// `openai` (Bearer key) or `gonka` (signed requests).
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// For `openai` nodes: the environment variable holding the Bearer key, if the node needs one.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Models the node serves; empty = every configured model.
+    #[serde(default)]
+    pub models: Vec<String>,
+}
+
+fn default_kind() -> String {
+    "openai".into()
+}
+
+/// One `[[models]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// The model id clients send (`"model"`).
+    pub id: String,
+    /// Context window in tokens, shown in `GET /v1/models`.
+    #[serde(default)]
+    pub context_length: Option<u64>,
+    /// Price per prompt token, ngonka.
+    #[serde(default)]
+    pub price_prompt_ngonka: u64,
+    /// Price per completion token, ngonka.
+    #[serde(default)]
+    pub price_completion_ngonka: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogFile {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+    /// One JSON line per request.
+    pub access_log: bool,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Validated settings
+// ---------------------------------------------------------------------------------------------------
+
+/// Node protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// OpenAI-compatible with an optional Bearer key (brokers, devshard gateways).
+    OpenAi,
+    /// A Gonka Transfer Agent, reached with signed requests.
+    Gonka,
+}
+
+/// A node URL, split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (`/v1`), possibly empty.
+    pub base_path: String,
+}
+
+impl NodeUrl {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let url = url::Url::parse(s).map_err(|e| invalid(format!("node url {s:?}: {e}")))?;
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(invalid(format!(
+                    "node url {s:?}: scheme {other} is not http or https"
+                )));
+            }
+        };
+        let host = match url.host() {
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            Some(h) => h.to_string(),
+            None => return Err(invalid(format!("node url {s:?} has no host"))),
+        };
+        let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid(format!("node url {s:?}: no query or fragment allowed")));
+        }
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            tls,
+            host,
+            port,
+            base_path,
+        })
+    }
+
+    /// The `Host` header value.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for NodeUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            if self.tls { "https" } else { "http" },
+            self.authority(),
+            self.base_path
+        )
+    }
+}
+
+/// A validated node.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub url: NodeUrl,
+    pub kind: NodeKind,
+    /// The Bearer key, read from the environment at start. Never logged.
+    pub api_key: Option<String>,
+    pub models: Vec<String>,
+}
+
+/// A validated model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub id: String,
+    pub context_length: Option<u64>,
+    pub price_prompt_ngonka: u64,
+    pub price_completion_ngonka: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServerTimeouts {
+    pub head: Duration,
+    pub body: Duration,
+    pub idle: Duration,
+    pub write: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub head_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_attempts: NonZeroU32,
+    pub pool_max_idle_per_node: usize,
+    pub pool_idle_timeout: Duration,
+    pub eject_after_failures: NonZeroU32,
+    pub eject_for: Duration,
+    pub probe_interval: Duration,
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// Everything the gateway runs with, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workers: NonZeroUsize,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// From `admin.token_env` when set; otherwise the runtime generates or loads one.
+    pub admin_token: Option<String>,
+    pub http: HttpLimits,
+    pub timeouts: ServerTimeouts,
+    pub read_buffer_bytes: usize,
+    pub relay_buffer_bytes: usize,
+    pub backlog: i32,
+    pub upstream: UpstreamSettings,
+    pub models: Vec<ModelSpec>,
+    pub log_level: log::LevelFilter,
+    pub access_log: bool,
+}
+
+fn ms(v: u64, name: &str) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        return Err(invalid(format!("{name} must be greater than 0")));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+fn addr(s: &str, name: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse()
+        .map_err(|_| invalid(format!("{name} {s:?} is not an IP:port address")))
+}
+
+impl ConfigFile {
+    /// Reads and parses a TOML file. Runs before any core starts.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "read once at start, before the cores exist"
+    )]
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Invalid(message) => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| invalid(e.to_string()))
+    }
+
+    /// Validates and converts.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let workers = match self.workers {
+            0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            n => NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
+        };
+        let s = &self.server;
+        if s.max_headers == 0 || s.max_headers > MAX_HEADERS_CAP {
+            return Err(invalid(format!(
+                "server.max_headers must be 1..={MAX_HEADERS_CAP}"
+            )));
+        }
+        if s.max_head_bytes < 256 {
+            return Err(invalid("server.max_head_bytes must be at least 256"));
+        }
+        if s.read_buffer_bytes < 512 || s.relay_buffer_bytes < 1024 {
+            return Err(invalid(
+                "server.read_buffer_bytes must be ≥ 512 and relay_buffer_bytes ≥ 1024",
+            ));
+        }
+        let http = HttpLimits {
+            max_head_bytes: s.max_head_bytes,
+            max_headers: s.max_headers,
+            max_body_bytes: s.max_body_bytes,
+        };
+        let timeouts = ServerTimeouts {
+            head: ms(s.head_timeout_ms, "server.head_timeout_ms")?,
+            body: ms(s.body_timeout_ms, "server.body_timeout_ms")?,
+            idle: ms(s.idle_timeout_ms, "server.idle_timeout_ms")?,
+            write: ms(s.write_timeout_ms, "server.write_timeout_ms")?,
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+        };
+
+        let mut models = Vec::new();
+        for m in &self.models {
+            if m.id.is_empty() || m.id.len() > 256 {
+                return Err(invalid("models.id must be 1–256 characters"));
+            }
+            if models.iter().any(|x: &ModelSpec| x.id == m.id) {
+                return Err(invalid(format!("model {:?} is listed twice", m.id)));
+            }
+            models.push(ModelSpec {
+                id: m.id.clone(),
+                context_length: m.context_length,
+                price_prompt_ngonka: m.price_prompt_ngonka,
+                price_completion_ngonka: m.price_completion_ngonka,
+            });
+        }
+
+        let u = &self.upstream;
+        let mut nodes = Vec::new();
+        for n in &u.nodes {
+            let kind = match n.kind.as_str() {
+                "openai" => NodeKind::OpenAi,
+                "gonka" => NodeKind::Gonka,
+                other => return Err(invalid(format!("node kind {other:?} is not openai or gonka"))),
+            };
+            let api_key = match &n.api_key_env {
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    invalid(format!("node {}: environment variable {var} is not set", n.url))
+                })?),
+                None => None,
+            };
+            for m in &n.models {
+                if !models.iter().any(|x| &x.id == m) {
+                    return Err(invalid(format!(
+                        "node {} serves {m:?}, which is not in [[models]]",
+                        n.url
+                    )));
+                }
+            }
+            nodes.push(NodeSpec {
+                url: NodeUrl::parse(&n.url)?,
+                kind,
+                api_key,
+                models: n.models.clone(),
+            });
+        }
+        let upstream = UpstreamSettings {
+            connect_timeout: ms(u.connect_timeout_ms, "upstream.connect_timeout_ms")?,
+            head_timeout: ms(u.response_head_timeout_ms, "upstream.response_head_timeout_ms")?,
+            read_timeout: ms(u.read_timeout_ms, "upstream.read_timeout_ms")?,
+            max_attempts: NonZeroU32::new(u.max_attempts)
+                .ok_or_else(|| invalid("upstream.max_attempts must be at least 1"))?,
+            pool_max_idle_per_node: u.pool_max_idle_per_node,
+            pool_idle_timeout: ms(u.pool_idle_timeout_ms, "upstream.pool_idle_timeout_ms")?,
+            eject_after_failures: NonZeroU32::new(u.eject_after_failures)
+                .ok_or_else(|| invalid("upstream.eject_after_failures must be at least 1"))?,
+            eject_for: ms(u.eject_ms, "upstream.eject_ms")?,
+            probe_interval: ms(u.probe_interval_ms, "upstream.probe_interval_ms")?,
+            nodes,
+        };
+
+        let log_level = match self.log.level.as_str() {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            other => return Err(invalid(format!("log.level {other:?} is not a level"))),
+        };
+        let admin_token = std::env::var(&self.admin.token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+
+        Ok(Settings {
+            workers,
+            data_dir: PathBuf::from(&self.data_dir),
+            listen: addr(&s.listen, "server.listen")?,
+            admin_listen: addr(&self.admin.listen, "admin.listen")?,
+            admin_token,
+            http,
+            timeouts,
+            read_buffer_bytes: s.read_buffer_bytes,
+            relay_buffer_bytes: s.relay_buffer_bytes,
+            backlog: s.backlog,
+            upstream,
+            models,
+            log_level,
+            access_log: self.log.access_log,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_is_valid_and_shows_the_defaults() {
+        let text = include_str!("../config/gateway.toml");
+        let file = ConfigFile::parse(text).unwrap();
+        let defaults = ConfigFile::default();
+        assert_eq!(format!("{:?}", file.server), format!("{:?}", defaults.server));
+        assert_eq!(format!("{:?}", file.admin), format!("{:?}", defaults.admin));
+        assert_eq!(format!("{:?}", file.log), format!("{:?}", defaults.log));
+        let u = &file.upstream;
+        let d = &defaults.upstream;
+        assert_eq!(
+            (
+                u.connect_timeout_ms,
+                u.response_head_timeout_ms,
+                u.read_timeout_ms,
+                u.max_attempts
+            ),
+            (
+                d.connect_timeout_ms,
+                d.response_head_timeout_ms,
+                d.read_timeout_ms,
+                d.max_attempts
+            )
+        );
+        assert_eq!(
+            (
+                u.pool_max_idle_per_node,
+                u.pool_idle_timeout_ms,
+                u.eject_after_failures,
+                u.eject_ms,
+                u.probe_interval_ms
+            ),
+            (
+                d.pool_max_idle_per_node,
+                d.pool_idle_timeout_ms,
+                d.eject_after_failures,
+                d.eject_ms,
+                d.probe_interval_ms
+            )
+        );
+        file.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(ConfigFile::parse("[server]\nlisten_addr = \"x\"\n").is_err());
+        assert!(ConfigFile::parse("bogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn node_urls_split() {
+        let u = NodeUrl::parse("https://broker.example.com/v1/").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.base_path.as_str()),
+            (true, "broker.example.com", 443, "/v1")
+        );
+        assert_eq!(u.authority(), "broker.example.com");
+        let u = NodeUrl::parse("http://[::1]:9000").unwrap();
+        assert_eq!(u.authority(), "[::1]:9000");
+        assert_eq!(u.base_path, "");
+        assert!(NodeUrl::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn nodes_must_serve_known_models() {
+        let text = r#"
+            [[models]]
+            id = "a"
+            [[upstream.nodes]]
+            url = "http://127.0.0.1:1/v1"
+            models = ["b"]
+        "#;
+        let err = ConfigFile::parse(text).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("not in [[models]]"), "{err}");
+    }
+}

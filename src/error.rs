@@ -1,0 +1,280 @@
+//! The one error type at the edge: each variant knows its HTTP status, its OpenAI `type` and `code`, the
+//! extra headers it carries, and how loudly to log it. Handlers return it; nobody writes error JSON by hand.
+
+use serde_json::{Map, Value, json};
+
+/// What the `x-ratelimit-*` headers and `Retry-After` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the limit has fully reset.
+    pub reset_secs: u32,
+    /// Seconds until the next request would be admitted.
+    pub retry_after_secs: u32,
+}
+
+/// Which side of the gateway a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("Invalid API key provided.")]
+    InvalidApiKey,
+    #[error("This API key has expired.")]
+    KeyExpired,
+    #[error("This API key is paused.")]
+    KeyPaused,
+    #[error("Management keys cannot be used for inference; create a child key.")]
+    ManagementKeyNotAllowed,
+    #[error("This child key has reached its spending limit.")]
+    ChildKeyLimit {
+        daily_remaining: u64,
+        monthly_remaining: u64,
+    },
+    #[error("The account balance cannot cover this request.")]
+    InsufficientBalance,
+    #[error("Rate limit reached: {} requests per minute.", .0.limit)]
+    RateLimited(RateLimitInfo),
+    #[error("{message}")]
+    BadRequest { message: String, param: Option<String> },
+    #[error("The model `{0}` does not exist or is not served by this gateway.")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(&'static str, String),
+    #[error("Method not allowed.")]
+    MethodNotAllowed,
+    #[error("Request body too large.")]
+    PayloadTooLarge,
+    #[error("Timed out reading the request.")]
+    RequestTimeout,
+    #[error("{0}")]
+    Conflict(String),
+    /// No node could serve: 502 when nodes failed, 503 (with `Retry-After`) when none was available.
+    #[error("{message}")]
+    UpstreamUnavailable {
+        status: u16,
+        message: String,
+        retry_after_secs: Option<u32>,
+    },
+    #[error("The upstream did not answer in time.")]
+    UpstreamTimeout,
+    /// A node's own 4xx answer, passed on with its status and message.
+    #[error("{message}")]
+    Upstream {
+        status: u16,
+        message: String,
+        kind: String,
+        code: Option<String>,
+    },
+    #[error("Internal error: {0}")]
+    Internal(String),
+    #[error("Service is temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            param: param.map(str::to_owned),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidApiKey | Self::KeyExpired => 401,
+            Self::ChildKeyLimit { .. } | Self::InsufficientBalance => 402,
+            Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => 403,
+            Self::ModelNotFound(_) | Self::NotFound(_) => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Conflict(_) => 409,
+            Self::PayloadTooLarge => 413,
+            Self::RequestTimeout => 408,
+            Self::RateLimited(_) => 429,
+            Self::BadRequest { .. } => 400,
+            Self::UpstreamUnavailable { status, .. } => *status,
+            Self::UpstreamTimeout => 504,
+            Self::Upstream { status, .. } => *status,
+            Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
+        }
+    }
+
+    /// The OpenAI `error.type`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::InvalidApiKey | Self::KeyExpired => "invalid_request_error",
+            Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => "permission_error",
+            Self::ChildKeyLimit { .. } => "child_key_limit",
+            Self::InsufficientBalance => "insufficient_quota",
+            Self::RateLimited(_) => "rate_limit_error",
+            Self::BadRequest { .. }
+            | Self::ModelNotFound(_)
+            | Self::NotFound(_)
+            | Self::MethodNotAllowed
+            | Self::PayloadTooLarge
+            | Self::RequestTimeout
+            | Self::Conflict(_) => "invalid_request_error",
+            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout => "upstream_error",
+            Self::Upstream { kind, .. } => kind,
+            Self::Internal(_) | Self::Unavailable(_) => "server_error",
+        }
+    }
+
+    /// The OpenAI `error.code`.
+    pub fn code(&self) -> Option<&str> {
+        Some(match self {
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::KeyExpired => "key_expired",
+            Self::KeyPaused => "key_paused",
+            Self::ManagementKeyNotAllowed => "management_key_not_allowed",
+            Self::ChildKeyLimit { .. } => "child_key_limit",
+            Self::InsufficientBalance => "insufficient_balance",
+            Self::RateLimited(_) => "rate_limit_exceeded",
+            Self::BadRequest { .. } => "invalid_request_error",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::NotFound(_) => "not_found",
+            Self::Forbidden(code, _) => code,
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "request_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::Conflict(_) => "conflict",
+            Self::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Upstream { code, .. } => return code.as_deref(),
+            Self::Internal(_) => "internal_error",
+            Self::Unavailable(_) => "unavailable",
+        })
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::BadRequest { param, .. } => param.as_deref(),
+            Self::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout | Self::Upstream { .. } => {
+                Source::Upstream
+            }
+            Self::Internal(_) | Self::Unavailable(_) => Source::Internal,
+            _ => Source::Downstream,
+        }
+    }
+
+    /// How loudly to log it: client mistakes are routine, our own failures are not.
+    pub fn log_level(&self) -> log::Level {
+        match self.source() {
+            Source::Downstream => log::Level::Debug,
+            Source::Upstream => log::Level::Warn,
+            Source::Internal => log::Level::Error,
+        }
+    }
+
+    /// Headers the answer carries besides the body's.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::RateLimited(info) => {
+                let mut h = rate_limit_headers(info);
+                h.push(("Retry-After", info.retry_after_secs.max(1).to_string()));
+                h
+            }
+            Self::UpstreamUnavailable {
+                retry_after_secs: Some(s),
+                ..
+            } => vec![("Retry-After", s.to_string())],
+            Self::Unavailable(_) => vec![("Retry-After", "1".to_owned())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The JSON body: `{"error":{"message","type","code","param",…}}`.
+    pub fn body(&self) -> Vec<u8> {
+        let mut err = Map::new();
+        err.insert("message".into(), Value::String(self.to_string()));
+        err.insert("type".into(), Value::String(self.kind().to_owned()));
+        err.insert(
+            "code".into(),
+            self.code().map_or(Value::Null, |c| Value::String(c.to_owned())),
+        );
+        err.insert(
+            "param".into(),
+            self.param().map_or(Value::Null, |p| Value::String(p.to_owned())),
+        );
+        if let Self::ChildKeyLimit {
+            daily_remaining,
+            monthly_remaining,
+        } = self
+        {
+            err.insert(
+                "daily_remaining".into(),
+                Value::String(daily_remaining.to_string()),
+            );
+            err.insert(
+                "monthly_remaining".into(),
+                Value::String(monthly_remaining.to_string()),
+            );
+        }
+        serde_json::to_vec(&json!({ "error": err })).unwrap_or_default()
+    }
+}
+
+/// The `x-ratelimit-*-requests` headers, on refusals and on successful answers alike.
+pub fn rate_limit_headers(info: &RateLimitInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-ratelimit-limit-requests", info.limit.to_string()),
+        ("x-ratelimit-remaining-requests", info.remaining.to_string()),
+        ("x-ratelimit-reset-requests", format!("{}s", info.reset_secs)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_key_limit_body_is_exact() {
+        let e = ApiError::ChildKeyLimit {
+            daily_remaining: 0,
+            monthly_remaining: 500_000_000,
+        };
+        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(e.status(), 402);
+        assert_eq!(v["error"]["type"], "child_key_limit");
+        assert_eq!(v["error"]["code"], "child_key_limit");
+        assert_eq!(v["error"]["daily_remaining"], "0");
+        assert_eq!(v["error"]["monthly_remaining"], "500000000");
+        assert!(v["error"]["message"].is_string());
+    }
+
+    #[test]
+    fn budget_errors_are_402_not_429() {
+        assert_eq!(ApiError::InsufficientBalance.status(), 402);
+        assert_eq!(ApiError::InsufficientBalance.code(), Some("insufficient_balance"));
+    }
+
+    #[test]
+    fn rate_limit_carries_headers() {
+        let e = ApiError::RateLimited(RateLimitInfo {
+            limit: 60,
+            remaining: 0,
+            reset_secs: 60,
+            retry_after_secs: 2,
+        });
+        let h = e.headers();
+        assert!(h.contains(&("Retry-After", "2".to_owned())));
+        assert!(h.contains(&("x-ratelimit-limit-requests", "60".to_owned())));
+        assert_eq!(e.status(), 429);
+    }
+}

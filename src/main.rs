@@ -1,0 +1,203 @@
+//! The `gonka-gateway` command line.
+
+use clap::{Parser, Subcommand};
+use gonka_gateway::{app::App, config::ConfigFile, dev, sim};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gonka-gateway",
+    version,
+    about = "OpenAI-compatible gateway to the Gonka GPU network"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Zero-setup demo: the gateway plus an in-process simulated Gonka network.
+    Dev {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+        #[arg(long, default_value = "./data/dev")]
+        data: PathBuf,
+        /// Simulated time to first token, ms.
+        #[arg(long, default_value_t = 200)]
+        sim_ttft_ms: u64,
+        /// Simulated tokens per second.
+        #[arg(long, default_value_t = 25.0)]
+        sim_tokens_per_s: f64,
+        /// How the gateway reaches the simulated nodes: `openai` (Bearer) or `gonka` (signed).
+        #[arg(long, default_value = "openai", value_parser = ["openai", "gonka"])]
+        upstream_kind: String,
+    },
+    /// The production server.
+    Serve {
+        #[arg(long, default_value = "config/gateway.toml")]
+        config: PathBuf,
+    },
+    /// The Gonka node simulator.
+    Sim(SimArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SimArgs {
+    /// Address of a simulated node; repeat for several nodes (port 0 picks a free port).
+    #[arg(long, required = true)]
+    listen: Vec<SocketAddr>,
+    /// Additional simulated nodes on free ports of the first address's host.
+    #[arg(long, default_value_t = 0)]
+    extra_nodes: usize,
+    /// Models served, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "gonka/sim-small")]
+    models: Vec<String>,
+    /// Require this Bearer key.
+    #[arg(long)]
+    api_key: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    #[arg(long, default_value_t = 0)]
+    ttft_ms: u64,
+    /// 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    tokens_per_s: f64,
+    #[arg(long, default_value_t = 16)]
+    completion_tokens: u64,
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    capacity_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    #[arg(long, default_value_t = 0.0)]
+    stall_rate: f64,
+}
+
+/// The documented ready lines go to stdout, each on its own line.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "start-up failures are reported before logging exists"
+)]
+fn fail(msg: &str) -> ExitCode {
+    gonka_gateway::logging::flush();
+    eprintln!("gonka-gateway: {msg}");
+    ExitCode::FAILURE
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev {
+            listen,
+            admin_listen,
+            data,
+            sim_ttft_ms,
+            sim_tokens_per_s,
+            upstream_kind,
+        } => {
+            gonka_gateway::logging::init(log::LevelFilter::Info);
+            let opts = dev::DevOptions {
+                listen,
+                admin_listen,
+                data_dir: data,
+                sim_ttft_ms,
+                sim_tokens_per_s,
+                upstream_kind,
+            };
+            let ready = match dev::start(&opts) {
+                Ok(r) => r,
+                Err(e) => return fail(&e.to_string()),
+            };
+            say(&format!("OPENAI_BASE_URL={}", ready.base_url));
+            say(&format!("OPENAI_API_KEY={}", ready.api_key));
+            say(&format!("ADMIN_TOKEN={}", ready.admin_token));
+            let result = ready.running.run_until_signal();
+            ready.sim.stop();
+            gonka_gateway::logging::flush();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Serve { config } => {
+            let settings = match ConfigFile::load(&config).and_then(|f| f.validate()) {
+                Ok(s) => s,
+                Err(e) => return fail(&e.to_string()),
+            };
+            gonka_gateway::logging::init(settings.log_level);
+            let admin_token = match dev::admin_token(&settings) {
+                Ok(t) => t,
+                Err(e) => return fail(&format!("admin token: {e}")),
+            };
+            let app = Arc::new(App::new(settings, admin_token, gonka_gateway::control::resolve));
+            let running = match gonka_gateway::runtime::start(app) {
+                Ok(r) => r,
+                Err(e) => return fail(&format!("cannot start: {e}")),
+            };
+            say(&format!("GATEWAY_LISTEN={}", running.public_addr));
+            say(&format!("GATEWAY_ADMIN_LISTEN={}", running.admin_addr));
+            let result = running.run_until_signal();
+            gonka_gateway::logging::flush();
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Command::Sim(args) => run_sim(args),
+    }
+}
+
+fn run_sim(args: SimArgs) -> ExitCode {
+    gonka_gateway::logging::init(log::LevelFilter::Warn);
+    let mut listen = args.listen.clone();
+    if let Some(first) = args.listen.first() {
+        for _ in 0..args.extra_nodes {
+            listen.push(SocketAddr::new(first.ip(), 0));
+        }
+    }
+    let config = sim::SimConfig {
+        listen,
+        models: args.models,
+        api_key: args.api_key,
+        workers: args.workers,
+        params: sim::SimParams {
+            ttft_ms: args.ttft_ms,
+            tokens_per_s: args.tokens_per_s,
+            completion_tokens: args.completion_tokens,
+            error_rate: args.error_rate,
+            capacity_rate: args.capacity_rate,
+            drop_rate: args.drop_rate,
+            stall_rate: args.stall_rate,
+        },
+    };
+    let handle = match sim::start(config) {
+        Ok(h) => h,
+        Err(e) => return fail(&format!("cannot start the simulator: {e}")),
+    };
+    for i in 0..handle.addrs.len() {
+        say(&format!("SIM_NODE={}", handle.base_url(i)));
+    }
+    let waited =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+            .map(|mut s| s.forever().next());
+    handle.stop();
+    gonka_gateway::logging::flush();
+    match waited {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}

@@ -1,0 +1,262 @@
+//! Start and stop: one monoio runtime per worker thread, each accepting on its own SO_REUSEPORT socket
+//! of the public and admin addresses; the control-plane thread; signals and graceful shutdown.
+//!
+//! # Design
+//! Listeners are bound on the calling thread before any worker starts, so a bad address fails the start
+//! (and an ephemeral port 0 is resolved once, then shared by every worker's socket). Each worker builds
+//! its runtime with io_uring when the kernel allows it and falls back to epoll (logged) when it does not.
+//!
+//! Shutdown: stop accepting, turn `/readyz` to 503, wake idle keep-alive connections so they close, let
+//! requests in flight finish until `server.shutdown_grace_ms`, then stop the control plane (which flushes
+//! what it owns) and return.
+
+use crate::app::App;
+use crate::server::{Core, ListenerKind, conn};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A one-shot, cross-thread signal (monoio's `sync` feature makes foreign wakers unpark the runtime).
+#[derive(Debug, Default)]
+pub struct Signal {
+    set: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Signal {
+    pub fn raise(&self) {
+        self.set.store(true, Ordering::SeqCst);
+        let wakers = self
+            .wakers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    pub fn wait(&self) -> SignalWait<'_> {
+        SignalWait { signal: self }
+    }
+}
+
+#[derive(Debug)]
+pub struct SignalWait<'a> {
+    signal: &'a Signal,
+}
+
+impl Future for SignalWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signal.is_raised() {
+            return Poll::Ready(());
+        }
+        if let Ok(mut w) = self.signal.wakers.lock() {
+            w.push(cx.waker().clone());
+        }
+        if self.signal.is_raised() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Binds a non-blocking listening socket with SO_REUSEPORT.
+pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Binds `n` sockets on `addr` (port 0 is resolved by the first).
+pub fn bind_group(
+    addr: SocketAddr,
+    n: usize,
+    backlog: i32,
+) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let first = bind_reuseport(addr, backlog)?;
+    let actual = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(bind_reuseport(actual, backlog)?);
+    }
+    Ok((actual, all))
+}
+
+/// Which I/O driver this kernel gives monoio.
+pub fn driver_name() -> &'static str {
+    if monoio::utils::detect_uring() {
+        "io_uring"
+    } else {
+        "epoll"
+    }
+}
+
+/// Runs `f` on a new thread inside a monoio runtime (io_uring, or epoll where io_uring is unavailable).
+pub fn spawn_runtime_thread<F, Fut>(name: String, f: F) -> io::Result<JoinHandle<()>>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    std::thread::Builder::new().name(name.clone()).spawn(move || {
+        let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .build();
+        match runtime {
+            Ok(mut rt) => rt.block_on(f()),
+            Err(e) => log::error!(target: "runtime", "{name}: cannot build a runtime: {e}"),
+        }
+    })
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Arc<Signal>,
+    workers: Vec<JoinHandle<()>>,
+    control: Option<crate::control::ControlPlane>,
+}
+
+/// Starts the workers and the control plane.
+pub fn start(app: Arc<App>) -> io::Result<Running> {
+    let settings = &app.settings;
+    let n = settings.workers.get();
+    let (public_addr, public) = bind_group(settings.listen, n, settings.backlog)?;
+    let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
+    log::info!(
+        target: "runtime",
+        "{n} workers on {} driver; public {public_addr}, admin {admin_addr}",
+        driver_name()
+    );
+    let stop = Arc::new(Signal::default());
+    let mut workers = Vec::with_capacity(n);
+    for (index, (public, admin)) in public.into_iter().zip(admin).enumerate() {
+        let app = Arc::clone(&app);
+        let stop = Arc::clone(&stop);
+        workers.push(spawn_runtime_thread(format!("core-{index}"), move || {
+            worker(app, index, public, admin, stop)
+        })?);
+    }
+    let control = crate::control::ControlPlane::start(Arc::clone(&app))?;
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        app,
+        stop,
+        workers,
+        control: Some(control),
+    })
+}
+
+impl Running {
+    /// Begins graceful shutdown and waits for it to finish.
+    pub fn shutdown(mut self) {
+        self.app.draining.store(true, Ordering::SeqCst);
+        self.stop.raise();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
+        log::info!(target: "runtime", "stopped");
+    }
+
+    /// Blocks until SIGINT or SIGTERM, then shuts down gracefully.
+    pub fn run_until_signal(self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        if let Some(sig) = signals.forever().next() {
+            log::info!(target: "runtime", "signal {sig}: draining");
+        }
+        self.shutdown();
+        Ok(())
+    }
+}
+
+async fn worker(
+    app: Arc<App>,
+    index: usize,
+    public: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    stop: Arc<Signal>,
+) {
+    crate::metrics::set_thread_shard(index);
+    let core = Rc::new(Core::new(Arc::clone(&app), index));
+    let (public, admin) = match (
+        monoio::net::TcpListener::from_std(public),
+        monoio::net::TcpListener::from_std(admin),
+    ) {
+        (Ok(p), Ok(a)) => (p, a),
+        (Err(e), _) | (_, Err(e)) => {
+            log::error!(target: "runtime", "core {index}: cannot use listener: {e}");
+            return;
+        }
+    };
+    {
+        let public_loop = accept_loop(Rc::clone(&core), public, ListenerKind::Public);
+        let admin_loop = accept_loop(Rc::clone(&core), admin, ListenerKind::Admin);
+        let housekeeping = housekeeping(Rc::clone(&core));
+        monoio::select! {
+            _ = public_loop => {}
+            _ = admin_loop => {}
+            _ = housekeeping => {}
+            _ = stop.wait() => {}
+        }
+    }
+    // Listeners are closed now. Idle connections close on the drain signal; busy ones finish.
+    core.drain.start();
+    let deadline = std::time::Instant::now() + app.settings.timeouts.shutdown_grace;
+    while core.conns_open.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if core.conns_open.get() > 0 {
+        log::warn!(target: "runtime", "core {index}: {} connections still open at the deadline", core.conns_open.get());
+    }
+}
+
+async fn accept_loop(core: Rc<Core>, listener: monoio::net::TcpListener, kind: ListenerKind) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(conn::serve(Rc::clone(&core), stream, peer, kind));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
+                log::warn!(target: "runtime", "accept failed: {e}");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Per-core periodic work: closing upstream connections idle too long.
+async fn housekeeping(core: Rc<Core>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        core.upstream_conns.borrow_mut().sweep();
+    }
+}

@@ -1,0 +1,240 @@
+//! One request and its answer: the request head, reading the body (lengths, chunks, 100-continue,
+//! limits, deadlines), and writing answers that are not relayed.
+
+use super::conn::Conn;
+use super::core::Core;
+use crate::billing::Usage;
+use crate::error::ApiError;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
+use crate::http::request::{BodyFraming, RequestHead};
+use crate::http::response::{HeadWriter, ResponseFraming};
+use monoio::buf::IoBufMut;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// What the access log line says about a request.
+#[derive(Debug, Default, Clone)]
+pub struct AccessLog {
+    pub status: u16,
+    pub route: &'static str,
+    pub model: Option<String>,
+    pub key_id: Option<String>,
+    pub usage: Option<Usage>,
+    pub usage_estimated: bool,
+    pub upstream: Option<String>,
+    pub stream: bool,
+    pub ttfb_us: Option<u64>,
+    pub outcome: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    Unread,
+    Read,
+    /// Reading failed part-way; the connection cannot carry another request.
+    Broken,
+}
+
+/// A request being answered.
+#[derive(Debug)]
+pub struct Exchange<'c, S> {
+    pub conn: &'c mut Conn<S>,
+    pub head: RequestHead,
+    pub request_id: String,
+    pub started: Instant,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
+    pub log: AccessLog,
+    body: BodyState,
+    continue_sent: bool,
+}
+
+impl<'c, S: Transport> Exchange<'c, S> {
+    pub fn new(conn: &'c mut Conn<S>, head: RequestHead) -> Self {
+        let request_id = match &head.request_id {
+            Some(id) => id.clone(),
+            None => conn.core.request_id(),
+        };
+        let keep_alive = head.keep_alive;
+        Self {
+            conn,
+            head,
+            request_id,
+            started: Instant::now(),
+            keep_alive,
+            log: AccessLog::default(),
+            body: BodyState::Unread,
+            continue_sent: false,
+        }
+    }
+
+    pub fn core(&self) -> Rc<Core> {
+        Rc::clone(&self.conn.core)
+    }
+
+    /// Reads the whole request body (at most `server.max_body_bytes`).
+    pub async fn read_body(&mut self) -> Result<Vec<u8>, ApiError> {
+        if self.body != BodyState::Unread {
+            return Err(ApiError::Internal("request body read twice".into()));
+        }
+        let res = self.read_body_inner().await;
+        self.body = if res.is_ok() {
+            BodyState::Read
+        } else {
+            BodyState::Broken
+        };
+        if res.is_err() {
+            self.keep_alive = false;
+        }
+        res
+    }
+
+    async fn send_continue(&mut self) -> Result<(), ApiError> {
+        if self.head.expect_continue && !self.continue_sent {
+            self.continue_sent = true;
+            let timeout = self.conn.core.app.settings.timeouts.write;
+            let (res, _) =
+                write_all_deadline(&mut self.conn.io, &b"HTTP/1.1 100 Continue\r\n\r\n"[..], timeout).await;
+            res.map_err(|e| ApiError::bad_request(format!("client connection failed: {e}"), None))?;
+        }
+        Ok(())
+    }
+
+    async fn read_body_inner(&mut self) -> Result<Vec<u8>, ApiError> {
+        let core = Rc::clone(&self.conn.core);
+        let settings = &core.app.settings;
+        let max = settings.http.max_body_bytes;
+        let deadline = Instant::now() + settings.timeouts.body;
+        match self.head.framing {
+            BodyFraming::Empty => Ok(Vec::new()),
+            BodyFraming::Length(n) => {
+                let n = usize::try_from(n).map_err(|_| ApiError::PayloadTooLarge)?;
+                if n > max {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                let buffered = self.conn.rbuf.len().min(n);
+                let mut body = Vec::with_capacity(n);
+                body.extend_from_slice(&self.conn.rbuf.data()[..buffered]);
+                self.conn.rbuf.consume(buffered);
+                if body.len() < n {
+                    self.send_continue().await?;
+                }
+                while body.len() < n {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let len = body.len();
+                    let (res, slice) = read_deadline(
+                        &mut self.conn.io,
+                        body.slice_mut(len..n),
+                        left,
+                        std::future::pending(),
+                    )
+                    .await;
+                    body = slice.into_inner();
+                    body_read_result(res)?;
+                }
+                Ok(body)
+            }
+            BodyFraming::Chunked => {
+                let mut decoder = ChunkedDecoder::new();
+                let mut body = Vec::new();
+                loop {
+                    if !self.conn.rbuf.is_empty() {
+                        let d = decoder
+                            .decode_in_place(self.conn.rbuf.data_mut())
+                            .map_err(|e| ApiError::bad_request(format!("Invalid chunked body: {e}"), None))?;
+                        if body.len() + d.payload_len > max {
+                            return Err(ApiError::PayloadTooLarge);
+                        }
+                        body.extend_from_slice(&self.conn.rbuf.data()[..d.payload_len]);
+                        self.conn.rbuf.consume(d.consumed);
+                        if d.done {
+                            return Ok(body);
+                        }
+                    }
+                    self.send_continue().await?;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let cap = settings.read_buffer_bytes.max(16 * 1024);
+                    let res = self
+                        .conn
+                        .rbuf
+                        .fill(&mut self.conn.io, cap, left, std::future::pending())
+                        .await;
+                    body_read_result(res)?;
+                }
+            }
+        }
+    }
+
+    /// Called when the handler is done: a body nobody read is skipped when it is already here, otherwise
+    /// the connection is closed after the answer.
+    pub fn settle_unread_body(&mut self) {
+        if self.body != BodyState::Unread {
+            return;
+        }
+        match self.head.framing {
+            BodyFraming::Empty => {}
+            BodyFraming::Length(n) if !self.continue_sent && (self.conn.rbuf.len() as u64) >= n => {
+                self.conn.rbuf.consume(n as usize);
+            }
+            _ => self.keep_alive = false,
+        }
+    }
+
+    /// Writes a complete answer that is not relayed.
+    pub async fn respond(
+        &mut self,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        headers: &[(&str, String)],
+    ) {
+        self.log.status = status;
+        let core = Rc::clone(&self.conn.core);
+        let mut out = core.take_bytes();
+        {
+            let mut w = HeadWriter::new(&mut out, status);
+            w.header("Content-Type", content_type.as_bytes())
+                .header("x-request-id", self.request_id.as_bytes());
+            for (name, value) in headers {
+                w.header(name, value.as_bytes());
+            }
+            w.finish(ResponseFraming::Length(body.len()), self.keep_alive);
+        }
+        out.extend_from_slice(body);
+        let timeout = core.app.settings.timeouts.write;
+        let (res, out) = write_all_deadline(&mut self.conn.io, out, timeout).await;
+        core.put_bytes(out);
+        if res.is_err() {
+            self.keep_alive = false;
+        }
+    }
+
+    pub async fn respond_json(&mut self, status: u16, value: &serde_json::Value) {
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        self.respond(status, "application/json", &body, &[]).await;
+    }
+
+    pub async fn respond_error(&mut self, err: &ApiError) {
+        if err.log_level() <= log::Level::Warn {
+            log::log!(target: "request", err.log_level(), "{} {} {}: {err}", self.request_id, self.head.path, err.status());
+        }
+        let body = err.body();
+        let headers: Vec<(&str, String)> = err.headers();
+        self.log.outcome.get_or_insert("error");
+        self.respond(err.status(), "application/json", &body, &headers)
+            .await;
+    }
+}
+
+fn body_read_result(res: Result<usize, ReadError>) -> Result<(), ApiError> {
+    match res {
+        Ok(0) => Err(ApiError::PayloadTooLarge),
+        Ok(_) => Ok(()),
+        Err(ReadError::TimedOut) => Err(ApiError::RequestTimeout),
+        Err(e) => Err(ApiError::bad_request(
+            format!("The client connection failed: {}", std::io::Error::from(e)),
+            None,
+        )),
+    }
+}

@@ -1,0 +1,508 @@
+//! The simulator's HTTP side: a small keep-alive server on the same HTTP code as the gateway.
+
+use super::{Sim, SimParams, text};
+use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
+use crate::http::io::{ReadBuf, ReadError, write_all_deadline};
+use crate::http::request::{BodyFraming, HeadError, HttpLimits, Method, RequestHead, parse_head};
+use crate::http::response::{HeadWriter, ResponseFraming};
+use crate::runtime::Signal;
+use monoio::net::{TcpListener, TcpStream};
+use serde_json::{Value, json};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(120);
+const STALL_LIMIT: Duration = Duration::from_secs(600);
+
+/// One simulator worker: accepts on its listeners until `stop`.
+pub async fn run(sim: Arc<Sim>, listeners: Vec<std::net::TcpListener>, stop: Arc<Signal>, seed: u64) {
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(Arc::clone(&sim), l, seed));
+            }
+            Err(e) => log::error!(target: "sim", "cannot use listener: {e}"),
+        }
+    }
+    stop.wait().await;
+}
+
+async fn accept_loop(sim: Arc<Sim>, listener: TcpListener, seed: u64) {
+    let rng = Rc::new(std::cell::Cell::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
+    loop {
+        match listener.accept().await {
+            Ok((io, _)) => {
+                let _ = io.set_nodelay(true);
+                monoio::spawn(connection(Arc::clone(&sim), io, Rc::clone(&rng)));
+            }
+            Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+fn next_f64(rng: &std::cell::Cell<u64>) -> f64 {
+    let mut x = rng.get();
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    rng.set(x);
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+struct Open<'a>(&'a Sim);
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.stats.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn connection(sim: Arc<Sim>, mut io: TcpStream, rng: Rc<std::cell::Cell<u64>>) {
+    sim.stats.open_connections.fetch_add(1, Ordering::Relaxed);
+    let _open = Open(&sim);
+    let limits = HttpLimits::default();
+    let mut rbuf = ReadBuf::with_capacity(8192);
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let head = loop {
+            if !rbuf.is_empty() {
+                match parse_head(rbuf.data(), &limits) {
+                    Ok(h) => {
+                        rbuf.consume(h.head_len);
+                        break h;
+                    }
+                    Err(HeadError::Incomplete) => {}
+                    Err(_) => return,
+                }
+            }
+            match rbuf
+                .fill(&mut io, 64 * 1024, IO_TIMEOUT, std::future::pending())
+                .await
+            {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        };
+        let Some(body) = read_body(&mut io, &mut rbuf, &head).await else {
+            return;
+        };
+        sim.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let keep = handle(&sim, &mut io, &head, &body, &rng, &mut out).await;
+        if !keep || !head.keep_alive {
+            return;
+        }
+    }
+}
+
+async fn read_body(io: &mut TcpStream, rbuf: &mut ReadBuf, head: &RequestHead) -> Option<Vec<u8>> {
+    match head.framing {
+        BodyFraming::Empty => Some(Vec::new()),
+        BodyFraming::Length(n) => {
+            let n = usize::try_from(n).ok()?;
+            while rbuf.len() < n {
+                match rbuf.fill(io, n + 8192, IO_TIMEOUT, std::future::pending()).await {
+                    Ok(k) if k > 0 => {}
+                    _ => return None,
+                }
+            }
+            let body = rbuf.data()[..n].to_vec();
+            rbuf.consume(n);
+            Some(body)
+        }
+        BodyFraming::Chunked => {
+            let mut dec = ChunkedDecoder::new();
+            let mut body = Vec::new();
+            loop {
+                if !rbuf.is_empty() {
+                    let d = dec.decode_in_place(rbuf.data_mut()).ok()?;
+                    body.extend_from_slice(&rbuf.data()[..d.payload_len]);
+                    rbuf.consume(d.consumed);
+                    if d.done {
+                        return Some(body);
+                    }
+                }
+                match rbuf.fill(io, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
+                    Ok(k) if k > 0 => {}
+                    _ => return None,
+                }
+            }
+        }
+    }
+}
+
+async fn send(io: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    let buf = std::mem::take(out);
+    let (res, buf) = write_all_deadline(io, buf, IO_TIMEOUT).await;
+    *out = buf;
+    out.clear();
+    res.is_ok()
+}
+
+async fn respond(
+    io: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> bool {
+    let mut w = HeadWriter::new(out, status);
+    w.header("Content-Type", b"application/json");
+    for (k, v) in extra {
+        w.header(k, v.as_bytes());
+    }
+    w.finish(ResponseFraming::Length(body.len()), true);
+    out.extend_from_slice(body);
+    send(io, out).await
+}
+
+/// Answers one request; `false` closes the connection.
+async fn handle(
+    sim: &Sim,
+    io: &mut TcpStream,
+    head: &RequestHead,
+    body: &[u8],
+    rng: &std::cell::Cell<u64>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let path = head.path.as_str();
+    match (head.method, path) {
+        (Method::Get, "/healthz") => return respond(io, out, 200, br#"{"status":"ok"}"#, &[]).await,
+        (Method::Get, "/sim/stats") => {
+            let body = sim.stats.to_json().to_string();
+            return respond(io, out, 200, body.as_bytes(), &[]).await;
+        }
+        (Method::Post, "/sim/faults") => {
+            return match serde_json::from_slice::<SimParams>(body) {
+                Ok(p) => {
+                    sim.params.store(Arc::new(p));
+                    respond(io, out, 200, br#"{"ok":true}"#, &[]).await
+                }
+                Err(e) => {
+                    respond(
+                        io,
+                        out,
+                        400,
+                        json!({"error": e.to_string()}).to_string().as_bytes(),
+                        &[],
+                    )
+                    .await
+                }
+            };
+        }
+        _ => {}
+    }
+    if let Some(key) = &sim.api_key {
+        let ok = head
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            == Some(key.as_str());
+        if !ok {
+            let e = json!({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key", "param": null}});
+            return respond(io, out, 401, e.to_string().as_bytes(), &[]).await;
+        }
+    }
+    match (head.method, path) {
+        (Method::Get, "/v1/models") => {
+            let data: Vec<Value> = sim
+                .models
+                .iter()
+                .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "sim"}))
+                .collect();
+            respond(
+                io,
+                out,
+                200,
+                json!({"object": "list", "data": data}).to_string().as_bytes(),
+                &[],
+            )
+            .await
+        }
+        (Method::Post, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
+            let params = sim.params.load_full();
+            let roll = next_f64(rng);
+            if roll < params.error_rate {
+                sim.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+                return respond(io, out, 500, br#"{"error":"simulated internal error"}"#, &[]).await;
+            }
+            if roll < params.error_rate + params.capacity_rate {
+                sim.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+                return respond(
+                    io,
+                    out,
+                    429,
+                    br#"{"error":"Transfer Agent capacity reached"}"#,
+                    &[("Retry-After", "1")],
+                )
+                .await;
+            }
+            let req: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => {
+                    let e = json!({"error": {"message": format!("invalid JSON: {e}"), "type": "invalid_request_error", "param": null, "code": null}});
+                    return respond(io, out, 400, e.to_string().as_bytes(), &[]).await;
+                }
+            };
+            let model = req
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if !sim.models.contains(&model) {
+                let e = json!({"error": {"message": format!("model {model} is not served here"), "type": "invalid_request_error", "param": "model", "code": "model_not_found"}});
+                return respond(io, out, 404, e.to_string().as_bytes(), &[]).await;
+            }
+            let fault_roll = next_f64(rng);
+            let mid_fault = if fault_roll < params.drop_rate {
+                MidFault::Drop
+            } else if fault_roll < params.drop_rate + params.stall_rate {
+                MidFault::Stall
+            } else {
+                MidFault::None
+            };
+            if mid_fault != MidFault::None {
+                sim.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
+            }
+            if path == "/v1/embeddings" {
+                return embeddings(io, out, &req, &model).await;
+            }
+            let chat = path == "/v1/chat/completions";
+            generate(sim, io, out, &req, &model, chat, &params, mid_fault, rng).await
+        }
+        _ => respond(io, out, 404, br#"{"error":"not found"}"#, &[]).await,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MidFault {
+    None,
+    Drop,
+    Stall,
+}
+
+/// The prompt text and message count the completion is derived from.
+pub fn prompt_of(req: &Value, chat: bool) -> (String, usize) {
+    if chat {
+        let msgs = req
+            .get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut text = String::new();
+        for m in &msgs {
+            match m.get("content") {
+                Some(Value::String(s)) => text.push_str(s),
+                Some(Value::Array(parts)) => {
+                    for p in parts {
+                        if let Some(t) = p.get("text").and_then(Value::as_str) {
+                            text.push_str(t);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            text.push('\n');
+        }
+        (text, msgs.len())
+    } else {
+        let text = match req.get("prompt") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        (text, 0)
+    }
+}
+
+#[expect(clippy::too_many_arguments, reason = "one request's whole context")]
+async fn generate(
+    sim: &Sim,
+    io: &mut TcpStream,
+    out: &mut Vec<u8>,
+    req: &Value,
+    model: &str,
+    chat: bool,
+    params: &SimParams,
+    fault: MidFault,
+    rng: &std::cell::Cell<u64>,
+) -> bool {
+    let (prompt, messages) = prompt_of(req, chat);
+    let max_tokens = req
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| req.get("max_tokens").and_then(Value::as_u64))
+        .unwrap_or(u64::MAX);
+    let n = params.completion_tokens.min(max_tokens);
+    let finish = if max_tokens < params.completion_tokens {
+        "length"
+    } else {
+        "stop"
+    };
+    let tokens = text::tokens(prompt.as_bytes(), n as usize);
+    let prompt_tokens = text::prompt_tokens(prompt.len(), messages);
+    let usage =
+        json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let include_usage = req
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let id = format!(
+        "{}-{:016x}",
+        if chat { "chatcmpl" } else { "cmpl" },
+        (next_f64(rng) * 1e18) as u64
+    );
+    let created = crate::clock::unix_secs();
+    let start = monoio::time::Instant::now();
+    let ttft = Duration::from_millis(params.ttft_ms);
+    let per_token = if params.tokens_per_s > 0.0 {
+        Duration::from_secs_f64(1.0 / params.tokens_per_s)
+    } else {
+        Duration::ZERO
+    };
+
+    if !stream {
+        let total = ttft + per_token * (n.saturating_sub(1) as u32);
+        if !total.is_zero() {
+            monoio::time::sleep_until(start + total).await;
+        }
+        let text = tokens.concat();
+        let body = if chat {
+            json!({"id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": usage})
+        } else {
+            json!({"id": id, "object": "text_completion", "created": created, "model": model,
+                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+                "usage": usage})
+        };
+        let body = body.to_string();
+        if fault == MidFault::None {
+            return respond(io, out, 200, body.as_bytes(), &[]).await;
+        }
+        HeadWriter::new(out, 200)
+            .header("Content-Type", b"application/json")
+            .finish(ResponseFraming::Length(body.len()), true);
+        out.extend_from_slice(&body.as_bytes()[..body.len() / 2]);
+        let _ = send(io, out).await;
+        if fault == MidFault::Stall {
+            stall(io).await;
+        }
+        return false;
+    }
+
+    sim.stats.streams_started.fetch_add(1, Ordering::Relaxed);
+    HeadWriter::new(out, 200)
+        .header("Content-Type", b"text/event-stream")
+        .header("Cache-Control", b"no-cache")
+        .finish(ResponseFraming::Chunked, true);
+    if !send(io, out).await {
+        sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    let usage_null = if include_usage { r#","usage":null"# } else { "" };
+    let model_json = Value::String(model.to_owned()).to_string();
+    let mut event = Vec::with_capacity(512);
+    for (i, tok) in tokens.iter().enumerate() {
+        monoio::time::sleep_until(start + ttft + per_token * i as u32).await;
+        if fault != MidFault::None && i as u64 == n / 2 {
+            if fault == MidFault::Stall {
+                stall(io).await;
+            }
+            return false;
+        }
+        let tok_json = Value::String(tok.clone()).to_string();
+        event.clear();
+        if chat {
+            let role = if i == 0 { r#""role":"assistant","# } else { "" };
+            event.extend_from_slice(
+                format!(
+                    r#"data: {{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model_json},"choices":[{{"index":0,"delta":{{{role}"content":{tok_json}}},"finish_reason":null}}]{usage_null}}}"#
+                )
+                .as_bytes(),
+            );
+        } else {
+            event.extend_from_slice(
+                format!(
+                    r#"data: {{"id":"{id}","object":"text_completion","created":{created},"model":{model_json},"choices":[{{"index":0,"text":{tok_json},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
+                )
+                .as_bytes(),
+            );
+        }
+        event.extend_from_slice(b"\n\n");
+        encode_chunk(out, &event);
+        if !send(io, out).await {
+            sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+    }
+    event.clear();
+    if chat {
+        event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model_json},"choices":[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
+    } else {
+        event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"text_completion","created":{created},"model":{model_json},"choices":[{{"index":0,"text":"","logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
+    }
+    event.extend_from_slice(b"\n\n");
+    if include_usage {
+        let object = if chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
+        event.extend_from_slice(
+            format!(r#"data: {{"id":"{id}","object":"{object}","created":{created},"model":{model_json},"choices":[],"usage":{usage}}}"#)
+                .as_bytes(),
+        );
+        event.extend_from_slice(b"\n\n");
+    }
+    event.extend_from_slice(b"data: [DONE]\n\n");
+    encode_chunk(out, &event);
+    out.extend_from_slice(LAST_CHUNK);
+    if !send(io, out).await {
+        sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    sim.stats.streams_completed.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// Hangs until the peer closes (or a long limit passes).
+async fn stall(io: &mut TcpStream) {
+    let mut rbuf = ReadBuf::with_capacity(1024);
+    loop {
+        match rbuf.fill(io, 1024, STALL_LIMIT, std::future::pending()).await {
+            Ok(n) if n > 0 => rbuf.consume(n),
+            Ok(_) | Err(ReadError::Eof | ReadError::TimedOut | ReadError::Interrupted | ReadError::Io(_)) => {
+                return;
+            }
+        }
+    }
+}
+
+async fn embeddings(io: &mut TcpStream, out: &mut Vec<u8>, req: &Value, model: &str) -> bool {
+    let inputs: Vec<String> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        _ => {
+            let e = json!({"error": {"message": "input is required", "type": "invalid_request_error", "param": "input", "code": null}});
+            return respond(io, out, 400, e.to_string().as_bytes(), &[]).await;
+        }
+    };
+    let prompt_tokens: u64 = inputs.iter().map(|s| text::prompt_tokens(s.len(), 0)).sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"object": "embedding", "index": i, "embedding": text::embedding(s.as_bytes(), 16)}))
+        .collect();
+    let body = json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}});
+    respond(io, out, 200, body.to_string().as_bytes(), &[]).await
+}
