@@ -145,11 +145,11 @@ pub fn start(app: Arc<App>) -> io::Result<Running> {
     let n = settings.workers.get();
     let (public_addr, public) = bind_group(settings.listen, n, settings.backlog)?;
     let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
-    log::info!(
-        target: "runtime",
-        "{n} workers on {} driver; public {public_addr}, admin {admin_addr}",
-        driver_name()
-    );
+    let driver = driver_name();
+    if driver == "epoll" {
+        log::warn!(target: "runtime", "io_uring is unavailable here; falling back to the epoll driver");
+    }
+    log::info!(target: "runtime", "{n} workers on {driver} driver; public {public_addr}, admin {admin_addr}");
     let stop = Arc::new(Signal::default());
     let mut workers = Vec::with_capacity(n);
     for (index, (public, admin)) in public.into_iter().zip(admin).enumerate() {

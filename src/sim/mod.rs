@@ -106,7 +106,9 @@ impl SimStats {
 pub struct Sim {
     pub models: Vec<String>,
     pub api_key: Option<String>,
-    pub params: ArcSwap<SimParams>,
+    /// Behaviour of each simulated node (index = listen address order), changed by `POST /sim/faults`.
+    pub params: Vec<ArcSwap<SimParams>>,
+    /// Counters of the whole process.
     pub stats: SimStats,
 }
 
@@ -140,16 +142,20 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
     let sim = Arc::new(Sim {
         models: config.models.clone(),
         api_key: config.api_key.clone(),
-        params: ArcSwap::from_pointee(config.params.clone()),
+        params: config
+            .listen
+            .iter()
+            .map(|_| ArcSwap::from_pointee(config.params.clone()))
+            .collect(),
         stats: SimStats::default(),
     });
     let mut addrs = Vec::new();
-    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
-    for addr in &config.listen {
+    let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
+    for (node, addr) in config.listen.iter().enumerate() {
         let (actual, listeners) = bind_group(*addr, workers, 4096)?;
         addrs.push(actual);
         for (w, l) in listeners.into_iter().enumerate() {
-            per_worker[w].push(l);
+            per_worker[w].push((node, l));
         }
     }
     let stop = Arc::new(Signal::default());

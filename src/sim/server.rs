@@ -17,11 +17,16 @@ const IO_TIMEOUT: Duration = Duration::from_secs(120);
 const STALL_LIMIT: Duration = Duration::from_secs(600);
 
 /// One simulator worker: accepts on its listeners until `stop`.
-pub async fn run(sim: Arc<Sim>, listeners: Vec<std::net::TcpListener>, stop: Arc<Signal>, seed: u64) {
-    for l in listeners {
+pub async fn run(
+    sim: Arc<Sim>,
+    listeners: Vec<(usize, std::net::TcpListener)>,
+    stop: Arc<Signal>,
+    seed: u64,
+) {
+    for (node, l) in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(Arc::clone(&sim), l, seed));
+                monoio::spawn(accept_loop(Arc::clone(&sim), node, l, seed ^ node as u64));
             }
             Err(e) => log::error!(target: "sim", "cannot use listener: {e}"),
         }
@@ -29,13 +34,13 @@ pub async fn run(sim: Arc<Sim>, listeners: Vec<std::net::TcpListener>, stop: Arc
     stop.wait().await;
 }
 
-async fn accept_loop(sim: Arc<Sim>, listener: TcpListener, seed: u64) {
+async fn accept_loop(sim: Arc<Sim>, node: usize, listener: TcpListener, seed: u64) {
     let rng = Rc::new(std::cell::Cell::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
     loop {
         match listener.accept().await {
             Ok((io, _)) => {
                 let _ = io.set_nodelay(true);
-                monoio::spawn(connection(Arc::clone(&sim), io, Rc::clone(&rng)));
+                monoio::spawn(connection(Arc::clone(&sim), node, io, Rc::clone(&rng)));
             }
             Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -58,7 +63,7 @@ impl Drop for Open<'_> {
     }
 }
 
-async fn connection(sim: Arc<Sim>, mut io: TcpStream, rng: Rc<std::cell::Cell<u64>>) {
+async fn connection(sim: Arc<Sim>, node: usize, mut io: TcpStream, rng: Rc<std::cell::Cell<u64>>) {
     sim.stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = Open(&sim);
     let limits = HttpLimits::default();
@@ -88,7 +93,7 @@ async fn connection(sim: Arc<Sim>, mut io: TcpStream, rng: Rc<std::cell::Cell<u6
             return;
         };
         sim.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let keep = handle(&sim, &mut io, &head, &body, &rng, &mut out).await;
+        let keep = handle(&sim, node, &mut io, &head, &body, &rng, &mut out).await;
         if !keep || !head.keep_alive {
             return;
         }
@@ -159,6 +164,7 @@ async fn respond(
 /// Answers one request; `false` closes the connection.
 async fn handle(
     sim: &Sim,
+    node: usize,
     io: &mut TcpStream,
     head: &RequestHead,
     body: &[u8],
@@ -175,7 +181,7 @@ async fn handle(
         (Method::Post, "/sim/faults") => {
             return match serde_json::from_slice::<SimParams>(body) {
                 Ok(p) => {
-                    sim.params.store(Arc::new(p));
+                    sim.params[node].store(Arc::new(p));
                     respond(io, out, 200, br#"{"ok":true}"#, &[]).await
                 }
                 Err(e) => {
@@ -220,7 +226,7 @@ async fn handle(
             .await
         }
         (Method::Post, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
-            let params = sim.params.load_full();
+            let params = sim.params[node].load_full();
             let roll = next_f64(rng);
             if roll < params.error_rate {
                 sim.stats.faults_injected.fetch_add(1, Ordering::Relaxed);

@@ -659,8 +659,8 @@ pub async fn read_small_body<S: Transport>(
     let deadline = Instant::now() + read_timeout;
     loop {
         if data_len > 0 {
-            let region = &mut buf[HEADROOM..HEADROOM + data_len];
-            data_len = 0;
+            let len = std::mem::take(&mut data_len);
+            let region = &mut buf[HEADROOM..HEADROOM + len];
             let n = match &mut decoder {
                 Some(d) => match d.decode_in_place(region) {
                     Ok(r) => {
@@ -675,7 +675,7 @@ pub async fn read_small_body<S: Transport>(
                     }
                 },
                 None => {
-                    let take = usize::try_from(remaining).map_or(data_len, |r| r.min(data_len));
+                    let take = usize::try_from(remaining).map_or(len, |r| r.min(len));
                     if head.body != ResponseBody::UntilClose {
                         remaining -= take as u64;
                         done = remaining == 0;

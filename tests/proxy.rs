@@ -1,0 +1,512 @@
+//! The request path end to end: the real gateway binary in front of the real simulator, over TCP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "tests fail loudly and block freely on their own threads"
+)]
+
+mod utils;
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use utils::*;
+
+#[test]
+fn non_stream_and_stream_give_the_simulators_text() {
+    let sim = Sim::start(&["--completion-tokens", "12"]);
+    let gw = Gateway::start(&sim.urls);
+    let direct = post(
+        sim.addr(0),
+        "/v1/chat/completions",
+        "Bearer x",
+        &chat_body("hello there", 50, false),
+    );
+    assert_eq!(direct.status, 200);
+    let expected = direct.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(expected.split(' ').count(), 12);
+
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &chat_body("hello there", 50, false),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-request-id").unwrap().starts_with("req_"));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], expected.as_str());
+    assert_eq!(v["usage"]["completion_tokens"], 12);
+
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &chat_body("hello there", 50, true),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let body = r.text();
+    assert_eq!(sse_text(&body), expected);
+    assert!(body.trim_end().ends_with("data: [DONE]"));
+    assert!(
+        !body.contains("\"prompt_tokens\""),
+        "the usage chunk the client did not ask for is cut: {body}"
+    );
+
+    let mut with_usage = chat_body("hello there", 50, true);
+    with_usage["stream_options"] = json!({"include_usage": true});
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &with_usage);
+    let body = r.text();
+    assert_eq!(sse_text(&body), expected);
+    assert!(
+        body.contains("\"completion_tokens\":12"),
+        "asked-for usage chunk is kept: {body}"
+    );
+}
+
+#[test]
+fn client_request_id_is_echoed() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    let body = chat_body("x", 3, false).to_string();
+    let r = http(
+        gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", &gw.auth()), ("X-Request-Id", "my-trace-42")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.header("x-request-id"), Some("my-trace-42"));
+}
+
+#[test]
+fn models_completions_and_embeddings() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        models: vec![MODEL, "unserved/model"],
+        node_models: vec![MODEL],
+        ..GatewayOpts::default()
+    });
+    let r = http(
+        gw.addr,
+        "GET",
+        "/v1/models",
+        &[("Authorization", &gw.auth())],
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [MODEL], "a model no node serves is not listed");
+    assert_eq!(v["data"][0]["context_length"], 32768);
+    assert_eq!(v["data"][0]["price_prompt_ngonka"], "10");
+
+    let r = post(
+        gw.addr,
+        "/v1/completions",
+        &gw.auth(),
+        &json!({"model": MODEL, "prompt": "once upon", "max_tokens": 4}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["usage"]["completion_tokens"], 4);
+
+    let r = post(
+        gw.addr,
+        "/v1/completions",
+        &gw.auth(),
+        &json!({"model": MODEL, "prompt": "once upon", "max_tokens": 4, "stream": true}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().matches("\"text\"").count(), 5, "{}", r.text());
+
+    let r = post(
+        gw.addr,
+        "/v1/embeddings",
+        &gw.auth(),
+        &json!({"model": MODEL, "input": ["a", "b"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn errors_are_openai_shaped() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    let check = |r: &Resp, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        let v = r.json();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].is_string());
+        assert!(v["error"].get("type").is_some() && v["error"].get("param").is_some());
+        assert!(r.header("x-request-id").is_some());
+    };
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    check(&r, 404, "model_not_found");
+    let r = http(
+        gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        &[("Authorization", &gw.auth())],
+        Some(b"{not json"),
+    );
+    check(&r, 400, "invalid_request_error");
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}),
+    );
+    check(&r, 400, "invalid_request_error");
+    assert_eq!(r.json()["error"]["param"], "max_tokens");
+    let r = post(gw.addr, "/v1/chat/completions", "", &chat_body("x", 1, false));
+    check(&r, 401, "invalid_api_key");
+    let r = http(gw.addr, "GET", "/v1/nothing", &[], None);
+    check(&r, 404, "not_found");
+    let r = http(gw.addr, "GET", "/v1/chat/completions", &[], None);
+    check(&r, 405, "method_not_allowed");
+}
+
+#[test]
+fn a_dead_node_is_skipped_and_ejected() {
+    let sim = Sim::start(&[]);
+    // A port nobody listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let gw = Gateway::start(&[dead.clone(), sim.urls[0].clone()]);
+    for i in 0..20 {
+        let r = post(
+            gw.addr,
+            "/v1/chat/completions",
+            &gw.auth(),
+            &chat_body(&format!("q{i}"), 3, i % 2 == 0),
+        );
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let m = gw.metrics();
+    let dead_up = format!("gateway_node_up{{node=\"{dead}\"}} 0");
+    assert!(m.contains(&dead_up), "dead node ejected:\n{m}");
+    assert!(gw.metric("gateway_upstream_retries_total") >= 1.0);
+}
+
+#[test]
+fn capacity_429_and_5xx_move_to_another_node_and_it_comes_back() {
+    let sim = Sim::start(&["--extra-nodes", "1"]);
+    sim.set_faults(0, json!({"capacity_rate": 1.0}));
+    let gw = Gateway::start(&sim.urls);
+    for i in 0..10 {
+        let r = post(
+            gw.addr,
+            "/v1/chat/completions",
+            &gw.auth(),
+            &chat_body(&format!("c{i}"), 3, true),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    sim.set_faults(0, json!({"error_rate": 1.0}));
+    for i in 0..10 {
+        let r = post(
+            gw.addr,
+            "/v1/chat/completions",
+            &gw.auth(),
+            &chat_body(&format!("e{i}"), 3, false),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let node0 = format!("gateway_node_up{{node=\"{}\"}}", sim.urls[0]);
+    assert!(
+        gw.metrics().contains(&format!("{node0} 0")),
+        "failing node ejected"
+    );
+    // Healthy again: the control plane's probe readmits it.
+    sim.set_faults(0, json!({}));
+    assert!(
+        eventually(Duration::from_secs(5), || gw
+            .metrics()
+            .contains(&format!("{node0} 1"))),
+        "node probed back"
+    );
+}
+
+#[test]
+fn every_node_failing_gives_503_or_502_in_openai_shape() {
+    let sim = Sim::start(&["--capacity-rate", "1"]);
+    let gw = Gateway::start(&sim.urls);
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &chat_body("x", 3, false),
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert!(
+        r.text().contains("Transfer Agent capacity reached"),
+        "node message kept: {}",
+        r.text()
+    );
+}
+
+#[test]
+fn a_node_dropping_mid_stream_ends_the_stream_with_an_error_event() {
+    let sim = Sim::start(&[
+        "--drop-rate",
+        "1",
+        "--completion-tokens",
+        "10",
+        "--tokens-per-s",
+        "100",
+    ]);
+    let gw = Gateway::start(&sim.urls);
+    let started = Instant::now();
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &chat_body("drop me", 50, true),
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    assert_eq!(r.status, 200);
+    let body = r.text();
+    assert_eq!(
+        sse_text(&body).split(' ').count(),
+        5,
+        "half the tokens arrived: {body}"
+    );
+    let last = body.lines().rev().find(|l| l.starts_with("data: ")).unwrap();
+    let v: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unavailable", "{body}");
+}
+
+/// Opens a stream on a raw socket, reads `events` data events, and returns the socket.
+fn open_stream(gw: &Gateway, prompt: &str, events: usize) -> TcpStream {
+    let body = chat_body(prompt, 200, true).to_string();
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        gw.auth(),
+        body.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&seen).matches("data: ").count() < events {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+#[test]
+fn client_leaving_mid_stream_closes_the_node_connection() {
+    let sim = Sim::start(&["--tokens-per-s", "20", "--completion-tokens", "200"]);
+    let gw = Gateway::start(&sim.urls);
+    let s = open_stream(&gw, "leave early", 3);
+    assert_eq!(
+        sim.stats()["open_connections"],
+        2,
+        "the gateway's connection and our stats request"
+    );
+    drop(s);
+    assert!(
+        eventually(Duration::from_secs(3), || sim.stats()["open_connections"] == 1),
+        "the gateway closed its node connection: {}",
+        sim.stats()
+    );
+    assert_eq!(sim.stats()["streams_aborted"], 1);
+    assert!(eventually(Duration::from_secs(3), || gw
+        .metric("gateway_connections_open")
+        == 1.0));
+    assert_eq!(gw.metric("gateway_requests_in_flight"), 0.0);
+    assert!(gw.metric("gateway_client_disconnects_total") >= 1.0);
+}
+
+#[test]
+fn client_leaving_while_the_node_stalls_is_noticed_at_once() {
+    let sim = Sim::start(&[
+        "--stall-rate",
+        "1",
+        "--tokens-per-s",
+        "50",
+        "--completion-tokens",
+        "10",
+    ]);
+    let gw = Gateway::start(&sim.urls);
+    let s = open_stream(&gw, "stall", 2);
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    assert!(
+        eventually(Duration::from_secs(2), || sim.stats()["open_connections"] == 1),
+        "node connection closed although the node sends nothing: {}",
+        sim.stats()
+    );
+    assert_eq!(gw.metric("gateway_requests_in_flight"), 0.0);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    let body = chat_body("pipelined", 2, true).to_string();
+    let req = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+         POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n\
+         GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        gw.auth(),
+        body.len()
+    );
+    let (out, closed) = raw(gw.addr, req.as_bytes(), Duration::from_secs(10));
+    assert!(closed);
+    assert_eq!(
+        statuses(&out),
+        [200, 200, 404, 200],
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.find("data: [DONE]").unwrap() < text.find("Unknown path").unwrap());
+}
+
+#[test]
+fn keep_alive_chunked_bodies_and_100_continue() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    let body = chat_body("chunky", 2, false).to_string();
+    let (a, b) = body.split_at(10);
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A chunked body.
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x};ext=1\r\n{b}\r\n0\r\n\r\n",
+        gw.auth(),
+        a.len(),
+        b.len()
+    )
+    .unwrap();
+    let first = read_response(&mut s);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // Expect: 100-continue on the same connection: the interim answer comes before we send the body.
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        gw.auth(),
+        body.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let second = read_response(&mut s);
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+/// Reads one response with a Content-Length body.
+fn read_response(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut byte = [0u8; 1];
+    while !out.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        out.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&out).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[test]
+fn node_connections_are_kept_alive_and_reused() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        workers: 1,
+        ..GatewayOpts::default()
+    });
+    for i in 0..30 {
+        let r = post(
+            gw.addr,
+            "/v1/chat/completions",
+            &gw.auth(),
+            &chat_body(&format!("k{i}"), 2, i % 2 == 0),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let stats = sim.stats();
+    assert_eq!(
+        stats["open_connections"], 2,
+        "one pooled gateway connection plus ours: {stats}"
+    );
+}
+
+#[test]
+fn first_event_arrives_long_before_the_last() {
+    let sim = Sim::start(&["--tokens-per-s", "20", "--completion-tokens", "10"]);
+    let gw = Gateway::start(&sim.urls);
+    let started = Instant::now();
+    let s = open_stream(&gw, "timing", 1);
+    let first = started.elapsed();
+    drop(s);
+    assert!(
+        first < Duration::from_millis(300),
+        "first event after {first:?} (the whole answer takes 500 ms)"
+    );
+}
+
+#[test]
+fn falls_back_to_epoll_where_io_uring_is_unavailable_and_says_so() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        envs: vec![("MONOIO_FORCE_LEGACY_DRIVER", "1".into())],
+        ..GatewayOpts::default()
+    });
+    let r = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &chat_body("epoll", 5, true),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(sse_text(&r.text()).split(' ').count(), 5);
+    assert!(
+        gw.proc.stderr().contains("falling back to the epoll driver"),
+        "{}",
+        gw.proc.stderr()
+    );
+}

@@ -1,0 +1,506 @@
+//! Shared helpers for the integration tests: start the real binary (simulator, gateway) on ephemeral
+//! loopback ports, talk HTTP to it (raw bytes, or `ureq` as an independent client), run the official
+//! OpenAI Python SDK.
+#![allow(dead_code, reason = "each test crate uses a different part of the helpers")]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gonka-gateway");
+pub const MODEL: &str = "gonka/sim-small";
+
+/// A child process killed on drop; its stdout lines arrive on a channel, stderr goes to a file.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], dir: &Path, envs: &[(&str, &str)]) -> Proc {
+        let stderr_path = dir.join(format!("stderr-{}.log", args.first().copied().unwrap_or("x")));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            stderr_path,
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns the rest.
+    pub fn wait_line(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line[prefix.len()..].to_owned(),
+                Ok(_) => {}
+                Err(_) => panic!("no {prefix} line; stderr: {}", self.stderr()),
+            }
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; `None` on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A simulator process.
+pub struct Sim {
+    pub proc: Proc,
+    pub urls: Vec<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Sim {
+    /// `sim --listen 127.0.0.1:0 --models gonka/sim-small <args>`.
+    pub fn start(args: &[&str]) -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = vec!["sim", "--listen", "127.0.0.1:0", "--models", MODEL];
+        all.extend_from_slice(args);
+        let mut proc = Proc::spawn(&all, dir.path(), &[]);
+        let mut urls = vec![proc.wait_line("SIM_NODE=")];
+        let extra: usize = args
+            .iter()
+            .position(|a| *a == "--extra-nodes")
+            .map(|i| args[i + 1].parse().unwrap())
+            .unwrap_or(0);
+        for _ in 0..extra {
+            urls.push(proc.wait_line("SIM_NODE="));
+        }
+        Sim { proc, urls, dir }
+    }
+
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.urls[i]
+            .trim_start_matches("http://")
+            .trim_end_matches("/v1")
+            .parse()
+            .unwrap()
+    }
+
+    pub fn stats(&self) -> Value {
+        let r = http(self.addr(0), "GET", "/sim/stats", &[], None);
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    pub fn set_faults(&self, i: usize, params: Value) {
+        let r = http(
+            self.addr(i),
+            "POST",
+            "/sim/faults",
+            &[],
+            Some(params.to_string().as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+}
+
+/// A gateway started with `serve --config`.
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admin_token: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// What goes into the test config besides the defaults.
+pub struct GatewayOpts {
+    pub node_urls: Vec<String>,
+    pub models: Vec<&'static str>,
+    /// Extra TOML appended to `[server]`.
+    pub server: String,
+    /// Extra TOML appended to `[upstream]`.
+    pub upstream: String,
+    pub workers: usize,
+    /// The `models` of every node (empty: all models).
+    pub node_models: Vec<&'static str>,
+    /// Extra environment for the gateway process.
+    pub envs: Vec<(&'static str, String)>,
+}
+
+impl Default for GatewayOpts {
+    fn default() -> Self {
+        Self {
+            node_urls: Vec::new(),
+            models: vec![MODEL],
+            server: String::new(),
+            upstream: String::new(),
+            workers: 2,
+            node_models: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+}
+
+impl Gateway {
+    pub fn start(node_urls: &[String]) -> Gateway {
+        Self::start_with(GatewayOpts {
+            node_urls: node_urls.to_vec(),
+            ..GatewayOpts::default()
+        })
+    }
+
+    pub fn start_with(opts: GatewayOpts) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = format!(
+            "workers = {}\ndata_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n[upstream]\nconnect_timeout_ms = 1000\neject_ms = 500\nprobe_interval_ms = 100\n{}\n",
+            opts.workers,
+            dir.path().join("data").display(),
+            opts.server,
+            opts.upstream,
+        );
+        for m in &opts.models {
+            toml.push_str(&format!(
+                "[[models]]\nid = \"{m}\"\ncontext_length = 32768\nprice_prompt_ngonka = 10\nprice_completion_ngonka = 20\n"
+            ));
+        }
+        for url in &opts.node_urls {
+            toml.push_str(&format!(
+                "[[upstream.nodes]]\nurl = \"{url}\"\nkind = \"openai\"\nmodels = {:?}\n",
+                opts.node_models
+            ));
+        }
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let admin_token = "test-admin-token-0123456789".to_owned();
+        let mut envs: Vec<(&str, &str)> = vec![("TEST_ADMIN_TOKEN", admin_token.as_str())];
+        envs.extend(opts.envs.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut proc = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], dir.path(), &envs);
+        let addr = proc.wait_line("GATEWAY_LISTEN=").parse().unwrap();
+        let admin_addr = proc.wait_line("GATEWAY_ADMIN_LISTEN=").parse().unwrap();
+        Gateway {
+            proc,
+            addr,
+            admin_addr,
+            admin_token,
+            dir,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// A key valid for inference.
+    pub fn api_key(&self) -> String {
+        "test-inference-key".to_owned()
+    }
+
+    pub fn auth(&self) -> String {
+        format!("Bearer {}", self.api_key())
+    }
+
+    pub fn metrics(&self) -> String {
+        let auth = format!("Bearer {}", self.admin_token);
+        let r = http(
+            self.admin_addr,
+            "GET",
+            "/metrics",
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(r.status, 200);
+        r.text()
+    }
+
+    /// A gauge or counter value from `/metrics` (the first series whose line starts with `name`).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+}
+
+/// A plain HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
+}
+
+/// One request with `ureq` (an independent HTTP implementation).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    let url = format!("http://{addr}{path}");
+    let agent = agent();
+    let mut req = ureq::http::Request::builder().method(method).uri(&url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let result = match body {
+        Some(b) => agent.run(
+            req.header("Content-Type", "application/json")
+                .body(b.to_vec())
+                .unwrap(),
+        ),
+        None => agent.run(req.body(()).unwrap()),
+    };
+    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_vec()
+        .unwrap();
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// POST JSON with the given bearer.
+pub fn post(addr: SocketAddr, path: &str, auth: &str, body: &Value) -> Resp {
+    http(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", auth)],
+        Some(body.to_string().as_bytes()),
+    )
+}
+
+pub fn chat_body(content: &str, max_tokens: u64, stream: bool) -> Value {
+    serde_json::json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    })
+}
+
+/// The text of the `data:` events of an SSE body, concatenating `choices[0].delta.content`.
+pub fn sse_text(body: &str) -> String {
+    let mut text = String::new();
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(c);
+        }
+    }
+    text
+}
+
+/// Writes `bytes` on a fresh connection and reads until the server closes (or `timeout`).
+pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> (Vec<u8>, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(bytes).unwrap();
+    read_until_close(&mut s, timeout)
+}
+
+/// Reads until EOF; the flag says whether the server closed (false: timed out with the socket open).
+pub fn read_until_close(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if Instant::now() >= deadline {
+            return (out, false);
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return (out, false);
+            }
+            Err(_) => return (out, true),
+        }
+    }
+}
+
+/// Status codes of every response head found in `bytes`, in order.
+pub fn statuses(bytes: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text[i + 9..].get(..3).and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A Python interpreter with the official `openai` SDK installed (a venv under `target/`, created on
+/// first use and shared by every test run).
+pub fn python_with_openai() -> PathBuf {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let venv = target.join("test-venv");
+    let python = venv.join("bin/python");
+    let ready = venv.join(".ready");
+    let lock = target.join("test-venv.lock");
+    std::fs::create_dir_all(&target).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if ready.exists() {
+            return python;
+        }
+        if std::fs::create_dir(&lock).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited too long for another test to build the venv"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt");
+    let ok = (|| {
+        if !python.exists() {
+            let s = Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .status()
+                .ok()?;
+            if !s.success() {
+                return None;
+            }
+        }
+        let s = Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(&requirements)
+            .status()
+            .ok()?;
+        s.success().then_some(())
+    })();
+    if ok.is_some() {
+        std::fs::write(&ready, "").unwrap();
+    }
+    let _ = std::fs::remove_dir(&lock);
+    assert!(
+        ok.is_some(),
+        "could not install the Python test requirements into {}",
+        venv.display()
+    );
+    python
+}
+
+/// Runs `tests/python/<script>` with the SDK venv; panics with its output unless it exits 0.
+pub fn run_python(script: &str, envs: &[(&str, String)]) -> String {
+    let python = python_with_openai();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let mut cmd = Command::new(python);
+    cmd.arg(path);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
