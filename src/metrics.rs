@@ -5,7 +5,7 @@
 //! takes, except while a scrape sums the shards), so recording never contends.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +21,8 @@ pub fn set_thread_shard(index: usize) {
 
 #[derive(Debug, Default)]
 struct Shard {
-    /// (route, status, model) → count.
-    requests: BTreeMap<(&'static str, u16, String), u64>,
+    /// (route, status) → model → count. Nested so a known model is counted without allocating.
+    requests: HashMap<(&'static str, u16), HashMap<String, u64>>,
 }
 
 #[derive(Debug)]
@@ -59,10 +59,15 @@ impl Metrics {
     }
 
     pub fn record(&self, route: &'static str, status: u16, model: Option<&str>) {
+        let model = model.unwrap_or_default();
         if let Ok(mut s) = self.shard().lock() {
-            *s.requests
-                .entry((route, status, model.unwrap_or_default().to_owned()))
-                .or_insert(0) += 1;
+            let by_model = s.requests.entry((route, status)).or_default();
+            match by_model.get_mut(model) {
+                Some(n) => *n += 1,
+                None => {
+                    by_model.insert(model.to_owned(), 1);
+                }
+            }
         }
     }
 
@@ -74,8 +79,8 @@ impl Metrics {
             .map(|s| {
                 s.requests
                     .iter()
-                    .filter(|((r, _, _), _)| *r == route)
-                    .map(|(_, n)| n)
+                    .filter(|((r, _), _)| *r == route)
+                    .flat_map(|(_, m)| m.values())
                     .sum::<u64>()
             })
             .sum()
@@ -86,8 +91,10 @@ impl Metrics {
         let mut merged: BTreeMap<(&'static str, u16, String), u64> = BTreeMap::new();
         for shard in self.shards.iter() {
             if let Ok(s) = shard.lock() {
-                for (k, v) in &s.requests {
-                    *merged.entry(k.clone()).or_insert(0) += v;
+                for ((route, status), by_model) in &s.requests {
+                    for (model, n) in by_model {
+                        *merged.entry((*route, *status, model.clone())).or_insert(0) += n;
+                    }
                 }
             }
         }

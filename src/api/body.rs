@@ -56,19 +56,68 @@ fn bad(message: &str, param: &str) -> ApiError {
     ApiError::bad_request(message, Some(param))
 }
 
-/// Parses a copy of `body` (in `scratch`) and validates the fields the gateway depends on.
-pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut Vec<u8>) -> Result<Inspected, ApiError> {
-    scratch.clear();
-    scratch.extend_from_slice(body);
-    let value = simd_json::to_borrowed_value(scratch)
-        .map_err(|e| ApiError::bad_request(format!("The request body is not valid JSON: {e}"), None))?;
+/// Reusable parse state: the copy simd-json parses in place, its buffers and tape. One per core.
+#[derive(Default)]
+pub struct JsonScratch {
+    copy: Vec<u8>,
+    buffers: simd_json::Buffers,
+    tape: Option<simd_json::Tape<'static>>,
+}
+
+impl std::fmt::Debug for JsonScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonScratch")
+            .field("copy_capacity", &self.copy.capacity())
+            .finish()
+    }
+}
+
+/// Members the gateway acts on: a duplicate would let the gateway and the node read different values
+/// (simd-json keeps the first, most node servers the last), so duplicates are refused.
+const WATCHED: [&str; 7] = [
+    "model",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream_options",
+    "n",
+    "messages",
+];
+
+/// Parses a copy of `body` and validates the fields the gateway depends on.
+pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut JsonScratch) -> Result<Inspected, ApiError> {
+    scratch.copy.clear();
+    scratch.copy.extend_from_slice(body);
+    let mut tape = scratch.tape.take().unwrap_or_else(simd_json::Tape::null).reset();
+    let result = match simd_json::fill_tape(&mut scratch.copy, &mut scratch.buffers, &mut tape) {
+        Ok(()) => inspect_value(endpoint, tape.as_value()),
+        Err(e) => Err(ApiError::bad_request(
+            format!("The request body is not valid JSON: {e}"),
+            None,
+        )),
+    };
+    scratch.tape = Some(tape.reset());
+    result
+}
+
+fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> Result<Inspected, ApiError> {
     let obj = value
         .as_object()
         .ok_or_else(|| ApiError::bad_request("The request body must be a JSON object.", None))?;
+    let mut seen = [0u8; WATCHED.len()];
+    for (k, _) in obj.iter() {
+        if let Some(i) = WATCHED.iter().position(|w| *w == k) {
+            seen[i] += 1;
+            if seen[i] > 1 {
+                return Err(bad(&format!("`{k}` appears more than once."), k));
+            }
+        }
+    }
     let model = match obj.get("model") {
         Some(m) => m
             .as_str()
             .filter(|s| !s.is_empty())
+            .map(str::to_owned)
             .ok_or_else(|| bad("`model` must be a non-empty string.", "model"))?,
         None => return Err(bad("You must provide a model parameter.", "model")),
     };
@@ -140,7 +189,7 @@ pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut Vec<u8>) -> Result
         }
     }
     Ok(Inspected {
-        model: model.to_owned(),
+        model,
         stream,
         max_tokens,
         include_usage,
@@ -221,7 +270,11 @@ mod tests {
     use super::*;
 
     fn insp(body: &str) -> Result<Inspected, ApiError> {
-        inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut Vec::new())
+        inspect(
+            Endpoint::ChatCompletions,
+            body.as_bytes(),
+            &mut JsonScratch::default(),
+        )
     }
 
     #[test]
@@ -250,6 +303,11 @@ mod tests {
             (r#"{"model":"m","max_tokens":-1,"messages":[1]}"#, "max_tokens"),
             (r#"{"model":"m","messages":[]}"#, "messages"),
             (r#"{"model":"m","messages":[1],"n":0}"#, "n"),
+            (r#"{"model":"cheap","messages":[1],"model":"expensive"}"#, "model"),
+            (
+                r#"{"model":"m","messages":[1],"max_tokens":1,"max_tokens":100000}"#,
+                "max_tokens",
+            ),
         ];
         for (body, param) in cases {
             let e = insp(body).unwrap_err();
@@ -261,9 +319,37 @@ mod tests {
     }
 
     #[test]
+    fn scratch_is_reused_across_documents() {
+        let mut scratch = JsonScratch::default();
+        for i in 0..3 {
+            let body = format!(
+                r#"{{"model":"m{i}","messages":[{{"role":"user","content":"{}"}}]}}"#,
+                "x".repeat(i * 100)
+            );
+            assert_eq!(
+                inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch)
+                    .unwrap()
+                    .model,
+                format!("m{i}")
+            );
+        }
+        assert!(inspect(Endpoint::ChatCompletions, b"{", &mut scratch).is_err());
+        assert_eq!(
+            inspect(
+                Endpoint::ChatCompletions,
+                br#"{"model":"z","messages":[1]}"#,
+                &mut scratch
+            )
+            .unwrap()
+            .model,
+            "z"
+        );
+    }
+
+    #[test]
     fn appends_members_and_keeps_the_rest() {
         let body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"}"}]}  "#;
-        let i = inspect(Endpoint::ChatCompletions, body, &mut Vec::new()).unwrap();
+        let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
         rewrite(
             body,
@@ -286,7 +372,7 @@ mod tests {
     fn reserializes_existing_stream_options() {
         let body =
             br#"{"model":"m","stream":true,"messages":[1],"stream_options":{"include_usage":false,"x":1}}"#;
-        let i = inspect(Endpoint::ChatCompletions, body, &mut Vec::new()).unwrap();
+        let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
         rewrite(
             body,

@@ -284,7 +284,7 @@ async fn forward<S: Transport>(
             ex.log.ttfb_us =
                 Some(u64::try_from(t.duration_since(ex.started.into()).as_micros()).unwrap_or(0));
         }
-        ex.log.upstream = Some(node.url.to_string());
+        ex.log.upstream = Some(Arc::clone(&node.label));
         drop(in_flight);
         let ending = match &result.end {
             RelayEnd::Complete => {

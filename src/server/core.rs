@@ -10,16 +10,32 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 /// Set once when the process starts shutting down; wakes every connection waiting for its next request.
+///
+/// Waiters register in a slot table and leave it when their wait ends (dropped or completed), so the
+/// table holds exactly the connections idle right now.
 #[derive(Debug, Default)]
 pub struct Drain {
     draining: Cell<bool>,
-    waiters: RefCell<Vec<Waker>>,
+    slots: RefCell<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl Drain {
     pub fn start(&self) {
         self.draining.set(true);
-        for w in self.waiters.borrow_mut().drain(..) {
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .wakers
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for w in wakers {
             w.wake();
         }
     }
@@ -30,26 +46,96 @@ impl Drain {
 
     /// Completes once draining has started.
     pub fn wait(&self) -> DrainWait<'_> {
-        DrainWait { drain: self }
+        DrainWait {
+            drain: self,
+            slot: None,
+        }
+    }
+
+    /// Connections registered as waiting (for tests and metrics).
+    pub fn waiting(&self) -> usize {
+        let slots = self.slots.borrow();
+        slots.wakers.iter().filter(|w| w.is_some()).count()
     }
 }
 
 #[derive(Debug)]
 pub struct DrainWait<'a> {
     drain: &'a Drain,
+    slot: Option<usize>,
 }
 
 impl Future for DrainWait<'_> {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.drain.draining.get() {
             return Poll::Ready(());
         }
-        let mut waiters = self.drain.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            waiters.push(cx.waker().clone());
+        let mut slots = self.drain.slots.borrow_mut();
+        match self.slot {
+            Some(i) => match &mut slots.wakers[i] {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                entry => *entry = Some(cx.waker().clone()),
+            },
+            None => {
+                let i = match slots.free.pop() {
+                    Some(i) => {
+                        slots.wakers[i] = Some(cx.waker().clone());
+                        i
+                    }
+                    None => {
+                        slots.wakers.push(Some(cx.waker().clone()));
+                        slots.wakers.len() - 1
+                    }
+                };
+                drop(slots);
+                self.slot = Some(i);
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for DrainWait<'_> {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            let mut slots = self.drain.slots.borrow_mut();
+            slots.wakers[i] = None;
+            slots.free.push(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn waiters_leave_the_table_and_drain_wakes_the_rest() {
+        let drain = Drain::default();
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&flag));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..1000 {
+            let mut w = std::pin::pin!(drain.wait());
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(drain.waiting(), 0, "every finished wait left");
+        assert!(drain.slots.borrow().wakers.len() <= 1, "slots are reused");
+        let mut w = Box::pin(drain.wait());
+        assert!(w.as_mut().poll(&mut cx).is_pending());
+        drain.start();
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(w.as_mut().poll(&mut cx).is_ready());
     }
 }
 
@@ -64,8 +150,8 @@ pub struct Core {
     pub upstream_conns: RefCell<ConnPool>,
     rng: Cell<u64>,
     rotation: Cell<usize>,
-    /// Reusable scratch for parsing JSON copies.
-    pub json_scratch: RefCell<Vec<u8>>,
+    /// Reusable state for parsing JSON copies.
+    pub json_scratch: RefCell<crate::api::body::JsonScratch>,
     relay_buffers: RefCell<Vec<Vec<u8>>>,
     byte_buffers: RefCell<Vec<Vec<u8>>>,
 }
@@ -87,7 +173,7 @@ impl Core {
             upstream_conns: RefCell::new(pool),
             rng: Cell::new(u64::from_le_bytes(seed) | 1),
             rotation: Cell::new(index),
-            json_scratch: RefCell::new(Vec::new()),
+            json_scratch: RefCell::new(crate::api::body::JsonScratch::default()),
             relay_buffers: RefCell::new(Vec::new()),
             byte_buffers: RefCell::new(Vec::new()),
         }

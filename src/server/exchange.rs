@@ -22,7 +22,7 @@ pub struct AccessLog {
     pub key_id: Option<String>,
     pub usage: Option<Usage>,
     pub usage_estimated: bool,
-    pub upstream: Option<String>,
+    pub upstream: Option<std::sync::Arc<str>>,
     pub stream: bool,
     pub ttfb_us: Option<u64>,
     pub outcome: Option<&'static str>,

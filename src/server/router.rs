@@ -127,7 +127,7 @@ fn finish<S: Transport>(ex: &Exchange<'_, S>) {
         "prompt_tokens": ex.log.usage.map(|u| u.prompt_tokens),
         "completion_tokens": ex.log.usage.map(|u| u.completion_tokens),
         "usage_estimated": ex.log.usage_estimated,
-        "upstream": ex.log.upstream,
+        "upstream": ex.log.upstream.as_deref(),
         "outcome": ex.log.outcome,
         "ttfb_us": ex.log.ttfb_us,
         "latency_us": latency_us,

@@ -22,6 +22,8 @@ pub struct NodeId(pub u32);
 pub struct Node {
     pub id: NodeId,
     pub url: NodeUrl,
+    /// `url` as text, for logs and metrics labels.
+    pub label: Arc<str>,
     pub kind: NodeKind,
     /// `Host` header value.
     pub authority: String,
@@ -43,6 +45,7 @@ impl Node {
         Self {
             id,
             authority: spec.url.authority(),
+            label: Arc::from(spec.url.to_string()),
             url: spec.url.clone(),
             kind: spec.kind,
             authorization: spec.api_key.as_ref().map(|k| format!("Bearer {k}")),
