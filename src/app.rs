@@ -2,7 +2,10 @@
 //! parts that change at run time (nodes, models) sit behind `ArcSwap` and are replaced by the control
 //! plane, never mutated in place.
 
+use crate::auth::cache::KeyCache;
+use crate::auth::keys::KeyHasher;
 use crate::config::{ModelSpec, Settings};
+use crate::control::ControlHandle;
 use crate::metrics::Metrics;
 use crate::upstream::{Node, NodeId, NodePool};
 use arc_swap::ArcSwap;
@@ -30,6 +33,10 @@ pub struct App {
     pub metrics: Metrics,
     /// Bearer token of the admin listener. Never logged.
     pub admin_token: String,
+    /// Every live key, by keyed hash (written by the control plane only).
+    pub keys: Arc<KeyCache>,
+    pub hasher: KeyHasher,
+    pub control: ControlHandle,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers stop sending.
     pub draining: AtomicBool,
 }
@@ -40,6 +47,9 @@ impl App {
     pub fn new(
         settings: Settings,
         admin_token: String,
+        keys: Arc<KeyCache>,
+        hasher: KeyHasher,
+        control: ControlHandle,
         resolve: impl Fn(&str, u16) -> Vec<SocketAddr>,
     ) -> Self {
         let nodes = settings
@@ -67,6 +77,9 @@ impl App {
             models: ArcSwap::from_pointee(models),
             metrics,
             admin_token,
+            keys,
+            hasher,
+            control,
             draining: AtomicBool::new(false),
         }
     }

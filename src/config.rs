@@ -40,6 +40,8 @@ pub struct ConfigFile {
     pub upstream: UpstreamFile,
     /// The models this gateway serves (`[[models]]`).
     pub models: Vec<ModelFile>,
+    pub store: StoreFile,
+    pub keys: KeysFile,
     pub log: LogFile,
 }
 
@@ -52,7 +54,60 @@ impl Default for ConfigFile {
             admin: AdminFile::default(),
             upstream: UpstreamFile::default(),
             models: Vec::new(),
+            store: StoreFile::default(),
+            keys: KeysFile::default(),
             log: LogFile::default(),
+        }
+    }
+}
+
+/// `[store]`: where accounts, keys, credits and usage live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreFile {
+    /// `sqlite` (embedded, the default).
+    pub kind: String,
+    /// SQLite file; empty = `<data_dir>/gateway.db`.
+    pub path: String,
+    /// `full`: every commit survives a power loss (WAL fsync per commit). `normal`: survives a crash of
+    /// the process; a power loss may lose the last commits.
+    pub sqlite_synchronous: String,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        Self {
+            kind: "sqlite".into(),
+            path: String::new(),
+            sqlite_synchronous: "full".into(),
+        }
+    }
+}
+
+/// `[keys]`: API keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysFile {
+    /// Environment variable holding the secret keys are hashed under (at least 32 bytes). When unset, one
+    /// is generated on first start and kept in `<data_dir>/key_secret` (mode 0600). Changing it
+    /// invalidates every key.
+    pub hash_secret_env: String,
+    /// Keys an account may hold (managed, management and child keys that are not archived). Over it: 403
+    /// `key_limit_reached`.
+    pub max_keys_per_account: usize,
+    /// How often the key snapshot is rewritten when keys changed, ms (it is also written at shutdown).
+    pub snapshot_interval_ms: u64,
+    /// How often the key cache is reconciled against the store, ms.
+    pub reconcile_interval_ms: u64,
+}
+
+impl Default for KeysFile {
+    fn default() -> Self {
+        Self {
+            hash_secret_env: "GATEWAY_KEY_SECRET".into(),
+            max_keys_per_account: 50,
+            snapshot_interval_ms: 60_000,
+            reconcile_interval_ms: 30_000,
         }
     }
 }
@@ -327,6 +382,25 @@ pub struct ModelSpec {
     pub price_completion_ngonka: u64,
 }
 
+/// The validated store choice.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Sqlite {
+        path: PathBuf,
+        synchronous: crate::store::sqlite::Synchronous,
+    },
+}
+
+/// Validated `[keys]`.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// From `hash_secret_env` when set; otherwise the runtime loads or generates one.
+    pub hash_secret: Option<String>,
+    pub max_keys_per_account: usize,
+    pub snapshot_interval: Duration,
+    pub reconcile_interval: Duration,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct ServerTimeouts {
     pub head: Duration,
@@ -366,6 +440,8 @@ pub struct Settings {
     pub backlog: i32,
     pub upstream: UpstreamSettings,
     pub models: Vec<ModelSpec>,
+    pub store: StoreSettings,
+    pub keys: KeySettings,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
 }
@@ -510,10 +586,46 @@ impl ConfigFile {
         let admin_token = std::env::var(&self.admin.token_env)
             .ok()
             .filter(|t| !t.is_empty());
+        let data_dir = PathBuf::from(&self.data_dir);
+        let store = match self.store.kind.as_str() {
+            "sqlite" => {
+                let path = if self.store.path.is_empty() {
+                    data_dir.join("gateway.db")
+                } else {
+                    PathBuf::from(&self.store.path)
+                };
+                let synchronous = match self.store.sqlite_synchronous.as_str() {
+                    "full" => crate::store::sqlite::Synchronous::Full,
+                    "normal" => crate::store::sqlite::Synchronous::Normal,
+                    other => {
+                        return Err(invalid(format!(
+                            "store.sqlite_synchronous {other:?} is not full or normal"
+                        )));
+                    }
+                };
+                StoreSettings::Sqlite { path, synchronous }
+            }
+            other => return Err(invalid(format!("store.kind {other:?} is not sqlite"))),
+        };
+        let hash_secret = std::env::var(&self.keys.hash_secret_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        if hash_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(invalid(format!(
+                "{} must hold at least 32 bytes",
+                self.keys.hash_secret_env
+            )));
+        }
+        let keys = KeySettings {
+            hash_secret,
+            max_keys_per_account: self.keys.max_keys_per_account,
+            snapshot_interval: ms(self.keys.snapshot_interval_ms, "keys.snapshot_interval_ms")?,
+            reconcile_interval: ms(self.keys.reconcile_interval_ms, "keys.reconcile_interval_ms")?,
+        };
 
         Ok(Settings {
             workers,
-            data_dir: PathBuf::from(&self.data_dir),
+            data_dir,
             listen: addr(&s.listen, "server.listen")?,
             admin_listen: addr(&self.admin.listen, "admin.listen")?,
             admin_token,
@@ -524,6 +636,8 @@ impl ConfigFile {
             backlog: s.backlog,
             upstream,
             models,
+            store,
+            keys,
             log_level,
             access_log: self.log.access_log,
         })
@@ -542,6 +656,8 @@ mod tests {
         assert_eq!(format!("{:?}", file.server), format!("{:?}", defaults.server));
         assert_eq!(format!("{:?}", file.admin), format!("{:?}", defaults.admin));
         assert_eq!(format!("{:?}", file.log), format!("{:?}", defaults.log));
+        assert_eq!(format!("{:?}", file.store), format!("{:?}", defaults.store));
+        assert_eq!(format!("{:?}", file.keys), format!("{:?}", defaults.keys));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(

@@ -1,13 +1,15 @@
 //! `gonka-gateway dev`: the gateway with an in-process simulated Gonka network, a data directory and
 //! demo credentials, ready in one command.
 
-use crate::app::App;
+use crate::auth::keys::{KeyKind, KeyStatus};
 use crate::config::{ConfigFile, ModelFile, NodeFile};
+use crate::control::ControlState;
+use crate::control::accounts::KeySpec;
+use crate::error::ApiError;
 use crate::sim::{self, SimConfig, SimParams};
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 /// The `dev` command's options.
 #[derive(Debug, Clone)]
@@ -85,11 +87,10 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let admin_token = admin_token(&settings)?;
-    let api_key = crate::secret::load_or_create(&settings.data_dir.join("dev_api_key"), || {
-        Ok(format!("gk-prx-{}", crate::secret::random_base62(40)?))
+    let data_dir = settings.data_dir.clone();
+    let (running, api_key) = crate::runtime::start(settings, admin_token.clone(), move |st| {
+        demo_account(st, &data_dir)
     })?;
-    let app = Arc::new(App::new(settings, admin_token.clone(), crate::control::resolve));
-    let running = crate::runtime::start(app)?;
     Ok(DevReady {
         base_url: format!("http://{}/v1", running.public_addr),
         api_key,
@@ -107,4 +108,75 @@ pub fn admin_token(settings: &crate::config::Settings) -> io::Result<String> {
             Ok(format!("gadm-{}", crate::secret::random_base62(40)?))
         }),
     }
+}
+
+/// The demo account's starting balance: 1,000 GNK.
+pub const DEV_CREDIT_NGONKA: u64 = 1_000 * 1_000_000_000;
+
+/// Makes sure the data directory holds a demo account with a balance and an active managed key, and
+/// returns that key. The key's secret is kept in `<data>/dev_api_key` (mode 0600) so a restart prints
+/// the same working key; the store itself only has its hash.
+fn demo_account(st: &mut ControlState, data_dir: &Path) -> Result<String, ApiError> {
+    let io = |e: io::Error| ApiError::Internal(e.to_string());
+    let account_file = data_dir.join("dev_account");
+    let known = read_trimmed(&account_file).filter(|id| st.store.account(id).ok().flatten().is_some());
+    let account_id = match known {
+        Some(id) => id,
+        None => {
+            let (account, _token) = st.create_account("demo")?;
+            write_secret(&account_file, &account.id).map_err(io)?;
+            account.id
+        }
+    };
+    st.credit(&account_id, DEV_CREDIT_NGONKA, "dev-initial-credit")?;
+    let key_file = data_dir.join("dev_api_key");
+    if let Some(secret) = read_trimmed(&key_file) {
+        let live = st.cache.get(&st.hasher.hash(&secret)).is_some_and(|k| {
+            k.kind == KeyKind::Managed
+                && k.status == KeyStatus::Active
+                && &*k.account_id == account_id.as_str()
+        });
+        if live {
+            return Ok(secret);
+        }
+    }
+    let key = st.create_key(
+        &account_id,
+        KeyKind::Managed,
+        None,
+        KeySpec {
+            name: "demo".into(),
+            ..KeySpec::default()
+        },
+    )?;
+    let secret = key
+        .secret
+        .ok_or_else(|| ApiError::Internal("a new key has a secret".into()))?;
+    write_secret(&key_file, &secret).map_err(io)?;
+    Ok(secret)
+}
+
+#[expect(clippy::disallowed_methods, reason = "start-up, before anything is served")]
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+#[expect(clippy::disallowed_methods, reason = "start-up, before anything is served")]
+fn write_secret(path: &Path, value: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(value.as_bytes())?;
+    f.sync_all()
 }

@@ -8,23 +8,27 @@
 //! - [`config`]: the config file's shape and the validated [`config::Settings`].
 //! - [`runtime`]: thread-per-core start (one monoio runtime per worker, SO_REUSEPORT), signals,
 //!   graceful shutdown.
-//! - [`control`]: the control-plane thread (DNS, node probes; everything that may block).
+//! - [`control`]: the control-plane thread (store I/O, the only writer of the key cache; account and key
+//!   operations) and the node health thread.
+//! - [`store`]: the durable store (SQLite) and the key snapshot.
 //! - [`app`]: state shared by all cores (settings, nodes, models, metrics).
 //! - [`server`]: the per-core context, the connection loop, one exchange, routing.
 //! - [`http`]: request heads, chunked bodies, response heads, SSE, timed socket I/O.
-//! - [`api`]: `/v1` inference and models, request-body inspection and rewrite, the admin routes.
-//! - [`auth`]: authentication of inference requests.
+//! - [`api`]: `/v1` inference and models, request-body inspection and rewrite, the account API
+//!   (`/api`), the admin API (`/admin`), strict field parsing.
+//! - [`auth`]: key formats, keyed hashing, the key cache, inference and account authentication.
 //! - [`upstream`]: the node pool and its health, per-core keep-alive pools, the HTTP/1.1 client, the relay.
 //! - [`billing`]: usage extraction.
 //! - [`error`]: the one edge error type (status, OpenAI code, headers, log level).
 //! - [`metrics`], [`logging`], [`clock`]: observability and time.
 //! - [`sim`]: the Gonka node simulator.
-//! - [`dev`]: the zero-setup `dev` command.
+//! - [`dev`]: the zero-setup `dev` command; [`cli`]: the `admin` command's client.
 
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod billing;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -37,4 +41,5 @@ pub mod runtime;
 pub mod secret;
 pub mod server;
 pub mod sim;
+pub mod store;
 pub mod upstream;

@@ -1,11 +1,10 @@
 //! The `gonka-gateway` command line.
 
 use clap::{Parser, Subcommand};
-use gonka_gateway::{app::App, config::ConfigFile, dev, sim};
+use gonka_gateway::{config::ConfigFile, dev, sim};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +44,108 @@ enum Command {
     },
     /// The Gonka node simulator.
     Sim(SimArgs),
+    /// Accounts, credits, keys and prices, through the admin API.
+    Admin(AdminArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The admin listener.
+    #[arg(long, env = "GATEWAY_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
+    url: String,
+    /// The admin token.
+    #[arg(long, env = "GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(subcommand)]
+    command: AdminCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCmd),
+    /// Credits.
+    #[command(subcommand)]
+    Credits(CreditsCmd),
+    /// Keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Model prices.
+    #[command(subcommand)]
+    Models(ModelsCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountsCmd {
+    /// Creates an account; prints its token (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    List,
+    Get {
+        id: String,
+    },
+    /// Issues a new account token; the old one stops working.
+    RotateToken {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CreditsCmd {
+    /// Credits an account; the same reference twice credits once.
+    Add {
+        account: String,
+        #[arg(long)]
+        amount_ngonka: String,
+        #[arg(long)]
+        reference: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Every key of an account.
+    List {
+        account: String,
+    },
+    /// Creates a managed (default) or management key; prints it (shown once).
+    Create {
+        account: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "managed", value_parser = ["managed", "management"])]
+        kind: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// New secret; the old one stops working at once.
+    Rotate {
+        id: String,
+    },
+    /// Permanent.
+    Archive {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCmd {
+    /// Sets a model's prices (ngonka per token).
+    Set {
+        model: String,
+        #[arg(long)]
+        price_prompt_ngonka: String,
+        #[arg(long)]
+        price_completion_ngonka: String,
+    },
+    List,
 }
 
 #[derive(clap::Args, Debug)]
@@ -143,9 +244,8 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(&format!("admin token: {e}")),
             };
-            let app = Arc::new(App::new(settings, admin_token, gonka_gateway::control::resolve));
-            let running = match gonka_gateway::runtime::start(app) {
-                Ok(r) => r,
+            let running = match gonka_gateway::runtime::start(settings, admin_token, |_| Ok(())) {
+                Ok((r, ())) => r,
                 Err(e) => return fail(&format!("cannot start: {e}")),
             };
             say(&format!("GATEWAY_LISTEN={}", running.public_addr));
@@ -158,6 +258,69 @@ fn main() -> ExitCode {
             }
         }
         Command::Sim(args) => run_sim(args),
+        Command::Admin(args) => run_admin(args),
+    }
+}
+
+fn run_admin(args: AdminArgs) -> ExitCode {
+    use gonka_gateway::cli::{AdminCommand as C, AdminTarget, send};
+    let command = match args.command {
+        AdminCmd::Accounts(AccountsCmd::Create { name }) => C::AccountCreate { name },
+        AdminCmd::Accounts(AccountsCmd::List) => C::AccountList,
+        AdminCmd::Accounts(AccountsCmd::Get { id }) => C::AccountGet { id },
+        AdminCmd::Accounts(AccountsCmd::RotateToken { id }) => C::AccountRotateToken { id },
+        AdminCmd::Credits(CreditsCmd::Add {
+            account,
+            amount_ngonka,
+            reference,
+        }) => C::CreditAdd {
+            account,
+            amount_ngonka,
+            reference,
+        },
+        AdminCmd::Keys(KeysCmd::List { account }) => C::KeyList { account },
+        AdminCmd::Keys(KeysCmd::Create { account, name, kind }) => C::KeyCreate { account, name, kind },
+        AdminCmd::Keys(KeysCmd::Pause { id }) => C::KeyAction {
+            id,
+            action: "pause".into(),
+        },
+        AdminCmd::Keys(KeysCmd::Resume { id }) => C::KeyAction {
+            id,
+            action: "resume".into(),
+        },
+        AdminCmd::Keys(KeysCmd::Rotate { id }) => C::KeyAction {
+            id,
+            action: "rotate".into(),
+        },
+        AdminCmd::Keys(KeysCmd::Archive { id }) => C::KeyAction {
+            id,
+            action: "archive".into(),
+        },
+        AdminCmd::Models(ModelsCmd::Set {
+            model,
+            price_prompt_ngonka,
+            price_completion_ngonka,
+        }) => C::ModelSet {
+            model,
+            price_prompt_ngonka,
+            price_completion_ngonka,
+        },
+        AdminCmd::Models(ModelsCmd::List) => C::ModelList,
+    };
+    let target = AdminTarget {
+        url: args.url,
+        token: args.token,
+    };
+    match send(&target, &command.call()) {
+        Ok((status, body)) => {
+            say(&serde_json::to_string_pretty(&body).unwrap_or_default());
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                fail(&format!("the admin API answered {status}"))
+            }
+        }
+        Err(e) => fail(&format!("cannot reach the admin API at {}: {e}", target.url)),
     }
 }
 

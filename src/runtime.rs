@@ -11,6 +11,12 @@
 //! what it owns) and return.
 
 use crate::app::App;
+use crate::auth::cache::KeyCache;
+use crate::auth::keys::KeyHasher;
+use crate::config::Settings;
+use crate::control::health::HealthChecker;
+use crate::control::{ControlPlane, ControlState};
+use crate::error::ApiError;
 use crate::server::{Core, ListenerKind, conn};
 use std::future::Future;
 use std::io;
@@ -136,15 +142,51 @@ pub struct Running {
     pub app: Arc<App>,
     stop: Arc<Signal>,
     workers: Vec<JoinHandle<()>>,
-    control: Option<crate::control::ControlPlane>,
+    control: Option<ControlPlane>,
+    health: Option<HealthChecker>,
 }
 
-/// Starts the workers and the control plane.
-pub fn start(app: Arc<App>) -> io::Result<Running> {
-    let settings = &app.settings;
+/// The secret keys are hashed under: from the environment, else generated once into the data dir.
+pub fn key_hash_secret(settings: &Settings) -> io::Result<String> {
+    match &settings.keys.hash_secret {
+        Some(s) => Ok(s.clone()),
+        None => crate::secret::load_or_create(&settings.data_dir.join("key_secret"), || {
+            crate::secret::random_base62(48)
+        }),
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Binds the listeners, opens the store and fills the key cache, runs `setup` on the control state
+/// (before anything is served), then starts the control plane, the health thread and the workers.
+pub fn start<T>(
+    settings: Settings,
+    admin_token: String,
+    setup: impl FnOnce(&mut ControlState) -> Result<T, ApiError>,
+) -> io::Result<(Running, T)> {
     let n = settings.workers.get();
     let (public_addr, public) = bind_group(settings.listen, n, settings.backlog)?;
     let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
+
+    let hasher = KeyHasher::new(key_hash_secret(&settings)?.as_bytes())?;
+    let cache = Arc::new(KeyCache::new());
+    let (mut state, _) = ControlState::open(&settings, Arc::clone(&cache), hasher.clone()).map_err(io_err)?;
+    let extra = setup(&mut state).map_err(io_err)?;
+    let (handle, rx) = crate::control::channel();
+    let app = Arc::new(App::new(
+        settings,
+        admin_token,
+        cache,
+        hasher,
+        handle.clone(),
+        crate::control::health::resolve,
+    ));
+    let control = ControlPlane::start(state, handle, rx)?;
+    let health = HealthChecker::start(Arc::clone(&app))?;
+
     let driver = driver_name();
     if driver == "epoll" {
         log::warn!(target: "runtime", "io_uring is unavailable here; falling back to the epoll driver");
@@ -159,15 +201,16 @@ pub fn start(app: Arc<App>) -> io::Result<Running> {
             worker(app, index, public, admin, stop)
         })?);
     }
-    let control = crate::control::ControlPlane::start(Arc::clone(&app))?;
-    Ok(Running {
+    let running = Running {
         public_addr,
         admin_addr,
         app,
         stop,
         workers,
         control: Some(control),
-    })
+        health: Some(health),
+    };
+    Ok((running, extra))
 }
 
 impl Running {
@@ -177,6 +220,9 @@ impl Running {
         self.stop.raise();
         for w in self.workers.drain(..) {
             let _ = w.join();
+        }
+        if let Some(h) = self.health.take() {
+            h.stop();
         }
         if let Some(c) = self.control.take() {
             c.stop();

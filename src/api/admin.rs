@@ -1,9 +1,151 @@
-//! The admin listener's own routes. Every route needs `Authorization: Bearer <admin token>`.
+//! The admin listener's routes (`/admin/...`, `/metrics`). Every route needs
+//! `Authorization: Bearer <admin token>`.
 
+use super::account::{key_json, list};
+use super::fields::Fields;
 use crate::app::App;
+use crate::auth::keys::KeyKind;
+use crate::control::accounts::{KeyAction, KeySpec};
 use crate::error::ApiError;
+use crate::http::io::Transport;
+use crate::http::request::Method;
+use crate::server::exchange::Exchange;
+use crate::store::AccountRow;
+use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+
+fn account_json(a: &AccountRow) -> Value {
+    json!({
+        "id": a.id,
+        "object": "account",
+        "name": a.name,
+        "balance_ngonka": a.balance_ngonka.to_string(),
+        "created_at": crate::clock::rfc3339(a.created_at),
+    })
+}
+
+/// Routes `/admin/...` (token already checked). `segs` are the segments after `admin`.
+pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Result<(), ApiError> {
+    let core = ex.core();
+    let control = core.app.control.clone();
+    match (ex.head.method, segs) {
+        (Method::Post, ["accounts"]) => {
+            let mut f = Fields::parse(&ex.read_body().await?)?;
+            let name = f.required_name("name")?;
+            f.finish()?;
+            let (account, token) = control.call(move |st| st.create_account(&name)).await??;
+            let mut body = account_json(&account);
+            body["token"] = json!(token.secret);
+            ex.respond_json(201, &body).await;
+        }
+        (Method::Get, ["accounts"]) => {
+            let rows = control.call(|st| st.accounts()).await??;
+            ex.respond_json(200, &list(rows.iter().map(account_json).collect()))
+                .await;
+        }
+        (Method::Get, ["accounts", id]) => {
+            let id = (*id).to_owned();
+            let row = control.call(move |st| st.account(&id)).await??;
+            ex.respond_json(200, &account_json(&row)).await;
+        }
+        (Method::Post, ["accounts", id, "credits"]) => {
+            let mut f = Fields::parse(&ex.read_body().await?)?;
+            let amount = f.amount("amount_ngonka")?.flatten().ok_or_else(|| {
+                ApiError::bad_request("`amount_ngonka` is required.", Some("amount_ngonka"))
+            })?;
+            let reference = f.text("reference")?.ok_or_else(|| {
+                ApiError::bad_request(
+                    "`reference` is required (it makes the credit idempotent).",
+                    Some("reference"),
+                )
+            })?;
+            f.finish()?;
+            let id = (*id).to_owned();
+            let outcome = control
+                .call(move |st| st.credit(&id, amount, &reference))
+                .await??;
+            ex.respond_json(
+                200,
+                &json!({"balance_ngonka": outcome.balance_ngonka.to_string(), "credited": outcome.applied}),
+            )
+            .await;
+        }
+        (Method::Post, ["accounts", id, "token"]) => {
+            let id = (*id).to_owned();
+            let k = control.call(move |st| st.rotate_account_token(&id)).await??;
+            ex.respond_json(200, &json!({"account_id": k.row.account_id, "token": k.secret}))
+                .await;
+        }
+        (Method::Get, ["accounts", id, "keys"]) => {
+            let id = (*id).to_owned();
+            let rows = control
+                .call(move |st| {
+                    st.account(&id)?;
+                    let mut all = st.list_keys(&id, KeyKind::Managed, None)?;
+                    all.extend(st.list_keys(&id, KeyKind::Management, None)?);
+                    all.extend(st.list_keys(&id, KeyKind::Child, None)?);
+                    Ok::<_, ApiError>(all)
+                })
+                .await??;
+            ex.respond_json(200, &list(rows.iter().map(|r| key_json(r, None)).collect()))
+                .await;
+        }
+        (Method::Post, ["accounts", id, "keys"]) => {
+            let mut f = Fields::parse(&ex.read_body().await?)?;
+            let name = f.required_name("name")?;
+            let kind = match f.choice("kind", &["managed", "management"])?.as_deref() {
+                Some("management") => KeyKind::Management,
+                _ => KeyKind::Managed,
+            };
+            f.finish()?;
+            let id = (*id).to_owned();
+            let k = control
+                .call(move |st| {
+                    st.account(&id)?;
+                    st.create_key(
+                        &id,
+                        kind,
+                        None,
+                        KeySpec {
+                            name,
+                            ..KeySpec::default()
+                        },
+                    )
+                })
+                .await??;
+            ex.respond_json(201, &key_json(&k.row, k.secret.as_deref())).await;
+        }
+        (Method::Post, ["keys", id, action]) => {
+            let action = KeyAction::parse(action)
+                .ok_or_else(|| ApiError::NotFound(format!("Unknown action: {action}")))?;
+            let id = (*id).to_owned();
+            let k = control
+                .call(move |st| {
+                    let account = st
+                        .keys
+                        .get(&id)
+                        .map(|k| k.account_id.clone())
+                        .ok_or_else(|| ApiError::NotFound(format!("No key with id {id}.")))?;
+                    st.key_action(
+                        &account,
+                        &id,
+                        action,
+                        &[KeyKind::Managed, KeyKind::Management, KeyKind::Child],
+                    )
+                })
+                .await??;
+            ex.respond_json(200, &key_json(&k.row, k.secret.as_deref())).await;
+        }
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "Unknown admin path: {}",
+                ex.head.path
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Checks the admin bearer token in constant time.
 pub fn check_token(app: &App, authorization: Option<&str>) -> Result<(), ApiError> {

@@ -47,8 +47,9 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     let core = ex.core();
     let app = Arc::clone(&core.app);
     ex.log.route = endpoint.name();
-    let principal = crate::auth::authenticate_inference(&app, ex.head.authorization.as_deref())?;
-    ex.log.key_id = principal.key_id.clone();
+    let now = crate::clock::unix_secs() as i64;
+    let principal = crate::auth::authenticate_inference(&app, ex.head.authorization.as_deref(), now)?;
+    ex.log.key_id = Some(principal.key_id().to_owned());
     let body = ex.read_body().await?;
     let inspected = {
         let mut scratch = core.json_scratch.borrow_mut();

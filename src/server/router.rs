@@ -30,6 +30,11 @@ pub async fn dispatch<S: Transport>(conn: &mut Conn<S>, head: RequestHead) -> bo
 
 async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
     let method = ex.head.method;
+    if let Some(rest) = ex.head.path.strip_prefix("/api/") {
+        let path = rest.to_owned();
+        let segs: Vec<&str> = path.split('/').collect();
+        return crate::api::account::route(ex, &segs).await;
+    }
     match (method, ex.head.path.as_str()) {
         (Method::Post, "/v1/chat/completions") => inference::handle(ex, Endpoint::ChatCompletions).await,
         (Method::Post, "/v1/completions") => inference::handle(ex, Endpoint::Completions).await,
@@ -37,7 +42,8 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         (Method::Get, "/v1/models") => {
             ex.log.route = "models";
             let core = ex.core();
-            crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref())?;
+            let now = crate::clock::unix_secs() as i64;
+            crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
             let body = models::list(&core.app);
             ex.respond_json(200, &body).await;
             Ok(())
@@ -71,6 +77,11 @@ async fn admin_routes<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiE
     }
     ex.log.route = "admin";
     admin::check_token(&core.app, ex.head.authorization.as_deref())?;
+    if let Some(rest) = ex.head.path.strip_prefix("/admin/") {
+        let path = rest.to_owned();
+        let segs: Vec<&str> = path.split('/').collect();
+        return admin::route(ex, &segs).await;
+    }
     match (method, ex.head.path.as_str()) {
         (Method::Get, "/metrics") => {
             ex.log.route = "metrics";

@@ -147,13 +147,18 @@ impl Sim {
     }
 }
 
-/// A gateway started with `serve --config`.
+/// A gateway started with `serve --config`, with a provisioned account (well funded) and managed key.
 pub struct Gateway {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub admin_token: String,
     pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    envs: Vec<(String, String)>,
+    pub account_id: String,
+    pub account_token: String,
+    pub api_key: String,
 }
 
 /// What goes into the test config besides the defaults.
@@ -164,11 +169,17 @@ pub struct GatewayOpts {
     pub server: String,
     /// Extra TOML appended to `[upstream]`.
     pub upstream: String,
+    /// Extra TOML appended to `[keys]`.
+    pub keys: String,
+    /// Extra top-level TOML sections.
+    pub extra: String,
     pub workers: usize,
     /// The `models` of every node (empty: all models).
     pub node_models: Vec<&'static str>,
     /// Extra environment for the gateway process.
     pub envs: Vec<(&'static str, String)>,
+    /// Credit the provisioned account gets, ngonka.
+    pub credit_ngonka: u64,
 }
 
 impl Default for GatewayOpts {
@@ -178,12 +189,17 @@ impl Default for GatewayOpts {
             models: vec![MODEL],
             server: String::new(),
             upstream: String::new(),
+            keys: String::new(),
+            extra: String::new(),
             workers: 2,
             node_models: Vec::new(),
             envs: Vec::new(),
+            credit_ngonka: 1_000_000_000_000_000,
         }
     }
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 impl Gateway {
     pub fn start(node_urls: &[String]) -> Gateway {
@@ -196,11 +212,13 @@ impl Gateway {
     pub fn start_with(opts: GatewayOpts) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let mut toml = format!(
-            "workers = {}\ndata_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n[upstream]\nconnect_timeout_ms = 1000\neject_ms = 500\nprobe_interval_ms = 100\n{}\n",
+            "workers = {}\ndata_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n[keys]\n{}\n[upstream]\nconnect_timeout_ms = 1000\neject_ms = 500\nprobe_interval_ms = 100\n{}\n{}\n",
             opts.workers,
             dir.path().join("data").display(),
             opts.server,
+            opts.keys,
             opts.upstream,
+            opts.extra,
         );
         for m in &opts.models {
             toml.push_str(&format!(
@@ -213,34 +231,126 @@ impl Gateway {
                 opts.node_models
             ));
         }
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, toml).unwrap();
-        let admin_token = "test-admin-token-0123456789".to_owned();
-        let mut envs: Vec<(&str, &str)> = vec![("TEST_ADMIN_TOKEN", admin_token.as_str())];
-        envs.extend(opts.envs.iter().map(|(k, v)| (*k, v.as_str())));
-        let mut proc = Proc::spawn(&["serve", "--config", path.to_str().unwrap()], dir.path(), &envs);
-        let addr = proc.wait_line("GATEWAY_LISTEN=").parse().unwrap();
-        let admin_addr = proc.wait_line("GATEWAY_ADMIN_LISTEN=").parse().unwrap();
-        Gateway {
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, toml).unwrap();
+        let envs: Vec<(String, String)> = opts
+            .envs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let (proc, addr, admin_addr) = Self::spawn(dir.path(), &config_path, &envs);
+        let mut gw = Gateway {
             proc,
             addr,
             admin_addr,
-            admin_token,
+            admin_token: ADMIN_TOKEN.to_owned(),
             dir,
-        }
+            config_path,
+            envs,
+            account_id: String::new(),
+            account_token: String::new(),
+            api_key: String::new(),
+        };
+        let (id, token) = gw.create_account("test");
+        gw.credit(&id, opts.credit_ngonka, "test-initial");
+        gw.api_key = gw.create_key(&token, "test key");
+        gw.account_id = id;
+        gw.account_token = token;
+        gw
+    }
+
+    fn spawn(dir: &Path, config: &Path, envs: &[(String, String)]) -> (Proc, SocketAddr, SocketAddr) {
+        let mut all: Vec<(&str, &str)> = vec![("TEST_ADMIN_TOKEN", ADMIN_TOKEN)];
+        all.extend(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut proc = Proc::spawn(&["serve", "--config", config.to_str().unwrap()], dir, &all);
+        let addr = proc.wait_line("GATEWAY_LISTEN=").parse().unwrap();
+        let admin_addr = proc.wait_line("GATEWAY_ADMIN_LISTEN=").parse().unwrap();
+        (proc, addr, admin_addr)
+    }
+
+    /// Starts the gateway again on the same data directory (after it stopped or was killed).
+    pub fn restart(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        let (proc, addr, admin_addr) = Self::spawn(self.dir.path(), &self.config_path, &self.envs);
+        self.proc = proc;
+        self.addr = addr;
+        self.admin_addr = admin_addr;
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
 
-    /// A key valid for inference.
     pub fn api_key(&self) -> String {
-        "test-inference-key".to_owned()
+        self.api_key.clone()
     }
 
     pub fn auth(&self) -> String {
-        format!("Bearer {}", self.api_key())
+        format!("Bearer {}", self.api_key)
+    }
+
+    /// A request to the admin API.
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {}", self.admin_token);
+        let body = body.map(|b| b.to_string());
+        http(
+            self.admin_addr,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.as_deref().map(str::as_bytes),
+        )
+    }
+
+    /// A request to the account API with `token`.
+    pub fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {token}");
+        let body = body.map(|b| b.to_string());
+        http(
+            self.addr,
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.as_deref().map(str::as_bytes),
+        )
+    }
+
+    /// Creates an account; returns its id and token.
+    pub fn create_account(&self, name: &str) -> (String, String) {
+        let r = self.admin(
+            "POST",
+            "/admin/accounts",
+            Some(serde_json::json!({ "name": name })),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub fn credit(&self, account: &str, amount: u64, reference: &str) -> Value {
+        let r = self.admin(
+            "POST",
+            &format!("/admin/accounts/{account}/credits"),
+            Some(serde_json::json!({ "amount_ngonka": amount.to_string(), "reference": reference })),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Creates a managed key with the account token; returns the secret.
+    pub fn create_key(&self, account_token: &str, name: &str) -> String {
+        let r = self.api(
+            account_token,
+            "POST",
+            "/api/keys",
+            Some(serde_json::json!({ "name": name })),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["key"].as_str().unwrap().to_owned()
     }
 
     pub fn metrics(&self) -> String {

@@ -1,46 +1,52 @@
-//! The control plane: one thread for everything that may block (DNS, probes of ejected nodes, and in
-//! later stages the store). Cores never wait on it.
+//! Node health: a thread that probes ejected nodes (`GET {base}/models`) and re-resolves their names,
+//! bringing a node back as soon as it answers.
 
 use crate::app::App;
 use crate::upstream::Node;
-use crossbeam_channel::{Sender, bounded};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 #[derive(Debug)]
-pub struct ControlPlane {
-    stop: Sender<()>,
+pub struct HealthChecker {
+    stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
-impl ControlPlane {
+impl HealthChecker {
     pub fn start(app: Arc<App>) -> io::Result<Self> {
-        let (stop, stop_rx) = bounded::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                let interval = app.settings.upstream.probe_interval;
-                #[expect(clippy::disallowed_methods, reason = "the control plane is allowed to block")]
-                while stop_rx.recv_timeout(interval).is_err() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new().name("health".into()).spawn(move || {
+            let interval = app.settings.upstream.probe_interval;
+            let step = Duration::from_millis(20).min(interval);
+            let mut waited = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                #[expect(clippy::disallowed_methods, reason = "the health thread is allowed to block")]
+                std::thread::sleep(step);
+                waited += step;
+                if waited >= interval {
+                    waited = Duration::ZERO;
                     probe_ejected(&app);
                 }
-            })?;
+            }
+        })?;
         Ok(Self { stop, thread })
     }
 
     pub fn stop(self) {
-        let _ = self.stop.send(());
+        self.stop.store(true, Ordering::Relaxed);
         let _ = self.thread.join();
     }
 }
 
-/// Resolves a host name (blocking; control plane or start-up only).
+/// Resolves a host name (blocking; start-up and health thread only).
 #[expect(
     clippy::disallowed_methods,
-    reason = "DNS runs at start-up and on the control plane"
+    reason = "DNS runs at start-up and on the health thread"
 )]
 pub fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
     match (host, port).to_socket_addrs() {
@@ -69,10 +75,10 @@ fn probe_ejected(app: &App) {
 }
 
 /// `GET {base}/models` must answer 2xx.
-#[expect(clippy::disallowed_methods, reason = "probes run on the control plane")]
+#[expect(clippy::disallowed_methods, reason = "probes run on the health thread")]
 fn probe(node: &Node, timeout: Duration) -> io::Result<()> {
     if node.url.tls {
-        // TLS probes arrive with TLS upstream support; until then a TLS node is readmitted on schedule.
+        // TLS upstreams are probed once the TLS client exists; until then they come back on schedule.
         return Ok(());
     }
     let addrs = node.addrs.load();

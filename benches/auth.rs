@@ -1,0 +1,64 @@
+//! Key authentication on the hot path: the keyed hash of the presented key (HMAC-SHA256, pre-keyed) plus
+//! the moka cache lookup, against a cache of 100,000 keys; a hit and a miss.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "benchmarks fail loudly"
+)]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use gonka_gateway::auth::cache::KeyCache;
+use gonka_gateway::auth::keys::{KeyHash, KeyHasher, KeyKind, KeyStatus};
+use gonka_gateway::store::KeyRow;
+use std::hint::black_box;
+
+fn bench(c: &mut Criterion) {
+    let hasher = KeyHasher::new(&[7u8; 48]).unwrap();
+    let cache = KeyCache::new();
+    let mut present = String::new();
+    for i in 0..100_000u32 {
+        let secret = format!("gk-prx-{i:040}");
+        let row = KeyRow {
+            id: format!("key_{i}"),
+            account_id: "acc_1".into(),
+            kind: KeyKind::Managed,
+            name: "k".into(),
+            prefix: "gk-prx-0000".into(),
+            hash: hasher.hash(&secret),
+            status: KeyStatus::Active,
+            parent_id: None,
+            limit_daily_ngonka: None,
+            limit_monthly_ngonka: None,
+            rate_limit_rpm: None,
+            expires_at: None,
+            created_at: 0,
+            updated_at: 0,
+            version: i64::from(i),
+        };
+        cache.apply(&row);
+        if i == 54_321 {
+            present = secret;
+        }
+    }
+    let absent = "gk-prx-9999999999999999999999999999999999999999".to_owned();
+    let mut g = c.benchmark_group("auth");
+    g.bench_function("hash_only", |b| {
+        b.iter(|| black_box(hasher.hash(black_box(&present))))
+    });
+    g.bench_function("hash_and_lookup_hit", |b| {
+        b.iter(|| black_box(cache.get(&hasher.hash(black_box(&present))).is_some()))
+    });
+    g.bench_function("hash_and_lookup_miss", |b| {
+        b.iter(|| black_box(cache.get(&hasher.hash(black_box(&absent))).is_none()))
+    });
+    g.bench_function("lookup_only_hit", |b| {
+        let h: KeyHash = hasher.hash(&present);
+        b.iter(|| black_box(cache.get(black_box(&h)).is_some()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,305 @@
+//! The account API (`/api/...` on the public listener), authenticated by the account token (`gka-`), or
+//! for the children endpoints also by the management key itself. Everything that changes state runs on
+//! the control plane; another account's key is always a 404.
+
+use super::fields::Fields;
+use crate::auth::keys::{KeyKind, KeyStatus};
+use crate::auth::{Caller, authenticate_account};
+use crate::control::accounts::{KeyAction, KeyPatch, KeySpec, KeyWithSecret};
+use crate::error::ApiError;
+use crate::http::io::Transport;
+use crate::http::request::Method;
+use crate::server::exchange::Exchange;
+use crate::store::KeyRow;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn now() -> i64 {
+    crate::clock::unix_secs() as i64
+}
+
+fn opt_amount(v: Option<u64>) -> Value {
+    v.map_or(Value::Null, |v| Value::String(v.to_string()))
+}
+
+/// The public shape of a key; `secret` only in the answer that creates or rotates it.
+pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": row.id,
+        "object": "key",
+        "name": row.name,
+        "kind": row.kind.as_str(),
+        "prefix": row.prefix,
+        "status": row.status.as_str(),
+        "created_at": crate::clock::rfc3339(row.created_at),
+    });
+    if row.kind == KeyKind::Child {
+        v["management_key_id"] = json!(row.parent_id);
+        v["limit_daily_ngonka"] = opt_amount(row.limit_daily_ngonka);
+        v["limit_monthly_ngonka"] = opt_amount(row.limit_monthly_ngonka);
+        v["rate_limit_rpm"] = json!(row.rate_limit_rpm);
+        v["expires_at"] = row
+            .expires_at
+            .map_or(Value::Null, |t| Value::String(crate::clock::rfc3339(t)));
+    }
+    if let Some(s) = secret {
+        v["key"] = Value::String(s.to_owned());
+    }
+    v
+}
+
+fn created(k: &KeyWithSecret) -> Value {
+    key_json(&k.row, k.secret.as_deref())
+}
+
+pub fn list(data: Vec<Value>) -> Value {
+    json!({ "object": "list", "data": data })
+}
+
+/// Routes `/api/...`. `segs` are the path segments after `api`.
+pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Result<(), ApiError> {
+    ex.log.route = "account";
+    let method = ex.head.method;
+    match (method, segs) {
+        (Method::Post, ["keys"]) => create_top(ex, KeyKind::Managed).await,
+        (Method::Get, ["keys"]) => list_top(ex, KeyKind::Managed).await,
+        (Method::Get, ["keys", id]) => get_top(ex, id, &[KeyKind::Managed, KeyKind::Management]).await,
+        (Method::Post, ["keys", id, action]) => {
+            let action = KeyAction::parse(action)
+                .ok_or_else(|| ApiError::NotFound(format!("Unknown action: {action}")))?;
+            act(ex, id, action).await
+        }
+        (Method::Post, ["management", "keys"]) => create_top(ex, KeyKind::Management).await,
+        (Method::Get, ["management", "keys"]) => list_top(ex, KeyKind::Management).await,
+        (Method::Get, ["management", "keys", id]) => get_top(ex, id, &[KeyKind::Management]).await,
+        (Method::Post, ["management", "keys", id, "children"]) => create_child(ex, id).await,
+        (Method::Get, ["management", "keys", id, "children"]) => list_children(ex, id).await,
+        (Method::Get, ["management", "keys", id, "children", child]) => get_child(ex, id, child).await,
+        (Method::Patch, ["management", "keys", id, "children", child]) => patch_child(ex, id, child).await,
+        (Method::Delete, ["management", "keys", id, "children", child]) => delete_child(ex, id, child).await,
+        (Method::Get, ["balance"]) => super::usage::balance(ex).await,
+        (Method::Get, ["usage"]) => super::usage::usage(ex).await,
+        _ => Err(ApiError::NotFound(format!("Unknown path: {}", ex.head.path))),
+    }
+}
+
+fn account_caller<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
+    let core = ex.core();
+    match authenticate_account(&core.app, ex.head.authorization.as_deref(), false, now())? {
+        Caller::Account { account_id } => Ok(account_id),
+        Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
+    }
+}
+
+/// The account of a children endpoint's caller; a management key may only reach its own children.
+fn children_caller<S: Transport>(
+    ex: &Exchange<'_, S>,
+    management_key_id: &str,
+) -> Result<Arc<str>, ApiError> {
+    let core = ex.core();
+    match authenticate_account(&core.app, ex.head.authorization.as_deref(), true, now())? {
+        Caller::Account { account_id } => Ok(account_id),
+        Caller::ManagementKey { account_id, key_id } if &*key_id == management_key_id => Ok(account_id),
+        Caller::ManagementKey { .. } => {
+            Err(ApiError::NotFound(format!("No key with id {management_key_id}.")))
+        }
+    }
+}
+
+async fn create_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Result<(), ApiError> {
+    let account = account_caller(ex)?;
+    let mut f = Fields::parse(&ex.read_body().await?)?;
+    let name = f.required_name("name")?;
+    f.finish()?;
+    let core = ex.core();
+    let k = core
+        .app
+        .control
+        .call(move |st| {
+            st.create_key(
+                &account,
+                kind,
+                None,
+                KeySpec {
+                    name,
+                    ..KeySpec::default()
+                },
+            )
+        })
+        .await??;
+    ex.log.key_id = Some(k.row.id.clone());
+    ex.respond_json(201, &created(&k)).await;
+    Ok(())
+}
+
+async fn list_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Result<(), ApiError> {
+    let account = account_caller(ex)?;
+    let core = ex.core();
+    let rows = core
+        .app
+        .control
+        .call(move |st| st.list_keys(&account, kind, None))
+        .await??;
+    ex.respond_json(200, &list(rows.iter().map(|r| key_json(r, None)).collect()))
+        .await;
+    Ok(())
+}
+
+async fn get_top<S: Transport>(
+    ex: &mut Exchange<'_, S>,
+    id: &str,
+    kinds: &'static [KeyKind],
+) -> Result<(), ApiError> {
+    let account = account_caller(ex)?;
+    let core = ex.core();
+    let id = id.to_owned();
+    let row = core
+        .app
+        .control
+        .call(move |st| st.owned_key(&account, &id, kinds))
+        .await??;
+    ex.respond_json(200, &key_json(&row, None)).await;
+    Ok(())
+}
+
+async fn act<S: Transport>(ex: &mut Exchange<'_, S>, id: &str, action: KeyAction) -> Result<(), ApiError> {
+    let account = account_caller(ex)?;
+    Fields::parse(&ex.read_body().await?)?.finish()?;
+    let core = ex.core();
+    let id = id.to_owned();
+    let k = core
+        .app
+        .control
+        .call(move |st| st.key_action(&account, &id, action, &[KeyKind::Managed, KeyKind::Management]))
+        .await??;
+    ex.log.key_id = Some(k.row.id.clone());
+    ex.respond_json(200, &created(&k)).await;
+    Ok(())
+}
+
+fn child_spec(f: &mut Fields) -> Result<KeySpec, ApiError> {
+    let name = f.required_name("name")?;
+    let limit_daily_ngonka = f.amount("limit_daily_ngonka")?.flatten();
+    let limit_monthly_ngonka = f.amount("limit_monthly_ngonka")?.flatten();
+    let rate_limit_rpm = f.rpm("rate_limit_rpm")?.flatten();
+    let expires_at = f.future_time("expires_at", now())?.flatten();
+    Ok(KeySpec {
+        name,
+        limit_daily_ngonka,
+        limit_monthly_ngonka,
+        rate_limit_rpm,
+        expires_at,
+    })
+}
+
+async fn create_child<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> Result<(), ApiError> {
+    let account = children_caller(ex, parent)?;
+    let mut f = Fields::parse(&ex.read_body().await?)?;
+    let spec = child_spec(&mut f)?;
+    f.finish()?;
+    let core = ex.core();
+    let parent = parent.to_owned();
+    let k = core
+        .app
+        .control
+        .call(move |st| st.create_key(&account, KeyKind::Child, Some(&parent), spec))
+        .await??;
+    ex.log.key_id = Some(k.row.id.clone());
+    let body = super::usage::child_json(&core.app, &k.row, k.secret.as_deref());
+    ex.respond_json(201, &body).await;
+    Ok(())
+}
+
+async fn list_children<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> Result<(), ApiError> {
+    let account = children_caller(ex, parent)?;
+    let core = ex.core();
+    let parent = parent.to_owned();
+    let rows = core
+        .app
+        .control
+        .call(move |st| st.list_keys(&account, KeyKind::Child, Some(&parent)))
+        .await??;
+    let data = rows
+        .iter()
+        .map(|r| super::usage::child_json(&core.app, r, None))
+        .collect();
+    ex.respond_json(200, &list(data)).await;
+    Ok(())
+}
+
+async fn get_child<S: Transport>(
+    ex: &mut Exchange<'_, S>,
+    parent: &str,
+    child: &str,
+) -> Result<(), ApiError> {
+    let account = children_caller(ex, parent)?;
+    let core = ex.core();
+    let (parent, child) = (parent.to_owned(), child.to_owned());
+    let row = core
+        .app
+        .control
+        .call(move |st| {
+            st.owned_key(&account, &parent, &[KeyKind::Management])?;
+            st.owned_key(&account, &child, &[KeyKind::Child]).and_then(|r| {
+                if r.parent_id.as_deref() == Some(parent.as_str()) {
+                    Ok(r)
+                } else {
+                    Err(ApiError::NotFound(format!("No key with id {child}.")))
+                }
+            })
+        })
+        .await??;
+    ex.respond_json(200, &super::usage::child_json(&core.app, &row, None))
+        .await;
+    Ok(())
+}
+
+async fn patch_child<S: Transport>(
+    ex: &mut Exchange<'_, S>,
+    parent: &str,
+    child: &str,
+) -> Result<(), ApiError> {
+    let account = children_caller(ex, parent)?;
+    let mut f = Fields::parse(&ex.read_body().await?)?;
+    let patch = KeyPatch {
+        name: f.name("name")?,
+        limit_daily_ngonka: f.amount("limit_daily_ngonka")?,
+        limit_monthly_ngonka: f.amount("limit_monthly_ngonka")?,
+        rate_limit_rpm: f.rpm("rate_limit_rpm")?,
+        expires_at: f.future_time("expires_at", now())?,
+        status: f
+            .choice("status", &["active", "paused"])?
+            .and_then(|s| KeyStatus::parse(&s)),
+    };
+    f.finish()?;
+    let core = ex.core();
+    let (parent, child) = (parent.to_owned(), child.to_owned());
+    let row = core
+        .app
+        .control
+        .call(move |st| st.update_child(&account, &parent, &child, patch))
+        .await??;
+    ex.log.key_id = Some(row.id.clone());
+    ex.respond_json(200, &super::usage::child_json(&core.app, &row, None))
+        .await;
+    Ok(())
+}
+
+async fn delete_child<S: Transport>(
+    ex: &mut Exchange<'_, S>,
+    parent: &str,
+    child: &str,
+) -> Result<(), ApiError> {
+    let account = children_caller(ex, parent)?;
+    let core = ex.core();
+    let (parent, child) = (parent.to_owned(), child.to_owned());
+    let row = core
+        .app
+        .control
+        .call(move |st| st.delete_child(&account, &parent, &child))
+        .await??;
+    ex.log.key_id = Some(row.id.clone());
+    ex.respond_json(200, &super::usage::child_json(&core.app, &row, None))
+        .await;
+    Ok(())
+}

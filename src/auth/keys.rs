@@ -1,0 +1,212 @@
+//! Key formats: kinds and their prefixes, generation from the OS CSPRNG, and the keyed hash under which
+//! a key is stored and looked up (the secret itself is never stored).
+//!
+//! # Performance
+//! The HMAC is keyed once at start; each lookup clones the keyed state (the key schedule is not redone)
+//! and hashes ~50 bytes: see `benches/auth.rs`.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::io;
+
+/// Random characters after a key's prefix.
+pub const SECRET_CHARS: usize = 40;
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// `gk-prx-…`: inference, billed to its account; pause, resume, rotate, archive.
+    Managed,
+    /// `gm-…`: mints child keys; never valid for inference.
+    Management,
+    /// `gc-…`: inference with its own limits, billed to the management key's account.
+    Child,
+    /// `gka-…`: the account's own token for the account API.
+    AccountToken,
+}
+
+impl KeyKind {
+    pub fn secret_prefix(self) -> &'static str {
+        match self {
+            Self::Managed => "gk-prx-",
+            Self::Management => "gm-",
+            Self::Child => "gc-",
+            Self::AccountToken => "gka-",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Managed => "managed",
+            Self::Management => "management",
+            Self::Child => "child",
+            Self::AccountToken => "account_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "managed" => Self::Managed,
+            "management" => Self::Management,
+            "child" => Self::Child,
+            "account_token" => Self::AccountToken,
+            _ => return None,
+        })
+    }
+
+    /// The kind a presented secret claims by its prefix (`gk-prx-` before `gka-`: both start with `gk`).
+    pub fn of_secret(secret: &str) -> Option<Self> {
+        [Self::Managed, Self::AccountToken, Self::Management, Self::Child]
+            .into_iter()
+            .find(|k| secret.starts_with(k.secret_prefix()))
+    }
+}
+
+/// A key's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    Active,
+    Paused,
+    /// Permanent: nothing brings it back.
+    Archived,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => Self::Active,
+            "paused" => Self::Paused,
+            "archived" => Self::Archived,
+            _ => return None,
+        })
+    }
+}
+
+/// HMAC-SHA256 of a key under the server secret: the only form in which keys are stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "KeyHash({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// The keyed hasher, keyed once.
+#[derive(Clone)]
+pub struct KeyHasher {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher(..)")
+    }
+}
+
+impl KeyHasher {
+    /// `secret` must be at least 32 bytes.
+    pub fn new(secret: &[u8]) -> io::Result<Self> {
+        if secret.len() < 32 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the key hashing secret must be at least 32 bytes",
+            ));
+        }
+        let mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Self { mac })
+    }
+
+    pub fn hash(&self, key: &str) -> KeyHash {
+        let mut mac = self.mac.clone();
+        mac.update(key.as_bytes());
+        KeyHash(mac.finalize().into_bytes().into())
+    }
+}
+
+/// A new key: the secret (shown once) and its display prefix (kept).
+#[derive(Debug, Clone)]
+pub struct NewSecret {
+    pub secret: String,
+    pub prefix: String,
+}
+
+/// Generates a key of `kind`: its prefix and [`SECRET_CHARS`] base62 characters from the OS CSPRNG.
+pub fn generate(kind: KeyKind) -> io::Result<NewSecret> {
+    let random = crate::secret::random_base62(SECRET_CHARS)?;
+    let secret = format!("{}{random}", kind.secret_prefix());
+    Ok(NewSecret {
+        prefix: display_prefix(&secret),
+        secret,
+    })
+}
+
+/// What lists show of a key: its kind prefix and the first 4 random characters.
+pub fn display_prefix(secret: &str) -> String {
+    let kind_len = KeyKind::of_secret(secret).map_or(0, |k| k.secret_prefix().len());
+    secret.chars().take(kind_len + 4).collect()
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let a = authorization?.trim();
+    let (scheme, token) = a.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_their_prefix_and_length() {
+        for kind in [
+            KeyKind::Managed,
+            KeyKind::Management,
+            KeyKind::Child,
+            KeyKind::AccountToken,
+        ] {
+            let k = generate(kind).unwrap();
+            assert!(k.secret.starts_with(kind.secret_prefix()));
+            assert_eq!(k.secret.len(), kind.secret_prefix().len() + SECRET_CHARS);
+            assert_eq!(KeyKind::of_secret(&k.secret), Some(kind));
+            assert!(k.secret.starts_with(&k.prefix) && k.prefix.len() == kind.secret_prefix().len() + 4);
+        }
+    }
+
+    #[test]
+    fn hashing_is_keyed_and_stable() {
+        let a = KeyHasher::new(&[1u8; 32]).unwrap();
+        let b = KeyHasher::new(&[2u8; 32]).unwrap();
+        assert_eq!(a.hash("gk-prx-x"), a.hash("gk-prx-x"));
+        assert_ne!(a.hash("gk-prx-x"), a.hash("gk-prx-y"));
+        assert_ne!(a.hash("gk-prx-x"), b.hash("gk-prx-x"));
+        assert!(KeyHasher::new(&[0u8; 8]).is_err());
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(Some("Basic abc")), None);
+        assert_eq!(bearer(Some("Bearer ")), None);
+        assert_eq!(bearer(None), None);
+    }
+}

@@ -1,0 +1,189 @@
+//! `gonka-gateway admin …`: account, credit and key administration from the shell, through the admin API
+//! (a small blocking HTTP/1.1 client; this runs in the CLI process, never on a core).
+
+use serde_json::{Value, json};
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Clone)]
+pub struct AdminTarget {
+    /// `http://host:port`
+    pub url: String,
+    pub token: String,
+}
+
+/// One admin call: method, path, optional JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminCall {
+    pub method: &'static str,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+/// The admin subcommands, as the command line gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    AccountCreate {
+        name: String,
+    },
+    AccountList,
+    AccountGet {
+        id: String,
+    },
+    AccountRotateToken {
+        id: String,
+    },
+    CreditAdd {
+        account: String,
+        amount_ngonka: String,
+        reference: String,
+    },
+    KeyList {
+        account: String,
+    },
+    KeyCreate {
+        account: String,
+        name: String,
+        kind: String,
+    },
+    KeyAction {
+        id: String,
+        action: String,
+    },
+    ModelSet {
+        model: String,
+        price_prompt_ngonka: String,
+        price_completion_ngonka: String,
+    },
+    ModelList,
+}
+
+impl AdminCommand {
+    pub fn call(&self) -> AdminCall {
+        let c = |method, path: String, body| AdminCall { method, path, body };
+        match self {
+            Self::AccountCreate { name } => {
+                c("POST", "/admin/accounts".into(), Some(json!({ "name": name })))
+            }
+            Self::AccountList => c("GET", "/admin/accounts".into(), None),
+            Self::AccountGet { id } => c("GET", format!("/admin/accounts/{id}"), None),
+            Self::AccountRotateToken { id } => c("POST", format!("/admin/accounts/{id}/token"), None),
+            Self::CreditAdd {
+                account,
+                amount_ngonka,
+                reference,
+            } => c(
+                "POST",
+                format!("/admin/accounts/{account}/credits"),
+                Some(json!({ "amount_ngonka": amount_ngonka, "reference": reference })),
+            ),
+            Self::KeyList { account } => c("GET", format!("/admin/accounts/{account}/keys"), None),
+            Self::KeyCreate { account, name, kind } => c(
+                "POST",
+                format!("/admin/accounts/{account}/keys"),
+                Some(json!({ "name": name, "kind": kind })),
+            ),
+            Self::KeyAction { id, action } => c("POST", format!("/admin/keys/{id}/{action}"), None),
+            Self::ModelSet {
+                model,
+                price_prompt_ngonka,
+                price_completion_ngonka,
+            } => c(
+                "PUT",
+                format!("/admin/models/{model}"),
+                Some(json!({
+                    "price_prompt_ngonka": price_prompt_ngonka,
+                    "price_completion_ngonka": price_completion_ngonka,
+                })),
+            ),
+            Self::ModelList => c("GET", "/admin/models".into(), None),
+        }
+    }
+}
+
+/// Sends one call; returns the status and the JSON body.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the CLI process blocks on its one request"
+)]
+pub fn send(target: &AdminTarget, call: &AdminCall) -> io::Result<(u16, Value)> {
+    let rest = target.url.strip_prefix("http://").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the admin URL must start with http://",
+        )
+    })?;
+    let authority = rest.trim_end_matches('/');
+    let addr = authority
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("cannot resolve {authority}")))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = call.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{} {} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        call.method,
+        call.path,
+        target.token,
+        body.len()
+    );
+    if call.body.is_some() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    stream.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed answer from the admin API",
+            ));
+        }
+    };
+    let status = resp.code.unwrap_or(0);
+    let body = &raw[head_len..];
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).unwrap_or_else(|_| json!(String::from_utf8_lossy(body)))
+    };
+    Ok((status, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_map_to_admin_calls() {
+        let c = AdminCommand::CreditAdd {
+            account: "acc_1".into(),
+            amount_ngonka: "5".into(),
+            reference: "r".into(),
+        }
+        .call();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            ("POST", "/admin/accounts/acc_1/credits")
+        );
+        assert_eq!(c.body, Some(json!({"amount_ngonka": "5", "reference": "r"})));
+        let c = AdminCommand::KeyAction {
+            id: "key_1".into(),
+            action: "pause".into(),
+        }
+        .call();
+        assert_eq!(
+            (c.method, c.path.as_str(), c.body),
+            ("POST", "/admin/keys/key_1/pause", None)
+        );
+    }
+}

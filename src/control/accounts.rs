@@ -1,0 +1,430 @@
+//! Account and key operations, run on the control plane: each validates against the key mirror, writes
+//! the store, then updates the mirror and the cache, in that order, before its caller answers.
+
+use super::ControlState;
+use crate::auth::keys::{self, KeyKind, KeyStatus};
+use crate::error::ApiError;
+use crate::store::{AccountRow, CreditOutcome, KeyRow};
+
+fn now() -> i64 {
+    crate::clock::unix_secs() as i64
+}
+
+fn new_id(prefix: &str) -> Result<String, ApiError> {
+    Ok(format!(
+        "{prefix}{}",
+        crate::secret::random_base62(20).map_err(|e| ApiError::Internal(e.to_string()))?
+    ))
+}
+
+fn new_secret(kind: KeyKind) -> Result<keys::NewSecret, ApiError> {
+    keys::generate(kind).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn key_not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("No key with id {id}."))
+}
+
+/// What to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpec {
+    pub name: String,
+    pub limit_daily_ngonka: Option<u64>,
+    pub limit_monthly_ngonka: Option<u64>,
+    pub rate_limit_rpm: Option<u32>,
+    pub expires_at: Option<i64>,
+}
+
+/// A change to a child key: `None` leaves a field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub limit_daily_ngonka: Option<Option<u64>>,
+    pub limit_monthly_ngonka: Option<Option<u64>>,
+    pub rate_limit_rpm: Option<Option<u32>>,
+    pub expires_at: Option<Option<i64>>,
+    pub status: Option<KeyStatus>,
+}
+
+/// A lifecycle action on a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAction {
+    Pause,
+    Resume,
+    Rotate,
+    Archive,
+}
+
+impl KeyAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pause" => Self::Pause,
+            "resume" => Self::Resume,
+            "rotate" => Self::Rotate,
+            "archive" => Self::Archive,
+            _ => return None,
+        })
+    }
+}
+
+/// A key row and, when it was just created or rotated, its secret (shown once).
+#[derive(Debug, Clone)]
+pub struct KeyWithSecret {
+    pub row: KeyRow,
+    pub secret: Option<String>,
+}
+
+impl ControlState {
+    /// Creates an account and its account token.
+    pub fn create_account(&mut self, name: &str) -> Result<(AccountRow, KeyWithSecret), ApiError> {
+        let at = now();
+        let account = AccountRow {
+            id: new_id("acc_")?,
+            name: name.to_owned(),
+            balance_ngonka: 0,
+            created_at: at,
+        };
+        let secret = new_secret(KeyKind::AccountToken)?;
+        let token = KeyRow {
+            id: new_id("key_")?,
+            account_id: account.id.clone(),
+            kind: KeyKind::AccountToken,
+            name: "account token".into(),
+            prefix: secret.prefix.clone(),
+            hash: self.hasher.hash(&secret.secret),
+            status: KeyStatus::Active,
+            parent_id: None,
+            limit_daily_ngonka: None,
+            limit_monthly_ngonka: None,
+            rate_limit_rpm: None,
+            expires_at: None,
+            created_at: at,
+            updated_at: at,
+            version: 0,
+        };
+        let stored = self.store.insert_account(&account, &token)?;
+        self.apply_rows(std::slice::from_ref(&stored));
+        Ok((
+            account,
+            KeyWithSecret {
+                row: stored,
+                secret: Some(secret.secret),
+            },
+        ))
+    }
+
+    pub fn account(&mut self, id: &str) -> Result<AccountRow, ApiError> {
+        self.store
+            .account(id)?
+            .ok_or_else(|| ApiError::NotFound(format!("No account with id {id}.")))
+    }
+
+    pub fn accounts(&mut self) -> Result<Vec<AccountRow>, ApiError> {
+        Ok(self.store.accounts()?)
+    }
+
+    /// Issues a new account token; the old one stops working at once.
+    pub fn rotate_account_token(&mut self, account_id: &str) -> Result<KeyWithSecret, ApiError> {
+        self.account(account_id)?;
+        let at = now();
+        let mut rows: Vec<KeyRow> = self
+            .keys
+            .values()
+            .filter(|k| {
+                k.account_id == account_id
+                    && k.kind == KeyKind::AccountToken
+                    && k.status != KeyStatus::Archived
+            })
+            .map(|k| KeyRow {
+                status: KeyStatus::Archived,
+                updated_at: at,
+                ..k.clone()
+            })
+            .collect();
+        let secret = new_secret(KeyKind::AccountToken)?;
+        let token = KeyRow {
+            id: new_id("key_")?,
+            account_id: account_id.to_owned(),
+            kind: KeyKind::AccountToken,
+            name: "account token".into(),
+            prefix: secret.prefix.clone(),
+            hash: self.hasher.hash(&secret.secret),
+            status: KeyStatus::Active,
+            parent_id: None,
+            limit_daily_ngonka: None,
+            limit_monthly_ngonka: None,
+            rate_limit_rpm: None,
+            expires_at: None,
+            created_at: at,
+            updated_at: at,
+            version: 0,
+        };
+        rows.push(token);
+        let stored = self.write_keys(&rows)?;
+        let row = stored
+            .into_iter()
+            .last()
+            .ok_or_else(|| ApiError::Internal("no row written".into()))?;
+        Ok(KeyWithSecret {
+            row,
+            secret: Some(secret.secret),
+        })
+    }
+
+    /// Credits an account once per `reference`.
+    pub fn credit(
+        &mut self,
+        account_id: &str,
+        amount: u64,
+        reference: &str,
+    ) -> Result<CreditOutcome, ApiError> {
+        let amount = i64::try_from(amount)
+            .map_err(|_| ApiError::bad_request("`amount_ngonka` is too large.", Some("amount_ngonka")))?;
+        Ok(self.store.credit(account_id, amount, reference, now())?)
+    }
+
+    /// Creates a managed or management key, or (with `parent`) a child key of that management key.
+    pub fn create_key(
+        &mut self,
+        account_id: &str,
+        kind: KeyKind,
+        parent: Option<&str>,
+        spec: KeySpec,
+    ) -> Result<KeyWithSecret, ApiError> {
+        if kind == KeyKind::AccountToken {
+            return Err(ApiError::bad_request(
+                "Account tokens are issued with the account.",
+                Some("kind"),
+            ));
+        }
+        if !self.keys.values().any(|k| k.account_id == account_id)
+            && self.store.account(account_id)?.is_none()
+        {
+            return Err(ApiError::NotFound(format!("No account with id {account_id}.")));
+        }
+        let parent_id = match (kind, parent) {
+            (KeyKind::Child, Some(p)) => {
+                let parent = self
+                    .keys
+                    .get(p)
+                    .filter(|k| k.account_id == account_id && k.kind == KeyKind::Management)
+                    .ok_or_else(|| key_not_found(p))?;
+                if parent.status == KeyStatus::Archived {
+                    return Err(key_not_found(p));
+                }
+                Some(p.to_owned())
+            }
+            (KeyKind::Child, None) => {
+                return Err(ApiError::Internal("a child key needs its management key".into()));
+            }
+            _ => None,
+        };
+        if self.live_key_count(account_id) >= self.max_keys_per_account {
+            return Err(ApiError::Forbidden(
+                "key_limit_reached",
+                format!(
+                    "This account already holds the maximum of {} keys.",
+                    self.max_keys_per_account
+                ),
+            ));
+        }
+        let at = now();
+        let secret = new_secret(kind)?;
+        let row = KeyRow {
+            id: new_id("key_")?,
+            account_id: account_id.to_owned(),
+            kind,
+            name: spec.name,
+            prefix: secret.prefix.clone(),
+            hash: self.hasher.hash(&secret.secret),
+            status: KeyStatus::Active,
+            parent_id,
+            limit_daily_ngonka: spec.limit_daily_ngonka,
+            limit_monthly_ngonka: spec.limit_monthly_ngonka,
+            rate_limit_rpm: spec.rate_limit_rpm,
+            expires_at: spec.expires_at,
+            created_at: at,
+            updated_at: at,
+            version: 0,
+        };
+        let stored = self.write_keys(&[row])?;
+        let row = stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("no row written".into()))?;
+        Ok(KeyWithSecret {
+            row,
+            secret: Some(secret.secret),
+        })
+    }
+
+    /// The account's keys of `kind` (children: of management key `parent`), oldest first.
+    pub fn list_keys(
+        &self,
+        account_id: &str,
+        kind: KeyKind,
+        parent: Option<&str>,
+    ) -> Result<Vec<KeyRow>, ApiError> {
+        if let Some(p) = parent {
+            self.keys
+                .get(p)
+                .filter(|k| k.account_id == account_id && k.kind == KeyKind::Management)
+                .ok_or_else(|| key_not_found(p))?;
+        }
+        let mut rows: Vec<KeyRow> = self
+            .keys
+            .values()
+            .filter(|k| {
+                k.account_id == account_id
+                    && k.kind == kind
+                    && (parent.is_none() || k.parent_id.as_deref() == parent)
+            })
+            .cloned()
+            .collect();
+        rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(rows)
+    }
+
+    /// One of the account's keys whose kind is in `kinds`; anything else is a 404.
+    pub fn owned_key(&self, account_id: &str, key_id: &str, kinds: &[KeyKind]) -> Result<KeyRow, ApiError> {
+        self.keys
+            .get(key_id)
+            .filter(|k| k.account_id == account_id && kinds.contains(&k.kind))
+            .cloned()
+            .ok_or_else(|| key_not_found(key_id))
+    }
+
+    /// Pause, resume, rotate or archive a managed or management key (archiving a management key archives
+    /// its children too).
+    pub fn key_action(
+        &mut self,
+        account_id: &str,
+        key_id: &str,
+        action: KeyAction,
+        kinds: &[KeyKind],
+    ) -> Result<KeyWithSecret, ApiError> {
+        let key = self.owned_key(account_id, key_id, kinds)?;
+        if key.status == KeyStatus::Archived {
+            return Err(ApiError::Conflict(
+                "This key is archived; nothing brings it back.".into(),
+            ));
+        }
+        let at = now();
+        let mut secret = None;
+        let mut rows = Vec::new();
+        let mut updated = KeyRow {
+            updated_at: at,
+            ..key.clone()
+        };
+        match action {
+            KeyAction::Pause => updated.status = KeyStatus::Paused,
+            KeyAction::Resume => updated.status = KeyStatus::Active,
+            KeyAction::Rotate => {
+                let s = new_secret(key.kind)?;
+                updated.hash = self.hasher.hash(&s.secret);
+                updated.prefix = s.prefix;
+                secret = Some(s.secret);
+            }
+            KeyAction::Archive => {
+                updated.status = KeyStatus::Archived;
+                if key.kind == KeyKind::Management {
+                    rows.extend(
+                        self.keys
+                            .values()
+                            .filter(|k| {
+                                k.parent_id.as_deref() == Some(key_id) && k.status != KeyStatus::Archived
+                            })
+                            .map(|k| KeyRow {
+                                status: KeyStatus::Archived,
+                                updated_at: at,
+                                ..k.clone()
+                            }),
+                    );
+                }
+            }
+        }
+        rows.insert(0, updated);
+        let stored = self.write_keys(&rows)?;
+        let row = stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("no row written".into()))?;
+        Ok(KeyWithSecret { row, secret })
+    }
+
+    /// Changes a child key of management key `parent`.
+    pub fn update_child(
+        &mut self,
+        account_id: &str,
+        parent: &str,
+        child_id: &str,
+        patch: KeyPatch,
+    ) -> Result<KeyRow, ApiError> {
+        let child = self.child(account_id, parent, child_id)?;
+        let mut row = KeyRow {
+            updated_at: now(),
+            ..child
+        };
+        if let Some(name) = patch.name {
+            row.name = name;
+        }
+        if let Some(v) = patch.limit_daily_ngonka {
+            row.limit_daily_ngonka = v;
+        }
+        if let Some(v) = patch.limit_monthly_ngonka {
+            row.limit_monthly_ngonka = v;
+        }
+        if let Some(v) = patch.rate_limit_rpm {
+            row.rate_limit_rpm = v;
+        }
+        if let Some(v) = patch.expires_at {
+            row.expires_at = v;
+        }
+        if let Some(s) = patch.status {
+            row.status = s;
+        }
+        let stored = self.write_keys(&[row])?;
+        stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("no row written".into()))
+    }
+
+    /// Archives a child key.
+    pub fn delete_child(
+        &mut self,
+        account_id: &str,
+        parent: &str,
+        child_id: &str,
+    ) -> Result<KeyRow, ApiError> {
+        let child = self.child(account_id, parent, child_id)?;
+        let row = KeyRow {
+            status: KeyStatus::Archived,
+            updated_at: now(),
+            ..child
+        };
+        let stored = self.write_keys(&[row])?;
+        stored
+            .into_iter()
+            .next()
+            .ok_or_else(|| ApiError::Internal("no row written".into()))
+    }
+
+    fn child(&self, account_id: &str, parent: &str, child_id: &str) -> Result<KeyRow, ApiError> {
+        self.owned_key(account_id, parent, &[KeyKind::Management])?;
+        let child = self
+            .keys
+            .get(child_id)
+            .filter(|k| {
+                k.account_id == account_id
+                    && k.kind == KeyKind::Child
+                    && k.parent_id.as_deref() == Some(parent)
+            })
+            .cloned()
+            .ok_or_else(|| key_not_found(child_id))?;
+        if child.status == KeyStatus::Archived {
+            return Err(key_not_found(child_id));
+        }
+        Ok(child)
+    }
+}

@@ -1,0 +1,119 @@
+//! The control plane: one thread that owns all I/O with the store and is the only writer of the key
+//! cache. Cores hand it work as closures over [`ControlState`] and await the answer; they never block
+//! on it (a full queue is an immediate 503). Node health probes run on a thread of their own
+//! ([`health`]), so a slow probe never delays an API call.
+
+pub mod accounts;
+pub mod health;
+pub mod state;
+
+pub use state::ControlState;
+
+use crate::error::ApiError;
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use std::io;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+type Job = Box<dyn FnOnce(&mut ControlState) + Send>;
+
+/// Jobs waiting for the control plane; past this, calls fail fast with 503.
+const QUEUE: usize = 4096;
+
+/// How cores reach the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlHandle {
+    tx: Sender<Job>,
+}
+
+impl ControlHandle {
+    /// Runs `f` on the control plane and returns its result, without blocking the calling core.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ControlState) -> T + Send + 'static,
+    {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let job: Job = Box::new(move |st| {
+            let _ = tx.send(f(st));
+        });
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(ApiError::Unavailable("the control plane is busy".into()));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(ApiError::Unavailable("the control plane has stopped".into()));
+            }
+        }
+        rx.await
+            .map_err(|_| ApiError::Internal("the control plane dropped a request".into()))
+    }
+
+    /// Blocking variant for threads that are not cores (start-up, tests).
+    #[expect(clippy::disallowed_methods, reason = "only called off the cores")]
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut ControlState) -> T + Send + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let job: Job = Box::new(move |st| {
+            let _ = tx.send(f(st));
+        });
+        self.tx
+            .send(job)
+            .map_err(|_| ApiError::Unavailable("the control plane has stopped".into()))?;
+        rx.recv()
+            .map_err(|_| ApiError::Internal("the control plane dropped a request".into()))
+    }
+}
+
+/// A new job queue: the handle for the cores, the receiver for [`ControlPlane::start`].
+pub fn channel() -> (ControlHandle, Receiver<Job>) {
+    let (tx, rx) = bounded(QUEUE);
+    (ControlHandle { tx }, rx)
+}
+
+/// The running control-plane thread.
+#[derive(Debug)]
+pub struct ControlPlane {
+    handle: ControlHandle,
+    thread: JoinHandle<()>,
+}
+
+impl ControlPlane {
+    pub fn start(mut state: ControlState, handle: ControlHandle, rx: Receiver<Job>) -> io::Result<Self> {
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let tick = Duration::from_millis(100);
+                let mut next_tick = Instant::now() + tick;
+                while !state.stopping {
+                    let wait = next_tick.saturating_duration_since(Instant::now());
+                    #[expect(clippy::disallowed_methods, reason = "the control plane is allowed to block")]
+                    match rx.recv_timeout(wait) {
+                        Ok(job) => job(&mut state),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if Instant::now() >= next_tick {
+                        state.tick();
+                        next_tick = Instant::now() + tick;
+                    }
+                }
+                state.shutdown();
+            })?;
+        Ok(Self { handle, thread })
+    }
+
+    pub fn handle(&self) -> &ControlHandle {
+        &self.handle
+    }
+
+    /// Finishes queued work, writes what must survive (the key snapshot), and stops.
+    pub fn stop(self) {
+        let _ = self.handle.call_blocking(|st| st.stopping = true);
+        let _ = self.thread.join();
+    }
+}

@@ -1,0 +1,128 @@
+//! The durable store: accounts, keys (as keyed hashes), credits, model prices and usage records.
+//!
+//! # Design
+//! [`Store`] is a plain, blocking trait: it is only ever used on the control-plane thread, never on a core.
+//! Every key write gets a new, store-wide increasing `version`, which is what the key cache is synced by
+//! (a catch-up read `keys_since(v)` after a restart or reconnect, and a periodic reconcile) and what the
+//! key snapshot is checked against. The SQLite backend ([`sqlite`]) is the embedded default; the trait is
+//! shaped so another backend runs the same conformance tests (`tests/store_conformance.rs`).
+
+pub mod snapshot;
+pub mod sqlite;
+
+use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. an id or hash that exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store cannot be reached or written right now; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: String,
+    pub name: String,
+    /// Credits minus settled usage, ngonka.
+    pub balance_ngonka: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A key, as stored: never the secret, only its keyed hash and display prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: String,
+    pub account_id: String,
+    pub kind: KeyKind,
+    pub name: String,
+    pub prefix: String,
+    pub hash: KeyHash,
+    pub status: KeyStatus,
+    /// For a child key: its management key.
+    pub parent_id: Option<String>,
+    pub limit_daily_ngonka: Option<u64>,
+    pub limit_monthly_ngonka: Option<u64>,
+    pub rate_limit_rpm: Option<u32>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Set by the store on every write; increases store-wide.
+    pub version: i64,
+}
+
+/// What the key table looks like, to decide whether a snapshot is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTableState {
+    pub max_version: i64,
+    pub count: i64,
+}
+
+/// The result of a credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditOutcome {
+    /// False when the reference had been used before (nothing was credited this time).
+    pub applied: bool,
+    pub balance_ngonka: i64,
+}
+
+/// A model's prices as stored (overriding the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceRow {
+    pub model: String,
+    pub price_prompt_ngonka: u64,
+    pub price_completion_ngonka: u64,
+    pub updated_at: i64,
+}
+
+/// The durable store. Blocking; control plane only.
+pub trait Store: Send {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates an account together with its first account token, atomically.
+    fn insert_account(&mut self, account: &AccountRow, token: &KeyRow) -> StoreResult<KeyRow>;
+    fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>>;
+    fn accounts(&mut self) -> StoreResult<Vec<AccountRow>>;
+
+    /// Inserts or updates keys (by id) in one transaction; each gets a new version. Returns the rows as
+    /// stored.
+    fn write_keys(&mut self, rows: &[KeyRow]) -> StoreResult<Vec<KeyRow>>;
+    /// Every key.
+    fn keys(&mut self) -> StoreResult<Vec<KeyRow>>;
+    /// Keys written after `version`, in version order.
+    fn keys_since(&mut self, version: i64) -> StoreResult<Vec<KeyRow>>;
+    fn key_table_state(&mut self) -> StoreResult<KeyTableState>;
+
+    /// Adds `amount` to the account's balance unless `reference` was used for this account before.
+    fn credit(
+        &mut self,
+        account_id: &str,
+        amount: i64,
+        reference: &str,
+        at: i64,
+    ) -> StoreResult<CreditOutcome>;
+
+    fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()>;
+    fn prices(&mut self) -> StoreResult<Vec<PriceRow>>;
+}
+
+/// Opens the configured store and applies pending migrations.
+pub fn open(settings: &crate::config::StoreSettings) -> StoreResult<Box<dyn Store>> {
+    match settings {
+        crate::config::StoreSettings::Sqlite { path, synchronous } => {
+            Ok(Box::new(sqlite::SqliteStore::open(path, *synchronous)?))
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The embedded SQLite store (rusqlite, bundled SQLite): WAL journal, versioned migrations.
+//!
+//! # Durability
+//! `store.sqlite_synchronous = "full"` (the default) makes every committed transaction survive a power
+//! loss: the WAL is fsync'd at each commit. `"normal"` syncs only at checkpoints: a crash of the process
+//! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
+
+use super::{AccountRow, CreditOutcome, KeyRow, KeyTableState, PriceRow, Store, StoreError, StoreResult};
+use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::path::Path;
+
+/// How SQLite syncs commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: accounts, keys, credits, prices.
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     INSERT INTO meta (name, value) VALUES ('key_version', 0);
+     CREATE TABLE accounts (
+         id TEXT PRIMARY KEY,
+         name TEXT NOT NULL,
+         balance_ngonka INTEGER NOT NULL DEFAULT 0,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE keys (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL REFERENCES accounts(id),
+         kind TEXT NOT NULL,
+         name TEXT NOT NULL,
+         prefix TEXT NOT NULL,
+         hash BLOB NOT NULL UNIQUE,
+         status TEXT NOT NULL,
+         parent_id TEXT REFERENCES keys(id),
+         limit_daily_ngonka INTEGER,
+         limit_monthly_ngonka INTEGER,
+         rate_limit_rpm INTEGER,
+         expires_at INTEGER,
+         created_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL,
+         version INTEGER NOT NULL
+     );
+     CREATE INDEX keys_by_account ON keys(account_id);
+     CREATE INDEX keys_by_version ON keys(version);
+     CREATE TABLE credits (
+         account_id TEXT NOT NULL REFERENCES accounts(id),
+         reference TEXT NOT NULL,
+         amount_ngonka INTEGER NOT NULL,
+         created_at INTEGER NOT NULL,
+         PRIMARY KEY (account_id, reference)
+     );
+     CREATE TABLE prices (
+         model TEXT PRIMARY KEY,
+         price_prompt_ngonka INTEGER NOT NULL,
+         price_completion_ngonka INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL
+     );",
+];
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict(e.to_string())
+        }
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+fn to_i64(v: u64, what: &str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Other(format!("{what} {v} does not fit the store")))
+}
+
+const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka, \
+     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version";
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
+    let kind: String = row.get(2)?;
+    let status: String = row.get(6)?;
+    let hash: Vec<u8> = row.get(5)?;
+    let bad = |what: &str, v: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad {what} {v:?}").into(),
+        )
+    };
+    let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| bad("hash", "length"))?;
+    let limit = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(row.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
+    };
+    Ok(KeyRow {
+        id: row.get(0)?,
+        account_id: row.get(1)?,
+        kind: KeyKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
+        name: row.get(3)?,
+        prefix: row.get(4)?,
+        hash: KeyHash(hash),
+        status: KeyStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
+        parent_id: row.get(7)?,
+        limit_daily_ngonka: limit(8)?,
+        limit_monthly_ngonka: limit(9)?,
+        rate_limit_rpm: row
+            .get::<_, Option<i64>>(10)?
+            .map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+        expires_at: row.get(11)?,
+        created_at: row.get(12)?,
+        updated_at: row.get(13)?,
+        version: row.get(14)?,
+    })
+}
+
+impl SqliteStore {
+    #[expect(clippy::disallowed_methods, reason = "the store lives on the control plane")]
+    pub fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if synchronous == Synchronous::Full {
+                "FULL"
+            } else {
+                "NORMAL"
+            },
+        )
+        .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// An in-memory store (tests).
+    pub fn open_in_memory() -> StoreResult<Self> {
+        let conn = Connection::open_in_memory().map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> StoreResult<()> {
+        let done: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        let done = usize::try_from(done).unwrap_or(0);
+        if done > MIGRATIONS.len() {
+            return Err(StoreError::Other(format!(
+                "the database is at schema version {done}, newer than this build knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+            let tx = self.conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            log::info!(target: "store", "sqlite: applied migration {}", i + 1);
+        }
+        Ok(())
+    }
+
+    fn write_key(tx: &rusqlite::Transaction<'_>, row: &KeyRow) -> StoreResult<KeyRow> {
+        let version: i64 = tx
+            .query_row(
+                "UPDATE meta SET value = value + 1 WHERE name = 'key_version' RETURNING value",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        let limit = |v: Option<u64>, what: &str| v.map(|v| to_i64(v, what)).transpose();
+        tx.execute(
+            "INSERT INTO keys (id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka,
+                               limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             ON CONFLICT(id) DO UPDATE SET
+                 name = excluded.name, prefix = excluded.prefix, hash = excluded.hash, status = excluded.status,
+                 limit_daily_ngonka = excluded.limit_daily_ngonka, limit_monthly_ngonka = excluded.limit_monthly_ngonka,
+                 rate_limit_rpm = excluded.rate_limit_rpm, expires_at = excluded.expires_at,
+                 updated_at = excluded.updated_at, version = excluded.version",
+            params![
+                row.id,
+                row.account_id,
+                row.kind.as_str(),
+                row.name,
+                row.prefix,
+                &row.hash.0[..],
+                row.status.as_str(),
+                row.parent_id,
+                limit(row.limit_daily_ngonka, "limit_daily_ngonka")?,
+                limit(row.limit_monthly_ngonka, "limit_monthly_ngonka")?,
+                row.rate_limit_rpm.map(i64::from),
+                row.expires_at,
+                row.created_at,
+                row.updated_at,
+                version,
+            ],
+        )
+        .map_err(err)?;
+        Ok(KeyRow {
+            version,
+            ..row.clone()
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn insert_account(&mut self, account: &AccountRow, token: &KeyRow) -> StoreResult<KeyRow> {
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO accounts (id, name, balance_ngonka, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                account.id,
+                account.name,
+                account.balance_ngonka,
+                account.created_at
+            ],
+        )
+        .map_err(err)?;
+        let row = Self::write_key(&tx, token)?;
+        tx.commit().map_err(err)?;
+        Ok(row)
+    }
+
+    fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>> {
+        self.conn
+            .query_row(
+                "SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(AccountRow {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        balance_ngonka: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    fn accounts(&mut self) -> StoreResult<Vec<AccountRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, balance_ngonka, created_at FROM accounts ORDER BY created_at, id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(AccountRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    balance_ngonka: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn write_keys(&mut self, rows: &[KeyRow]) -> StoreResult<Vec<KeyRow>> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(Self::write_key(&tx, row)?);
+        }
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    fn keys(&mut self) -> StoreResult<Vec<KeyRow>> {
+        self.keys_since(i64::MIN)
+    }
+
+    fn keys_since(&mut self, version: i64) -> StoreResult<Vec<KeyRow>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE version > ?1 ORDER BY version");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt.query_map([version], key_from_row).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn key_table_state(&mut self) -> StoreResult<KeyTableState> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(version), 0), COUNT(*) FROM keys", [], |r| {
+                Ok(KeyTableState {
+                    max_version: r.get(0)?,
+                    count: r.get(1)?,
+                })
+            })
+            .map_err(err)
+    }
+
+    fn credit(
+        &mut self,
+        account_id: &str,
+        amount: i64,
+        reference: &str,
+        at: i64,
+    ) -> StoreResult<CreditOutcome> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT 1 FROM accounts WHERE id = ?1", [account_id], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("account {account_id}")));
+        }
+        let inserted = tx
+            .execute(
+                "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(account_id, reference) DO NOTHING",
+                params![account_id, reference, amount, at],
+            )
+            .map_err(err)?;
+        if inserted == 1 {
+            tx.execute(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka + ?2 WHERE id = ?1",
+                params![account_id, amount],
+            )
+            .map_err(err)?;
+        }
+        let balance: i64 = tx
+            .query_row(
+                "SELECT balance_ngonka FROM accounts WHERE id = ?1",
+                [account_id],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(CreditOutcome {
+            applied: inserted == 1,
+            balance_ngonka: balance,
+        })
+    }
+
+    fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
+        self.conn
+            .execute(
+                "INSERT INTO prices (model, price_prompt_ngonka, price_completion_ngonka, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(model) DO UPDATE SET price_prompt_ngonka = excluded.price_prompt_ngonka,
+                     price_completion_ngonka = excluded.price_completion_ngonka, updated_at = excluded.updated_at",
+                params![
+                    row.model,
+                    to_i64(row.price_prompt_ngonka, "price")?,
+                    to_i64(row.price_completion_ngonka, "price")?,
+                    row.updated_at
+                ],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn prices(&mut self) -> StoreResult<Vec<PriceRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT model, price_prompt_ngonka, price_completion_ngonka, updated_at FROM prices ORDER BY model")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PriceRow {
+                    model: r.get(0)?,
+                    price_prompt_ngonka: r.get::<_, i64>(1)?.max(0) as u64,
+                    price_completion_ngonka: r.get::<_, i64>(2)?.max(0) as u64,
+                    updated_at: r.get(3)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+}
