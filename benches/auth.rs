@@ -9,10 +9,11 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gonka_gateway::auth::cache::KeyCache;
+use gonka_gateway::auth::cache::{KeyCache, KeyEntry};
 use gonka_gateway::auth::keys::{KeyHash, KeyHasher, KeyKind, KeyStatus};
 use gonka_gateway::store::KeyRow;
 use std::hint::black_box;
+use std::sync::Arc;
 
 fn bench(c: &mut Criterion) {
     let hasher = KeyHasher::new(&[7u8; 48]).unwrap();
@@ -37,7 +38,8 @@ fn bench(c: &mut Criterion) {
             updated_at: 0,
             version: i64::from(i),
         };
-        cache.apply(&row);
+        let entry = KeyEntry::from_row(&row, Arc::default(), Arc::default());
+        cache.put(row.hash, Arc::new(entry));
         if i == 54_321 {
             present = secret;
         }

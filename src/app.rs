@@ -1,20 +1,24 @@
-//! The state every core shares, read-mostly: settings, nodes, models, metrics. Built once at start; the
-//! parts that change at run time (nodes, models) sit behind `ArcSwap` and are replaced by the control
-//! plane, never mutated in place.
+//! The state every core shares, read-mostly: settings, nodes, models, keys, counters, metrics. Built once
+//! at start; the parts that change at run time (nodes, models, keys) are replaced by the control plane,
+//! never mutated in place.
 
 use crate::auth::cache::KeyCache;
 use crate::auth::keys::KeyHasher;
+use crate::billing::journal::Journal;
 use crate::config::{ModelSpec, Settings};
 use crate::control::ControlHandle;
+use crate::limits::HoldGauges;
+use crate::limits::clock::Clock;
 use crate::metrics::Metrics;
+use crate::store::PriceRow;
 use crate::upstream::{Node, NodeId, NodePool};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-/// The models served, by id.
-#[derive(Debug, Default)]
+/// The models served, by id, with their prices.
+#[derive(Debug, Default, Clone)]
 pub struct ModelTable {
     pub list: Vec<ModelSpec>,
 }
@@ -23,13 +27,47 @@ impl ModelTable {
     pub fn get(&self, id: &str) -> Option<&ModelSpec> {
         self.list.iter().find(|m| m.id == id)
     }
+
+    /// The configured models with stored prices laid over them (a stored price for a model the file
+    /// does not list adds that model).
+    pub fn from_config_and_prices(config: &[ModelSpec], prices: &[PriceRow]) -> Self {
+        let mut list = config.to_vec();
+        for p in prices {
+            match list.iter_mut().find(|m| m.id == p.model) {
+                Some(m) => {
+                    m.price_prompt_ngonka = p.price_prompt_ngonka;
+                    m.price_completion_ngonka = p.price_completion_ngonka;
+                }
+                None => list.push(ModelSpec {
+                    id: p.model.clone(),
+                    context_length: None,
+                    price_prompt_ngonka: p.price_prompt_ngonka,
+                    price_completion_ngonka: p.price_completion_ngonka,
+                }),
+            }
+        }
+        Self { list }
+    }
+}
+
+/// What [`App::new`] is built from.
+#[derive(Debug)]
+pub struct AppParts {
+    pub settings: Settings,
+    pub admin_token: String,
+    pub keys: Arc<KeyCache>,
+    pub hasher: KeyHasher,
+    pub control: ControlHandle,
+    pub models: Arc<ArcSwap<ModelTable>>,
+    pub clock: Arc<dyn Clock>,
+    pub journal: Journal,
 }
 
 #[derive(Debug)]
 pub struct App {
     pub settings: Settings,
     pub nodes: NodePool,
-    pub models: ArcSwap<ModelTable>,
+    pub models: Arc<ArcSwap<ModelTable>>,
     pub metrics: Metrics,
     /// Bearer token of the admin listener. Never logged.
     pub admin_token: String,
@@ -37,21 +75,28 @@ pub struct App {
     pub keys: Arc<KeyCache>,
     pub hasher: KeyHasher,
     pub control: ControlHandle,
+    /// The clock limits and billing go by.
+    pub clock: Arc<dyn Clock>,
+    pub journal: Journal,
+    pub holds: Arc<HoldGauges>,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers stop sending.
     pub draining: AtomicBool,
 }
 
 impl App {
     /// Builds the shared state; `resolve` turns a node's host and port into addresses (done before the
-    /// cores start, or on the control plane).
-    pub fn new(
-        settings: Settings,
-        admin_token: String,
-        keys: Arc<KeyCache>,
-        hasher: KeyHasher,
-        control: ControlHandle,
-        resolve: impl Fn(&str, u16) -> Vec<SocketAddr>,
-    ) -> Self {
+    /// cores start, or on the health thread).
+    pub fn new(parts: AppParts, resolve: impl Fn(&str, u16) -> Vec<SocketAddr>) -> Self {
+        let AppParts {
+            settings,
+            admin_token,
+            keys,
+            hasher,
+            control,
+            models,
+            clock,
+            journal,
+        } = parts;
         let nodes = settings
             .upstream
             .nodes
@@ -67,19 +112,19 @@ impl App {
             settings.upstream.eject_after_failures.get(),
             u64::try_from(settings.upstream.eject_for.as_millis()).unwrap_or(u64::MAX),
         );
-        let models = ModelTable {
-            list: settings.models.clone(),
-        };
         let metrics = Metrics::new(settings.workers.get());
         Self {
             settings,
             nodes: pool,
-            models: ArcSwap::from_pointee(models),
+            models,
             metrics,
             admin_token,
             keys,
             hasher,
             control,
+            clock,
+            journal,
+            holds: Arc::new(HoldGauges::default()),
             draining: AtomicBool::new(false),
         }
     }

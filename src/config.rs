@@ -42,6 +42,8 @@ pub struct ConfigFile {
     pub models: Vec<ModelFile>,
     pub store: StoreFile,
     pub keys: KeysFile,
+    pub limits: LimitsFile,
+    pub journal: JournalFile,
     pub log: LogFile,
 }
 
@@ -56,6 +58,8 @@ impl Default for ConfigFile {
             models: Vec::new(),
             store: StoreFile::default(),
             keys: KeysFile::default(),
+            limits: LimitsFile::default(),
+            journal: JournalFile::default(),
             log: LogFile::default(),
         }
     }
@@ -80,6 +84,50 @@ impl Default for StoreFile {
             kind: "sqlite".into(),
             path: String::new(),
             sqlite_synchronous: "full".into(),
+        }
+    }
+}
+
+/// `[limits]`: rate limits and the worst case a request holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsFile {
+    /// Requests per minute of a key without its own `rate_limit_rpm` (managed keys, and child keys
+    /// created without one). 0 = no limit.
+    pub default_rpm: u32,
+    /// Completion tokens held (and forwarded as `max_tokens`) for a request that sets no
+    /// `max_tokens`/`max_completion_tokens`.
+    pub default_max_tokens: u64,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        Self {
+            default_rpm: 60,
+            default_max_tokens: 4096,
+        }
+    }
+}
+
+/// `[journal]`: the local usage journal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalFile {
+    /// Directory; empty = `<data_dir>/journal`.
+    pub dir: String,
+    /// What a request's last bytes wait for: `write` (its usage record is written to the journal, so it
+    /// survives `kill -9`) or `fsync` (also fsync'd, so it survives a power loss; slower).
+    pub wait: String,
+    /// Group fsync period of the journal, ms.
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for JournalFile {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            wait: "write".into(),
+            fsync_interval_ms: 20,
         }
     }
 }
@@ -391,6 +439,16 @@ pub enum StoreSettings {
     },
 }
 
+/// Validated `[limits]` and `[journal]`.
+#[derive(Debug, Clone)]
+pub struct BillingSettings {
+    pub default_rpm: u32,
+    pub default_max_tokens: u64,
+    pub journal_dir: PathBuf,
+    pub journal_wait: crate::billing::journal::WaitFor,
+    pub journal_fsync_interval: Duration,
+}
+
 /// Validated `[keys]`.
 #[derive(Debug, Clone)]
 pub struct KeySettings {
@@ -442,6 +500,7 @@ pub struct Settings {
     pub models: Vec<ModelSpec>,
     pub store: StoreSettings,
     pub keys: KeySettings,
+    pub billing: BillingSettings,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
 }
@@ -616,6 +675,24 @@ impl ConfigFile {
                 self.keys.hash_secret_env
             )));
         }
+        if self.limits.default_max_tokens == 0 {
+            return Err(invalid("limits.default_max_tokens must be at least 1"));
+        }
+        let billing = BillingSettings {
+            default_rpm: self.limits.default_rpm,
+            default_max_tokens: self.limits.default_max_tokens,
+            journal_dir: if self.journal.dir.is_empty() {
+                data_dir.join("journal")
+            } else {
+                PathBuf::from(&self.journal.dir)
+            },
+            journal_wait: match self.journal.wait.as_str() {
+                "write" => crate::billing::journal::WaitFor::Write,
+                "fsync" => crate::billing::journal::WaitFor::Fsync,
+                other => return Err(invalid(format!("journal.wait {other:?} is not write or fsync"))),
+            },
+            journal_fsync_interval: ms(self.journal.fsync_interval_ms, "journal.fsync_interval_ms")?,
+        };
         let keys = KeySettings {
             hash_secret,
             max_keys_per_account: self.keys.max_keys_per_account,
@@ -638,6 +715,7 @@ impl ConfigFile {
             models,
             store,
             keys,
+            billing,
             log_level,
             access_log: self.log.access_log,
         })
@@ -658,6 +736,8 @@ mod tests {
         assert_eq!(format!("{:?}", file.log), format!("{:?}", defaults.log));
         assert_eq!(format!("{:?}", file.store), format!("{:?}", defaults.store));
         assert_eq!(format!("{:?}", file.keys), format!("{:?}", defaults.keys));
+        assert_eq!(format!("{:?}", file.limits), format!("{:?}", defaults.limits));
+        assert_eq!(format!("{:?}", file.journal), format!("{:?}", defaults.journal));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(

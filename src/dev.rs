@@ -88,9 +88,8 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let admin_token = admin_token(&settings)?;
     let data_dir = settings.data_dir.clone();
-    let (running, api_key) = crate::runtime::start(settings, admin_token.clone(), move |st| {
-        demo_account(st, &data_dir)
-    })?;
+    let boot = crate::runtime::Boot::new(settings, admin_token.clone());
+    let (running, api_key) = crate::runtime::start(boot, move |st| demo_account(st, &data_dir))?;
     Ok(DevReady {
         base_url: format!("http://{}/v1", running.public_addr),
         api_key,

@@ -18,7 +18,8 @@
 //!   (`/api`), the admin API (`/admin`), strict field parsing.
 //! - [`auth`]: key formats, keyed hashing, the key cache, inference and account authentication.
 //! - [`upstream`]: the node pool and its health, per-core keep-alive pools, the HTTP/1.1 client, the relay.
-//! - [`billing`]: usage extraction.
+//! - [`limits`]: rate limits (GCRA), calendar-window spend counters, balance holds, the injectable clock.
+//! - [`billing`]: usage extraction, usage records, the usage journal.
 //! - [`error`]: the one edge error type (status, OpenAI code, headers, log level).
 //! - [`metrics`], [`logging`], [`clock`]: observability and time.
 //! - [`sim`]: the Gonka node simulator.
@@ -35,6 +36,7 @@ pub mod control;
 pub mod dev;
 pub mod error;
 pub mod http;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod runtime;

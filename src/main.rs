@@ -244,7 +244,8 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return fail(&format!("admin token: {e}")),
             };
-            let running = match gonka_gateway::runtime::start(settings, admin_token, |_| Ok(())) {
+            let boot = gonka_gateway::runtime::Boot::new(settings, admin_token);
+            let running = match gonka_gateway::runtime::start(boot, |_| Ok(())) {
                 Ok((r, ())) => r,
                 Err(e) => return fail(&format!("cannot start: {e}")),
             };

@@ -10,14 +10,18 @@
 //! requests in flight finish until `server.shutdown_grace_ms`, then stop the control plane (which flushes
 //! what it owns) and return.
 
-use crate::app::App;
+use crate::app::{App, AppParts, ModelTable};
 use crate::auth::cache::KeyCache;
 use crate::auth::keys::KeyHasher;
+use crate::billing::journal::{Journal, JournalThread};
 use crate::config::Settings;
 use crate::control::health::HealthChecker;
 use crate::control::{ControlPlane, ControlState};
 use crate::error::ApiError;
+use crate::limits::clock::{Clock, SystemClock};
 use crate::server::{Core, ListenerKind, conn};
+use crate::store::Store;
+use arc_swap::ArcSwap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -144,6 +148,7 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     control: Option<ControlPlane>,
     health: Option<HealthChecker>,
+    journal: Option<JournalThread>,
 }
 
 /// The secret keys are hashed under: from the environment, else generated once into the data dir.
@@ -160,30 +165,89 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-/// Binds the listeners, opens the store and fills the key cache, runs `setup` on the control state
-/// (before anything is served), then starts the control plane, the health thread and the workers.
+/// What a gateway starts from.
+pub struct Boot {
+    pub settings: Settings,
+    pub admin_token: String,
+    /// The store to use instead of the configured one (tests wrap stores to inject failures).
+    pub store: Option<Box<dyn Store>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Boot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Boot").field("settings", &self.settings).finish()
+    }
+}
+
+impl Boot {
+    pub fn new(settings: Settings, admin_token: String) -> Self {
+        Self {
+            settings,
+            admin_token,
+            store: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Binds the listeners, opens the journal and the store, fills the key cache, replays the journal,
+/// restores the counters, runs `setup` on the control state (before anything is served), then starts
+/// the control plane, the health thread and the workers.
 pub fn start<T>(
-    settings: Settings,
-    admin_token: String,
+    boot: Boot,
     setup: impl FnOnce(&mut ControlState) -> Result<T, ApiError>,
 ) -> io::Result<(Running, T)> {
+    let Boot {
+        settings,
+        admin_token,
+        store,
+        clock,
+    } = boot;
     let n = settings.workers.get();
     let (public_addr, public) = bind_group(settings.listen, n, settings.backlog)?;
     let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
 
     let hasher = KeyHasher::new(key_hash_secret(&settings)?.as_bytes())?;
     let cache = Arc::new(KeyCache::new());
-    let (mut state, _) = ControlState::open(&settings, Arc::clone(&cache), hasher.clone()).map_err(io_err)?;
+    let billing = &settings.billing;
+    let (journal, journal_thread) = Journal::open(
+        &billing.journal_dir,
+        billing.journal_wait,
+        billing.journal_fsync_interval,
+    )?;
+    let mut store = match store {
+        Some(s) => s,
+        None => crate::store::open(&settings.store).map_err(io_err)?,
+    };
+    let prices = store.prices().map_err(io_err)?;
+    let models = Arc::new(ArcSwap::from_pointee(ModelTable::from_config_and_prices(
+        &settings.models,
+        &prices,
+    )));
+    let (mut state, _) = ControlState::open(
+        store,
+        &settings,
+        Arc::clone(&cache),
+        hasher.clone(),
+        Arc::clone(&clock),
+        Arc::clone(&journal.stats),
+        Arc::clone(&models),
+    )
+    .map_err(io_err)?;
     let extra = setup(&mut state).map_err(io_err)?;
     let (handle, rx) = crate::control::channel();
-    let app = Arc::new(App::new(
+    let parts = AppParts {
         settings,
         admin_token,
-        cache,
+        keys: cache,
         hasher,
-        handle.clone(),
-        crate::control::health::resolve,
-    ));
+        control: handle.clone(),
+        models,
+        clock,
+        journal,
+    };
+    let app = Arc::new(App::new(parts, crate::control::health::resolve));
     let control = ControlPlane::start(state, handle, rx)?;
     let health = HealthChecker::start(Arc::clone(&app))?;
 
@@ -209,6 +273,7 @@ pub fn start<T>(
         workers,
         control: Some(control),
         health: Some(health),
+        journal: Some(journal_thread),
     };
     Ok((running, extra))
 }
@@ -223,6 +288,12 @@ impl Running {
         }
         if let Some(h) = self.health.take() {
             h.stop();
+        }
+        // Every request has settled and journaled by now: close the journal, then let the control plane
+        // apply it to the store and write the key snapshot.
+        self.app.journal.close();
+        if let Some(j) = self.journal.take() {
+            j.join();
         }
         if let Some(c) = self.control.take() {
             c.stop();

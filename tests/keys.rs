@@ -251,7 +251,7 @@ fn management_and_child_keys() {
         &msecret,
         "PATCH",
         &child,
-        Some(json!({"limit_daily_ngonka": "2000", "rate_limit_rpm": null, "name": "renamed"})),
+        Some(json!({"limit_daily_ngonka": "2000000", "rate_limit_rpm": null, "name": "renamed"})),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -259,7 +259,7 @@ fn management_and_child_keys() {
             r.json()["limit_daily_ngonka"].as_str(),
             r.json()["rate_limit_rpm"].is_null()
         ),
-        (Some("2000"), true)
+        (Some("2000000"), true)
     );
     assert_eq!(r.json()["name"], "renamed");
     let mut conns = Conns::open(&gw, 6);
@@ -778,11 +778,11 @@ fn the_admin_cli_manages_accounts_credits_and_keys() {
             "add",
             id,
             "--amount-ngonka",
-            "900",
+            "900000000",
             "--reference",
             "r1"
         ])["balance_ngonka"],
-        "900"
+        "900000000"
     );
     assert_eq!(
         admin(&[
@@ -790,13 +790,13 @@ fn the_admin_cli_manages_accounts_credits_and_keys() {
             "add",
             id,
             "--amount-ngonka",
-            "900",
+            "900000000",
             "--reference",
             "r1"
         ])["credited"],
         false
     );
-    assert_eq!(admin(&["accounts", "get", id])["balance_ngonka"], "900");
+    assert_eq!(admin(&["accounts", "get", id])["balance_ngonka"], "900000000");
     let key = admin(&["keys", "create", id, "--name", "from-cli"]);
     let (kid, secret) = (key["id"].as_str().unwrap(), key["key"].as_str().unwrap());
     assert_eq!(chat(&gw, secret).status, 200);

@@ -14,10 +14,6 @@ use crate::store::KeyRow;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn now() -> i64 {
-    crate::clock::unix_secs() as i64
-}
-
 fn opt_amount(v: Option<u64>) -> Value {
     v.map_or(Value::Null, |v| Value::String(v.to_string()))
 }
@@ -85,7 +81,12 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
 
 fn account_caller<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
-    match authenticate_account(&core.app, ex.head.authorization.as_deref(), false, now())? {
+    match authenticate_account(
+        &core.app,
+        ex.head.authorization.as_deref(),
+        false,
+        now_secs(&core),
+    )? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
     }
@@ -97,7 +98,7 @@ fn children_caller<S: Transport>(
     management_key_id: &str,
 ) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
-    match authenticate_account(&core.app, ex.head.authorization.as_deref(), true, now())? {
+    match authenticate_account(&core.app, ex.head.authorization.as_deref(), true, now_secs(&core))? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { account_id, key_id } if &*key_id == management_key_id => Ok(account_id),
         Caller::ManagementKey { .. } => {
@@ -177,12 +178,16 @@ async fn act<S: Transport>(ex: &mut Exchange<'_, S>, id: &str, action: KeyAction
     Ok(())
 }
 
-fn child_spec(f: &mut Fields) -> Result<KeySpec, ApiError> {
+fn now_secs(core: &crate::server::Core) -> i64 {
+    core.app.clock.now_ms().div_euclid(1000)
+}
+
+fn child_spec(f: &mut Fields, now: i64) -> Result<KeySpec, ApiError> {
     let name = f.required_name("name")?;
     let limit_daily_ngonka = f.amount("limit_daily_ngonka")?.flatten();
     let limit_monthly_ngonka = f.amount("limit_monthly_ngonka")?.flatten();
     let rate_limit_rpm = f.rpm("rate_limit_rpm")?.flatten();
-    let expires_at = f.future_time("expires_at", now())?.flatten();
+    let expires_at = f.future_time("expires_at", now)?.flatten();
     Ok(KeySpec {
         name,
         limit_daily_ngonka,
@@ -195,17 +200,19 @@ fn child_spec(f: &mut Fields) -> Result<KeySpec, ApiError> {
 async fn create_child<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> Result<(), ApiError> {
     let account = children_caller(ex, parent)?;
     let mut f = Fields::parse(&ex.read_body().await?)?;
-    let spec = child_spec(&mut f)?;
+    let spec = child_spec(&mut f, now_secs(&ex.core()))?;
     f.finish()?;
     let core = ex.core();
     let parent = parent.to_owned();
-    let k = core
+    let body = core
         .app
         .control
-        .call(move |st| st.create_key(&account, KeyKind::Child, Some(&parent), spec))
+        .call(move |st| {
+            let k = st.create_key(&account, KeyKind::Child, Some(&parent), spec)?;
+            Ok::<_, ApiError>(super::usage::child_json(st, &k.row, k.secret.as_deref()))
+        })
         .await??;
-    ex.log.key_id = Some(k.row.id.clone());
-    let body = super::usage::child_json(&core.app, &k.row, k.secret.as_deref());
+    ex.log.key_id = body["id"].as_str().map(str::to_owned);
     ex.respond_json(201, &body).await;
     Ok(())
 }
@@ -214,15 +221,18 @@ async fn list_children<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> 
     let account = children_caller(ex, parent)?;
     let core = ex.core();
     let parent = parent.to_owned();
-    let rows = core
+    let data = core
         .app
         .control
-        .call(move |st| st.list_keys(&account, KeyKind::Child, Some(&parent)))
+        .call(move |st| {
+            let rows = st.list_keys(&account, KeyKind::Child, Some(&parent))?;
+            Ok::<_, ApiError>(
+                rows.iter()
+                    .map(|r| super::usage::child_json(st, r, None))
+                    .collect::<Vec<_>>(),
+            )
+        })
         .await??;
-    let data = rows
-        .iter()
-        .map(|r| super::usage::child_json(&core.app, r, None))
-        .collect();
     ex.respond_json(200, &list(data)).await;
     Ok(())
 }
@@ -235,22 +245,19 @@ async fn get_child<S: Transport>(
     let account = children_caller(ex, parent)?;
     let core = ex.core();
     let (parent, child) = (parent.to_owned(), child.to_owned());
-    let row = core
+    let body = core
         .app
         .control
         .call(move |st| {
             st.owned_key(&account, &parent, &[KeyKind::Management])?;
-            st.owned_key(&account, &child, &[KeyKind::Child]).and_then(|r| {
-                if r.parent_id.as_deref() == Some(parent.as_str()) {
-                    Ok(r)
-                } else {
-                    Err(ApiError::NotFound(format!("No key with id {child}.")))
-                }
-            })
+            let row = st.owned_key(&account, &child, &[KeyKind::Child])?;
+            if row.parent_id.as_deref() != Some(parent.as_str()) {
+                return Err(ApiError::NotFound(format!("No key with id {child}.")));
+            }
+            Ok(super::usage::child_json(st, &row, None))
         })
         .await??;
-    ex.respond_json(200, &super::usage::child_json(&core.app, &row, None))
-        .await;
+    ex.respond_json(200, &body).await;
     Ok(())
 }
 
@@ -261,12 +268,13 @@ async fn patch_child<S: Transport>(
 ) -> Result<(), ApiError> {
     let account = children_caller(ex, parent)?;
     let mut f = Fields::parse(&ex.read_body().await?)?;
+    let now = ex.core().app.clock.now_ms().div_euclid(1000);
     let patch = KeyPatch {
         name: f.name("name")?,
         limit_daily_ngonka: f.amount("limit_daily_ngonka")?,
         limit_monthly_ngonka: f.amount("limit_monthly_ngonka")?,
         rate_limit_rpm: f.rpm("rate_limit_rpm")?,
-        expires_at: f.future_time("expires_at", now())?,
+        expires_at: f.future_time("expires_at", now)?,
         status: f
             .choice("status", &["active", "paused"])?
             .and_then(|s| KeyStatus::parse(&s)),
@@ -274,14 +282,16 @@ async fn patch_child<S: Transport>(
     f.finish()?;
     let core = ex.core();
     let (parent, child) = (parent.to_owned(), child.to_owned());
-    let row = core
+    let body = core
         .app
         .control
-        .call(move |st| st.update_child(&account, &parent, &child, patch))
+        .call(move |st| {
+            let row = st.update_child(&account, &parent, &child, patch)?;
+            Ok::<_, ApiError>(super::usage::child_json(st, &row, None))
+        })
         .await??;
-    ex.log.key_id = Some(row.id.clone());
-    ex.respond_json(200, &super::usage::child_json(&core.app, &row, None))
-        .await;
+    ex.log.key_id = body["id"].as_str().map(str::to_owned);
+    ex.respond_json(200, &body).await;
     Ok(())
 }
 
@@ -293,13 +303,15 @@ async fn delete_child<S: Transport>(
     let account = children_caller(ex, parent)?;
     let core = ex.core();
     let (parent, child) = (parent.to_owned(), child.to_owned());
-    let row = core
+    let body = core
         .app
         .control
-        .call(move |st| st.delete_child(&account, &parent, &child))
+        .call(move |st| {
+            let row = st.delete_child(&account, &parent, &child)?;
+            Ok::<_, ApiError>(super::usage::child_json(st, &row, None))
+        })
         .await??;
-    ex.log.key_id = Some(row.id.clone());
-    ex.respond_json(200, &super::usage::child_json(&core.app, &row, None))
-        .await;
+    ex.log.key_id = body["id"].as_str().map(str::to_owned);
+    ex.respond_json(200, &body).await;
     Ok(())
 }

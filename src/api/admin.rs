@@ -5,23 +5,55 @@ use super::account::{key_json, list};
 use super::fields::Fields;
 use crate::app::App;
 use crate::auth::keys::KeyKind;
+use crate::control::ControlState;
 use crate::control::accounts::{KeyAction, KeySpec};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
+use crate::http::request::{percent_decode, query_param};
 use crate::server::exchange::Exchange;
 use crate::store::AccountRow;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-fn account_json(a: &AccountRow) -> Value {
+/// An account with its live balance (the store's lags behind the journal) and holds.
+fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
+    let c = st.account_counters(&a.id);
     json!({
         "id": a.id,
         "object": "account",
         "name": a.name,
-        "balance_ngonka": a.balance_ngonka.to_string(),
+        "balance_ngonka": c.balance().to_string(),
+        "held_ngonka": c.held().to_string(),
         "created_at": crate::clock::rfc3339(a.created_at),
+    })
+}
+
+fn model_json(m: &crate::config::ModelSpec) -> Value {
+    json!({
+        "id": m.id,
+        "object": "model",
+        "context_length": m.context_length,
+        "price_prompt_ngonka": m.price_prompt_ngonka.to_string(),
+        "price_completion_ngonka": m.price_completion_ngonka.to_string(),
+    })
+}
+
+fn record_json(r: &crate::billing::record::UsageRecord) -> Value {
+    json!({
+        "request_id": r.request_id,
+        "key_id": r.key_id,
+        "model": r.model,
+        "prompt_tokens": r.prompt_tokens,
+        "completion_tokens": r.completion_tokens,
+        "cost_ngonka": r.cost_ngonka.to_string(),
+        "status": r.status.as_str(),
+        "estimated": r.estimated,
+        "latency_ms": r.latency_ms,
+        "day": crate::limits::clock::day_string(r.day),
+        "started_at_ms": r.started_ms,
+        "finished_at_ms": r.finished_ms,
     })
 }
 
@@ -34,20 +66,34 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             let mut f = Fields::parse(&ex.read_body().await?)?;
             let name = f.required_name("name")?;
             f.finish()?;
-            let (account, token) = control.call(move |st| st.create_account(&name)).await??;
-            let mut body = account_json(&account);
-            body["token"] = json!(token.secret);
+            let body = control
+                .call(move |st| {
+                    let (account, token) = st.create_account(&name)?;
+                    let mut body = account_json(st, &account);
+                    body["token"] = json!(token.secret);
+                    Ok::<_, ApiError>(body)
+                })
+                .await??;
             ex.respond_json(201, &body).await;
         }
         (Method::Get, ["accounts"]) => {
-            let rows = control.call(|st| st.accounts()).await??;
-            ex.respond_json(200, &list(rows.iter().map(account_json).collect()))
-                .await;
+            let data = control
+                .call(|st| {
+                    let rows = st.accounts()?;
+                    Ok::<_, ApiError>(rows.iter().map(|a| account_json(st, a)).collect::<Vec<_>>())
+                })
+                .await??;
+            ex.respond_json(200, &list(data)).await;
         }
         (Method::Get, ["accounts", id]) => {
             let id = (*id).to_owned();
-            let row = control.call(move |st| st.account(&id)).await??;
-            ex.respond_json(200, &account_json(&row)).await;
+            let body = control
+                .call(move |st| {
+                    let row = st.account(&id)?;
+                    Ok::<_, ApiError>(account_json(st, &row))
+                })
+                .await??;
+            ex.respond_json(200, &body).await;
         }
         (Method::Post, ["accounts", id, "credits"]) => {
             let mut f = Fields::parse(&ex.read_body().await?)?;
@@ -115,6 +161,61 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 })
                 .await??;
             ex.respond_json(201, &key_json(&k.row, k.secret.as_deref())).await;
+        }
+        (Method::Get, ["accounts", id, "usage"]) => {
+            let query = ex.head.query.clone();
+            let today = crate::limits::clock::day_index(core.app.clock.now_ms());
+            let day = |name: &str, default: i64| -> Result<i64, ApiError> {
+                match query_param(query.as_deref(), name) {
+                    Some(s) => crate::limits::clock::parse_day(&s).ok_or_else(|| {
+                        ApiError::bad_request(format!("`{name}` must be YYYY-MM-DD."), Some(name))
+                    }),
+                    None => Ok(default),
+                }
+            };
+            let (from, to) = (day("from", today - 29)?, day("to", today)?);
+            let limit = query_param(query.as_deref(), "limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(10_000)
+                .min(100_000);
+            let id = (*id).to_owned();
+            let records = control
+                .call(move |st| {
+                    st.account(&id)?;
+                    st.flush_journal()?;
+                    st.store
+                        .usage_records(&id, from, to, limit)
+                        .map_err(ApiError::from)
+                })
+                .await??;
+            ex.respond_json(200, &list(records.iter().map(record_json).collect()))
+                .await;
+        }
+        (Method::Get, ["models"]) => {
+            let models = core.app.models.load();
+            ex.respond_json(200, &list(models.list.iter().map(model_json).collect()))
+                .await;
+        }
+        (Method::Put, ["models", rest @ ..]) if !rest.is_empty() => {
+            let model = percent_decode(&rest.join("/"))
+                .filter(|m| !m.is_empty() && m.len() <= 256)
+                .ok_or_else(|| ApiError::bad_request("Invalid model id in the path.", None))?;
+            let mut f = Fields::parse(&ex.read_body().await?)?;
+            let required = |v: Option<Option<u64>>, name: &str| {
+                v.flatten()
+                    .ok_or_else(|| ApiError::bad_request(format!("`{name}` is required."), Some(name)))
+            };
+            let prompt = required(f.amount("price_prompt_ngonka")?, "price_prompt_ngonka")?;
+            let completion = required(f.amount("price_completion_ngonka")?, "price_completion_ngonka")?;
+            f.finish()?;
+            let row = crate::store::PriceRow {
+                model,
+                price_prompt_ngonka: prompt,
+                price_completion_ngonka: completion,
+                updated_at: crate::clock::unix_secs() as i64,
+            };
+            let spec = control.call(move |st| st.set_price(row)).await??;
+            ex.respond_json(200, &model_json(&spec)).await;
         }
         (Method::Post, ["keys", id, action]) => {
             let action = KeyAction::parse(action)

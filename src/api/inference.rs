@@ -5,10 +5,13 @@
 use super::body::{self, Endpoint, Inspected, Rewrite};
 use crate::app::App;
 use crate::billing::Usage;
+use crate::billing::record::RecordStatus;
+use crate::billing::settle::{Relayed, Settler};
 use crate::config::ModelSpec;
-use crate::error::ApiError;
+use crate::error::{ApiError, rate_limit_headers};
 use crate::http::io::Transport;
 use crate::http::response::{HeadWriter, ResponseFraming};
+use crate::limits;
 use crate::server::Core;
 use crate::server::exchange::Exchange;
 use crate::upstream::client::{self, ResponseBody};
@@ -22,8 +25,8 @@ use std::sync::atomic::Ordering;
 /// The largest error body read from a node.
 const MAX_NODE_ERROR_BYTES: usize = 64 * 1024;
 
-/// How a forwarded request ended, for settlement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a forwarded request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     /// The whole answer reached the client.
     Completed,
@@ -31,15 +34,26 @@ pub enum Ending {
     ClientGone,
     /// The node failed after part of the answer was relayed.
     UpstreamFailed,
+    /// The node stopped sending part-way.
+    Timeout,
 }
 
-/// What settlement needs to know about a forwarded request.
+impl Ending {
+    fn status(self) -> RecordStatus {
+        match self {
+            Self::Completed => RecordStatus::Completed,
+            Self::ClientGone => RecordStatus::ClientGone,
+            Self::UpstreamFailed => RecordStatus::UpstreamFailed,
+            Self::Timeout => RecordStatus::Timeout,
+        }
+    }
+}
+
+/// What a forwarded request did.
 #[derive(Debug, Clone)]
 pub struct Forwarded {
     pub ending: Ending,
-    pub usage: Option<Usage>,
-    /// SSE data events relayed (≈ completion tokens relayed when the node reported no usage).
-    pub data_events: u64,
+    pub relayed: Relayed,
     pub status: u16,
 }
 
@@ -47,9 +61,16 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     let core = ex.core();
     let app = Arc::clone(&core.app);
     ex.log.route = endpoint.name();
-    let now = crate::clock::unix_secs() as i64;
-    let principal = crate::auth::authenticate_inference(&app, ex.head.authorization.as_deref(), now)?;
-    ex.log.key_id = Some(principal.key_id().to_owned());
+    let billing = &app.settings.billing;
+    let now_ms = app.clock.now_ms();
+    let principal =
+        crate::auth::authenticate_inference(&app, ex.head.authorization.as_deref(), now_ms.div_euclid(1000))?;
+    let key = Arc::clone(&principal.key);
+    ex.log.key_id = Some(key.id.to_string());
+    // The rate is checked before the body is read: a refused request costs almost nothing.
+    if let Some(info) = limits::check_rate(&key, billing.default_rpm, now_ms)? {
+        ex.headers.extend(rate_limit_headers(&info));
+    }
     let body = ex.read_body().await?;
     let inspected = {
         let mut scratch = core.json_scratch.borrow_mut();
@@ -65,9 +86,32 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
         .filter(|m| app.nodes.serves(&m.id))
         .ok_or_else(|| ApiError::ModelNotFound(inspected.model.clone()))?;
 
+    // Hold the worst case before any node is called.
+    let has_completion = endpoint != Endpoint::Embeddings;
+    let worst = limits::worst_case(
+        body.len(),
+        inspected.max_tokens,
+        inspected.n,
+        billing.default_max_tokens,
+        has_completion,
+    );
+    let amount = limits::cost(&model, worst.prompt_tokens, worst.completion_tokens);
+    let hold = limits::hold(&key, amount, now_ms, &app.holds)?;
+    let mut settler = Settler::new(
+        Arc::clone(&app),
+        key,
+        model.clone(),
+        hold,
+        ex.request_id.clone(),
+        now_ms,
+        ex.started,
+        body.len(),
+    );
+
     let rewrite = Rewrite {
         force_include_usage: inspected.stream && !inspected.include_usage,
-        add_max_tokens: None,
+        add_max_tokens: (has_completion && inspected.max_tokens.is_none())
+            .then_some(billing.default_max_tokens),
     };
     let mut rewritten = core.take_bytes();
     let upstream_body: &[u8] = if rewrite.is_noop() {
@@ -78,22 +122,48 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     };
 
     app.metrics.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-    let result = forward(ex, &core, &model, endpoint, &inspected, upstream_body, rewrite).await;
+    let result = forward(
+        ex,
+        &core,
+        &model,
+        endpoint,
+        &inspected,
+        upstream_body,
+        rewrite,
+        &mut settler,
+    )
+    .await;
     app.metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
     core.put_bytes(rewritten);
+    // Every ending settles; a request that never reached a node bills nothing.
+    let (status, relayed) = match &result {
+        Ok(f) => (f.ending.status(), f.relayed),
+        Err(_) => (
+            RecordStatus::UpstreamFailed,
+            Relayed {
+                stream: inspected.stream,
+                ..Relayed::default()
+            },
+        ),
+    };
+    settler.settle(status, relayed).await;
+    if let Some((usage, _, estimated)) = settler.billed {
+        ex.log.usage = Some(usage);
+        ex.log.usage_estimated = estimated;
+    }
     let forwarded = result?;
-    ex.log.usage = forwarded.usage;
-    ex.log.usage_estimated = forwarded.usage.is_none();
     ex.log.status = forwarded.status;
     ex.log.outcome = Some(match forwarded.ending {
         Ending::Completed => "completed",
         Ending::ClientGone => "client_gone",
         Ending::UpstreamFailed => "upstream_failed",
+        Ending::Timeout => "timeout",
     });
     Ok(())
 }
 
 /// Sends the request to nodes until one answers, and relays that answer.
+#[expect(clippy::too_many_arguments, reason = "one request's whole context")]
 async fn forward<S: Transport>(
     ex: &mut Exchange<'_, S>,
     core: &Rc<Core>,
@@ -102,6 +172,7 @@ async fn forward<S: Transport>(
     inspected: &Inspected,
     upstream_body: &[u8],
     rewrite: Rewrite,
+    settler: &mut Settler,
 ) -> Result<Forwarded, ApiError> {
     let app: &App = &core.app;
     let settings = &app.settings;
@@ -113,6 +184,7 @@ async fn forward<S: Transport>(
     let mut last_error: Option<ApiError> = None;
     let mut buf = core.take_relay_buffer();
     let mut request = core.take_bytes();
+    let stream = inspected.stream;
 
     let outcome = loop {
         if attempts >= max_attempts {
@@ -134,7 +206,7 @@ async fn forward<S: Transport>(
             core.upstream_conns.borrow_mut().take(node.id)
         };
         let reused = pooled.is_some();
-        let stream = match pooled {
+        let conn = match pooled {
             Some(s) => s,
             None => match client::connect(&node, up.connect_timeout).await {
                 Ok(s) => s,
@@ -147,7 +219,7 @@ async fn forward<S: Transport>(
             },
         };
 
-        let accept = if inspected.stream {
+        let accept = if stream {
             "text/event-stream"
         } else {
             "application/json"
@@ -166,7 +238,7 @@ async fn forward<S: Transport>(
         let write_timeout = settings.timeouts.write;
         let mut client_side = ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout);
         let (res, req_back, buf_back) =
-            relay::exchange(&mut client_side, stream, request, buf, up.head_timeout).await;
+            relay::exchange(&mut client_side, conn, request, buf, up.head_timeout).await;
         request = req_back;
         buf = buf_back;
         let answer = match res {
@@ -225,7 +297,7 @@ async fn forward<S: Transport>(
                 last_error = Some(match status {
                     429 => ApiError::UpstreamUnavailable {
                         status: 503,
-                        message: format!("Nodes are at capacity: {}", node_err),
+                        message: format!("Nodes are at capacity: {node_err}"),
                         retry_after_secs: Some(retry_after.and_then(|r| r.parse().ok()).unwrap_or(1)),
                     },
                     _ => unavailable(502, format!("A node failed: {node_err}")),
@@ -237,7 +309,7 @@ async fn forward<S: Transport>(
         }
 
         // A success: relay it.
-        let is_sse = inspected.stream && answer.head.is_event_stream();
+        let is_sse = stream && answer.head.is_event_stream();
         let mode = if is_sse {
             BodyMode::Sse {
                 cut_usage: rewrite.force_include_usage && !inspected.include_usage,
@@ -260,12 +332,28 @@ async fn forward<S: Transport>(
             let mut w = HeadWriter::new(&mut head, status);
             w.header("Content-Type", content_type.as_bytes())
                 .header("x-request-id", ex.request_id.as_bytes());
+            for (name, value) in &ex.headers {
+                w.header(name, value.as_bytes());
+            }
             if is_sse {
                 w.header("Cache-Control", b"no-cache");
             }
             w.finish(response_framing, ex.keep_alive);
         }
         let mut client_side = ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout);
+        let mut before_final = async |usage: Option<Usage>, events: u64, bytes: u64| {
+            settler
+                .settle(
+                    RecordStatus::Completed,
+                    Relayed {
+                        usage,
+                        events,
+                        bytes,
+                        stream: is_sse,
+                    },
+                )
+                .await;
+        };
         let (result, b, head) = relay::relay_body(
             &mut client_side,
             answer,
@@ -274,6 +362,7 @@ async fn forward<S: Transport>(
             framing,
             head,
             up.read_timeout,
+            &mut before_final,
         )
         .await;
         buf = b;
@@ -283,10 +372,16 @@ async fn forward<S: Transport>(
         }
         if let Some(t) = result.first_byte_at {
             ex.log.ttfb_us =
-                Some(u64::try_from(t.duration_since(ex.started.into()).as_micros()).unwrap_or(0));
+                Some(u64::try_from(t.into_std().duration_since(ex.started).as_micros()).unwrap_or(0));
         }
         ex.log.upstream = Some(Arc::clone(&node.label));
         drop(in_flight);
+        let relayed = Relayed {
+            usage: result.usage,
+            events: result.data_events,
+            bytes: result.bytes,
+            stream: is_sse,
+        };
         let ending = match &result.end {
             RelayEnd::Complete => {
                 app.nodes.report_success(&node);
@@ -310,7 +405,7 @@ async fn forward<S: Transport>(
                 if !result.head_sent {
                     break Err(Some(ApiError::UpstreamTimeout));
                 }
-                Ending::UpstreamFailed
+                Ending::Timeout
             }
         };
         if !result.client_keep_alive {
@@ -318,8 +413,7 @@ async fn forward<S: Transport>(
         }
         break Ok(Some(Forwarded {
             ending,
-            usage: result.usage,
-            data_events: result.data_events,
+            relayed,
             status,
         }));
     };
@@ -332,8 +426,10 @@ async fn forward<S: Transport>(
             ex.keep_alive = false;
             Ok(Forwarded {
                 ending: Ending::ClientGone,
-                usage: None,
-                data_events: 0,
+                relayed: Relayed {
+                    stream,
+                    ..Relayed::default()
+                },
                 status: 499,
             })
         }

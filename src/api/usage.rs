@@ -1,39 +1,131 @@
-//! Balance, usage and the spend shown on child keys.
+//! Balance, usage and the spend shown on child keys (`/api/balance`, `/api/usage`).
 
-use crate::app::App;
+use crate::auth::{Caller, authenticate_account};
+use crate::control::ControlState;
 use crate::error::ApiError;
 use crate::http::io::Transport;
+use crate::http::request::query_param;
+use crate::limits::clock::{day_index, day_string, parse_day};
 use crate::server::exchange::Exchange;
-use crate::store::KeyRow;
+use crate::store::{GroupBy, KeyRow, UsageQuery};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
-/// A child key as listed, with its spend.
-pub fn child_json(_app: &App, row: &KeyRow, secret: Option<&str>) -> Value {
-    super::account::key_json(row, secret)
+/// A child key as listed: its fields and its spend in the current UTC day and month (control plane).
+pub fn child_json(st: &mut ControlState, row: &KeyRow, secret: Option<&str>) -> Value {
+    let mut v = super::account::key_json(row, secret);
+    let entry = st.key_entry(row);
+    let (daily_spent, monthly_spent, daily_remaining, monthly_remaining) =
+        crate::limits::key_spend(&entry, st.clock.now_ms());
+    let amount = |v: Option<u64>| v.map_or(Value::Null, |v| Value::String(v.to_string()));
+    v["daily_spent_ngonka"] = Value::String(daily_spent.to_string());
+    v["monthly_spent_ngonka"] = Value::String(monthly_spent.to_string());
+    v["daily_remaining"] = amount(daily_remaining);
+    v["monthly_remaining"] = amount(monthly_remaining);
+    v
 }
 
-/// `GET /api/balance`.
-pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
+fn account_of<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
-    let account = match crate::auth::authenticate_account(
-        &core.app,
-        ex.head.authorization.as_deref(),
-        false,
-        crate::clock::unix_secs() as i64,
-    )? {
-        crate::auth::Caller::Account { account_id } => account_id,
-        crate::auth::Caller::ManagementKey { .. } => return Err(ApiError::InvalidApiKey),
-    };
-    let row = core.app.control.call(move |st| st.account(&account)).await??;
+    let now = core.app.clock.now_ms().div_euclid(1000);
+    match authenticate_account(&core.app, ex.head.authorization.as_deref(), false, now)? {
+        Caller::Account { account_id } => Ok(account_id),
+        Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
+    }
+}
+
+/// `GET /api/balance`: `{"balance_ngonka","held_ngonka"}` from the live counters.
+pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
+    let account = account_of(ex)?;
+    let core = ex.core();
+    let (balance, held) = core
+        .app
+        .control
+        .call(move |st| {
+            let c = st.account_counters(&account);
+            (c.balance(), c.held())
+        })
+        .await?;
     ex.respond_json(
         200,
-        &json!({"balance_ngonka": row.balance_ngonka.to_string(), "held_ngonka": "0"}),
+        &json!({"balance_ngonka": balance.to_string(), "held_ngonka": held.to_string()}),
     )
     .await;
     Ok(())
 }
 
-/// `GET /api/usage`.
+/// A day from `YYYY-MM-DD` or RFC 3339.
+fn day_param(s: &str, param: &str) -> Result<i64, ApiError> {
+    parse_day(s)
+        .or_else(|| crate::clock::parse_rfc3339(s).map(|t| day_index(t.saturating_mul(1000))))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                format!("`{param}` must be a date (YYYY-MM-DD) or an RFC 3339 time."),
+                Some(param),
+            )
+        })
+}
+
+/// `GET /api/usage?from=&to=&group_by=day|model|key`: requests, tokens and cost per group, over UTC days
+/// `from..=to` (default: the last 30 days).
 pub async fn usage<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
-    Err(ApiError::NotFound(format!("Unknown path: {}", ex.head.path)))
+    let account = account_of(ex)?;
+    let core = ex.core();
+    let query = ex.head.query.as_deref();
+    let today = day_index(core.app.clock.now_ms());
+    let to_day = match query_param(query, "to") {
+        Some(s) => day_param(&s, "to")?,
+        None => today,
+    };
+    let from_day = match query_param(query, "from") {
+        Some(s) => day_param(&s, "from")?,
+        None => to_day - 29,
+    };
+    if from_day > to_day {
+        return Err(ApiError::bad_request("`from` is after `to`.", Some("from")));
+    }
+    let group_by = match query_param(query, "group_by").as_deref() {
+        None | Some("day") => GroupBy::Day,
+        Some("model") => GroupBy::Model,
+        Some("key") => GroupBy::Key,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`group_by` must be day, model or key.",
+                Some("group_by"),
+            ));
+        }
+    };
+    let q = UsageQuery {
+        account_id: account.to_string(),
+        from_day,
+        to_day,
+        group_by,
+    };
+    let rows = core
+        .app
+        .control
+        .call(move |st| {
+            st.flush_journal()?;
+            st.store.usage_summary(&q).map_err(ApiError::from)
+        })
+        .await??;
+    let data: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let mut v = json!({
+                "requests": r.requests,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "cost_ngonka": r.cost_ngonka.to_string(),
+            });
+            match group_by {
+                GroupBy::Day => v["day"] = json!(r.group.parse::<i64>().map(day_string).unwrap_or(r.group)),
+                GroupBy::Model => v["model"] = json!(r.group),
+                GroupBy::Key => v["key_id"] = json!(r.group),
+            }
+            v
+        })
+        .collect();
+    ex.respond_json(200, &super::account::list(data)).await;
+    Ok(())
 }

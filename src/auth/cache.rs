@@ -8,11 +8,12 @@
 //! API call that made the change, so the next request on any core sees it.
 
 use super::keys::{KeyHash, KeyKind, KeyStatus};
+use crate::limits::counters::{AccountCounters, KeyCounters};
 use crate::store::KeyRow;
 use std::sync::Arc;
 
-/// What the data plane knows of a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the data plane knows of a key, with the counters its requests are admitted against.
+#[derive(Debug, Clone)]
 pub struct KeyEntry {
     pub id: Arc<str>,
     pub account_id: Arc<str>,
@@ -25,10 +26,14 @@ pub struct KeyEntry {
     pub rate_limit_rpm: Option<u32>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// Rate and spend of this key (kept across changes of the key).
+    pub counters: Arc<KeyCounters>,
+    /// The balance of the account that pays.
+    pub account: Arc<AccountCounters>,
 }
 
 impl KeyEntry {
-    pub fn from_row(row: &KeyRow) -> Self {
+    pub fn from_row(row: &KeyRow, counters: Arc<KeyCounters>, account: Arc<AccountCounters>) -> Self {
         Self {
             id: Arc::from(row.id.as_str()),
             account_id: Arc::from(row.account_id.as_str()),
@@ -39,6 +44,8 @@ impl KeyEntry {
             limit_monthly_ngonka: row.limit_monthly_ngonka,
             rate_limit_rpm: row.rate_limit_rpm,
             expires_at: row.expires_at,
+            counters,
+            account,
         }
     }
 
@@ -91,15 +98,6 @@ impl KeyCache {
     /// Control plane only.
     pub fn remove(&self, hash: &KeyHash) {
         self.map.invalidate(hash);
-    }
-
-    /// Applies a stored row: archived keys leave the cache, others are (re)placed.
-    pub fn apply(&self, row: &KeyRow) {
-        if row.status == KeyStatus::Archived {
-            self.remove(&row.hash);
-        } else {
-            self.put(row.hash, Arc::new(KeyEntry::from_row(row)));
-        }
     }
 
     pub fn entry_count(&self) -> u64 {

@@ -1,5 +1,9 @@
-//! Billing: what a request used, and (in later issues) what it costs and who pays.
+//! Billing: what a request used ([`usage`]), its record ([`record`]) and the local journal that keeps
+//! records until the store has them ([`journal`]).
 
+pub mod journal;
+pub mod record;
+pub mod settle;
 pub mod usage;
 
 pub use usage::{Usage, UsageScanner};

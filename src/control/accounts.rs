@@ -103,6 +103,7 @@ impl ControlState {
             version: 0,
         };
         let stored = self.store.insert_account(&account, &token)?;
+        self.account_counters(&account.id);
         self.apply_rows(std::slice::from_ref(&stored));
         Ok((
             account,
@@ -180,7 +181,16 @@ impl ControlState {
     ) -> Result<CreditOutcome, ApiError> {
         let amount = i64::try_from(amount)
             .map_err(|_| ApiError::bad_request("`amount_ngonka` is too large.", Some("amount_ngonka")))?;
-        Ok(self.store.credit(account_id, amount, reference, now())?)
+        let outcome = self.store.credit(account_id, amount, reference, now())?;
+        let counters = self.account_counters(account_id);
+        if outcome.applied {
+            counters.credit(amount);
+        }
+        // The live balance: the store's lags behind usage still in the journal.
+        Ok(CreditOutcome {
+            applied: outcome.applied,
+            balance_ngonka: counters.balance(),
+        })
     }
 
     /// Creates a managed or management key, or (with `parent`) a child key of that management key.

@@ -1,14 +1,24 @@
-//! What the control plane owns: the store, a mirror of the key table (by id), and the right to write the
-//! key cache. Start-up fills both from the key snapshot when it is current, else from the store.
+//! What the control plane owns: the store, a mirror of the key table (by id), the counters of every key
+//! and account, the journal reader, and the right to write the key cache.
+//!
+//! Start-up order matters: the key table comes from the snapshot when it is current, else from the store;
+//! then the usage journal is applied to the store (so nothing billed before a crash is lost); only then
+//! are balances and today's and this month's spend read back into the counters.
 
-use crate::auth::cache::KeyCache;
-use crate::auth::keys::{KeyHasher, KeyStatus};
+use crate::app::ModelTable;
+use crate::auth::cache::{KeyCache, KeyEntry};
+use crate::auth::keys::{KeyHasher, KeyKind, KeyStatus};
+use crate::billing::journal::{JournalPos, JournalReader, JournalStats};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::store::{self, KeyRow, Store, StoreError, snapshot};
+use crate::limits::clock::{Clock, day_index, month_index};
+use crate::limits::counters::{AccountCounters, KeyCounters};
+use crate::store::{KeyRow, Store, StoreError, snapshot};
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl From<StoreError> for ApiError {
@@ -22,16 +32,31 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Records applied to the store per transaction.
+const APPLY_BATCH: usize = 2048;
+
 pub struct ControlState {
     pub store: Box<dyn Store>,
     pub cache: Arc<KeyCache>,
     pub hasher: KeyHasher,
+    pub clock: Arc<dyn Clock>,
     /// Every key row, by id (archived ones included).
     pub keys: HashMap<String, KeyRow>,
+    /// Counters by key id and by account id; cache entries share them.
+    pub key_counters: HashMap<String, Arc<KeyCounters>>,
+    pub account_counters: HashMap<String, Arc<AccountCounters>>,
     /// Highest key version applied to the mirror and the cache.
     pub last_version: i64,
     pub max_keys_per_account: usize,
     pub snapshot_path: PathBuf,
+    journal: JournalReader,
+    journal_stats: Arc<JournalStats>,
+    /// The journal position the store has.
+    pub journal_pos: JournalPos,
+    /// The model table the cores read (prices), and the configured models it is built from.
+    pub models: Arc<ArcSwap<ModelTable>>,
+    config_models: Vec<crate::config::ModelSpec>,
+    journal_retry_at: Option<Instant>,
     snapshot_interval: Duration,
     reconcile_interval: Duration,
     snapshot_dirty: bool,
@@ -58,21 +83,15 @@ pub enum KeySource {
 }
 
 impl ControlState {
-    /// Opens the store and fills the key mirror and cache.
+    /// Fills the key mirror and cache, applies the usage journal, and restores the counters.
     pub fn open(
-        settings: &Settings,
-        cache: Arc<KeyCache>,
-        hasher: KeyHasher,
-    ) -> Result<(Self, KeySource), StoreError> {
-        let store = store::open(&settings.store)?;
-        Self::with_store(store, settings, cache, hasher)
-    }
-
-    pub fn with_store(
         mut store: Box<dyn Store>,
         settings: &Settings,
         cache: Arc<KeyCache>,
         hasher: KeyHasher,
+        clock: Arc<dyn Clock>,
+        journal_stats: Arc<JournalStats>,
+        models: Arc<ArcSwap<ModelTable>>,
     ) -> Result<(Self, KeySource), StoreError> {
         let snapshot_path = settings.data_dir.join("keys.snapshot");
         let table = store.key_table_state()?;
@@ -85,14 +104,24 @@ impl ControlState {
                 (store.keys()?, KeySource::Store)
             }
         };
+        let journal_pos = store.journal_pos()?;
         let mut state = Self {
             store,
             cache,
             hasher,
+            clock,
             keys: HashMap::with_capacity(rows.len()),
+            key_counters: HashMap::new(),
+            account_counters: HashMap::new(),
             last_version: 0,
             max_keys_per_account: settings.keys.max_keys_per_account,
             snapshot_path,
+            journal: JournalReader::new(&settings.billing.journal_dir),
+            journal_stats,
+            journal_pos,
+            journal_retry_at: None,
+            models,
+            config_models: settings.models.clone(),
             snapshot_interval: settings.keys.snapshot_interval,
             reconcile_interval: settings.keys.reconcile_interval,
             snapshot_dirty: source == KeySource::Store,
@@ -100,6 +129,13 @@ impl ControlState {
             last_reconcile: Instant::now(),
             stopping: false,
         };
+        let replayed = state
+            .apply_journal(Duration::from_secs(3600))
+            .map_err(StoreError::Unavailable)?;
+        if replayed > 0 {
+            log::info!(target: "journal", "applied {replayed} usage records from the journal");
+        }
+        state.restore_counters()?;
         state.apply_rows(&rows);
         log::info!(
             target: "keys",
@@ -114,6 +150,33 @@ impl ControlState {
         Ok((state, source))
     }
 
+    /// Balances and this day's and month's spend, from the store.
+    fn restore_counters(&mut self) -> Result<(), StoreError> {
+        for a in self.store.accounts()? {
+            self.account_counters
+                .insert(a.id, Arc::new(AccountCounters::new(a.balance_ngonka)));
+        }
+        let now = self.clock.now_ms();
+        let (day, month) = (day_index(now), month_index(now));
+        for s in self.store.key_spend(day, month)? {
+            self.key_counters.insert(
+                s.key_id,
+                Arc::new(KeyCounters::restored(day, s.day_spent, month, s.month_spent)),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn account_counters(&mut self, account_id: &str) -> Arc<AccountCounters> {
+        Arc::clone(self.account_counters.entry(account_id.to_owned()).or_default())
+    }
+
+    fn entry(&mut self, row: &KeyRow) -> Arc<KeyEntry> {
+        let counters = Arc::clone(self.key_counters.entry(row.id.clone()).or_default());
+        let account = self.account_counters(&row.account_id);
+        Arc::new(KeyEntry::from_row(row, counters, account))
+    }
+
     /// Applies stored rows to the mirror and the cache (a rotated key's old hash leaves the cache).
     pub fn apply_rows(&mut self, rows: &[KeyRow]) {
         for row in rows {
@@ -125,7 +188,12 @@ impl ControlState {
                     self.cache.remove(&old.hash);
                 }
             }
-            self.cache.apply(row);
+            if row.status == KeyStatus::Archived {
+                self.cache.remove(&row.hash);
+            } else {
+                let entry = self.entry(row);
+                self.cache.put(row.hash, entry);
+            }
             self.last_version = self.last_version.max(row.version);
             self.keys.insert(row.id.clone(), row.clone());
         }
@@ -139,6 +207,45 @@ impl ControlState {
         let stored = self.store.write_keys(rows)?;
         self.apply_rows(&stored);
         Ok(stored)
+    }
+
+    /// The cache entry of a key (with its counters), for listings that show spend.
+    pub fn key_entry(&mut self, row: &KeyRow) -> Arc<KeyEntry> {
+        self.cache
+            .get(&row.hash)
+            .filter(|e| *e.id == *row.id)
+            .unwrap_or_else(|| self.entry(row))
+    }
+
+    /// Applies journal records to the store until caught up or `budget` is spent. Returns how many were
+    /// applied; an error leaves the position where it was (the records stay in the journal).
+    pub fn apply_journal(&mut self, budget: Duration) -> Result<usize, String> {
+        let started = Instant::now();
+        let mut applied = 0;
+        loop {
+            let batch = self
+                .journal
+                .read_from(self.journal_pos, APPLY_BATCH)
+                .map_err(|e| e.to_string())?;
+            let Some((_, pos)) = batch.last() else { break };
+            let pos = *pos;
+            let records: Vec<_> = batch.into_iter().map(|(r, _)| r).collect();
+            self.store.apply_usage(&records, pos).map_err(|e| e.to_string())?;
+            self.journal_pos = pos;
+            applied += records.len();
+            self.journal_stats
+                .applied
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            if started.elapsed() >= budget {
+                break;
+            }
+        }
+        if applied > 0
+            && let Err(e) = self.journal.prune(self.journal_pos)
+        {
+            log::warn!(target: "journal", "cannot delete applied journal files: {e}");
+        }
+        Ok(applied)
     }
 
     /// Catches up with key writes the mirror has not seen (another process, a missed change).
@@ -168,8 +275,26 @@ impl ControlState {
         self.last_snapshot = Instant::now();
     }
 
+    /// Applies what the journal holds now (before answering a usage query, for instance).
+    pub fn flush_journal(&mut self) -> Result<(), ApiError> {
+        self.apply_journal(Duration::from_secs(5))
+            .map(|_| ())
+            .map_err(|e| ApiError::Unavailable(format!("store: {e}")))
+    }
+
     /// Periodic work, about every 100 ms.
     pub fn tick(&mut self) {
+        if self.journal_retry_at.is_none_or(|t| Instant::now() >= t) {
+            match self.apply_journal(Duration::from_millis(50)) {
+                Ok(_) => self.journal_retry_at = None,
+                Err(e) => {
+                    if self.journal_retry_at.is_none() {
+                        log::warn!(target: "journal", "cannot apply usage to the store (will retry): {e}");
+                    }
+                    self.journal_retry_at = Some(Instant::now() + Duration::from_millis(500));
+                }
+            }
+        }
         if self.last_reconcile.elapsed() >= self.reconcile_interval {
             self.reconcile();
             self.last_reconcile = Instant::now();
@@ -179,8 +304,11 @@ impl ControlState {
         }
     }
 
-    /// At clean shutdown.
+    /// At clean shutdown: everything journaled goes to the store, and the snapshot is written.
     pub fn shutdown(&mut self) {
+        if let Err(e) = self.apply_journal(Duration::from_secs(10)) {
+            log::warn!(target: "journal", "records left in the journal for the next start: {e}");
+        }
         if self.snapshot_dirty {
             self.write_snapshot();
         }
@@ -193,8 +321,21 @@ impl ControlState {
             .filter(|k| {
                 k.account_id == account_id
                     && k.status != KeyStatus::Archived
-                    && k.kind != crate::auth::keys::KeyKind::AccountToken
+                    && k.kind != KeyKind::AccountToken
             })
             .count()
+    }
+
+    /// Stores a model's prices and publishes them to the cores.
+    pub fn set_price(&mut self, row: crate::store::PriceRow) -> Result<crate::config::ModelSpec, ApiError> {
+        self.store.upsert_price(&row)?;
+        let prices = self.store.prices()?;
+        let table = ModelTable::from_config_and_prices(&self.config_models, &prices);
+        let spec = table
+            .get(&row.model)
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("price not applied".into()))?;
+        self.models.store(Arc::new(table));
+        Ok(spec)
     }
 }

@@ -308,7 +308,8 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     None
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// Percent-decodes a path or query component (`+` as space).
+pub fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -46,6 +46,8 @@ pub struct Exchange<'c, S> {
     /// Whether the connection may carry another request after this one.
     pub keep_alive: bool,
     pub log: AccessLog,
+    /// Headers every answer to this request carries (the `x-ratelimit-*` of inference requests).
+    pub headers: Vec<(&'static str, String)>,
     body: BodyState,
     continue_sent: bool,
 }
@@ -64,6 +66,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
             started: Instant::now(),
             keep_alive,
             log: AccessLog::default(),
+            headers: Vec::new(),
             body: BodyState::Unread,
             continue_sent: false,
         }
@@ -196,7 +199,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
             let mut w = HeadWriter::new(&mut out, status);
             w.header("Content-Type", content_type.as_bytes())
                 .header("x-request-id", self.request_id.as_bytes());
-            for (name, value) in headers {
+            for (name, value) in headers.iter().chain(self.headers.iter()) {
                 w.header(name, value.as_bytes());
             }
             w.finish(ResponseFraming::Length(body.len()), self.keep_alive);

@@ -11,6 +11,8 @@ pub mod snapshot;
 pub mod sqlite;
 
 use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
+use crate::billing::journal::JournalPos;
+use crate::billing::record::UsageRecord;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -86,6 +88,41 @@ pub struct PriceRow {
     pub updated_at: i64,
 }
 
+/// What one key spent in the current day and month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpend {
+    pub key_id: String,
+    pub day_spent: u64,
+    pub month_spent: u64,
+}
+
+/// How `GET /api/usage` groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Day,
+    Model,
+    Key,
+}
+
+/// A usage query: one account, days `from_day..=to_day` (UTC day indexes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub account_id: String,
+    pub from_day: i64,
+    pub to_day: i64,
+    pub group_by: GroupBy,
+}
+
+/// One group of a usage summary; `group` is the day index as text, the model or the key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSummaryRow {
+    pub group: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_ngonka: u64,
+}
+
 /// The durable store. Blocking; control plane only.
 pub trait Store: Send {
     /// `sqlite` or `postgres`.
@@ -116,6 +153,24 @@ pub trait Store: Send {
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()>;
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>>;
+
+    /// In one transaction: inserts the records not yet present (by request id), and for each one
+    /// inserted takes its cost from the account balance and adds it to the key's day and month spend;
+    /// then records `pos` as the journal position applied. Returns how many were inserted.
+    fn apply_usage(&mut self, records: &[UsageRecord], pos: JournalPos) -> StoreResult<usize>;
+    /// The journal position applied so far.
+    fn journal_pos(&mut self) -> StoreResult<JournalPos>;
+    /// Each key's spend in `day` and in `month`.
+    fn key_spend(&mut self, day: i64, month: i64) -> StoreResult<Vec<KeySpend>>;
+    fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>>;
+    /// The records of an account in days `from_day..=to_day`, oldest first, at most `limit`.
+    fn usage_records(
+        &mut self,
+        account_id: &str,
+        from_day: i64,
+        to_day: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<UsageRecord>>;
 }
 
 /// Opens the configured store and applies pending migrations.

@@ -6,7 +6,10 @@
 //! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
 
 use super::{AccountRow, CreditOutcome, KeyRow, KeyTableState, PriceRow, Store, StoreError, StoreResult};
+use super::{GroupBy, KeySpend, UsageQuery, UsageSummaryRow};
 use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
+use crate::billing::journal::JournalPos;
+use crate::billing::record::{RecordStatus, UsageRecord};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
@@ -60,6 +63,32 @@ const MIGRATIONS: &[&str] = &[
          price_completion_ngonka INTEGER NOT NULL,
          updated_at INTEGER NOT NULL
      );",
+    // 2: usage records, spend per key and window, the journal position applied.
+    "CREATE TABLE usage (
+         request_id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         model TEXT NOT NULL,
+         prompt_tokens INTEGER NOT NULL,
+         completion_tokens INTEGER NOT NULL,
+         cost_ngonka INTEGER NOT NULL,
+         status TEXT NOT NULL,
+         estimated INTEGER NOT NULL,
+         latency_ms INTEGER NOT NULL,
+         started_ms INTEGER NOT NULL,
+         finished_ms INTEGER NOT NULL,
+         day INTEGER NOT NULL,
+         month INTEGER NOT NULL
+     );
+     CREATE INDEX usage_by_account_day ON usage(account_id, day);
+     CREATE TABLE key_spend (
+         key_id TEXT NOT NULL,
+         period TEXT NOT NULL,
+         period_index INTEGER NOT NULL,
+         spent_ngonka INTEGER NOT NULL,
+         PRIMARY KEY (key_id, period, period_index)
+     );
+     INSERT INTO meta (name, value) VALUES ('journal_seq', 0), ('journal_offset', 0);",
 ];
 
 pub struct SqliteStore {
@@ -404,6 +433,181 @@ impl Store for SqliteStore {
                     price_prompt_ngonka: r.get::<_, i64>(1)?.max(0) as u64,
                     price_completion_ngonka: r.get::<_, i64>(2)?.max(0) as u64,
                     updated_at: r.get(3)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn apply_usage(&mut self, records: &[UsageRecord], pos: JournalPos) -> StoreResult<usize> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut inserted = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
+                         cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT(request_id) DO NOTHING",
+                )
+                .map_err(err)?;
+            let mut balance = tx
+                .prepare_cached("UPDATE accounts SET balance_ngonka = balance_ngonka - ?2 WHERE id = ?1")
+                .map_err(err)?;
+            let mut spend = tx
+                .prepare_cached(
+                    "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(key_id, period, period_index) DO UPDATE SET spent_ngonka = spent_ngonka + excluded.spent_ngonka",
+                )
+                .map_err(err)?;
+            for r in records {
+                let cost = to_i64(r.cost_ngonka, "cost")?;
+                let n = insert
+                    .execute(params![
+                        r.request_id,
+                        r.account_id,
+                        r.key_id,
+                        r.model,
+                        to_i64(r.prompt_tokens, "tokens")?,
+                        to_i64(r.completion_tokens, "tokens")?,
+                        cost,
+                        r.status.as_str(),
+                        r.estimated,
+                        to_i64(r.latency_ms, "latency")?,
+                        r.started_ms,
+                        r.finished_ms,
+                        r.day,
+                        r.month,
+                    ])
+                    .map_err(err)?;
+                if n == 1 {
+                    inserted += 1;
+                    if cost != 0 {
+                        balance.execute(params![r.account_id, cost]).map_err(err)?;
+                        spend
+                            .execute(params![r.key_id, "day", r.day, cost])
+                            .map_err(err)?;
+                        spend
+                            .execute(params![r.key_id, "month", r.month, cost])
+                            .map_err(err)?;
+                    }
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'journal_seq'",
+            [pos.seq as i64],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'journal_offset'",
+            [pos.offset as i64],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    fn journal_pos(&mut self) -> StoreResult<JournalPos> {
+        let get = |conn: &Connection, name: &str| -> StoreResult<i64> {
+            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
+                .map_err(err)
+        };
+        Ok(JournalPos {
+            seq: get(&self.conn, "journal_seq")?.max(0) as u64,
+            offset: get(&self.conn, "journal_offset")?.max(0) as u64,
+        })
+    }
+
+    fn key_spend(&mut self, day: i64, month: i64) -> StoreResult<Vec<KeySpend>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key_id,
+                        SUM(CASE WHEN period = 'day' THEN spent_ngonka ELSE 0 END),
+                        SUM(CASE WHEN period = 'month' THEN spent_ngonka ELSE 0 END)
+                 FROM key_spend
+                 WHERE (period = 'day' AND period_index = ?1) OR (period = 'month' AND period_index = ?2)
+                 GROUP BY key_id",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![day, month], |r| {
+                Ok(KeySpend {
+                    key_id: r.get(0)?,
+                    day_spent: r.get::<_, i64>(1)?.max(0) as u64,
+                    month_spent: r.get::<_, i64>(2)?.max(0) as u64,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>> {
+        let column = match q.group_by {
+            GroupBy::Day => "CAST(day AS TEXT)",
+            GroupBy::Model => "model",
+            GroupBy::Key => "key_id",
+        };
+        let order = if q.group_by == GroupBy::Day {
+            "MIN(day)"
+        } else {
+            "1"
+        };
+        let sql = format!(
+            "SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_ngonka)
+             FROM usage WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3
+             GROUP BY 1 ORDER BY {order}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map(params![q.account_id, q.from_day, q.to_day], |r| {
+                Ok(UsageSummaryRow {
+                    group: r.get(0)?,
+                    requests: r.get::<_, i64>(1)?.max(0) as u64,
+                    prompt_tokens: r.get::<_, i64>(2)?.max(0) as u64,
+                    completion_tokens: r.get::<_, i64>(3)?.max(0) as u64,
+                    cost_ngonka: r.get::<_, i64>(4)?.max(0) as u64,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn usage_records(
+        &mut self,
+        account_id: &str,
+        from_day: i64,
+        to_day: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<UsageRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT request_id, account_id, key_id, model, prompt_tokens, completion_tokens, cost_ngonka, status,
+                        estimated, latency_ms, started_ms, finished_ms, day, month
+                 FROM usage WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3
+                 ORDER BY finished_ms, request_id LIMIT ?4",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![account_id, from_day, to_day, limit as i64], |r| {
+                let status: String = r.get(7)?;
+                Ok(UsageRecord {
+                    request_id: r.get(0)?,
+                    account_id: r.get(1)?,
+                    key_id: r.get(2)?,
+                    model: r.get(3)?,
+                    prompt_tokens: r.get::<_, i64>(4)?.max(0) as u64,
+                    completion_tokens: r.get::<_, i64>(5)?.max(0) as u64,
+                    cost_ngonka: r.get::<_, i64>(6)?.max(0) as u64,
+                    status: RecordStatus::parse(&status).unwrap_or(RecordStatus::Completed),
+                    estimated: r.get(8)?,
+                    latency_ms: r.get::<_, i64>(9)?.max(0) as u64,
+                    started_ms: r.get(10)?,
+                    finished_ms: r.get(11)?,
+                    day: r.get(12)?,
+                    month: r.get(13)?,
                 })
             })
             .map_err(err)?;

@@ -294,6 +294,10 @@ pub struct RelayResult {
     /// SSE data events relayed (content, role, finish): the completion tokens relayed, when the node gave
     /// no usage.
     pub data_events: u64,
+    /// Body bytes relayed.
+    pub bytes: u64,
+    /// `before_final` ran (the usage record was settled before the last bytes).
+    pub final_ran: bool,
     /// Whether any byte (the head included) reached the client.
     pub head_sent: bool,
     /// When the first body byte was written to the client.
@@ -310,6 +314,10 @@ struct Filter {
     scanner: UsageScanner,
     usage: Option<Usage>,
     data_events: u64,
+    /// The stream's `[DONE]` event has been seen.
+    done_seen: bool,
+    /// Payload bytes relayed.
+    bytes: u64,
 }
 
 enum Out {
@@ -320,6 +328,18 @@ enum Out {
 }
 
 impl Filter {
+    fn new(mode: BodyMode) -> Self {
+        Self {
+            mode,
+            held: Vec::new(),
+            scanner: UsageScanner::new(),
+            usage: None,
+            data_events: 0,
+            done_seen: false,
+            bytes: 0,
+        }
+    }
+
     /// Filters the payload at `buf[HEADROOM..HEADROOM + len]`.
     fn filter(&mut self, buf: &mut [u8], len: usize) -> Out {
         let payload = &mut buf[HEADROOM..HEADROOM + len];
@@ -367,7 +387,8 @@ impl Filter {
                     }
                 }
                 EventKind::Data => self.data_events += 1,
-                EventKind::Done | EventKind::Other => {}
+                EventKind::Done => self.done_seen = true,
+                EventKind::Other => {}
             }
             at += len;
         }
@@ -491,6 +512,12 @@ impl Emitter {
 
 /// Relays the body of `answer` to the client behind `client_head` (a complete response head whose
 /// framing matches `framing`). `buf` is the relay buffer holding `answer.leftover` body bytes.
+///
+/// `before_final` runs once, right before the client is sent the bytes that complete the answer (the
+/// `[DONE]` event of a stream, the end of a Content-Length body, or the last chunk), with the usage, the
+/// content events and the bytes seen so far: settlement journals the usage record there, so a client
+/// that received a complete answer always has a record. It does not run when the answer breaks off.
+#[expect(clippy::too_many_arguments, reason = "one relay's whole context")]
 pub async fn relay_body<S: Transport>(
     client: &mut ClientSide<'_, S>,
     answer: Answer,
@@ -499,6 +526,7 @@ pub async fn relay_body<S: Transport>(
     framing: ClientFraming,
     client_head: Vec<u8>,
     read_timeout: Duration,
+    before_final: &mut impl AsyncFnMut(Option<Usage>, u64, u64),
 ) -> (RelayResult, Vec<u8>, Vec<u8>) {
     let Answer {
         mut up,
@@ -510,13 +538,8 @@ pub async fn relay_body<S: Transport>(
         ResponseBody::Length(n) => n,
         _ => u64::MAX,
     };
-    let mut filter = Filter {
-        mode,
-        held: Vec::new(),
-        scanner: UsageScanner::new(),
-        usage: None,
-        data_events: 0,
-    };
+    let mut filter = Filter::new(mode);
+    let mut final_ran = false;
     let mut emitter = Emitter {
         framing,
         head: client_head,
@@ -549,6 +572,11 @@ pub async fn relay_body<S: Transport>(
                 _ => data_len,
             };
             let out = filter.filter(&mut buf, payload_len);
+            filter.bytes += payload_len as u64;
+            if !final_ran && (filter.done_seen || (body_done && framing == ClientFraming::Length)) {
+                before_final(filter.usage(), filter.data_events, filter.bytes).await;
+                final_ran = true;
+            }
             let (res, b) = emitter.emit(client, &mut filter, buf, out).await;
             buf = b;
             buf.truncate(HEADROOM);
@@ -580,6 +608,10 @@ pub async fn relay_body<S: Transport>(
     let mut client_keep_alive = true;
     match &end {
         RelayEnd::Complete => {
+            if !final_ran {
+                before_final(filter.usage(), filter.data_events, filter.bytes).await;
+                final_ran = true;
+            }
             if emitter.finish(client, &mut filter, None).await.is_err() {
                 client_keep_alive = false;
             }
@@ -610,6 +642,8 @@ pub async fn relay_body<S: Transport>(
         end,
         usage: filter.usage(),
         data_events: filter.data_events,
+        bytes: filter.bytes,
+        final_ran,
         head_sent: emitter.head_sent,
         first_byte_at: emitter.first_byte_at,
         client_keep_alive,
@@ -709,13 +743,7 @@ mod tests {
     use super::*;
 
     fn sse_filter(cut: bool) -> Filter {
-        Filter {
-            mode: BodyMode::Sse { cut_usage: cut },
-            held: Vec::new(),
-            scanner: UsageScanner::new(),
-            usage: None,
-            data_events: 0,
-        }
+        Filter::new(BodyMode::Sse { cut_usage: cut })
     }
 
     /// Runs the filter over `input` split into reads of `step` bytes; returns what the client gets.

@@ -1,0 +1,537 @@
+//! The usage journal: an append-only local log of usage records, so that nothing billable is lost when
+//! the gateway is killed or the store is down.
+//!
+//! # Design
+//! Cores hand encoded records to the journal thread and await its acknowledgement before they send a
+//! request's last bytes; the thread writes everything queued with one `write` (group commit), and
+//! fsyncs in groups every `journal.fsync_interval_ms` (or before acknowledging, with
+//! `journal.wait = "fsync"`). A record acknowledged after `write` survives `kill -9` (it is in the page
+//! cache); after `fsync`, a power loss too.
+//!
+//! Files are `usage-<seq>.log` under the journal directory, rotated at [`ROTATE_BYTES`]. Each record is a
+//! frame `[0xA5][len u32 LE][crc32 u32 LE][rkyv bytes]`. The control plane tails the files
+//! ([`JournalReader`]) and applies records to the store in batches, idempotently by request id, storing
+//! the position it reached in the same transaction; fully applied files are deleted. A torn frame at the
+//! end of the last file (a crash mid-write) is cut off when the journal is reopened.
+
+use super::record::{ArchivedUsageRecord, UsageRecord};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use rkyv::rancor::Error as RkyvError;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const MAGIC: u8 = 0xA5;
+const FRAME_HEADER: usize = 9;
+/// A journal file is closed and a new one started past this size.
+pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
+/// The largest frame accepted when reading (records are small).
+const MAX_FRAME: usize = 1 << 20;
+const QUEUE: usize = 64 * 1024;
+
+/// What a core waits for before it sends a request's last bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The record is written (survives `kill -9`).
+    Write,
+    /// The record is written and fsync'd (survives a power loss).
+    Fsync,
+}
+
+/// A place in the journal: file sequence number and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct JournalPos {
+    pub seq: u64,
+    pub offset: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    /// Records written.
+    pub written: AtomicU64,
+    /// Records the store has applied.
+    pub applied: AtomicU64,
+    pub fsyncs: AtomicU64,
+    pub write_errors: AtomicU64,
+}
+
+impl JournalStats {
+    /// Records written and not yet applied to the store.
+    pub fn lag(&self) -> u64 {
+        self.written
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.applied.load(Ordering::Relaxed))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("the usage journal is overloaded")]
+    Full,
+    #[error("the usage journal has stopped")]
+    Stopped,
+    #[error("the usage journal cannot be written: {0}")]
+    Io(String),
+}
+
+struct Entry {
+    frame: Vec<u8>,
+    ack: Option<futures_channel::oneshot::Sender<Result<(), String>>>,
+}
+
+/// The cores' side of the journal.
+#[derive(Clone)]
+pub struct Journal {
+    tx: Sender<Entry>,
+    pub stats: Arc<JournalStats>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("lag", &self.stats.lag()).finish()
+    }
+}
+
+/// Encodes a record as one frame.
+pub fn encode(record: &UsageRecord) -> io::Result<Vec<u8>> {
+    let payload = rkyv::to_bytes::<RkyvError>(record).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
+    frame.push(MAGIC);
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// One frame at the start of `buf`: `Ok(Some((record, frame_len)))`, `Ok(None)` when incomplete,
+/// `Err` when corrupt.
+pub fn decode(buf: &[u8]) -> Result<Option<(UsageRecord, usize)>, String> {
+    if buf.len() < FRAME_HEADER {
+        return Ok(None);
+    }
+    if buf[0] != MAGIC {
+        return Err("bad frame magic".into());
+    }
+    let len = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(format!("frame of {len} bytes"));
+    }
+    if buf.len() < FRAME_HEADER + len {
+        return Ok(None);
+    }
+    let crc = u32::from_le_bytes([buf[5], buf[6], buf[7], buf[8]]);
+    let payload = &buf[FRAME_HEADER..FRAME_HEADER + len];
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(len);
+    aligned.extend_from_slice(payload);
+    let archived = rkyv::access::<ArchivedUsageRecord, RkyvError>(&aligned).map_err(|e| e.to_string())?;
+    let record = rkyv::deserialize::<UsageRecord, RkyvError>(archived).map_err(|e| e.to_string())?;
+    Ok(Some((record, FRAME_HEADER + len)))
+}
+
+fn file_name(seq: u64) -> String {
+    format!("usage-{seq:010}.log")
+}
+
+/// The journal files in `dir`, by sequence number.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "journal files: journal and control-plane threads only"
+)]
+pub fn list_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = name
+            .strip_prefix("usage-")
+            .and_then(|s| s.strip_suffix(".log"))
+            .and_then(|s| s.parse().ok())
+        {
+            files.push((seq, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Where valid frames end in a journal file (everything after is a torn write).
+#[expect(clippy::disallowed_methods, reason = "journal files: journal thread only")]
+fn valid_len(path: &Path) -> io::Result<u64> {
+    let bytes = std::fs::read(path)?;
+    let mut at = 0;
+    while let Ok(Some((_, n))) = decode(&bytes[at..]) {
+        at += n;
+    }
+    Ok(at as u64)
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (cutting off a torn tail) and starts its writer thread.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "opened at start-up; then the journal thread owns the files"
+    )]
+    pub fn open(dir: &Path, wait: WaitFor, fsync_interval: Duration) -> io::Result<(Journal, JournalThread)> {
+        std::fs::create_dir_all(dir)?;
+        let files = list_files(dir)?;
+        let (seq, path) = match files.last() {
+            Some((seq, path)) => (*seq, path.clone()),
+            None => (1, dir.join(file_name(1))),
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let len = file.metadata()?.len();
+        let valid = if len == 0 { 0 } else { valid_len(&path)? };
+        if valid < len {
+            log::warn!(target: "journal", "cutting a torn record off the end of {} ({} bytes)", path.display(), len - valid);
+            file.set_len(valid)?;
+            file.sync_all()?;
+        }
+        file.seek(SeekFrom::End(0))?;
+        let (tx, rx) = bounded(QUEUE);
+        let stats = Arc::new(JournalStats::default());
+        let writer = Writer {
+            dir: dir.to_owned(),
+            file,
+            seq,
+            size: valid,
+            wait,
+            fsync_interval,
+            stats: Arc::clone(&stats),
+        };
+        let thread = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || writer.run(rx))?;
+        Ok((Journal { tx, stats }, JournalThread { thread }))
+    }
+
+    /// Writes `record` and waits (without blocking the core) until it is as durable as configured.
+    pub async fn append(&self, record: &UsageRecord) -> Result<(), JournalError> {
+        let frame = encode(record).map_err(|e| JournalError::Io(e.to_string()))?;
+        let (ack, done) = futures_channel::oneshot::channel();
+        match self.tx.try_send(Entry {
+            frame,
+            ack: Some(ack),
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(JournalError::Full),
+            Err(TrySendError::Disconnected(_)) => return Err(JournalError::Stopped),
+        }
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(JournalError::Io(e)),
+            Err(_) => Err(JournalError::Stopped),
+        }
+    }
+
+    /// Asks the writer thread to finish what is queued and stop.
+    pub fn close(&self) {
+        let _ = self.tx.try_send(Entry {
+            frame: Vec::new(),
+            ack: None,
+        });
+    }
+}
+
+/// The writer thread; joined at shutdown after [`Journal::close`].
+#[derive(Debug)]
+pub struct JournalThread {
+    thread: JoinHandle<()>,
+}
+
+impl JournalThread {
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    seq: u64,
+    size: u64,
+    wait: WaitFor,
+    fsync_interval: Duration,
+    stats: Arc<JournalStats>,
+}
+
+impl Writer {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the journal thread blocks on its queue and its files"
+    )]
+    fn run(mut self, rx: Receiver<Entry>) {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut acks = Vec::new();
+        let mut dirty = false;
+        let mut last_sync = Instant::now();
+        loop {
+            let wait = if dirty {
+                self.fsync_interval.saturating_sub(last_sync.elapsed())
+            } else {
+                Duration::from_secs(3600)
+            };
+            let first = match rx.recv_timeout(wait) {
+                Ok(e) => Some(e),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut stop = false;
+            if let Some(e) = first {
+                stop |= self.take(e, &mut buf, &mut acks);
+                while buf.len() < 4 * 1024 * 1024 {
+                    match rx.try_recv() {
+                        Ok(e) => stop |= self.take(e, &mut buf, &mut acks),
+                        Err(_) => break,
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                let result = self.write(&buf);
+                let n = acks.len() as u64;
+                buf.clear();
+                match result {
+                    Ok(()) => {
+                        dirty = true;
+                        self.stats.written.fetch_add(n, Ordering::Relaxed);
+                        if self.wait == WaitFor::Fsync {
+                            let r = self.sync();
+                            dirty = false;
+                            last_sync = Instant::now();
+                            for a in acks.drain(..) {
+                                let _ = a.send(r.clone());
+                            }
+                        } else {
+                            for a in acks.drain(..) {
+                                let _ = a.send(Ok(()));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                        log::error!(target: "journal", "write failed: {e}");
+                        for a in acks.drain(..) {
+                            let _ = a.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+            if dirty && last_sync.elapsed() >= self.fsync_interval {
+                let _ = self.sync();
+                dirty = false;
+                last_sync = Instant::now();
+            }
+            if stop {
+                break;
+            }
+        }
+        let _ = self.sync();
+    }
+
+    /// Queues an entry; an empty frame is the stop marker.
+    fn take(
+        &mut self,
+        e: Entry,
+        buf: &mut Vec<u8>,
+        acks: &mut Vec<futures_channel::oneshot::Sender<Result<(), String>>>,
+    ) -> bool {
+        if e.frame.is_empty() {
+            return true;
+        }
+        buf.extend_from_slice(&e.frame);
+        if let Some(a) = e.ack {
+            acks.push(a);
+        }
+        false
+    }
+
+    #[expect(clippy::disallowed_methods, reason = "the journal thread owns the files")]
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + bytes.len() as u64 > ROTATE_BYTES {
+            self.file.sync_all()?;
+            self.seq += 1;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(file_name(self.seq)))?;
+            self.size = 0;
+            if let Ok(d) = File::open(&self.dir) {
+                let _ = d.sync_all();
+            }
+        }
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), String> {
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.file.sync_data().map_err(|e| e.to_string())
+    }
+}
+
+/// Reads journal files from a position on (control plane).
+#[derive(Debug)]
+pub struct JournalReader {
+    dir: PathBuf,
+}
+
+impl JournalReader {
+    pub fn new(dir: &Path) -> Self {
+        Self { dir: dir.to_owned() }
+    }
+
+    /// Up to `max` complete records after `pos`, each with the position just past it.
+    #[expect(clippy::disallowed_methods, reason = "the control plane reads journal files")]
+    pub fn read_from(&self, pos: JournalPos, max: usize) -> io::Result<Vec<(UsageRecord, JournalPos)>> {
+        let files = list_files(&self.dir)?;
+        let mut out = Vec::new();
+        let mut pos = pos;
+        for (i, (seq, path)) in files.iter().enumerate() {
+            if *seq < pos.seq {
+                continue;
+            }
+            if *seq > pos.seq {
+                pos = JournalPos { seq: *seq, offset: 0 };
+            }
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::Start(pos.offset))?;
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            let mut at = 0;
+            loop {
+                if out.len() >= max {
+                    return Ok(out);
+                }
+                match decode(&bytes[at..]) {
+                    Ok(Some((record, n))) => {
+                        at += n;
+                        out.push((
+                            record,
+                            JournalPos {
+                                seq: *seq,
+                                offset: pos.offset + at as u64,
+                            },
+                        ));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let last = i + 1 == files.len();
+                        if last {
+                            // Being written right now, or torn: read again later.
+                            break;
+                        }
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{} is corrupt at {}: {e}", path.display(), pos.offset + at as u64),
+                        ));
+                    }
+                }
+            }
+            if i + 1 < files.len() {
+                // A later file exists, so this one is complete.
+                continue;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes files wholly before `pos`.
+    #[expect(clippy::disallowed_methods, reason = "the control plane prunes journal files")]
+    pub fn prune(&self, pos: JournalPos) -> io::Result<usize> {
+        let mut n = 0;
+        for (seq, path) in list_files(&self.dir)? {
+            if seq < pos.seq {
+                std::fs::remove_file(path)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests damage journal files on purpose")]
+mod tests {
+    use super::super::record::RecordStatus;
+    use super::*;
+
+    fn rec(i: u64) -> UsageRecord {
+        UsageRecord {
+            request_id: format!("req_{i}"),
+            account_id: "acc".into(),
+            key_id: "key".into(),
+            model: "m".into(),
+            prompt_tokens: i,
+            completion_tokens: 2 * i,
+            cost_ngonka: 3 * i,
+            status: RecordStatus::Completed,
+            estimated: false,
+            latency_ms: 5,
+            started_ms: 1,
+            finished_ms: 2,
+            day: 3,
+            month: 4,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_detect_damage() {
+        let f = encode(&rec(7)).unwrap();
+        assert_eq!(decode(&f).unwrap().unwrap(), (rec(7), f.len()));
+        assert_eq!(decode(&f[..f.len() - 1]).unwrap(), None, "incomplete");
+        let mut bad = f.clone();
+        bad[FRAME_HEADER + 2] ^= 1;
+        assert!(decode(&bad).is_err());
+        assert!(decode(&[0u8; 20]).is_err());
+    }
+
+    #[test]
+    fn written_records_are_read_back_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, t) = Journal::open(dir.path(), WaitFor::Write, Duration::from_millis(5)).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..10 {
+                j.append(&rec(i)).await.unwrap();
+            }
+        });
+        j.close();
+        t.join();
+        let reader = JournalReader::new(dir.path());
+        let all = reader.read_from(JournalPos::default(), 100).unwrap();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[3].0, rec(3));
+        let half = reader.read_from(all[4].1, 100).unwrap();
+        assert_eq!(half.first().unwrap().0, rec(5));
+        // A torn write at the end: garbage after the last frame.
+        let path = list_files(dir.path()).unwrap()[0].1.clone();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&encode(&rec(99)).unwrap()[..12]).unwrap();
+        drop(f);
+        assert_eq!(reader.read_from(JournalPos::default(), 100).unwrap().len(), 10);
+        let (j, t) = Journal::open(dir.path(), WaitFor::Fsync, Duration::from_millis(5)).unwrap();
+        rt.block_on(async { j.append(&rec(10)).await.unwrap() });
+        j.close();
+        t.join();
+        let all = reader.read_from(JournalPos::default(), 100).unwrap();
+        assert_eq!(all.len(), 11);
+        assert_eq!(all[10].0, rec(10));
+    }
+}
