@@ -301,5 +301,32 @@ pub fn metrics(app: &App) -> String {
             n.failures_total.load(Ordering::Relaxed)
         );
     }
+    let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        &mut extra,
+        "gateway_holds_outstanding",
+        "Holds of requests in flight.",
+        app.holds.count.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut extra,
+        "gateway_held_ngonka",
+        "Ngonka held by requests in flight.",
+        app.holds.ngonka.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut extra,
+        "gateway_journal_lag_records",
+        "Usage records written to the journal and not yet applied to the store.",
+        i64::try_from(app.journal.stats.lag()).unwrap_or(i64::MAX),
+    );
+    gauge(
+        &mut extra,
+        "gateway_key_cache_entries",
+        "Keys in the key cache.",
+        i64::try_from(app.keys.entry_count()).unwrap_or(i64::MAX),
+    );
     app.metrics.render(&extra)
 }

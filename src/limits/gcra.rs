@@ -23,7 +23,8 @@ impl Gcra {
     /// Admits one request at `now_us` against `rpm` (> 0). Either way, returns what the headers say.
     pub fn admit(&self, rpm: u32, now_us: i64) -> Result<RateLimitInfo, RateLimitInfo> {
         let rpm_i = i64::from(rpm.max(1));
-        let t = MINUTE_US / rpm_i;
+        // At least 1 µs between requests, so a huge limit cannot make the interval (a divisor) zero.
+        let t = (MINUTE_US / rpm_i).max(1);
         let tau = t * (rpm_i - 1);
         let mut tat = self.tat_us.load(Ordering::Acquire);
         loop {
@@ -91,6 +92,14 @@ mod tests {
         assert!(g.admit(60, 61_000_000).is_ok());
         let info = g.admit(60, 200_000_000).unwrap();
         assert_eq!(info.remaining, 59, "fully replenished after a quiet minute");
+    }
+
+    #[test]
+    fn a_huge_limit_does_not_divide_by_zero() {
+        let g = Gcra::default();
+        for i in 0..1000 {
+            assert!(g.admit(u32::MAX, i).is_ok());
+        }
     }
 
     #[test]

@@ -201,6 +201,149 @@ impl Default for GatewayOpts {
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// The config file a test gateway runs with.
+fn config_toml(opts: &GatewayOpts, dir: &Path) -> String {
+    let mut toml = format!(
+        "workers = {}\ndata_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n[keys]\n{}\n[upstream]\nconnect_timeout_ms = 1000\neject_ms = 500\nprobe_interval_ms = 100\n{}\n{}\n",
+        opts.workers,
+        dir.join("data").display(),
+        opts.server,
+        opts.keys,
+        opts.upstream,
+        opts.extra,
+    );
+    for m in &opts.models {
+        toml.push_str(&format!(
+            "[[models]]\nid = \"{m}\"\ncontext_length = 32768\nprice_prompt_ngonka = 10\nprice_completion_ngonka = 20\n"
+        ));
+    }
+    for url in &opts.node_urls {
+        toml.push_str(&format!(
+            "[[upstream.nodes]]\nurl = \"{url}\"\nkind = \"openai\"\nmodels = {:?}\n",
+            opts.node_models
+        ));
+    }
+    toml
+}
+
+/// The HTTP side of a test gateway, in a process or in this one.
+pub trait GatewayApi {
+    fn public(&self) -> SocketAddr;
+    fn admin_address(&self) -> SocketAddr;
+
+    /// A request to the admin API.
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let body = body.map(|b| b.to_string());
+        http(
+            self.admin_address(),
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.as_deref().map(str::as_bytes),
+        )
+    }
+
+    /// A request to the account API with `token`.
+    fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {token}");
+        let body = body.map(|b| b.to_string());
+        http(
+            self.public(),
+            method,
+            path,
+            &[("Authorization", &auth)],
+            body.as_deref().map(str::as_bytes),
+        )
+    }
+
+    /// Creates an account; returns its id and token.
+    fn create_account(&self, name: &str) -> (String, String) {
+        let r = self.admin(
+            "POST",
+            "/admin/accounts",
+            Some(serde_json::json!({ "name": name })),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn credit(&self, account: &str, amount: u64, reference: &str) -> Value {
+        let r = self.admin(
+            "POST",
+            &format!("/admin/accounts/{account}/credits"),
+            Some(serde_json::json!({ "amount_ngonka": amount.to_string(), "reference": reference })),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Creates a managed key with the account token; returns the secret.
+    fn create_key(&self, account_token: &str, name: &str) -> String {
+        let r = self.api(
+            account_token,
+            "POST",
+            "/api/keys",
+            Some(serde_json::json!({ "name": name })),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["key"].as_str().unwrap().to_owned()
+    }
+
+    fn metrics(&self) -> String {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let r = http(
+            self.admin_address(),
+            "GET",
+            "/metrics",
+            &[("Authorization", &auth)],
+            None,
+        );
+        assert_eq!(r.status, 200);
+        r.text()
+    }
+
+    /// A gauge or counter value from `/metrics` (the first series whose line starts with `name`).
+    fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    /// Every usage record of `account` (admin API; applies the journal first).
+    fn usage_records(&self, account: &str) -> Vec<Value> {
+        let r = self.admin(
+            "GET",
+            &format!("/admin/accounts/{account}/usage?from=1970-01-01&to=2100-01-01&limit=100000"),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["data"].as_array().unwrap().clone()
+    }
+
+    /// The live balance of `account`.
+    fn balance(&self, account: &str) -> i64 {
+        let r = self.admin("GET", &format!("/admin/accounts/{account}"), None);
+        r.json()["balance_ngonka"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+impl GatewayApi for Gateway {
+    fn public(&self) -> SocketAddr {
+        self.addr
+    }
+    fn admin_address(&self) -> SocketAddr {
+        self.admin_addr
+    }
+}
+
 impl Gateway {
     pub fn start(node_urls: &[String]) -> Gateway {
         Self::start_with(GatewayOpts {
@@ -211,28 +354,8 @@ impl Gateway {
 
     pub fn start_with(opts: GatewayOpts) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let mut toml = format!(
-            "workers = {}\ndata_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n{}\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n[keys]\n{}\n[upstream]\nconnect_timeout_ms = 1000\neject_ms = 500\nprobe_interval_ms = 100\n{}\n{}\n",
-            opts.workers,
-            dir.path().join("data").display(),
-            opts.server,
-            opts.keys,
-            opts.upstream,
-            opts.extra,
-        );
-        for m in &opts.models {
-            toml.push_str(&format!(
-                "[[models]]\nid = \"{m}\"\ncontext_length = 32768\nprice_prompt_ngonka = 10\nprice_completion_ngonka = 20\n"
-            ));
-        }
-        for url in &opts.node_urls {
-            toml.push_str(&format!(
-                "[[upstream.nodes]]\nurl = \"{url}\"\nkind = \"openai\"\nmodels = {:?}\n",
-                opts.node_models
-            ));
-        }
         let config_path = dir.path().join("gateway.toml");
-        std::fs::write(&config_path, toml).unwrap();
+        std::fs::write(&config_path, config_toml(&opts, dir.path())).unwrap();
         let envs: Vec<(String, String)> = opts
             .envs
             .iter()
@@ -289,91 +412,73 @@ impl Gateway {
     pub fn auth(&self) -> String {
         format!("Bearer {}", self.api_key)
     }
+}
 
-    /// A request to the admin API.
-    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let auth = format!("Bearer {}", self.admin_token);
-        let body = body.map(|b| b.to_string());
-        http(
-            self.admin_addr,
-            method,
-            path,
-            &[("Authorization", &auth)],
-            body.as_deref().map(str::as_bytes),
-        )
+/// A gateway running inside the test process (so the test can hand it a store wrapper or a clock).
+pub struct InProc {
+    pub running: Option<gonka_gateway::runtime::Running>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub account_id: String,
+    pub account_token: String,
+    pub api_key: String,
+}
+
+impl GatewayApi for InProc {
+    fn public(&self) -> SocketAddr {
+        self.addr
+    }
+    fn admin_address(&self) -> SocketAddr {
+        self.admin_addr
+    }
+}
+
+impl InProc {
+    pub fn start(
+        opts: GatewayOpts,
+        wrap: impl FnOnce(Box<dyn gonka_gateway::store::Store>) -> Box<dyn gonka_gateway::store::Store>,
+        clock: std::sync::Arc<dyn gonka_gateway::limits::clock::Clock>,
+    ) -> InProc {
+        let dir = tempfile::tempdir().unwrap();
+        let file = gonka_gateway::config::ConfigFile::parse(&config_toml(&opts, dir.path())).unwrap();
+        let settings = file.validate().unwrap();
+        let store = gonka_gateway::store::open(&settings.store).unwrap();
+        let mut boot = gonka_gateway::runtime::Boot::new(settings, ADMIN_TOKEN.to_owned());
+        boot.store = Some(wrap(store));
+        boot.clock = clock;
+        let (running, ()) = gonka_gateway::runtime::start(boot, |_| Ok(())).unwrap();
+        let mut gw = InProc {
+            addr: running.public_addr,
+            admin_addr: running.admin_addr,
+            running: Some(running),
+            dir,
+            account_id: String::new(),
+            account_token: String::new(),
+            api_key: String::new(),
+        };
+        let (id, token) = gw.create_account("test");
+        gw.credit(&id, opts.credit_ngonka, "test-initial");
+        gw.api_key = gw.create_key(&token, "test key");
+        gw.account_id = id;
+        gw.account_token = token;
+        gw
     }
 
-    /// A request to the account API with `token`.
-    pub fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let auth = format!("Bearer {token}");
-        let body = body.map(|b| b.to_string());
-        http(
-            self.addr,
-            method,
-            path,
-            &[("Authorization", &auth)],
-            body.as_deref().map(str::as_bytes),
-        )
+    pub fn auth(&self) -> String {
+        format!("Bearer {}", self.api_key)
     }
 
-    /// Creates an account; returns its id and token.
-    pub fn create_account(&self, name: &str) -> (String, String) {
-        let r = self.admin(
-            "POST",
-            "/admin/accounts",
-            Some(serde_json::json!({ "name": name })),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-        let v = r.json();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["token"].as_str().unwrap().to_owned(),
-        )
+    pub fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
     }
+}
 
-    pub fn credit(&self, account: &str, amount: u64, reference: &str) -> Value {
-        let r = self.admin(
-            "POST",
-            &format!("/admin/accounts/{account}/credits"),
-            Some(serde_json::json!({ "amount_ngonka": amount.to_string(), "reference": reference })),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
-    }
-
-    /// Creates a managed key with the account token; returns the secret.
-    pub fn create_key(&self, account_token: &str, name: &str) -> String {
-        let r = self.api(
-            account_token,
-            "POST",
-            "/api/keys",
-            Some(serde_json::json!({ "name": name })),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-        r.json()["key"].as_str().unwrap().to_owned()
-    }
-
-    pub fn metrics(&self) -> String {
-        let auth = format!("Bearer {}", self.admin_token);
-        let r = http(
-            self.admin_addr,
-            "GET",
-            "/metrics",
-            &[("Authorization", &auth)],
-            None,
-        );
-        assert_eq!(r.status, 200);
-        r.text()
-    }
-
-    /// A gauge or counter value from `/metrics` (the first series whose line starts with `name`).
-    pub fn metric(&self, name: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("metric {name} missing"))
+impl Drop for InProc {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
