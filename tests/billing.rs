@@ -627,3 +627,21 @@ fn prices_are_set_by_the_admin_and_bill_from_then_on() {
         (400, Some("price_prompt_ngonka"))
     );
 }
+
+#[test]
+fn no_request_is_admitted_while_the_journal_cannot_be_written() {
+    let sim = Sim::start(&[]);
+    let gw = InProc::start(
+        GatewayOpts { node_urls: sim.urls.clone(), ..GatewayOpts::default() },
+        |s| s,
+        Arc::new(gonka_gateway::limits::clock::SystemClock),
+    );
+    let app = Arc::clone(&gw.running.as_ref().unwrap().app);
+    app.journal.stats.failing.store(true, Ordering::Relaxed);
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("x", 2, false));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(sim.stats()["requests"], 1, "only our stats request reached the simulator");
+    app.journal.stats.failing.store(false, Ordering::Relaxed);
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("x", 2, false)).status, 200);
+}

@@ -86,15 +86,16 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
         .filter(|m| app.nodes.serves(&m.id))
         .ok_or_else(|| ApiError::ModelNotFound(inspected.model.clone()))?;
 
-    // Hold the worst case before any node is called.
+    // Hold the worst case before any node is called; without a working journal it could not be billed.
+    if !app.journal.is_healthy() {
+        return Err(ApiError::Unavailable("the usage journal cannot be written".into()));
+    }
     let has_completion = endpoint != Endpoint::Embeddings;
-    let worst = limits::worst_case(
-        body.len(),
-        inspected.max_tokens,
-        inspected.n,
-        billing.default_max_tokens,
-        has_completion,
-    );
+    // The default cap never asks for more than the model's whole context.
+    let default_max_tokens =
+        model.context_length.map_or(billing.default_max_tokens, |c| c.min(billing.default_max_tokens)).max(1);
+    let worst =
+        limits::worst_case(body.len(), inspected.max_tokens, inspected.n, default_max_tokens, has_completion);
     let amount = limits::cost(&model, worst.prompt_tokens, worst.completion_tokens);
     let hold = limits::hold(&key, amount, now_ms, &app.holds)?;
     let mut settler = Settler::new(
@@ -110,8 +111,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
 
     let rewrite = Rewrite {
         force_include_usage: inspected.stream && !inspected.include_usage,
-        add_max_tokens: (has_completion && inspected.max_tokens.is_none())
-            .then_some(billing.default_max_tokens),
+        add_max_tokens: (has_completion && inspected.max_tokens.is_none()).then_some(default_max_tokens),
     };
     let mut rewritten = core.take_bytes();
     let upstream_body: &[u8] = if rewrite.is_noop() {

@@ -58,6 +58,8 @@ pub struct JournalStats {
     pub applied: AtomicU64,
     pub fsyncs: AtomicU64,
     pub write_errors: AtomicU64,
+    /// Set while writes fail; admission refuses new requests meanwhile (they could not be billed).
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 impl JournalStats {
@@ -175,6 +177,11 @@ fn valid_len(path: &Path) -> io::Result<u64> {
 }
 
 impl Journal {
+    /// Whether records can be written right now.
+    pub fn is_healthy(&self) -> bool {
+        !self.stats.failing.load(Ordering::Relaxed)
+    }
+
     /// Opens the journal in `dir` (cutting off a torn tail) and starts its writer thread.
     #[expect(
         clippy::disallowed_methods,
@@ -303,6 +310,7 @@ impl Writer {
                 let result = self.write(&buf);
                 let n = acks.len() as u64;
                 buf.clear();
+                self.stats.failing.store(result.is_err(), Ordering::Relaxed);
                 match result {
                     Ok(()) => {
                         dirty = true;
