@@ -1,12 +1,7 @@
 //! Key authentication on the hot path: the keyed hash of the presented key (HMAC-SHA256, pre-keyed) plus
 //! the moka cache lookup, against a cache of 100,000 keys; a hit and a miss.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "benchmarks fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmarks fail loudly")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gonka_gateway::auth::cache::{KeyCache, KeyEntry};
@@ -46,9 +41,7 @@ fn bench(c: &mut Criterion) {
     }
     let absent = "gk-prx-9999999999999999999999999999999999999999".to_owned();
     let mut g = c.benchmark_group("auth");
-    g.bench_function("hash_only", |b| {
-        b.iter(|| black_box(hasher.hash(black_box(&present))))
-    });
+    g.bench_function("hash_only", |b| b.iter(|| black_box(hasher.hash(black_box(&present)))));
     g.bench_function("hash_and_lookup_hit", |b| {
         b.iter(|| black_box(cache.get(&hasher.hash(black_box(&present))).is_some()))
     });

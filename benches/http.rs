@@ -5,12 +5,7 @@
 //!   relay), and of the final usage chunk.
 //! - `usage_scan`: the streaming top-level `usage` finder over a 2 KiB non-stream completion body.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    reason = "benchmarks fail loudly"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmarks fail loudly")]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gonka_gateway::billing::UsageScanner;

@@ -28,10 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
-#[expect(
-    unsafe_code,
-    reason = "a counting wrapper around the system allocator, for the allocation report"
-)]
+#[expect(unsafe_code, reason = "a counting wrapper around the system allocator, for the allocation report")]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
@@ -110,9 +107,7 @@ fn bench(c: &mut Criterion) {
         day: 20_778,
         month: 682,
     };
-    g.bench_function("encode_record", |b| {
-        b.iter(|| black_box(encode(black_box(&record)).unwrap()))
-    });
+    g.bench_function("encode_record", |b| b.iter(|| black_box(encode(black_box(&record)).unwrap())));
     g.finish();
 
     let mut t2 = now;

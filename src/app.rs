@@ -61,6 +61,8 @@ pub struct AppParts {
     pub models: Arc<ArcSwap<ModelTable>>,
     pub clock: Arc<dyn Clock>,
     pub journal: Journal,
+    pub upstream_tls: crate::http::tls::ClientTls,
+    pub gonka: Option<Arc<crate::gonka::signer::GonkaSigner>>,
 }
 
 #[derive(Debug)]
@@ -79,6 +81,10 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub journal: Journal,
     pub holds: Arc<HoldGauges>,
+    /// How `https://` nodes are reached.
+    pub upstream_tls: crate::http::tls::ClientTls,
+    /// Signs requests to `gonka` nodes.
+    pub gonka: Option<Arc<crate::gonka::signer::GonkaSigner>>,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers stop sending.
     pub draining: AtomicBool,
 }
@@ -96,6 +102,8 @@ impl App {
             models,
             clock,
             journal,
+            upstream_tls,
+            gonka,
         } = parts;
         let nodes = settings
             .upstream
@@ -125,6 +133,8 @@ impl App {
             clock,
             journal,
             holds: Arc::new(HoldGauges::default()),
+            upstream_tls,
+            gonka,
             draining: AtomicBool::new(false),
         }
     }

@@ -25,38 +25,15 @@ pub struct AdminCall {
 /// The admin subcommands, as the command line gives them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdminCommand {
-    AccountCreate {
-        name: String,
-    },
+    AccountCreate { name: String },
     AccountList,
-    AccountGet {
-        id: String,
-    },
-    AccountRotateToken {
-        id: String,
-    },
-    CreditAdd {
-        account: String,
-        amount_ngonka: String,
-        reference: String,
-    },
-    KeyList {
-        account: String,
-    },
-    KeyCreate {
-        account: String,
-        name: String,
-        kind: String,
-    },
-    KeyAction {
-        id: String,
-        action: String,
-    },
-    ModelSet {
-        model: String,
-        price_prompt_ngonka: String,
-        price_completion_ngonka: String,
-    },
+    AccountGet { id: String },
+    AccountRotateToken { id: String },
+    CreditAdd { account: String, amount_ngonka: String, reference: String },
+    KeyList { account: String },
+    KeyCreate { account: String, name: String, kind: String },
+    KeyAction { id: String, action: String },
+    ModelSet { model: String, price_prompt_ngonka: String, price_completion_ngonka: String },
     ModelList,
 }
 
@@ -70,11 +47,7 @@ impl AdminCommand {
             Self::AccountList => c("GET", "/admin/accounts".into(), None),
             Self::AccountGet { id } => c("GET", format!("/admin/accounts/{id}"), None),
             Self::AccountRotateToken { id } => c("POST", format!("/admin/accounts/{id}/token"), None),
-            Self::CreditAdd {
-                account,
-                amount_ngonka,
-                reference,
-            } => c(
+            Self::CreditAdd { account, amount_ngonka, reference } => c(
                 "POST",
                 format!("/admin/accounts/{account}/credits"),
                 Some(json!({ "amount_ngonka": amount_ngonka, "reference": reference })),
@@ -86,11 +59,7 @@ impl AdminCommand {
                 Some(json!({ "name": name, "kind": kind })),
             ),
             Self::KeyAction { id, action } => c("POST", format!("/admin/keys/{id}/{action}"), None),
-            Self::ModelSet {
-                model,
-                price_prompt_ngonka,
-                price_completion_ngonka,
-            } => c(
+            Self::ModelSet { model, price_prompt_ngonka, price_completion_ngonka } => c(
                 "PUT",
                 format!("/admin/models/{model}"),
                 Some(json!({
@@ -104,16 +73,10 @@ impl AdminCommand {
 }
 
 /// Sends one call; returns the status and the JSON body.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the CLI process blocks on its one request"
-)]
+#[expect(clippy::disallowed_methods, reason = "the CLI process blocks on its one request")]
 pub fn send(target: &AdminTarget, call: &AdminCall) -> io::Result<(u16, Value)> {
     let rest = target.url.strip_prefix("http://").ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the admin URL must start with http://",
-        )
+        io::Error::new(io::ErrorKind::InvalidInput, "the admin URL must start with http://")
     })?;
     let authority = rest.trim_end_matches('/');
     let addr = authority
@@ -143,10 +106,7 @@ pub fn send(target: &AdminTarget, call: &AdminCall) -> io::Result<(u16, Value)> 
     let head_len = match resp.parse(&raw) {
         Ok(httparse::Status::Complete(n)) => n,
         _ => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "malformed answer from the admin API",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed answer from the admin API"));
         }
     };
     let status = resp.code.unwrap_or(0);
@@ -171,19 +131,9 @@ mod tests {
             reference: "r".into(),
         }
         .call();
-        assert_eq!(
-            (c.method, c.path.as_str()),
-            ("POST", "/admin/accounts/acc_1/credits")
-        );
+        assert_eq!((c.method, c.path.as_str()), ("POST", "/admin/accounts/acc_1/credits"));
         assert_eq!(c.body, Some(json!({"amount_ngonka": "5", "reference": "r"})));
-        let c = AdminCommand::KeyAction {
-            id: "key_1".into(),
-            action: "pause".into(),
-        }
-        .call();
-        assert_eq!(
-            (c.method, c.path.as_str(), c.body),
-            ("POST", "/admin/keys/key_1/pause", None)
-        );
+        let c = AdminCommand::KeyAction { id: "key_1".into(), action: "pause".into() }.call();
+        assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/keys/key_1/pause", None));
     }
 }

@@ -12,9 +12,7 @@ pub fn monotonic_ms() -> u64 {
 
 /// Seconds since the Unix epoch, from the wall clock.
 pub fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Unix seconds as RFC 3339 (`2026-11-22T10:00:00Z`).

@@ -27,6 +27,22 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 // File shape
 // ---------------------------------------------------------------------------------------------------
 
+/// A secret value (key, token): its `Debug` never shows it, so settings can be printed safely.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -80,11 +96,7 @@ pub struct StoreFile {
 
 impl Default for StoreFile {
     fn default() -> Self {
-        Self {
-            kind: "sqlite".into(),
-            path: String::new(),
-            sqlite_synchronous: "full".into(),
-        }
+        Self { kind: "sqlite".into(), path: String::new(), sqlite_synchronous: "full".into() }
     }
 }
 
@@ -102,10 +114,7 @@ pub struct LimitsFile {
 
 impl Default for LimitsFile {
     fn default() -> Self {
-        Self {
-            default_rpm: 60,
-            default_max_tokens: 4096,
-        }
+        Self { default_rpm: 60, default_max_tokens: 4096 }
     }
 }
 
@@ -124,11 +133,7 @@ pub struct JournalFile {
 
 impl Default for JournalFile {
     fn default() -> Self {
-        Self {
-            dir: String::new(),
-            wait: "write".into(),
-            fsync_interval_ms: 20,
-        }
+        Self { dir: String::new(), wait: "write".into(), fsync_interval_ms: 20 }
     }
 }
 
@@ -188,6 +193,34 @@ pub struct ServerFile {
     pub relay_buffer_bytes: usize,
     /// Listen backlog.
     pub backlog: i32,
+    /// `[server.tls]`: serve HTTPS on the public listener.
+    pub tls: ServerTlsFile,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerTlsFile {
+    /// PEM certificate chain; with `key_path`, the public listener speaks HTTPS only. Empty = plain HTTP.
+    pub cert_path: String,
+    /// PEM private key.
+    pub key_path: String,
+}
+
+/// `[upstream.tls]`: how `https://` nodes are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsFile {
+    /// Trust the system's root certificates besides Mozilla's (always trusted).
+    pub system_roots: bool,
+    /// A PEM file of extra CA certificates (a private CA); empty = none.
+    pub extra_ca_path: String,
+}
+
+impl Default for UpstreamTlsFile {
+    fn default() -> Self {
+        Self { system_roots: true, extra_ca_path: String::new() }
+    }
 }
 
 impl Default for ServerFile {
@@ -206,6 +239,7 @@ impl Default for ServerFile {
             read_buffer_bytes: 4096,
             relay_buffer_bytes: 8192,
             backlog: 4096,
+            tls: ServerTlsFile::default(),
         }
     }
 }
@@ -223,10 +257,7 @@ pub struct AdminFile {
 
 impl Default for AdminFile {
     fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8081".into(),
-            token_env: "GATEWAY_ADMIN_TOKEN".into(),
-        }
+        Self { listen: "127.0.0.1:8081".into(), token_env: "GATEWAY_ADMIN_TOKEN".into() }
     }
 }
 
@@ -254,6 +285,38 @@ pub struct UpstreamFile {
     pub probe_interval_ms: u64,
     /// The nodes (`[[upstream.nodes]]`).
     pub nodes: Vec<NodeFile>,
+    /// `[upstream.gonka]`: signing and discovery for Gonka nodes.
+    pub gonka: GonkaFile,
+    /// `[upstream.tls]`.
+    pub tls: UpstreamTlsFile,
+}
+
+/// `[upstream.gonka]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GonkaFile {
+    /// Environment variable holding the Gonka account's private key (hex) that signs requests to `gonka`
+    /// nodes. Required when any node is of kind `gonka` or `seeds` is set.
+    pub private_key_env: String,
+    /// Node URLs to discover the current epoch's participants from (`GET {seed}/v1/epochs/current/
+    /// participants`). Discovered nodes serve the models they list.
+    pub seeds: Vec<String>,
+    /// Keep only participants in the chain's Transfer Agent allowlist
+    /// (`/chain-api/productscience/inference/inference/params`).
+    pub use_allowlist: bool,
+    /// How often discovery runs, ms.
+    pub refresh_ms: u64,
+}
+
+impl Default for GonkaFile {
+    fn default() -> Self {
+        Self {
+            private_key_env: "GONKA_PRIVATE_KEY".into(),
+            seeds: Vec::new(),
+            use_allowlist: false,
+            refresh_ms: 60_000,
+        }
+    }
 }
 
 impl Default for UpstreamFile {
@@ -269,6 +332,8 @@ impl Default for UpstreamFile {
             eject_ms: 5_000,
             probe_interval_ms: 1_000,
             nodes: Vec::new(),
+            gonka: GonkaFile::default(),
+            tls: UpstreamTlsFile::default(),
         }
     }
 }
@@ -288,6 +353,9 @@ pub struct NodeFile {
     /// Models the node serves; empty = every configured model.
     #[serde(default)]
     pub models: Vec<String>,
+    /// For `gonka` nodes: the node's transfer address (`gonka1…`), which requests are signed for.
+    #[serde(default)]
+    pub transfer_address: Option<String>,
 }
 
 fn default_kind() -> String {
@@ -323,10 +391,7 @@ pub struct LogFile {
 
 impl Default for LogFile {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-            access_log: true,
-        }
+        Self { level: "info".into(), access_log: true }
     }
 }
 
@@ -360,9 +425,7 @@ impl NodeUrl {
             "http" => false,
             "https" => true,
             other => {
-                return Err(invalid(format!(
-                    "node url {s:?}: scheme {other} is not http or https"
-                )));
+                return Err(invalid(format!("node url {s:?}: scheme {other} is not http or https")));
             }
         };
         let host = match url.host() {
@@ -375,39 +438,20 @@ impl NodeUrl {
             return Err(invalid(format!("node url {s:?}: no query or fragment allowed")));
         }
         let base_path = url.path().trim_end_matches('/').to_owned();
-        Ok(Self {
-            tls,
-            host,
-            port,
-            base_path,
-        })
+        Ok(Self { tls, host, port, base_path })
     }
 
     /// The `Host` header value.
     pub fn authority(&self) -> String {
         let default = if self.tls { 443 } else { 80 };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == default { host } else { format!("{host}:{}", self.port) }
     }
 }
 
 impl std::fmt::Display for NodeUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            if self.tls { "https" } else { "http" },
-            self.authority(),
-            self.base_path
-        )
+        write!(f, "{}://{}{}", if self.tls { "https" } else { "http" }, self.authority(), self.base_path)
     }
 }
 
@@ -417,8 +461,20 @@ pub struct NodeSpec {
     pub url: NodeUrl,
     pub kind: NodeKind,
     /// The Bearer key, read from the environment at start. Never logged.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub models: Vec<String>,
+    /// For `gonka` nodes: the address requests are signed for.
+    pub transfer_address: Option<String>,
+}
+
+/// Validated `[upstream.gonka]`.
+#[derive(Debug, Clone)]
+pub struct GonkaSettings {
+    /// The signing key (hex). Never logged.
+    pub private_key: Secret,
+    pub seeds: Vec<NodeUrl>,
+    pub use_allowlist: bool,
+    pub refresh: Duration,
 }
 
 /// A validated model.
@@ -433,10 +489,7 @@ pub struct ModelSpec {
 /// The validated store choice.
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
-    Sqlite {
-        path: PathBuf,
-        synchronous: crate::store::sqlite::Synchronous,
-    },
+    Sqlite { path: PathBuf, synchronous: crate::store::sqlite::Synchronous },
 }
 
 /// Validated `[limits]` and `[journal]`.
@@ -480,6 +533,10 @@ pub struct UpstreamSettings {
     pub eject_for: Duration,
     pub probe_interval: Duration,
     pub nodes: Vec<NodeSpec>,
+    /// Present when any node is of kind `gonka` or discovery seeds are set.
+    pub gonka: Option<GonkaSettings>,
+    pub tls_system_roots: bool,
+    pub tls_extra_ca: Option<PathBuf>,
 }
 
 /// Everything the gateway runs with, validated.
@@ -496,6 +553,8 @@ pub struct Settings {
     pub read_buffer_bytes: usize,
     pub relay_buffer_bytes: usize,
     pub backlog: i32,
+    /// `(certificate chain, key)` PEM paths when the public listener speaks HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub upstream: UpstreamSettings,
     pub models: Vec<ModelSpec>,
     pub store: StoreSettings,
@@ -513,26 +572,17 @@ fn ms(v: u64, name: &str) -> Result<Duration, ConfigError> {
 }
 
 fn addr(s: &str, name: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse()
-        .map_err(|_| invalid(format!("{name} {s:?} is not an IP:port address")))
+    s.parse().map_err(|_| invalid(format!("{name} {s:?} is not an IP:port address")))
 }
 
 impl ConfigFile {
     /// Reads and parses a TOML file. Runs before any core starts.
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "read once at start, before the cores exist"
-    )]
+    #[expect(clippy::disallowed_methods, reason = "read once at start, before the cores exist")]
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Invalid(message) => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
+            ConfigError::Invalid(message) => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
         })
     }
@@ -549,17 +599,13 @@ impl ConfigFile {
         };
         let s = &self.server;
         if s.max_headers == 0 || s.max_headers > MAX_HEADERS_CAP {
-            return Err(invalid(format!(
-                "server.max_headers must be 1..={MAX_HEADERS_CAP}"
-            )));
+            return Err(invalid(format!("server.max_headers must be 1..={MAX_HEADERS_CAP}")));
         }
         if s.max_head_bytes < 256 {
             return Err(invalid("server.max_head_bytes must be at least 256"));
         }
         if s.read_buffer_bytes < 512 || s.relay_buffer_bytes < 1024 {
-            return Err(invalid(
-                "server.read_buffer_bytes must be ≥ 512 and relay_buffer_bytes ≥ 1024",
-            ));
+            return Err(invalid("server.read_buffer_bytes must be ≥ 512 and relay_buffer_bytes ≥ 1024"));
         }
         let http = HttpLimits {
             max_head_bytes: s.max_head_bytes,
@@ -599,17 +645,19 @@ impl ConfigFile {
                 other => return Err(invalid(format!("node kind {other:?} is not openai or gonka"))),
             };
             let api_key = match &n.api_key_env {
-                Some(var) => Some(std::env::var(var).map_err(|_| {
+                Some(var) => Some(Secret(std::env::var(var).map_err(|_| {
                     invalid(format!("node {}: environment variable {var} is not set", n.url))
-                })?),
+                })?)),
                 None => None,
             };
+            if kind == NodeKind::Gonka
+                && !n.transfer_address.as_deref().is_some_and(|a| a.starts_with("gonka1") && a.len() > 10)
+            {
+                return Err(invalid(format!("gonka node {} needs its transfer_address (gonka1…)", n.url)));
+            }
             for m in &n.models {
                 if !models.iter().any(|x| &x.id == m) {
-                    return Err(invalid(format!(
-                        "node {} serves {m:?}, which is not in [[models]]",
-                        n.url
-                    )));
+                    return Err(invalid(format!("node {} serves {m:?}, which is not in [[models]]", n.url)));
                 }
             }
             nodes.push(NodeSpec {
@@ -617,8 +665,24 @@ impl ConfigFile {
                 kind,
                 api_key,
                 models: n.models.clone(),
+                transfer_address: n.transfer_address.clone(),
             });
         }
+        let g = &u.gonka;
+        let gonka = if nodes.iter().any(|n| n.kind == NodeKind::Gonka) || !g.seeds.is_empty() {
+            let key = std::env::var(&g.private_key_env)
+                .map_err(|_| invalid(format!("gonka nodes need a signing key in {}", g.private_key_env)))?;
+            crate::gonka::signer::GonkaSigner::from_hex(&key)
+                .map_err(|e| invalid(format!("{}: {e}", g.private_key_env)))?;
+            Some(GonkaSettings {
+                private_key: Secret(key),
+                seeds: g.seeds.iter().map(|s| NodeUrl::parse(s)).collect::<Result<_, _>>()?,
+                use_allowlist: g.use_allowlist,
+                refresh: ms(g.refresh_ms, "upstream.gonka.refresh_ms")?,
+            })
+        } else {
+            None
+        };
         let upstream = UpstreamSettings {
             connect_timeout: ms(u.connect_timeout_ms, "upstream.connect_timeout_ms")?,
             head_timeout: ms(u.response_head_timeout_ms, "upstream.response_head_timeout_ms")?,
@@ -632,6 +696,9 @@ impl ConfigFile {
             eject_for: ms(u.eject_ms, "upstream.eject_ms")?,
             probe_interval: ms(u.probe_interval_ms, "upstream.probe_interval_ms")?,
             nodes,
+            gonka,
+            tls_system_roots: u.tls.system_roots,
+            tls_extra_ca: (!u.tls.extra_ca_path.is_empty()).then(|| PathBuf::from(&u.tls.extra_ca_path)),
         };
 
         let log_level = match self.log.level.as_str() {
@@ -642,9 +709,7 @@ impl ConfigFile {
             "trace" => log::LevelFilter::Trace,
             other => return Err(invalid(format!("log.level {other:?} is not a level"))),
         };
-        let admin_token = std::env::var(&self.admin.token_env)
-            .ok()
-            .filter(|t| !t.is_empty());
+        let admin_token = std::env::var(&self.admin.token_env).ok().filter(|t| !t.is_empty());
         let data_dir = PathBuf::from(&self.data_dir);
         let store = match self.store.kind.as_str() {
             "sqlite" => {
@@ -666,14 +731,9 @@ impl ConfigFile {
             }
             other => return Err(invalid(format!("store.kind {other:?} is not sqlite"))),
         };
-        let hash_secret = std::env::var(&self.keys.hash_secret_env)
-            .ok()
-            .filter(|t| !t.is_empty());
+        let hash_secret = std::env::var(&self.keys.hash_secret_env).ok().filter(|t| !t.is_empty());
         if hash_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            return Err(invalid(format!(
-                "{} must hold at least 32 bytes",
-                self.keys.hash_secret_env
-            )));
+            return Err(invalid(format!("{} must hold at least 32 bytes", self.keys.hash_secret_env)));
         }
         if self.limits.default_max_tokens == 0 {
             return Err(invalid("limits.default_max_tokens must be at least 1"));
@@ -711,6 +771,11 @@ impl ConfigFile {
             read_buffer_bytes: s.read_buffer_bytes,
             relay_buffer_bytes: s.relay_buffer_bytes,
             backlog: s.backlog,
+            tls: match (s.tls.cert_path.is_empty(), s.tls.key_path.is_empty()) {
+                (true, true) => None,
+                (false, false) => Some((PathBuf::from(&s.tls.cert_path), PathBuf::from(&s.tls.key_path))),
+                _ => return Err(invalid("server.tls needs both cert_path and key_path")),
+            },
             upstream,
             models,
             store,
@@ -740,19 +805,11 @@ mod tests {
         assert_eq!(format!("{:?}", file.journal), format!("{:?}", defaults.journal));
         let u = &file.upstream;
         let d = &defaults.upstream;
+        assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));
+        assert_eq!(format!("{:?}", u.tls), format!("{:?}", d.tls));
         assert_eq!(
-            (
-                u.connect_timeout_ms,
-                u.response_head_timeout_ms,
-                u.read_timeout_ms,
-                u.max_attempts
-            ),
-            (
-                d.connect_timeout_ms,
-                d.response_head_timeout_ms,
-                d.read_timeout_ms,
-                d.max_attempts
-            )
+            (u.connect_timeout_ms, u.response_head_timeout_ms, u.read_timeout_ms, u.max_attempts),
+            (d.connect_timeout_ms, d.response_head_timeout_ms, d.read_timeout_ms, d.max_attempts)
         );
         assert_eq!(
             (

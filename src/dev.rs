@@ -40,19 +40,25 @@ pub struct DevReady {
 
 /// Starts the simulator and the gateway.
 pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
-    if opts.upstream_kind != "openai" {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "--upstream-kind {}: only openai is available in this build",
-                opts.upstream_kind
-            ),
-        ));
-    }
+    let gonka = match opts.upstream_kind.as_str() {
+        "openai" => false,
+        "gonka" => true,
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--upstream-kind {other}: openai or gonka"),
+            ));
+        }
+    };
+    // In gonka mode the simulated network has three nodes, found by discovery and reached signed.
+    let nodes = if gonka { 3 } else { 1 };
     let sim = sim::start(SimConfig {
-        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0)); nodes],
         models: DEV_MODELS.iter().map(|m| m.0.to_owned()).collect(),
         api_key: None,
+        gonka,
+        allowlist: None,
+        tls: None,
         workers: 1,
         params: SimParams {
             ttft_ms: opts.sim_ttft_ms,
@@ -62,10 +68,8 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
         },
     })?;
 
-    let mut file = ConfigFile {
-        data_dir: opts.data_dir.to_string_lossy().into_owned(),
-        ..ConfigFile::default()
-    };
+    let mut file =
+        ConfigFile { data_dir: opts.data_dir.to_string_lossy().into_owned(), ..ConfigFile::default() };
     file.server.listen = opts.listen.to_string();
     file.admin.listen = opts.admin_listen.to_string();
     file.models = DEV_MODELS
@@ -77,15 +81,33 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
             price_completion_ngonka: *pc,
         })
         .collect();
-    file.upstream.nodes = vec![NodeFile {
-        url: sim.base_url(0),
-        kind: "openai".into(),
-        api_key_env: None,
-        models: Vec::new(),
-    }];
-    let settings = file
-        .validate()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if !gonka {
+        file.upstream.nodes = vec![NodeFile {
+            url: sim.base_url(0),
+            kind: "openai".into(),
+            api_key_env: None,
+            models: Vec::new(),
+            transfer_address: None,
+        }];
+    }
+    let mut settings =
+        file.validate().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    if gonka {
+        // A demo Gonka account key, generated once into the data directory.
+        let key = crate::secret::load_or_create(&settings.data_dir.join("dev_gonka_key"), || {
+            let mut bytes = [0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+            Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        })?;
+        let seed = crate::config::NodeUrl::parse(&sim.sim.nodes[0].inference_url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        settings.upstream.gonka = Some(crate::config::GonkaSettings {
+            private_key: crate::config::Secret(key),
+            seeds: vec![seed],
+            use_allowlist: true,
+            refresh: std::time::Duration::from_secs(30),
+        });
+    }
     let admin_token = admin_token(&settings)?;
     let data_dir = settings.data_dir.clone();
     let boot = crate::runtime::Boot::new(settings, admin_token.clone());
@@ -143,24 +165,16 @@ fn demo_account(st: &mut ControlState, data_dir: &Path) -> Result<String, ApiErr
         &account_id,
         KeyKind::Managed,
         None,
-        KeySpec {
-            name: "demo".into(),
-            ..KeySpec::default()
-        },
+        KeySpec { name: "demo".into(), ..KeySpec::default() },
     )?;
-    let secret = key
-        .secret
-        .ok_or_else(|| ApiError::Internal("a new key has a secret".into()))?;
+    let secret = key.secret.ok_or_else(|| ApiError::Internal("a new key has a secret".into()))?;
     write_secret(&key_file, &secret).map_err(io)?;
     Ok(secret)
 }
 
 #[expect(clippy::disallowed_methods, reason = "start-up, before anything is served")]
 fn read_trimmed(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 #[expect(clippy::disallowed_methods, reason = "start-up, before anything is served")]
@@ -170,12 +184,7 @@ fn write_secret(path: &Path, value: &str) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(value.as_bytes())?;
     f.sync_all()
 }

@@ -33,10 +33,7 @@ pub enum ApiError {
     #[error("Management keys cannot be used for inference; create a child key.")]
     ManagementKeyNotAllowed,
     #[error("This child key has reached its spending limit.")]
-    ChildKeyLimit {
-        daily_remaining: u64,
-        monthly_remaining: u64,
-    },
+    ChildKeyLimit { daily_remaining: u64, monthly_remaining: u64 },
     #[error("The account balance cannot cover this request.")]
     InsufficientBalance,
     #[error("Rate limit reached: {} requests per minute.", .0.limit)]
@@ -59,21 +56,12 @@ pub enum ApiError {
     Conflict(String),
     /// No node could serve: 502 when nodes failed, 503 (with `Retry-After`) when none was available.
     #[error("{message}")]
-    UpstreamUnavailable {
-        status: u16,
-        message: String,
-        retry_after_secs: Option<u32>,
-    },
+    UpstreamUnavailable { status: u16, message: String, retry_after_secs: Option<u32> },
     #[error("The upstream did not answer in time.")]
     UpstreamTimeout,
     /// A node's own 4xx answer, passed on with its status and message.
     #[error("{message}")]
-    Upstream {
-        status: u16,
-        message: String,
-        kind: String,
-        code: Option<String>,
-    },
+    Upstream { status: u16, message: String, kind: String, code: Option<String> },
     #[error("Internal error: {0}")]
     Internal(String),
     #[error("Service is temporarily unavailable: {0}")]
@@ -82,10 +70,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
-        Self::BadRequest {
-            message: message.into(),
-            param: param.map(str::to_owned),
-        }
+        Self::BadRequest { message: message.into(), param: param.map(str::to_owned) }
     }
 
     pub fn status(&self) -> u16 {
@@ -190,10 +175,9 @@ impl ApiError {
                 h.push(("Retry-After", info.retry_after_secs.max(1).to_string()));
                 h
             }
-            Self::UpstreamUnavailable {
-                retry_after_secs: Some(s),
-                ..
-            } => vec![("Retry-After", s.to_string())],
+            Self::UpstreamUnavailable { retry_after_secs: Some(s), .. } => {
+                vec![("Retry-After", s.to_string())]
+            }
             Self::Unavailable(_) => vec![("Retry-After", "1".to_owned())],
             _ => Vec::new(),
         }
@@ -204,27 +188,11 @@ impl ApiError {
         let mut err = Map::new();
         err.insert("message".into(), Value::String(self.to_string()));
         err.insert("type".into(), Value::String(self.kind().to_owned()));
-        err.insert(
-            "code".into(),
-            self.code().map_or(Value::Null, |c| Value::String(c.to_owned())),
-        );
-        err.insert(
-            "param".into(),
-            self.param().map_or(Value::Null, |p| Value::String(p.to_owned())),
-        );
-        if let Self::ChildKeyLimit {
-            daily_remaining,
-            monthly_remaining,
-        } = self
-        {
-            err.insert(
-                "daily_remaining".into(),
-                Value::String(daily_remaining.to_string()),
-            );
-            err.insert(
-                "monthly_remaining".into(),
-                Value::String(monthly_remaining.to_string()),
-            );
+        err.insert("code".into(), self.code().map_or(Value::Null, |c| Value::String(c.to_owned())));
+        err.insert("param".into(), self.param().map_or(Value::Null, |p| Value::String(p.to_owned())));
+        if let Self::ChildKeyLimit { daily_remaining, monthly_remaining } = self {
+            err.insert("daily_remaining".into(), Value::String(daily_remaining.to_string()));
+            err.insert("monthly_remaining".into(), Value::String(monthly_remaining.to_string()));
         }
         serde_json::to_vec(&json!({ "error": err })).unwrap_or_default()
     }
@@ -245,10 +213,7 @@ mod tests {
 
     #[test]
     fn child_key_limit_body_is_exact() {
-        let e = ApiError::ChildKeyLimit {
-            daily_remaining: 0,
-            monthly_remaining: 500_000_000,
-        };
+        let e = ApiError::ChildKeyLimit { daily_remaining: 0, monthly_remaining: 500_000_000 };
         let v: Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(e.status(), 402);
         assert_eq!(v["error"]["type"], "child_key_limit");

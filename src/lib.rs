@@ -22,6 +22,7 @@
 //! - [`billing`]: usage extraction, usage records, the usage journal.
 //! - [`error`]: the one edge error type (status, OpenAI code, headers, log level).
 //! - [`metrics`], [`logging`], [`clock`]: observability and time.
+//! - [`gonka`]: Gonka request signing (SDK-compatible) and node discovery.
 //! - [`sim`]: the Gonka node simulator.
 //! - [`dev`]: the zero-setup `dev` command; [`cli`]: the `admin` command's client.
 
@@ -35,6 +36,7 @@ pub mod config;
 pub mod control;
 pub mod dev;
 pub mod error;
+pub mod gonka;
 pub mod http;
 pub mod limits;
 pub mod logging;

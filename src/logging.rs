@@ -58,10 +58,7 @@ impl log::Log for Logger {
     fn flush(&self) {}
 }
 
-#[expect(
-    clippy::disallowed_methods,
-    reason = "the log writer thread exists to block on this channel"
-)]
+#[expect(clippy::disallowed_methods, reason = "the log writer thread exists to block on this channel")]
 fn writer(rx: Receiver<String>) {
     let stderr = std::io::stderr();
     while let Ok(line) = rx.recv() {
@@ -77,15 +74,9 @@ fn writer(rx: Receiver<String>) {
 /// Installs the logger (once per process; later calls only adjust the level).
 pub fn init(level: log::LevelFilter) {
     let (tx, rx) = bounded::<String>(QUEUE);
-    let logger = Logger {
-        tx: tx.clone(),
-        level,
-    };
+    let logger = Logger { tx: tx.clone(), level };
     if log::set_boxed_logger(Box::new(logger)).is_ok()
-        && std::thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || writer(rx))
-            .is_ok()
+        && std::thread::Builder::new().name("log-writer".into()).spawn(move || writer(rx)).is_ok()
     {
         let _ = QUEUE_WATCH.set(tx);
     }

@@ -7,11 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "gonka-gateway",
-    version,
-    about = "OpenAI-compatible gateway to the Gonka GPU network"
-)]
+#[command(name = "gonka-gateway", version, about = "OpenAI-compatible gateway to the Gonka GPU network")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,6 +42,24 @@ enum Command {
     Sim(SimArgs),
     /// Accounts, credits, keys and prices, through the admin API.
     Admin(AdminArgs),
+    /// The Gonka account key in GONKA_PRIVATE_KEY: its address, and request signatures.
+    #[command(subcommand)]
+    Gonka(GonkaCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum GonkaCmd {
+    /// Prints the gonka1… address of the key in GONKA_PRIVATE_KEY.
+    Address,
+    /// Prints the `Authorization` value for the request body read from standard input (its exact bytes).
+    Sign {
+        /// The node's transfer address the request is sent to.
+        #[arg(long)]
+        transfer_address: String,
+        /// The `X-Timestamp` value, Unix nanoseconds.
+        #[arg(long)]
+        timestamp_ns: u64,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,6 +193,18 @@ struct SimArgs {
     drop_rate: f64,
     #[arg(long, default_value_t = 0.0)]
     stall_rate: f64,
+    /// Check Gonka signatures (each node has a gonka1… address; participants and the allowlist are served).
+    #[arg(long)]
+    gonka: bool,
+    /// Gonka mode: the nodes (by index, comma separated) on the Transfer Agent allowlist; default all.
+    #[arg(long, value_delimiter = ',')]
+    allowlist: Option<Vec<usize>>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The documented ready lines go to stdout, each on its own line.
@@ -189,10 +215,7 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-#[expect(
-    clippy::print_stderr,
-    reason = "start-up failures are reported before logging exists"
-)]
+#[expect(clippy::print_stderr, reason = "start-up failures are reported before logging exists")]
 fn fail(msg: &str) -> ExitCode {
     gonka_gateway::logging::flush();
     eprintln!("gonka-gateway: {msg}");
@@ -202,14 +225,7 @@ fn fail(msg: &str) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Dev {
-            listen,
-            admin_listen,
-            data,
-            sim_ttft_ms,
-            sim_tokens_per_s,
-            upstream_kind,
-        } => {
+        Command::Dev { listen, admin_listen, data, sim_ttft_ms, sim_tokens_per_s, upstream_kind } => {
             gonka_gateway::logging::init(log::LevelFilter::Info);
             let opts = dev::DevOptions {
                 listen,
@@ -260,7 +276,31 @@ fn main() -> ExitCode {
         }
         Command::Sim(args) => run_sim(args),
         Command::Admin(args) => run_admin(args),
+        Command::Gonka(cmd) => run_gonka(cmd),
     }
+}
+
+fn run_gonka(cmd: GonkaCmd) -> ExitCode {
+    use gonka_gateway::gonka::signer::GonkaSigner;
+    let Ok(key) = std::env::var("GONKA_PRIVATE_KEY") else {
+        return fail("GONKA_PRIVATE_KEY is not set (the account's private key, hex)");
+    };
+    let signer = match GonkaSigner::from_hex(&key) {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("GONKA_PRIVATE_KEY: {e}")),
+    };
+    match cmd {
+        GonkaCmd::Address => say(signer.address()),
+        GonkaCmd::Sign { transfer_address, timestamp_ns } => {
+            use std::io::Read;
+            let mut body = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+                return fail(&format!("cannot read the body from standard input: {e}"));
+            }
+            say(&signer.sign(&body, timestamp_ns, &transfer_address));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_admin(args: AdminArgs) -> ExitCode {
@@ -270,48 +310,21 @@ fn run_admin(args: AdminArgs) -> ExitCode {
         AdminCmd::Accounts(AccountsCmd::List) => C::AccountList,
         AdminCmd::Accounts(AccountsCmd::Get { id }) => C::AccountGet { id },
         AdminCmd::Accounts(AccountsCmd::RotateToken { id }) => C::AccountRotateToken { id },
-        AdminCmd::Credits(CreditsCmd::Add {
-            account,
-            amount_ngonka,
-            reference,
-        }) => C::CreditAdd {
-            account,
-            amount_ngonka,
-            reference,
-        },
+        AdminCmd::Credits(CreditsCmd::Add { account, amount_ngonka, reference }) => {
+            C::CreditAdd { account, amount_ngonka, reference }
+        }
         AdminCmd::Keys(KeysCmd::List { account }) => C::KeyList { account },
         AdminCmd::Keys(KeysCmd::Create { account, name, kind }) => C::KeyCreate { account, name, kind },
-        AdminCmd::Keys(KeysCmd::Pause { id }) => C::KeyAction {
-            id,
-            action: "pause".into(),
-        },
-        AdminCmd::Keys(KeysCmd::Resume { id }) => C::KeyAction {
-            id,
-            action: "resume".into(),
-        },
-        AdminCmd::Keys(KeysCmd::Rotate { id }) => C::KeyAction {
-            id,
-            action: "rotate".into(),
-        },
-        AdminCmd::Keys(KeysCmd::Archive { id }) => C::KeyAction {
-            id,
-            action: "archive".into(),
-        },
-        AdminCmd::Models(ModelsCmd::Set {
-            model,
-            price_prompt_ngonka,
-            price_completion_ngonka,
-        }) => C::ModelSet {
-            model,
-            price_prompt_ngonka,
-            price_completion_ngonka,
-        },
+        AdminCmd::Keys(KeysCmd::Pause { id }) => C::KeyAction { id, action: "pause".into() },
+        AdminCmd::Keys(KeysCmd::Resume { id }) => C::KeyAction { id, action: "resume".into() },
+        AdminCmd::Keys(KeysCmd::Rotate { id }) => C::KeyAction { id, action: "rotate".into() },
+        AdminCmd::Keys(KeysCmd::Archive { id }) => C::KeyAction { id, action: "archive".into() },
+        AdminCmd::Models(ModelsCmd::Set { model, price_prompt_ngonka, price_completion_ngonka }) => {
+            C::ModelSet { model, price_prompt_ngonka, price_completion_ngonka }
+        }
         AdminCmd::Models(ModelsCmd::List) => C::ModelList,
     };
-    let target = AdminTarget {
-        url: args.url,
-        token: args.token,
-    };
+    let target = AdminTarget { url: args.url, token: args.token };
     match send(&target, &command.call()) {
         Ok((status, body)) => {
             say(&serde_json::to_string_pretty(&body).unwrap_or_default());
@@ -337,6 +350,9 @@ fn run_sim(args: SimArgs) -> ExitCode {
         listen,
         models: args.models,
         api_key: args.api_key,
+        gonka: args.gonka,
+        allowlist: args.allowlist,
+        tls: args.tls_cert.zip(args.tls_key),
         workers: args.workers,
         params: sim::SimParams {
             ttft_ms: args.ttft_ms,
@@ -354,6 +370,9 @@ fn run_sim(args: SimArgs) -> ExitCode {
     };
     for i in 0..handle.addrs.len() {
         say(&format!("SIM_NODE={}", handle.base_url(i)));
+        if handle.sim.gonka {
+            say(&format!("SIM_NODE_ADDRESS={}", handle.sim.nodes[i].address));
+        }
     }
     let waited =
         signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])

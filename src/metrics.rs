@@ -43,9 +43,7 @@ impl Metrics {
             upstream_retries: AtomicU64::new(0),
             upstream_stale_connections: AtomicU64::new(0),
             client_disconnects: AtomicU64::new(0),
-            shards: (0..shards.max(1) + 1)
-                .map(|_| Mutex::new(Shard::default()))
-                .collect(),
+            shards: (0..shards.max(1) + 1).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 
@@ -77,11 +75,7 @@ impl Metrics {
             .iter()
             .filter_map(|s| s.lock().ok())
             .map(|s| {
-                s.requests
-                    .iter()
-                    .filter(|((r, _), _)| *r == route)
-                    .flat_map(|(_, m)| m.values())
-                    .sum::<u64>()
+                s.requests.iter().filter(|((r, _), _)| *r == route).flat_map(|(_, m)| m.values()).sum::<u64>()
             })
             .sum()
     }
@@ -109,18 +103,8 @@ impl Metrics {
             );
         }
         let gauges = [
-            (
-                "gateway_connections_open",
-                "Client connections open.",
-                "gauge",
-                &self.connections_open,
-            ),
-            (
-                "gateway_requests_in_flight",
-                "Requests being answered.",
-                "gauge",
-                &self.requests_in_flight,
-            ),
+            ("gateway_connections_open", "Client connections open.", "gauge", &self.connections_open),
+            ("gateway_requests_in_flight", "Requests being answered.", "gauge", &self.requests_in_flight),
             (
                 "gateway_upstream_retries_total",
                 "Requests moved to another node.",

@@ -18,6 +18,8 @@ use crate::config::Settings;
 use crate::control::health::HealthChecker;
 use crate::control::{ControlPlane, ControlState};
 use crate::error::ApiError;
+use crate::gonka::signer::GonkaSigner;
+use crate::http::tls::{ClientTls, ServerTls};
 use crate::limits::clock::{Clock, SystemClock};
 use crate::server::{Core, ListenerKind, conn};
 use crate::store::Store;
@@ -43,11 +45,7 @@ pub struct Signal {
 impl Signal {
     pub fn raise(&self) {
         self.set.store(true, Ordering::SeqCst);
-        let wakers = self
-            .wakers
-            .lock()
-            .map(|mut w| std::mem::take(&mut *w))
-            .unwrap_or_default();
+        let wakers = self.wakers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
         for w in wakers {
             w.wake();
         }
@@ -76,11 +74,7 @@ impl Future for SignalWait<'_> {
         if let Ok(mut w) = self.signal.wakers.lock() {
             w.push(cx.waker().clone());
         }
-        if self.signal.is_raised() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        if self.signal.is_raised() { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -113,11 +107,7 @@ pub fn bind_group(
 
 /// Which I/O driver this kernel gives monoio.
 pub fn driver_name() -> &'static str {
-    if monoio::utils::detect_uring() {
-        "io_uring"
-    } else {
-        "epoll"
-    }
+    if monoio::utils::detect_uring() { "io_uring" } else { "epoll" }
 }
 
 /// Runs `f` on a new thread inside a monoio runtime (io_uring, or epoll where io_uring is unavailable).
@@ -127,10 +117,8 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     std::thread::Builder::new().name(name.clone()).spawn(move || {
-        let runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .with_entries(1024)
-            .enable_timer()
-            .build();
+        let runtime =
+            monoio::RuntimeBuilder::<monoio::FusionDriver>::new().with_entries(1024).enable_timer().build();
         match runtime {
             Ok(mut rt) => rt.block_on(f()),
             Err(e) => log::error!(target: "runtime", "{name}: cannot build a runtime: {e}"),
@@ -182,12 +170,7 @@ impl std::fmt::Debug for Boot {
 
 impl Boot {
     pub fn new(settings: Settings, admin_token: String) -> Self {
-        Self {
-            settings,
-            admin_token,
-            store: None,
-            clock: Arc::new(SystemClock),
-        }
+        Self { settings, admin_token, store: None, clock: Arc::new(SystemClock) }
     }
 }
 
@@ -198,12 +181,7 @@ pub fn start<T>(
     boot: Boot,
     setup: impl FnOnce(&mut ControlState) -> Result<T, ApiError>,
 ) -> io::Result<(Running, T)> {
-    let Boot {
-        settings,
-        admin_token,
-        store,
-        clock,
-    } = boot;
+    let Boot { settings, admin_token, store, clock } = boot;
     let n = settings.workers.get();
     let (public_addr, public) = bind_group(settings.listen, n, settings.backlog)?;
     let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
@@ -211,20 +189,15 @@ pub fn start<T>(
     let hasher = KeyHasher::new(key_hash_secret(&settings)?.as_bytes())?;
     let cache = Arc::new(KeyCache::new());
     let billing = &settings.billing;
-    let (journal, journal_thread) = Journal::open(
-        &billing.journal_dir,
-        billing.journal_wait,
-        billing.journal_fsync_interval,
-    )?;
+    let (journal, journal_thread) =
+        Journal::open(&billing.journal_dir, billing.journal_wait, billing.journal_fsync_interval)?;
     let mut store = match store {
         Some(s) => s,
         None => crate::store::open(&settings.store).map_err(io_err)?,
     };
     let prices = store.prices().map_err(io_err)?;
-    let models = Arc::new(ArcSwap::from_pointee(ModelTable::from_config_and_prices(
-        &settings.models,
-        &prices,
-    )));
+    let models =
+        Arc::new(ArcSwap::from_pointee(ModelTable::from_config_and_prices(&settings.models, &prices)));
     let (mut state, _) = ControlState::open(
         store,
         &settings,
@@ -237,6 +210,16 @@ pub fn start<T>(
     .map_err(io_err)?;
     let extra = setup(&mut state).map_err(io_err)?;
     let (handle, rx) = crate::control::channel();
+    let upstream_tls =
+        ClientTls::new(settings.upstream.tls_system_roots, settings.upstream.tls_extra_ca.as_deref())?;
+    let gonka = match &settings.upstream.gonka {
+        Some(g) => Some(Arc::new(GonkaSigner::from_hex(g.private_key.expose()).map_err(io_err)?)),
+        None => None,
+    };
+    let server_tls = match &settings.tls {
+        Some((cert, key)) => Some(ServerTls::from_pem_files(cert, key)?),
+        None => None,
+    };
     let parts = AppParts {
         settings,
         admin_token,
@@ -246,9 +229,13 @@ pub fn start<T>(
         models,
         clock,
         journal,
+        upstream_tls,
+        gonka,
     };
     let app = Arc::new(App::new(parts, crate::control::health::resolve));
     let control = ControlPlane::start(state, handle, rx)?;
+    // The first discovery runs before anything is served, so the first requests find nodes.
+    crate::control::health::discover(&app);
     let health = HealthChecker::start(Arc::clone(&app))?;
 
     let driver = driver_name();
@@ -261,8 +248,9 @@ pub fn start<T>(
     for (index, (public, admin)) in public.into_iter().zip(admin).enumerate() {
         let app = Arc::clone(&app);
         let stop = Arc::clone(&stop);
+        let tls = server_tls.clone();
         workers.push(spawn_runtime_thread(format!("core-{index}"), move || {
-            worker(app, index, public, admin, stop)
+            worker(app, index, public, admin, stop, tls)
         })?);
     }
     let running = Running {
@@ -319,22 +307,21 @@ async fn worker(
     public: std::net::TcpListener,
     admin: std::net::TcpListener,
     stop: Arc<Signal>,
+    tls: Option<ServerTls>,
 ) {
     crate::metrics::set_thread_shard(index);
     let core = Rc::new(Core::new(Arc::clone(&app), index));
-    let (public, admin) = match (
-        monoio::net::TcpListener::from_std(public),
-        monoio::net::TcpListener::from_std(admin),
-    ) {
-        (Ok(p), Ok(a)) => (p, a),
-        (Err(e), _) | (_, Err(e)) => {
-            log::error!(target: "runtime", "core {index}: cannot use listener: {e}");
-            return;
-        }
-    };
+    let (public, admin) =
+        match (monoio::net::TcpListener::from_std(public), monoio::net::TcpListener::from_std(admin)) {
+            (Ok(p), Ok(a)) => (p, a),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!(target: "runtime", "core {index}: cannot use listener: {e}");
+                return;
+            }
+        };
     {
-        let public_loop = accept_loop(Rc::clone(&core), public, ListenerKind::Public);
-        let admin_loop = accept_loop(Rc::clone(&core), admin, ListenerKind::Admin);
+        let public_loop = accept_loop(Rc::clone(&core), public, ListenerKind::Public, tls);
+        let admin_loop = accept_loop(Rc::clone(&core), admin, ListenerKind::Admin, None);
         let housekeeping = housekeeping(Rc::clone(&core));
         monoio::select! {
             _ = public_loop => {}
@@ -354,12 +341,31 @@ async fn worker(
     }
 }
 
-async fn accept_loop(core: Rc<Core>, listener: monoio::net::TcpListener, kind: ListenerKind) {
+async fn accept_loop(
+    core: Rc<Core>,
+    listener: monoio::net::TcpListener,
+    kind: ListenerKind,
+    tls: Option<ServerTls>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(conn::serve(Rc::clone(&core), stream, peer, kind));
+                match &tls {
+                    None => {
+                        monoio::spawn(conn::serve(Rc::clone(&core), stream, peer, kind));
+                    }
+                    Some(tls) => {
+                        let (core, tls) = (Rc::clone(&core), tls.clone());
+                        monoio::spawn(async move {
+                            // The handshake gets the head timeout: a client that never completes it is cut off.
+                            match tls.accept(stream, core.app.settings.timeouts.head).await {
+                                Ok(s) => conn::serve(core, s, peer, kind).await,
+                                Err(e) => log::debug!(target: "tls", "handshake with {peer} failed: {e}"),
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.

@@ -38,12 +38,7 @@ pub fn load_or_create(path: &Path, make: impl FnOnce() -> io::Result<String>) ->
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(secret.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;

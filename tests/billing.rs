@@ -58,10 +58,7 @@ fn fire_concurrently(addr: SocketAddr, key: &str, n: usize, max_tokens: u64) -> 
 }
 
 fn sum_cost(records: &[Value]) -> u64 {
-    records
-        .iter()
-        .map(|r| r["cost_ngonka"].as_str().unwrap().parse::<u64>().unwrap())
-        .sum()
+    records.iter().map(|r| r["cost_ngonka"].as_str().unwrap().parse::<u64>().unwrap()).sum()
 }
 
 #[test]
@@ -73,9 +70,7 @@ fn a_child_keys_daily_limit_holds_exactly_under_200_concurrent_streams() {
         ..GatewayOpts::default()
     });
     let tok = gw.account_token.clone();
-    let m = gw
-        .api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"})))
-        .json();
+    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
     let mid = m["id"].as_str().unwrap().to_owned();
     let limit: u64 = 30_000;
     let c = gw
@@ -86,10 +81,7 @@ fn a_child_keys_daily_limit_holds_exactly_under_200_concurrent_streams() {
             Some(json!({"name": "c", "limit_daily_ngonka": limit.to_string()})),
         )
         .json();
-    let (cid, key) = (
-        c["id"].as_str().unwrap().to_owned(),
-        c["key"].as_str().unwrap().to_owned(),
-    );
+    let (cid, key) = (c["id"].as_str().unwrap().to_owned(), c["key"].as_str().unwrap().to_owned());
 
     let results = fire_concurrently(gw.addr, &key, 200, 8);
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
@@ -100,10 +92,7 @@ fn a_child_keys_daily_limit_holds_exactly_under_200_concurrent_streams() {
         "every request completes or is refused: {:?}",
         results.iter().map(|r| r.0).collect::<Vec<_>>()
     );
-    assert!(
-        ok > 0 && refused > 0,
-        "the limit was reached ({ok} served, {refused} refused)"
-    );
+    assert!(ok > 0 && refused > 0, "the limit was reached ({ok} served, {refused} refused)");
     for (status, text) in &results {
         if *status == 200 {
             assert!(text.contains("data: [DONE]"), "a served stream is complete");
@@ -115,28 +104,14 @@ fn a_child_keys_daily_limit_holds_exactly_under_200_concurrent_streams() {
             assert!(v["error"]["daily_remaining"].is_string() && v["error"]["monthly_remaining"].is_string());
         }
     }
-    assert_eq!(
-        sim.stats()["streams_started"],
-        ok as u64,
-        "refused requests never reached a node"
-    );
+    assert_eq!(sim.stats()["streams_started"], ok as u64, "refused requests never reached a node");
 
     let records = gw.usage_records(&gw.account_id);
-    let mine: Vec<Value> = records
-        .into_iter()
-        .filter(|r| r["key_id"] == cid.as_str())
-        .collect();
+    let mine: Vec<Value> = records.into_iter().filter(|r| r["key_id"] == cid.as_str()).collect();
     assert_eq!(mine.len(), ok, "one record per served request");
     let billed = sum_cost(&mine);
     assert!(billed <= limit, "billed {billed} > limit {limit}");
-    let child = gw
-        .api(
-            &tok,
-            "GET",
-            &format!("/api/management/keys/{mid}/children/{cid}"),
-            None,
-        )
-        .json();
+    let child = gw.api(&tok, "GET", &format!("/api/management/keys/{mid}/children/{cid}"), None).json();
     let spent: u64 = child["daily_spent_ngonka"].as_str().unwrap().parse().unwrap();
     let remaining: u64 = child["daily_remaining"].as_str().unwrap().parse().unwrap();
     assert_eq!(spent, billed, "spend matches the records");
@@ -161,21 +136,13 @@ fn an_account_balance_holds_exactly_under_200_concurrent_streams() {
     let refused: Vec<_> = results.iter().filter(|(s, _)| *s == 402).collect();
     assert_eq!(ok + refused.len(), 200);
     assert!(ok > 0 && !refused.is_empty());
-    assert!(
-        refused
-            .iter()
-            .all(|(_, t)| t.contains("\"insufficient_balance\""))
-    );
+    assert!(refused.iter().all(|(_, t)| t.contains("\"insufficient_balance\"")));
     assert_eq!(sim.stats()["streams_started"], ok as u64);
     let records = gw.usage_records(&acc);
     assert_eq!(records.len(), ok);
     let billed = sum_cost(&records);
     assert!(billed <= credit);
-    assert_eq!(
-        gw.balance(&acc),
-        (credit - billed) as i64,
-        "balance = credits − billed usage"
-    );
+    assert_eq!(gw.balance(&acc), (credit - billed) as i64, "balance = credits − billed usage");
     let b = gw.api(&tok, "GET", "/api/balance", None).json();
     assert_eq!(b["held_ngonka"], "0");
     assert_eq!(b["balance_ngonka"], (credit - billed).to_string());
@@ -186,9 +153,7 @@ fn n_plus_k_requests_in_a_minute_get_exactly_k_429s() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
     let tok = gw.account_token.clone();
-    let m = gw
-        .api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"})))
-        .json();
+    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
     let c = gw
         .api(
             &tok,
@@ -202,25 +167,11 @@ fn n_plus_k_requests_in_a_minute_get_exactly_k_429s() {
     let mut statuses = Vec::new();
     let mut remaining = Vec::new();
     for _ in 0..13 {
-        let r = post(
-            gw.addr,
-            "/v1/chat/completions",
-            &auth,
-            &chat_body("rate", 1, false),
-        );
+        let r = post(gw.addr, "/v1/chat/completions", &auth, &chat_body("rate", 1, false));
         statuses.push(r.status);
-        assert_eq!(
-            r.header("x-ratelimit-limit-requests"),
-            Some("10"),
-            "on every answer"
-        );
+        assert_eq!(r.header("x-ratelimit-limit-requests"), Some("10"), "on every answer");
         if r.status == 200 {
-            remaining.push(
-                r.header("x-ratelimit-remaining-requests")
-                    .unwrap()
-                    .parse::<u32>()
-                    .unwrap(),
-            );
+            remaining.push(r.header("x-ratelimit-remaining-requests").unwrap().parse::<u32>().unwrap());
         } else {
             assert_eq!(r.status, 429);
             assert_eq!(r.json()["error"]["code"], "rate_limit_exceeded");
@@ -233,12 +184,7 @@ fn n_plus_k_requests_in_a_minute_get_exactly_k_429s() {
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "{statuses:?}");
     assert_eq!(remaining, (0..10).rev().collect::<Vec<u32>>());
     // Managed keys get the default of 60.
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &gw.auth(),
-        &chat_body("default", 1, false),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("default", 1, false));
     assert_eq!(r.header("x-ratelimit-limit-requests"), Some("60"));
 }
 
@@ -258,9 +204,7 @@ fn midnight_and_month_rollover_on_an_injected_clock() {
         Arc::clone(&clock) as Arc<dyn Clock>,
     );
     let tok = gw.account_token.clone();
-    let m = gw
-        .api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"})))
-        .json();
+    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
     let mid = m["id"].as_str().unwrap().to_owned();
     let c = gw
         .api(
@@ -270,19 +214,11 @@ fn midnight_and_month_rollover_on_an_injected_clock() {
             Some(json!({"name": "c", "limit_daily_ngonka": "6000", "limit_monthly_ngonka": "8000"})),
         )
         .json();
-    let (cid, key) = (
-        c["id"].as_str().unwrap().to_owned(),
-        c["key"].as_str().unwrap().to_owned(),
-    );
+    let (cid, key) = (c["id"].as_str().unwrap().to_owned(), c["key"].as_str().unwrap().to_owned());
     let auth = format!("Bearer {key}");
     let spend_until_refused = || -> (usize, Value) {
         for n in 0..100 {
-            let r = post(
-                gw.addr,
-                "/v1/chat/completions",
-                &auth,
-                &chat_body("tick", 4, false),
-            );
+            let r = post(gw.addr, "/v1/chat/completions", &auth, &chat_body("tick", 4, false));
             if r.status == 402 {
                 return (n, r.json());
             }
@@ -300,25 +236,10 @@ fn midnight_and_month_rollover_on_an_injected_clock() {
 
     // 00:00:01 on December 1st: a new day and a new month.
     clock.set(start + 61_000);
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &auth,
-        &chat_body("tick", 4, false),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &auth, &chat_body("tick", 4, false));
     assert_eq!(r.status, 200, "the day and month started over: {}", r.text());
-    let child = gw
-        .api(
-            &tok,
-            "GET",
-            &format!("/api/management/keys/{mid}/children/{cid}"),
-            None,
-        )
-        .json();
-    assert_eq!(
-        child["daily_spent_ngonka"], child["monthly_spent_ngonka"],
-        "both windows are new: {child}"
-    );
+    let child = gw.api(&tok, "GET", &format!("/api/management/keys/{mid}/children/{cid}"), None).json();
+    assert_eq!(child["daily_spent_ngonka"], child["monthly_spent_ngonka"], "both windows are new: {child}");
 
     // Spend December 1st, then December 2nd: the day resets, the month does not.
     let _ = spend_until_refused();
@@ -329,29 +250,11 @@ fn midnight_and_month_rollover_on_an_injected_clock() {
     let monthly_left: u64 = err["monthly_remaining"].as_str().unwrap().parse().unwrap();
     assert!(monthly_left < daily_left, "now the month ran out first: {err}");
 
-    let days = gw
-        .api(
-            &tok,
-            "GET",
-            "/api/usage?from=2026-11-30&to=2026-12-02&group_by=day",
-            None,
-        )
-        .json();
-    let names: Vec<&str> = days["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["day"].as_str().unwrap())
-        .collect();
+    let days = gw.api(&tok, "GET", "/api/usage?from=2026-11-30&to=2026-12-02&group_by=day", None).json();
+    let names: Vec<&str> =
+        days["data"].as_array().unwrap().iter().map(|d| d["day"].as_str().unwrap()).collect();
     assert_eq!(names, ["2026-11-30", "2026-12-01", "2026-12-02"], "{days}");
-    let by_key = gw
-        .api(
-            &tok,
-            "GET",
-            "/api/usage?from=2026-11-30&to=2026-12-02&group_by=key",
-            None,
-        )
-        .json();
+    let by_key = gw.api(&tok, "GET", "/api/usage?from=2026-11-30&to=2026-12-02&group_by=key", None).json();
     let total: u64 = by_key["data"]
         .as_array()
         .unwrap()
@@ -365,14 +268,8 @@ fn midnight_and_month_rollover_on_an_injected_clock() {
         .map(|d| d["cost_ngonka"].as_str().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, day_total);
-    let by_model = gw
-        .api(
-            &tok,
-            "GET",
-            "/api/usage?from=2026-11-30&to=2026-12-02&group_by=model",
-            None,
-        )
-        .json();
+    let by_model =
+        gw.api(&tok, "GET", "/api/usage?from=2026-11-30&to=2026-12-02&group_by=model", None).json();
     assert_eq!(by_model["data"][0]["model"], MODEL);
     assert_eq!(gw.api(&tok, "GET", "/api/usage?group_by=week", None).status, 400);
 }
@@ -407,11 +304,8 @@ fn kill_9_under_load_loses_no_completed_request() {
                         if status == 0 {
                             break;
                         }
-                        let complete = if stream {
-                            text.contains("data: [DONE]")
-                        } else {
-                            text.contains("\"usage\"")
-                        };
+                        let complete =
+                            if stream { text.contains("data: [DONE]") } else { text.contains("\"usage\"") };
                         if status == 200 && complete {
                             done.push(id);
                         }
@@ -434,11 +328,7 @@ fn kill_9_under_load_loses_no_completed_request() {
         m
     });
     for id in &completed {
-        assert_eq!(
-            ids.get(id.as_str()),
-            Some(&1),
-            "{id} completed for the client but has no single record"
-        );
+        assert_eq!(ids.get(id.as_str()), Some(&1), "{id} completed for the client but has no single record");
     }
     assert_eq!(
         gw.balance(&gw.account_id),
@@ -554,32 +444,19 @@ fn store_write_failures_during_load_are_ridden_out_and_applied_once() {
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    assert!(
-        statuses.iter().all(|s| *s == 200),
-        "served while the store failed: {statuses:?}"
-    );
-    assert!(
-        gw.metric("gateway_journal_lag_records") >= 100.0,
-        "records wait in the journal"
-    );
+    assert!(statuses.iter().all(|s| *s == 200), "served while the store failed: {statuses:?}");
+    assert!(gw.metric("gateway_journal_lag_records") >= 100.0, "records wait in the journal");
     let during = gw.admin("GET", &format!("/admin/accounts/{}/usage", gw.account_id), None);
-    assert_eq!(
-        during.status, 503,
-        "usage cannot be read consistently while the store is down"
-    );
+    assert_eq!(during.status, 503, "usage cannot be read consistently while the store is down");
     failing.store(false, Ordering::SeqCst);
     assert!(
-        eventually(Duration::from_secs(10), || gw
-            .metric("gateway_journal_lag_records")
-            == 0.0),
+        eventually(Duration::from_secs(10), || gw.metric("gateway_journal_lag_records") == 0.0),
         "the journal drained"
     );
     let records = gw.usage_records(&gw.account_id);
     assert_eq!(records.len(), 100, "every record applied exactly once");
-    let unique: std::collections::HashSet<&str> = records
-        .iter()
-        .map(|r| r["request_id"].as_str().unwrap())
-        .collect();
+    let unique: std::collections::HashSet<&str> =
+        records.iter().map(|r| r["request_id"].as_str().unwrap()).collect();
     assert_eq!(unique.len(), 100);
     assert_eq!(gw.balance(&gw.account_id), (credit - sum_cost(&records)) as i64);
 }
@@ -595,37 +472,18 @@ fn prices_are_set_by_the_admin_and_bill_from_then_on() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["price_completion_ngonka"], "1000");
-    let models = http(
-        gw.addr,
-        "GET",
-        "/v1/models",
-        &[("Authorization", &gw.auth())],
-        None,
-    )
-    .json();
+    let models = http(gw.addr, "GET", "/v1/models", &[("Authorization", &gw.auth())], None).json();
     assert_eq!(models["data"][0]["price_completion_ngonka"], "1000");
     let before = gw.balance(&gw.account_id);
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &gw.auth(),
-        &chat_body("priced", 4, false),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("priced", 4, false));
     assert_eq!(r.status, 200);
-    assert_eq!(
-        before - gw.balance(&gw.account_id),
-        4_000,
-        "4 completion tokens at 1000, prompt free"
-    );
+    assert_eq!(before - gw.balance(&gw.account_id), 4_000, "4 completion tokens at 1000, prompt free");
     let r = gw.admin(
         "PUT",
         &format!("/admin/models/{MODEL}"),
         Some(json!({"price_prompt_ngonka": "-1", "price_completion_ngonka": "1"})),
     );
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("price_prompt_ngonka"))
-    );
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("price_prompt_ngonka")));
 }
 
 #[test]

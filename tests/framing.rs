@@ -28,17 +28,8 @@ fn expect_status_and_close(gw: &Gateway, req: &[u8], status: u16) {
     let started = Instant::now();
     let (out, closed) = raw(gw.addr, req, Duration::from_secs(5));
     let text = String::from_utf8_lossy(&out);
-    assert!(
-        closed,
-        "connection left open after {:?}: {text}",
-        String::from_utf8_lossy(req)
-    );
-    assert_eq!(
-        statuses(&out),
-        [status],
-        "{:?} → {text}",
-        String::from_utf8_lossy(req)
-    );
+    assert!(closed, "connection left open after {:?}: {text}", String::from_utf8_lossy(req));
+    assert_eq!(statuses(&out), [status], "{:?} → {text}", String::from_utf8_lossy(req));
     assert!(text.contains("Connection: close"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -93,10 +84,7 @@ fn bad_chunked_bodies_are_refused() {
 fn oversized_anything_is_refused() {
     let (_sim, gw) = gateway();
     let auth = gw.auth();
-    let long = format!(
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n",
-        "a".repeat(5000)
-    );
+    let long = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: {}\r\n\r\n", "a".repeat(5000));
     expect_status_and_close(&gw, long.as_bytes(), 431);
     let mut many = "GET /healthz HTTP/1.1\r\nHost: x\r\n".to_owned();
     for i in 0..20 {
@@ -115,11 +103,7 @@ fn oversized_anything_is_refused() {
         chunk.len()
     );
     expect_status_and_close(&gw, big_chunked.as_bytes(), 413);
-    expect_status_and_close(
-        &gw,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n",
-        417,
-    );
+    expect_status_and_close(&gw, b"GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n", 417);
 }
 
 #[test]
@@ -130,10 +114,7 @@ fn slow_or_silent_clients_are_cut_off() {
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = Instant::now();
     let (_, closed) = read_until_close(&mut s, Duration::from_secs(5));
-    assert!(
-        closed && started.elapsed() < Duration::from_secs(3),
-        "head timeout"
-    );
+    assert!(closed && started.elapsed() < Duration::from_secs(3), "head timeout");
     // A body that never completes: 408.
     let auth = gw.auth();
     let mut s = TcpStream::connect(gw.addr).unwrap();

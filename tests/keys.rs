@@ -67,9 +67,7 @@ fn read_one(s: &mut TcpStream) -> u16 {
     let len: usize = text
         .lines()
         .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().unwrap())
+            l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap())
         })
         .unwrap();
     let mut body = vec![0u8; len];
@@ -78,12 +76,7 @@ fn read_one(s: &mut TcpStream) -> u16 {
 }
 
 fn chat(gw: &Gateway, key: &str) -> Resp {
-    post(
-        gw.addr,
-        "/v1/chat/completions",
-        &format!("Bearer {key}"),
-        &chat_body("hi", 2, false),
-    )
+    post(gw.addr, "/v1/chat/completions", &format!("Bearer {key}"), &chat_body("hi", 2, false))
 }
 
 fn code(r: &Resp) -> String {
@@ -101,27 +94,14 @@ fn managed_key_lifecycle_takes_effect_at_once_everywhere() {
     for f in ["id", "name", "kind", "prefix", "status", "created_at", "key"] {
         assert!(k.get(f).is_some(), "{f} in {k}");
     }
-    assert_eq!(
-        (k["kind"].as_str(), k["status"].as_str()),
-        (Some("managed"), Some("active"))
-    );
-    let (id, secret) = (
-        k["id"].as_str().unwrap().to_owned(),
-        k["key"].as_str().unwrap().to_owned(),
-    );
+    assert_eq!((k["kind"].as_str(), k["status"].as_str()), (Some("managed"), Some("active")));
+    let (id, secret) = (k["id"].as_str().unwrap().to_owned(), k["key"].as_str().unwrap().to_owned());
     assert!(secret.starts_with("gk-prx-") && secret.len() >= 7 + 32);
     assert!(secret.starts_with(k["prefix"].as_str().unwrap()));
 
     let list = gw.api(&tok, "GET", "/api/keys", None).json();
     assert_eq!(list["object"], "list");
-    assert!(
-        list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|k| k.get("key").is_none()),
-        "secrets never listed"
-    );
+    assert!(list["data"].as_array().unwrap().iter().all(|k| k.get("key").is_none()), "secrets never listed");
 
     let mut conns = Conns::open(&gw, 8);
     assert!(conns.fire(&secret).iter().all(|s| *s == 200));
@@ -129,29 +109,17 @@ fn managed_key_lifecycle_takes_effect_at_once_everywhere() {
     let r = gw.api(&tok, "POST", &format!("/api/keys/{id}/pause"), None);
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("paused")));
     assert!(r.json().get("key").is_none());
-    assert_eq!(
-        conns.fire(&secret),
-        vec![403; 8],
-        "paused on every connection at once"
-    );
+    assert_eq!(conns.fire(&secret), vec![403; 8], "paused on every connection at once");
     assert_eq!(code(&chat(&gw, &secret)), "key_paused");
 
-    assert_eq!(
-        gw.api(&tok, "POST", &format!("/api/keys/{id}/resume"), None)
-            .status,
-        200
-    );
+    assert_eq!(gw.api(&tok, "POST", &format!("/api/keys/{id}/resume"), None).status, 200);
     assert_eq!(conns.fire(&secret), vec![200; 8]);
 
     let r = gw.api(&tok, "POST", &format!("/api/keys/{id}/rotate"), None);
     assert_eq!(r.status, 200);
     let new_secret = r.json()["key"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, secret);
-    assert_eq!(
-        conns.fire(&secret),
-        vec![401; 8],
-        "the old secret is dead at once"
-    );
+    assert_eq!(conns.fire(&secret), vec![401; 8], "the old secret is dead at once");
     assert_eq!(code(&chat(&gw, &secret)), "invalid_api_key");
     assert_eq!(chat(&gw, &new_secret).status, 200);
 
@@ -163,11 +131,7 @@ fn managed_key_lifecycle_takes_effect_at_once_everywhere() {
         assert_eq!(r.status, 409, "{action} on an archived key: {}", r.text());
     }
     assert_eq!(chat(&gw, &new_secret).status, 401, "nothing brings it back");
-    assert_eq!(
-        gw.api(&tok, "POST", &format!("/api/keys/{id}/explode"), None)
-            .status,
-        404
-    );
+    assert_eq!(gw.api(&tok, "POST", &format!("/api/keys/{id}/explode"), None).status, 404);
 }
 
 #[test]
@@ -175,25 +139,12 @@ fn management_and_child_keys() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
     let tok = gw.account_token.clone();
-    let r = gw.api(
-        &tok,
-        "POST",
-        "/api/management/keys",
-        Some(json!({"name": "saas"})),
-    );
+    let r = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "saas"})));
     assert_eq!(r.status, 201);
-    let (mid, msecret) = (
-        r.json()["id"].as_str().unwrap().to_owned(),
-        r.json()["key"].as_str().unwrap().to_owned(),
-    );
+    let (mid, msecret) =
+        (r.json()["id"].as_str().unwrap().to_owned(), r.json()["key"].as_str().unwrap().to_owned());
     assert!(msecret.starts_with("gm-"));
-    assert_eq!(
-        gw.api(&tok, "GET", "/api/management/keys", None).json()["data"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(gw.api(&tok, "GET", "/api/management/keys", None).json()["data"].as_array().unwrap().len(), 1);
     let r = chat(&gw, &msecret);
     assert_eq!((r.status, code(&r).as_str()), (403, "management_key_not_allowed"));
 
@@ -215,10 +166,7 @@ fn management_and_child_keys() {
     assert_eq!(c1["rate_limit_rpm"], 30);
     assert_eq!(c1["expires_at"], "2031-01-01T00:00:00Z");
     assert_eq!(c1["management_key_id"], mid.as_str());
-    let (c1id, c1secret) = (
-        c1["id"].as_str().unwrap().to_owned(),
-        c1["key"].as_str().unwrap().to_owned(),
-    );
+    let (c1id, c1secret) = (c1["id"].as_str().unwrap().to_owned(), c1["key"].as_str().unwrap().to_owned());
     assert!(c1secret.starts_with("gc-"));
     let r = gw.api(&msecret, "POST", &children, Some(json!({"name": "customer-2"})));
     assert_eq!(r.status, 201, "the management key may create its own children");
@@ -229,21 +177,10 @@ fn management_and_child_keys() {
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
 
     // The management key reaches only its own children; account tokens only their own account.
-    let other = gw
-        .api(
-            &tok,
-            "POST",
-            "/api/management/keys",
-            Some(json!({"name": "other"})),
-        )
-        .json();
+    let other = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "other"}))).json();
     let other_secret = other["key"].as_str().unwrap();
     assert_eq!(gw.api(other_secret, "GET", &children, None).status, 404);
-    assert_eq!(
-        gw.api(&msecret, "GET", "/api/keys", None).status,
-        401,
-        "management keys only reach children"
-    );
+    assert_eq!(gw.api(&msecret, "GET", "/api/keys", None).status, 401, "management keys only reach children");
 
     // PATCH: limits, clearing one, pausing takes effect at once.
     let child = format!("{children}/{c1id}");
@@ -255,33 +192,21 @@ fn management_and_child_keys() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        (
-            r.json()["limit_daily_ngonka"].as_str(),
-            r.json()["rate_limit_rpm"].is_null()
-        ),
+        (r.json()["limit_daily_ngonka"].as_str(), r.json()["rate_limit_rpm"].is_null()),
         (Some("2000000"), true)
     );
     assert_eq!(r.json()["name"], "renamed");
     let mut conns = Conns::open(&gw, 6);
     assert_eq!(conns.fire(&c1secret), vec![200; 6]);
-    assert_eq!(
-        gw.api(&tok, "PATCH", &child, Some(json!({"status": "paused"})))
-            .status,
-        200
-    );
+    assert_eq!(gw.api(&tok, "PATCH", &child, Some(json!({"status": "paused"}))).status, 200);
     assert_eq!(conns.fire(&c1secret), vec![403; 6]);
-    assert_eq!(
-        gw.api(&tok, "PATCH", &child, Some(json!({"status": "active"})))
-            .status,
-        200
-    );
+    assert_eq!(gw.api(&tok, "PATCH", &child, Some(json!({"status": "active"}))).status, 200);
     assert_eq!(conns.fire(&c1secret), vec![200; 6]);
     let r = gw.api(&tok, "DELETE", &child, None);
     assert_eq!((r.status, r.json()["status"].as_str()), (200, Some("archived")));
     assert_eq!(conns.fire(&c1secret), vec![401; 6]);
     assert_eq!(
-        gw.api(&tok, "PATCH", &child, Some(json!({"status": "active"})))
-            .status,
+        gw.api(&tok, "PATCH", &child, Some(json!({"status": "active"}))).status,
         404,
         "archived stays archived"
     );
@@ -298,9 +223,7 @@ fn bad_fields_are_named() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
     let tok = gw.account_token.clone();
-    let mid = gw
-        .api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"})))
-        .json()["id"]
+    let mid = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -310,24 +233,12 @@ fn bad_fields_are_named() {
         (json!({"name": ""}), "name"),
         (json!({"name": "x".repeat(101)}), "name"),
         (json!({"name": 5}), "name"),
-        (
-            json!({"name": "c", "limit_daily_ngonka": "-1"}),
-            "limit_daily_ngonka",
-        ),
-        (
-            json!({"name": "c", "limit_daily_ngonka": "1.5"}),
-            "limit_daily_ngonka",
-        ),
-        (
-            json!({"name": "c", "limit_monthly_ngonka": "99999999999999999999999"}),
-            "limit_monthly_ngonka",
-        ),
+        (json!({"name": "c", "limit_daily_ngonka": "-1"}), "limit_daily_ngonka"),
+        (json!({"name": "c", "limit_daily_ngonka": "1.5"}), "limit_daily_ngonka"),
+        (json!({"name": "c", "limit_monthly_ngonka": "99999999999999999999999"}), "limit_monthly_ngonka"),
         (json!({"name": "c", "rate_limit_rpm": 0}), "rate_limit_rpm"),
         (json!({"name": "c", "rate_limit_rpm": "sixty"}), "rate_limit_rpm"),
-        (
-            json!({"name": "c", "expires_at": "2001-01-01T00:00:00Z"}),
-            "expires_at",
-        ),
+        (json!({"name": "c", "expires_at": "2001-01-01T00:00:00Z"}), "expires_at"),
         (json!({"name": "c", "expires_at": "next week"}), "expires_at"),
         (json!({"name": "c", "limit_daily": "5"}), "limit_daily"),
     ];
@@ -337,32 +248,14 @@ fn bad_fields_are_named() {
         assert_eq!(r.json()["error"]["param"], param, "{body}");
         assert_eq!(r.json()["error"]["code"], "invalid_request_error");
     }
-    let c = gw
-        .api(&tok, "POST", &children, Some(json!({"name": "ok"})))
-        .json();
+    let c = gw.api(&tok, "POST", &children, Some(json!({"name": "ok"}))).json();
     let child = format!("{children}/{}", c["id"].as_str().unwrap());
     let r = gw.api(&tok, "PATCH", &child, Some(json!({"status": "archived"})));
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("status"))
-    );
-    let r = gw.api(
-        &tok,
-        "POST",
-        "/api/keys",
-        Some(json!({"name": "k", "kind": "management"})),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("kind"))
-    );
-    let r = http(
-        gw.addr,
-        "POST",
-        "/api/keys",
-        &[("Authorization", &format!("Bearer {tok}"))],
-        Some(b"{broken"),
-    );
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("status")));
+    let r = gw.api(&tok, "POST", "/api/keys", Some(json!({"name": "k", "kind": "management"})));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("kind")));
+    let r =
+        http(gw.addr, "POST", "/api/keys", &[("Authorization", &format!("Bearer {tok}"))], Some(b"{broken"));
     assert_eq!(r.status, 400);
 }
 
@@ -371,16 +264,11 @@ fn expiry_takes_effect_without_a_restart() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
     let tok = gw.account_token.clone();
-    let mid = gw
-        .api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"})))
-        .json()["id"]
+    let mid = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let expires = time_rfc3339(now + 2);
     let r = gw.api(
         &tok,
@@ -413,12 +301,7 @@ fn time_rfc3339(unix: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 #[test]
@@ -427,79 +310,34 @@ fn accounts_cannot_see_or_touch_each_other() {
     let gw = Gateway::start(&sim.urls);
     let (_b_id, b_tok) = gw.create_account("bob");
     let a_tok = gw.account_token.clone();
-    let a_key = gw
-        .api(&a_tok, "POST", "/api/keys", Some(json!({"name": "a"})))
-        .json();
+    let a_key = gw.api(&a_tok, "POST", "/api/keys", Some(json!({"name": "a"}))).json();
     let a_key_id = a_key["id"].as_str().unwrap();
-    let a_m = gw
-        .api(
-            &a_tok,
-            "POST",
-            "/api/management/keys",
-            Some(json!({"name": "am"})),
-        )
-        .json();
+    let a_m = gw.api(&a_tok, "POST", "/api/management/keys", Some(json!({"name": "am"}))).json();
     let a_m_id = a_m["id"].as_str().unwrap();
     let a_child = gw
-        .api(
-            &a_tok,
-            "POST",
-            &format!("/api/management/keys/{a_m_id}/children"),
-            Some(json!({"name": "ac"})),
-        )
+        .api(&a_tok, "POST", &format!("/api/management/keys/{a_m_id}/children"), Some(json!({"name": "ac"})))
         .json();
     let a_child_id = a_child["id"].as_str().unwrap();
 
     for action in ["pause", "resume", "rotate", "archive"] {
-        assert_eq!(
-            gw.api(&b_tok, "POST", &format!("/api/keys/{a_key_id}/{action}"), None)
-                .status,
-            404
-        );
+        assert_eq!(gw.api(&b_tok, "POST", &format!("/api/keys/{a_key_id}/{action}"), None).status, 404);
     }
-    assert_eq!(
-        gw.api(&b_tok, "GET", &format!("/api/keys/{a_key_id}"), None)
-            .status,
-        404
-    );
+    assert_eq!(gw.api(&b_tok, "GET", &format!("/api/keys/{a_key_id}"), None).status, 404);
     let children = format!("/api/management/keys/{a_m_id}/children");
     assert_eq!(gw.api(&b_tok, "GET", &children, None).status, 404);
+    assert_eq!(gw.api(&b_tok, "POST", &children, Some(json!({"name": "x"}))).status, 404);
     assert_eq!(
-        gw.api(&b_tok, "POST", &children, Some(json!({"name": "x"})))
+        gw.api(&b_tok, "PATCH", &format!("{children}/{a_child_id}"), Some(json!({"status": "paused"})))
             .status,
         404
     );
-    assert_eq!(
-        gw.api(
-            &b_tok,
-            "PATCH",
-            &format!("{children}/{a_child_id}"),
-            Some(json!({"status": "paused"}))
-        )
-        .status,
-        404
-    );
-    assert_eq!(
-        gw.api(&b_tok, "DELETE", &format!("{children}/{a_child_id}"), None)
-            .status,
-        404
-    );
+    assert_eq!(gw.api(&b_tok, "DELETE", &format!("{children}/{a_child_id}"), None).status, 404);
     let b_list = gw.api(&b_tok, "GET", "/api/keys", None).json();
     assert_eq!(b_list["data"].as_array().unwrap().len(), 0);
     assert_eq!(chat(&gw, a_key["key"].as_str().unwrap()).status, 200, "untouched");
+    assert_eq!(gw.api("gka-forged0000000000000000000000000000000000", "GET", "/api/keys", None).status, 401);
     assert_eq!(
-        gw.api(
-            "gka-forged0000000000000000000000000000000000",
-            "GET",
-            "/api/keys",
-            None
-        )
-        .status,
-        401
-    );
-    assert_eq!(
-        gw.api(a_key["key"].as_str().unwrap(), "GET", "/api/keys", None)
-            .status,
+        gw.api(a_key["key"].as_str().unwrap(), "GET", "/api/keys", None).status,
         401,
         "inference keys are not account tokens"
     );
@@ -515,29 +353,16 @@ fn quota_and_credits() {
     });
     let tok = gw.account_token.clone();
     // The provisioned key is the first of three.
-    let k2 = gw
-        .api(&tok, "POST", "/api/keys", Some(json!({"name": "2"})))
-        .json();
-    assert_eq!(
-        gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "3"})))
-            .status,
-        201
-    );
+    let k2 = gw.api(&tok, "POST", "/api/keys", Some(json!({"name": "2"}))).json();
+    assert_eq!(gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "3"}))).status, 201);
     let r = gw.api(&tok, "POST", "/api/keys", Some(json!({"name": "4"})));
     assert_eq!((r.status, code(&r).as_str()), (403, "key_limit_reached"));
     assert_eq!(
-        gw.api(
-            &tok,
-            "POST",
-            &format!("/api/keys/{}/archive", k2["id"].as_str().unwrap()),
-            None
-        )
-        .status,
+        gw.api(&tok, "POST", &format!("/api/keys/{}/archive", k2["id"].as_str().unwrap()), None).status,
         200
     );
     assert_eq!(
-        gw.api(&tok, "POST", "/api/keys", Some(json!({"name": "4"})))
-            .status,
+        gw.api(&tok, "POST", "/api/keys", Some(json!({"name": "4"}))).status,
         201,
         "archiving frees a slot"
     );
@@ -545,76 +370,35 @@ fn quota_and_credits() {
     let (id, _) = gw.create_account("payer");
     assert_eq!(gw.credit(&id, 700, "invoice-1")["balance_ngonka"], "700");
     let again = gw.credit(&id, 700, "invoice-1");
-    assert_eq!(
-        (again["balance_ngonka"].as_str(), again["credited"].as_bool()),
-        (Some("700"), Some(false))
-    );
+    assert_eq!((again["balance_ngonka"].as_str(), again["credited"].as_bool()), (Some("700"), Some(false)));
     assert_eq!(gw.credit(&id, 300, "invoice-2")["balance_ngonka"], "1000");
     let a = gw.admin("GET", &format!("/admin/accounts/{id}"), None).json();
-    assert_eq!(
-        (a["name"].as_str(), a["balance_ngonka"].as_str()),
-        (Some("payer"), Some("1000"))
-    );
+    assert_eq!((a["name"].as_str(), a["balance_ngonka"].as_str()), (Some("payer"), Some("1000")));
     assert_eq!(gw.admin("GET", "/admin/accounts/acc_nope", None).status, 404);
     let r = gw.admin(
         "POST",
         &format!("/admin/accounts/{id}/credits"),
         Some(json!({"amount_ngonka": "-5", "reference": "x"})),
     );
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("amount_ngonka"))
-    );
-    let r = gw.admin(
-        "POST",
-        &format!("/admin/accounts/{id}/credits"),
-        Some(json!({"amount_ngonka": "5"})),
-    );
-    assert_eq!(
-        (r.status, r.json()["error"]["param"].as_str()),
-        (400, Some("reference"))
-    );
-    let r = http(
-        gw.admin_addr,
-        "GET",
-        "/admin/accounts",
-        &[("Authorization", "Bearer wrong")],
-        None,
-    );
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("amount_ngonka")));
+    let r = gw.admin("POST", &format!("/admin/accounts/{id}/credits"), Some(json!({"amount_ngonka": "5"})));
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("reference")));
+    let r = http(gw.admin_addr, "GET", "/admin/accounts", &[("Authorization", "Bearer wrong")], None);
     assert_eq!(r.status, 401);
 }
 
 /// Keys in every state, and a balance; returns (active, paused, rotated-away, rotated-new, archived).
 fn populate(gw: &Gateway) -> (String, String, String, String, String) {
     let tok = gw.account_token.clone();
-    let mk = |name: &str| {
-        gw.api(&tok, "POST", "/api/keys", Some(json!({"name": name})))
-            .json()
-    };
+    let mk = |name: &str| gw.api(&tok, "POST", "/api/keys", Some(json!({"name": name}))).json();
     let active = mk("active");
     let paused = mk("paused");
-    gw.api(
-        &tok,
-        "POST",
-        &format!("/api/keys/{}/pause", paused["id"].as_str().unwrap()),
-        None,
-    );
+    gw.api(&tok, "POST", &format!("/api/keys/{}/pause", paused["id"].as_str().unwrap()), None);
     let rotated = mk("rotated");
-    let new = gw
-        .api(
-            &tok,
-            "POST",
-            &format!("/api/keys/{}/rotate", rotated["id"].as_str().unwrap()),
-            None,
-        )
-        .json();
+    let new =
+        gw.api(&tok, "POST", &format!("/api/keys/{}/rotate", rotated["id"].as_str().unwrap()), None).json();
     let archived = mk("archived");
-    gw.api(
-        &tok,
-        "POST",
-        &format!("/api/keys/{}/archive", archived["id"].as_str().unwrap()),
-        None,
-    );
+    gw.api(&tok, "POST", &format!("/api/keys/{}/archive", archived["id"].as_str().unwrap()), None);
     gw.credit(&gw.account_id, 12_345, "extra");
     let s = |v: &Value| v["key"].as_str().unwrap().to_owned();
     (s(&active), s(&paused), s(&rotated), s(&new), s(&archived))
@@ -628,15 +412,7 @@ fn check_populated(gw: &Gateway, keys: &(String, String, String, String, String)
     assert_eq!(code(&chat(gw, &keys.4)), "invalid_api_key", "archived");
     assert_eq!(chat(gw, &gw.api_key).status, 200);
     let balance = gw.api(&gw.account_token, "GET", "/api/balance", None).json();
-    assert!(
-        balance["balance_ngonka"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            > 0,
-        "{balance}"
-    );
+    assert!(balance["balance_ngonka"].as_str().unwrap().parse::<u64>().unwrap() > 0, "{balance}");
 }
 
 #[test]
@@ -648,10 +424,7 @@ fn state_survives_sigterm_and_kill_9() {
     assert!(gw.proc.wait_exit(Duration::from_secs(10)).unwrap().success());
     gw.restart();
     check_populated(&gw, &keys);
-    assert!(
-        gw.proc.stderr().contains("loaded from the snapshot"),
-        "clean shutdown wrote a current snapshot"
-    );
+    assert!(gw.proc.stderr().contains("loaded from the snapshot"), "clean shutdown wrote a current snapshot");
 
     // Changes right before a kill -9 are in the store, not yet in the snapshot: it is stale and ignored.
     let more = populate(&gw);
@@ -660,11 +433,7 @@ fn state_survives_sigterm_and_kill_9() {
     gw.restart();
     check_populated(&gw, &keys);
     check_populated(&gw, &more);
-    assert!(
-        gw.proc.stderr().contains("loaded from the store"),
-        "{}",
-        gw.proc.stderr()
-    );
+    assert!(gw.proc.stderr().contains("loaded from the store"), "{}", gw.proc.stderr());
 }
 
 #[test]
@@ -682,10 +451,7 @@ fn a_corrupt_snapshot_is_ignored_and_rebuilt() {
     gw.restart();
     check_populated(&gw, &keys);
     let log = gw.proc.stderr();
-    assert!(
-        log.contains("ignoring the key snapshot") && log.contains("corrupt"),
-        "{log}"
-    );
+    assert!(log.contains("ignoring the key snapshot") && log.contains("corrupt"), "{log}");
     // Rebuilt: the next start uses it again.
     gw.proc.signal("TERM");
     gw.proc.wait_exit(Duration::from_secs(10)).unwrap();
@@ -704,9 +470,7 @@ fn secrets_appear_in_no_log_line() {
     });
     let tok = gw.account_token.clone();
     let keys = populate(&gw);
-    let m = gw
-        .api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"})))
-        .json();
+    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
     let c = gw
         .api(
             &tok,
@@ -715,18 +479,8 @@ fn secrets_appear_in_no_log_line() {
             Some(json!({"name": "c"})),
         )
         .json();
-    let rotated = gw
-        .admin("POST", &format!("/admin/accounts/{}/token", gw.account_id), None)
-        .json();
-    let mut secrets = vec![
-        tok.clone(),
-        gw.api_key.clone(),
-        keys.0,
-        keys.1,
-        keys.2,
-        keys.3,
-        keys.4,
-    ];
+    let rotated = gw.admin("POST", &format!("/admin/accounts/{}/token", gw.account_id), None).json();
+    let mut secrets = vec![tok.clone(), gw.api_key.clone(), keys.0, keys.1, keys.2, keys.3, keys.4];
     for v in [&m, &c] {
         secrets.push(v["key"].as_str().unwrap().to_owned());
     }
@@ -742,10 +496,7 @@ fn secrets_appear_in_no_log_line() {
     assert!(log.lines().count() > 20, "the log has lines to check");
     for s in &secrets {
         assert!(!log.contains(s.as_str()), "a secret leaked into the log");
-        assert!(
-            !log.contains(&s[s.len() - 20..]),
-            "part of a secret leaked into the log"
-        );
+        assert!(!log.contains(&s[s.len() - 20..]), "part of a secret leaked into the log");
     }
     assert!(!log.contains(ADMIN_TOKEN));
 }
@@ -762,38 +513,18 @@ fn the_admin_cli_manages_accounts_credits_and_keys() {
             .env("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let acc = admin(&["accounts", "create", "--name", "cli"]);
     let id = acc["id"].as_str().unwrap();
     assert!(acc["token"].as_str().unwrap().starts_with("gka-"));
     assert_eq!(
-        admin(&[
-            "credits",
-            "add",
-            id,
-            "--amount-ngonka",
-            "900000000",
-            "--reference",
-            "r1"
-        ])["balance_ngonka"],
+        admin(&["credits", "add", id, "--amount-ngonka", "900000000", "--reference", "r1"])["balance_ngonka"],
         "900000000"
     );
     assert_eq!(
-        admin(&[
-            "credits",
-            "add",
-            id,
-            "--amount-ngonka",
-            "900000000",
-            "--reference",
-            "r1"
-        ])["credited"],
+        admin(&["credits", "add", id, "--amount-ngonka", "900000000", "--reference", "r1"])["credited"],
         false
     );
     assert_eq!(admin(&["accounts", "get", id])["balance_ngonka"], "900000000");
@@ -808,14 +539,10 @@ fn the_admin_cli_manages_accounts_credits_and_keys() {
     assert_eq!(admin(&["keys", "archive", kid])["status"], "archived");
     assert_eq!(admin(&["keys", "list", id])["data"].as_array().unwrap().len(), 1);
     assert!(admin(&["accounts", "list"])["data"].as_array().unwrap().len() >= 2);
-    let token = admin(&["accounts", "rotate-token", id])["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token = admin(&["accounts", "rotate-token", id])["token"].as_str().unwrap().to_owned();
     assert_eq!(gw.api(&token, "GET", "/api/keys", None).status, 200);
     assert_eq!(
-        gw.api(acc["token"].as_str().unwrap(), "GET", "/api/keys", None)
-            .status,
+        gw.api(acc["token"].as_str().unwrap(), "GET", "/api/keys", None).status,
         401,
         "old token dead"
     );

@@ -19,56 +19,32 @@ use utils::*;
 fn non_stream_and_stream_give_the_simulators_text() {
     let sim = Sim::start(&["--completion-tokens", "12"]);
     let gw = Gateway::start(&sim.urls);
-    let direct = post(
-        sim.addr(0),
-        "/v1/chat/completions",
-        "Bearer x",
-        &chat_body("hello there", 50, false),
-    );
+    let direct = post(sim.addr(0), "/v1/chat/completions", "Bearer x", &chat_body("hello there", 50, false));
     assert_eq!(direct.status, 200);
-    let expected = direct.json()["choices"][0]["message"]["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let expected = direct.json()["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
     assert_eq!(expected.split(' ').count(), 12);
 
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &gw.auth(),
-        &chat_body("hello there", 50, false),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("hello there", 50, false));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.header("x-request-id").unwrap().starts_with("req_"));
     let v = r.json();
     assert_eq!(v["choices"][0]["message"]["content"], expected.as_str());
     assert_eq!(v["usage"]["completion_tokens"], 12);
 
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &gw.auth(),
-        &chat_body("hello there", 50, true),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("hello there", 50, true));
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/event-stream"));
     let body = r.text();
     assert_eq!(sse_text(&body), expected);
     assert!(body.trim_end().ends_with("data: [DONE]"));
-    assert!(
-        !body.contains("\"prompt_tokens\""),
-        "the usage chunk the client did not ask for is cut: {body}"
-    );
+    assert!(!body.contains("\"prompt_tokens\""), "the usage chunk the client did not ask for is cut: {body}");
 
     let mut with_usage = chat_body("hello there", 50, true);
     with_usage["stream_options"] = json!({"include_usage": true});
     let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &with_usage);
     let body = r.text();
     assert_eq!(sse_text(&body), expected);
-    assert!(
-        body.contains("\"completion_tokens\":12"),
-        "asked-for usage chunk is kept: {body}"
-    );
+    assert!(body.contains("\"completion_tokens\":12"), "asked-for usage chunk is kept: {body}");
 }
 
 #[test]
@@ -95,22 +71,11 @@ fn models_completions_and_embeddings() {
         node_models: vec![MODEL],
         ..GatewayOpts::default()
     });
-    let r = http(
-        gw.addr,
-        "GET",
-        "/v1/models",
-        &[("Authorization", &gw.auth())],
-        None,
-    );
+    let r = http(gw.addr, "GET", "/v1/models", &[("Authorization", &gw.auth())], None);
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [MODEL], "a model no node serves is not listed");
     assert_eq!(v["data"][0]["context_length"], 32768);
     assert_eq!(v["data"][0]["price_prompt_ngonka"], "10");
@@ -133,12 +98,7 @@ fn models_completions_and_embeddings() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text().matches("\"text\"").count(), 5, "{}", r.text());
 
-    let r = post(
-        gw.addr,
-        "/v1/embeddings",
-        &gw.auth(),
-        &json!({"model": MODEL, "input": ["a", "b"]}),
-    );
+    let r = post(gw.addr, "/v1/embeddings", &gw.auth(), &json!({"model": MODEL, "input": ["a", "b"]}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
 }
@@ -162,13 +122,8 @@ fn errors_are_openai_shaped() {
         &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
     );
     check(&r, 404, "model_not_found");
-    let r = http(
-        gw.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("Authorization", &gw.auth())],
-        Some(b"{not json"),
-    );
+    let r =
+        http(gw.addr, "POST", "/v1/chat/completions", &[("Authorization", &gw.auth())], Some(b"{not json"));
     check(&r, 400, "invalid_request_error");
     let r = post(
         gw.addr,
@@ -196,12 +151,8 @@ fn a_dead_node_is_skipped_and_ejected() {
     };
     let gw = Gateway::start(&[dead.clone(), sim.urls[0].clone()]);
     for i in 0..20 {
-        let r = post(
-            gw.addr,
-            "/v1/chat/completions",
-            &gw.auth(),
-            &chat_body(&format!("q{i}"), 3, i % 2 == 0),
-        );
+        let r =
+            post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body(&format!("q{i}"), 3, i % 2 == 0));
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
     }
     let m = gw.metrics();
@@ -216,35 +167,20 @@ fn capacity_429_and_5xx_move_to_another_node_and_it_comes_back() {
     sim.set_faults(0, json!({"capacity_rate": 1.0}));
     let gw = Gateway::start(&sim.urls);
     for i in 0..10 {
-        let r = post(
-            gw.addr,
-            "/v1/chat/completions",
-            &gw.auth(),
-            &chat_body(&format!("c{i}"), 3, true),
-        );
+        let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body(&format!("c{i}"), 3, true));
         assert_eq!(r.status, 200, "{}", r.text());
     }
     sim.set_faults(0, json!({"error_rate": 1.0}));
     for i in 0..10 {
-        let r = post(
-            gw.addr,
-            "/v1/chat/completions",
-            &gw.auth(),
-            &chat_body(&format!("e{i}"), 3, false),
-        );
+        let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body(&format!("e{i}"), 3, false));
         assert_eq!(r.status, 200, "{}", r.text());
     }
     let node0 = format!("gateway_node_up{{node=\"{}\"}}", sim.urls[0]);
-    assert!(
-        gw.metrics().contains(&format!("{node0} 0")),
-        "failing node ejected"
-    );
+    assert!(gw.metrics().contains(&format!("{node0} 0")), "failing node ejected");
     // Healthy again: the control plane's probe readmits it.
     sim.set_faults(0, json!({}));
     assert!(
-        eventually(Duration::from_secs(5), || gw
-            .metrics()
-            .contains(&format!("{node0} 1"))),
+        eventually(Duration::from_secs(5), || gw.metrics().contains(&format!("{node0} 1"))),
         "node probed back"
     );
 }
@@ -253,48 +189,23 @@ fn capacity_429_and_5xx_move_to_another_node_and_it_comes_back() {
 fn every_node_failing_gives_503_or_502_in_openai_shape() {
     let sim = Sim::start(&["--capacity-rate", "1"]);
     let gw = Gateway::start(&sim.urls);
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &gw.auth(),
-        &chat_body("x", 3, false),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("x", 3, false));
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "upstream_unavailable");
     assert!(r.header("retry-after").is_some());
-    assert!(
-        r.text().contains("Transfer Agent capacity reached"),
-        "node message kept: {}",
-        r.text()
-    );
+    assert!(r.text().contains("Transfer Agent capacity reached"), "node message kept: {}", r.text());
 }
 
 #[test]
 fn a_node_dropping_mid_stream_ends_the_stream_with_an_error_event() {
-    let sim = Sim::start(&[
-        "--drop-rate",
-        "1",
-        "--completion-tokens",
-        "10",
-        "--tokens-per-s",
-        "100",
-    ]);
+    let sim = Sim::start(&["--drop-rate", "1", "--completion-tokens", "10", "--tokens-per-s", "100"]);
     let gw = Gateway::start(&sim.urls);
     let started = Instant::now();
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &gw.auth(),
-        &chat_body("drop me", 50, true),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("drop me", 50, true));
     assert!(started.elapsed() < Duration::from_secs(10), "no hang");
     assert_eq!(r.status, 200);
     let body = r.text();
-    assert_eq!(
-        sse_text(&body).split(' ').count(),
-        5,
-        "half the tokens arrived: {body}"
-    );
+    assert_eq!(sse_text(&body).split(' ').count(), 5, "half the tokens arrived: {body}");
     let last = body.lines().rev().find(|l| l.starts_with("data: ")).unwrap();
     let v: Value = serde_json::from_str(last.trim_start_matches("data: ")).unwrap();
     assert_eq!(v["error"]["code"], "upstream_unavailable", "{body}");
@@ -327,11 +238,7 @@ fn client_leaving_mid_stream_closes_the_node_connection() {
     let sim = Sim::start(&["--tokens-per-s", "20", "--completion-tokens", "200"]);
     let gw = Gateway::start(&sim.urls);
     let s = open_stream(&gw, "leave early", 3);
-    assert_eq!(
-        sim.stats()["open_connections"],
-        2,
-        "the gateway's connection and our stats request"
-    );
+    assert_eq!(sim.stats()["open_connections"], 2, "the gateway's connection and our stats request");
     drop(s);
     assert!(
         eventually(Duration::from_secs(3), || sim.stats()["open_connections"] == 1),
@@ -339,23 +246,14 @@ fn client_leaving_mid_stream_closes_the_node_connection() {
         sim.stats()
     );
     assert_eq!(sim.stats()["streams_aborted"], 1);
-    assert!(eventually(Duration::from_secs(3), || gw
-        .metric("gateway_connections_open")
-        == 1.0));
+    assert!(eventually(Duration::from_secs(3), || gw.metric("gateway_connections_open") == 1.0));
     assert_eq!(gw.metric("gateway_requests_in_flight"), 0.0);
     assert!(gw.metric("gateway_client_disconnects_total") >= 1.0);
 }
 
 #[test]
 fn client_leaving_while_the_node_stalls_is_noticed_at_once() {
-    let sim = Sim::start(&[
-        "--stall-rate",
-        "1",
-        "--tokens-per-s",
-        "50",
-        "--completion-tokens",
-        "10",
-    ]);
+    let sim = Sim::start(&["--stall-rate", "1", "--tokens-per-s", "50", "--completion-tokens", "10"]);
     let gw = Gateway::start(&sim.urls);
     let s = open_stream(&gw, "stall", 2);
     std::thread::sleep(Duration::from_millis(300));
@@ -383,12 +281,7 @@ fn pipelined_requests_are_answered_in_order() {
     );
     let (out, closed) = raw(gw.addr, req.as_bytes(), Duration::from_secs(10));
     assert!(closed);
-    assert_eq!(
-        statuses(&out),
-        [200, 200, 404, 200],
-        "{}",
-        String::from_utf8_lossy(&out)
-    );
+    assert_eq!(statuses(&out), [200, 200, 404, 200], "{}", String::from_utf8_lossy(&out));
     let text = String::from_utf8_lossy(&out);
     assert!(text.find("data: [DONE]").unwrap() < text.find("Unknown path").unwrap());
 }
@@ -440,9 +333,7 @@ fn read_response(s: &mut TcpStream) -> String {
     let len: usize = head
         .lines()
         .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(|v| v.trim().parse().unwrap())
+            l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap())
         })
         .unwrap();
     let mut body = vec![0u8; len];
@@ -459,19 +350,12 @@ fn node_connections_are_kept_alive_and_reused() {
         ..GatewayOpts::default()
     });
     for i in 0..30 {
-        let r = post(
-            gw.addr,
-            "/v1/chat/completions",
-            &gw.auth(),
-            &chat_body(&format!("k{i}"), 2, i % 2 == 0),
-        );
+        let r =
+            post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body(&format!("k{i}"), 2, i % 2 == 0));
         assert_eq!(r.status, 200);
     }
     let stats = sim.stats();
-    assert_eq!(
-        stats["open_connections"], 2,
-        "one pooled gateway connection plus ours: {stats}"
-    );
+    assert_eq!(stats["open_connections"], 2, "one pooled gateway connection plus ours: {stats}");
 }
 
 #[test]
@@ -496,17 +380,8 @@ fn falls_back_to_epoll_where_io_uring_is_unavailable_and_says_so() {
         envs: vec![("MONOIO_FORCE_LEGACY_DRIVER", "1".into())],
         ..GatewayOpts::default()
     });
-    let r = post(
-        gw.addr,
-        "/v1/chat/completions",
-        &gw.auth(),
-        &chat_body("epoll", 5, true),
-    );
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("epoll", 5, true));
     assert_eq!(r.status, 200);
     assert_eq!(sse_text(&r.text()).split(' ').count(), 5);
-    assert!(
-        gw.proc.stderr().contains("falling back to the epoll driver"),
-        "{}",
-        gw.proc.stderr()
-    );
+    assert!(gw.proc.stderr().contains("falling back to the epoll driver"), "{}", gw.proc.stderr());
 }

@@ -33,8 +33,7 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
     assert!(n > 0);
     // An idle keep-alive connection, which shutdown closes at once.
     let mut idle = TcpStream::connect(gw.addr).unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 1024];
     let _ = idle.read(&mut buf).unwrap();
@@ -45,10 +44,7 @@ fn sigterm_lets_streams_finish_then_exits_zero() {
     let (rest, closed) = read_until_close(&mut s, Duration::from_secs(5));
     assert!(closed);
     let text = String::from_utf8_lossy(&rest);
-    assert!(
-        text.contains("data: [DONE]"),
-        "the in-flight stream finished: {text}"
-    );
+    assert!(text.contains("data: [DONE]"), "the in-flight stream finished: {text}");
     let status = gw.proc.wait_exit(Duration::from_secs(5)).expect("exited");
     assert!(status.success(), "{status:?}");
     assert!(TcpStream::connect(gw.addr).is_err(), "no longer accepting");

@@ -34,9 +34,7 @@ pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
         v["limit_daily_ngonka"] = opt_amount(row.limit_daily_ngonka);
         v["limit_monthly_ngonka"] = opt_amount(row.limit_monthly_ngonka);
         v["rate_limit_rpm"] = json!(row.rate_limit_rpm);
-        v["expires_at"] = row
-            .expires_at
-            .map_or(Value::Null, |t| Value::String(crate::clock::rfc3339(t)));
+        v["expires_at"] = row.expires_at.map_or(Value::Null, |t| Value::String(crate::clock::rfc3339(t)));
     }
     if let Some(s) = secret {
         v["key"] = Value::String(s.to_owned());
@@ -81,12 +79,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
 
 fn account_caller<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
-    match authenticate_account(
-        &core.app,
-        ex.head.authorization.as_deref(),
-        false,
-        now_secs(&core),
-    )? {
+    match authenticate_account(&core.app, ex.head.authorization.as_deref(), false, now_secs(&core))? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
     }
@@ -116,17 +109,7 @@ async fn create_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Re
     let k = core
         .app
         .control
-        .call(move |st| {
-            st.create_key(
-                &account,
-                kind,
-                None,
-                KeySpec {
-                    name,
-                    ..KeySpec::default()
-                },
-            )
-        })
+        .call(move |st| st.create_key(&account, kind, None, KeySpec { name, ..KeySpec::default() }))
         .await??;
     ex.log.key_id = Some(k.row.id.clone());
     ex.respond_json(201, &created(&k)).await;
@@ -136,13 +119,8 @@ async fn create_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Re
 async fn list_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Result<(), ApiError> {
     let account = account_caller(ex)?;
     let core = ex.core();
-    let rows = core
-        .app
-        .control
-        .call(move |st| st.list_keys(&account, kind, None))
-        .await??;
-    ex.respond_json(200, &list(rows.iter().map(|r| key_json(r, None)).collect()))
-        .await;
+    let rows = core.app.control.call(move |st| st.list_keys(&account, kind, None)).await??;
+    ex.respond_json(200, &list(rows.iter().map(|r| key_json(r, None)).collect())).await;
     Ok(())
 }
 
@@ -154,11 +132,7 @@ async fn get_top<S: Transport>(
     let account = account_caller(ex)?;
     let core = ex.core();
     let id = id.to_owned();
-    let row = core
-        .app
-        .control
-        .call(move |st| st.owned_key(&account, &id, kinds))
-        .await??;
+    let row = core.app.control.call(move |st| st.owned_key(&account, &id, kinds)).await??;
     ex.respond_json(200, &key_json(&row, None)).await;
     Ok(())
 }
@@ -188,13 +162,7 @@ fn child_spec(f: &mut Fields, now: i64) -> Result<KeySpec, ApiError> {
     let limit_monthly_ngonka = f.amount("limit_monthly_ngonka")?.flatten();
     let rate_limit_rpm = f.rpm("rate_limit_rpm")?.flatten();
     let expires_at = f.future_time("expires_at", now)?.flatten();
-    Ok(KeySpec {
-        name,
-        limit_daily_ngonka,
-        limit_monthly_ngonka,
-        rate_limit_rpm,
-        expires_at,
-    })
+    Ok(KeySpec { name, limit_daily_ngonka, limit_monthly_ngonka, rate_limit_rpm, expires_at })
 }
 
 async fn create_child<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> Result<(), ApiError> {
@@ -226,11 +194,7 @@ async fn list_children<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> 
         .control
         .call(move |st| {
             let rows = st.list_keys(&account, KeyKind::Child, Some(&parent))?;
-            Ok::<_, ApiError>(
-                rows.iter()
-                    .map(|r| super::usage::child_json(st, r, None))
-                    .collect::<Vec<_>>(),
-            )
+            Ok::<_, ApiError>(rows.iter().map(|r| super::usage::child_json(st, r, None)).collect::<Vec<_>>())
         })
         .await??;
     ex.respond_json(200, &list(data)).await;
@@ -275,9 +239,7 @@ async fn patch_child<S: Transport>(
         limit_monthly_ngonka: f.amount("limit_monthly_ngonka")?,
         rate_limit_rpm: f.rpm("rate_limit_rpm")?,
         expires_at: f.future_time("expires_at", now)?,
-        status: f
-            .choice("status", &["active", "paused"])?
-            .and_then(|s| KeyStatus::parse(&s)),
+        status: f.choice("status", &["active", "paused"])?.and_then(|s| KeyStatus::parse(&s)),
     };
     f.finish()?;
     let core = ex.core();

@@ -108,9 +108,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             })?;
             f.finish()?;
             let id = (*id).to_owned();
-            let outcome = control
-                .call(move |st| st.credit(&id, amount, &reference))
-                .await??;
+            let outcome = control.call(move |st| st.credit(&id, amount, &reference)).await??;
             ex.respond_json(
                 200,
                 &json!({"balance_ngonka": outcome.balance_ngonka.to_string(), "credited": outcome.applied}),
@@ -120,8 +118,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
         (Method::Post, ["accounts", id, "token"]) => {
             let id = (*id).to_owned();
             let k = control.call(move |st| st.rotate_account_token(&id)).await??;
-            ex.respond_json(200, &json!({"account_id": k.row.account_id, "token": k.secret}))
-                .await;
+            ex.respond_json(200, &json!({"account_id": k.row.account_id, "token": k.secret})).await;
         }
         (Method::Get, ["accounts", id, "keys"]) => {
             let id = (*id).to_owned();
@@ -134,8 +131,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                     Ok::<_, ApiError>(all)
                 })
                 .await??;
-            ex.respond_json(200, &list(rows.iter().map(|r| key_json(r, None)).collect()))
-                .await;
+            ex.respond_json(200, &list(rows.iter().map(|r| key_json(r, None)).collect())).await;
         }
         (Method::Post, ["accounts", id, "keys"]) => {
             let mut f = Fields::parse(&ex.read_body().await?)?;
@@ -149,15 +145,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             let k = control
                 .call(move |st| {
                     st.account(&id)?;
-                    st.create_key(
-                        &id,
-                        kind,
-                        None,
-                        KeySpec {
-                            name,
-                            ..KeySpec::default()
-                        },
-                    )
+                    st.create_key(&id, kind, None, KeySpec { name, ..KeySpec::default() })
                 })
                 .await??;
             ex.respond_json(201, &key_json(&k.row, k.secret.as_deref())).await;
@@ -183,18 +171,14 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 .call(move |st| {
                     st.account(&id)?;
                     st.flush_journal()?;
-                    st.store
-                        .usage_records(&id, from, to, limit)
-                        .map_err(ApiError::from)
+                    st.store.usage_records(&id, from, to, limit).map_err(ApiError::from)
                 })
                 .await??;
-            ex.respond_json(200, &list(records.iter().map(record_json).collect()))
-                .await;
+            ex.respond_json(200, &list(records.iter().map(record_json).collect())).await;
         }
         (Method::Get, ["models"]) => {
             let models = core.app.models.load();
-            ex.respond_json(200, &list(models.list.iter().map(model_json).collect()))
-                .await;
+            ex.respond_json(200, &list(models.list.iter().map(model_json).collect())).await;
         }
         (Method::Put, ["models", rest @ ..]) if !rest.is_empty() => {
             let model = percent_decode(&rest.join("/"))
@@ -202,8 +186,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 .ok_or_else(|| ApiError::bad_request("Invalid model id in the path.", None))?;
             let mut f = Fields::parse(&ex.read_body().await?)?;
             let required = |v: Option<Option<u64>>, name: &str| {
-                v.flatten()
-                    .ok_or_else(|| ApiError::bad_request(format!("`{name}` is required."), Some(name)))
+                v.flatten().ok_or_else(|| ApiError::bad_request(format!("`{name}` is required."), Some(name)))
             };
             let prompt = required(f.amount("price_prompt_ngonka")?, "price_prompt_ngonka")?;
             let completion = required(f.amount("price_completion_ngonka")?, "price_completion_ngonka")?;
@@ -239,10 +222,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             ex.respond_json(200, &key_json(&k.row, k.secret.as_deref())).await;
         }
         _ => {
-            return Err(ApiError::NotFound(format!(
-                "Unknown admin path: {}",
-                ex.head.path
-            )));
+            return Err(ApiError::NotFound(format!("Unknown admin path: {}", ex.head.path)));
         }
     }
     Ok(())
@@ -250,10 +230,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
 
 /// Checks the admin bearer token in constant time.
 pub fn check_token(app: &App, authorization: Option<&str>) -> Result<(), ApiError> {
-    let given = authorization
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
+    let given = authorization.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
     if !given.is_empty() && constant_time_eq(given.as_bytes(), app.admin_token.as_bytes()) {
         Ok(())
     } else {

@@ -66,23 +66,14 @@ pub struct JsonScratch {
 
 impl std::fmt::Debug for JsonScratch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonScratch")
-            .field("copy_capacity", &self.copy.capacity())
-            .finish()
+        f.debug_struct("JsonScratch").field("copy_capacity", &self.copy.capacity()).finish()
     }
 }
 
 /// Members the gateway acts on: a duplicate would let the gateway and the node read different values
 /// (simd-json keeps the first, most node servers the last), so duplicates are refused.
-const WATCHED: [&str; 7] = [
-    "model",
-    "stream",
-    "max_tokens",
-    "max_completion_tokens",
-    "stream_options",
-    "n",
-    "messages",
-];
+const WATCHED: [&str; 7] =
+    ["model", "stream", "max_tokens", "max_completion_tokens", "stream_options", "n", "messages"];
 
 /// Parses a copy of `body` and validates the fields the gateway depends on.
 pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut JsonScratch) -> Result<Inspected, ApiError> {
@@ -91,10 +82,7 @@ pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut JsonScratch) -> Re
     let mut tape = scratch.tape.take().unwrap_or_else(simd_json::Tape::null).reset();
     let result = match simd_json::fill_tape(&mut scratch.copy, &mut scratch.buffers, &mut tape) {
         Ok(()) => inspect_value(endpoint, tape.as_value()),
-        Err(e) => Err(ApiError::bad_request(
-            format!("The request body is not valid JSON: {e}"),
-            None,
-        )),
+        Err(e) => Err(ApiError::bad_request(format!("The request body is not valid JSON: {e}"), None)),
     };
     scratch.tape = Some(tape.reset());
     result
@@ -124,9 +112,7 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
     let stream = match obj.get("stream") {
         None => false,
         Some(v) if v.is_null() => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| bad("`stream` must be a boolean.", "stream"))?,
+        Some(v) => v.as_bool().ok_or_else(|| bad("`stream` must be a boolean.", "stream"))?,
     };
     if stream && endpoint == Endpoint::Embeddings {
         return Err(bad("Embeddings cannot be streamed.", "stream"));
@@ -157,16 +143,12 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
         None => (false, false),
         Some(v) if v.is_null() => (true, false),
         Some(v) => {
-            let o = v
-                .as_object()
-                .ok_or_else(|| bad("`stream_options` must be an object.", "stream_options"))?;
+            let o =
+                v.as_object().ok_or_else(|| bad("`stream_options` must be an object.", "stream_options"))?;
             let inc = match o.get("include_usage") {
                 None => false,
                 Some(b) => b.as_bool().ok_or_else(|| {
-                    bad(
-                        "`stream_options.include_usage` must be a boolean.",
-                        "stream_options",
-                    )
+                    bad("`stream_options.include_usage` must be a boolean.", "stream_options")
                 })?,
             };
             (true, inc)
@@ -188,14 +170,7 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
             }
         }
     }
-    Ok(Inspected {
-        model,
-        stream,
-        max_tokens,
-        include_usage,
-        has_stream_options,
-        n,
-    })
+    Ok(Inspected { model, stream, max_tokens, include_usage, has_stream_options, n })
 }
 
 /// The changes to make before forwarding.
@@ -245,13 +220,9 @@ pub fn rewrite(body: &[u8], inspected: &Inspected, rw: Rewrite, out: &mut Vec<u8
 fn reserialize(body: &[u8], rw: Rewrite, out: &mut Vec<u8>) -> Result<(), ApiError> {
     let mut v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}"), None))?;
-    let obj = v
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("Invalid JSON body.", None))?;
+    let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("Invalid JSON body.", None))?;
     if rw.force_include_usage {
-        let so = obj
-            .entry("stream_options")
-            .or_insert_with(|| serde_json::json!({}));
+        let so = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
         if !so.is_object() {
             *so = serde_json::json!({});
         }
@@ -270,11 +241,7 @@ mod tests {
     use super::*;
 
     fn insp(body: &str) -> Result<Inspected, ApiError> {
-        inspect(
-            Endpoint::ChatCompletions,
-            body.as_bytes(),
-            &mut JsonScratch::default(),
-        )
+        inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut JsonScratch::default())
     }
 
     #[test]
@@ -282,15 +249,9 @@ mod tests {
         let i =
             insp(r#"{"model":"m","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)
                 .unwrap();
-        assert_eq!(
-            (i.model.as_str(), i.stream, i.max_tokens, i.include_usage),
-            ("m", true, Some(5), false)
-        );
+        assert_eq!((i.model.as_str(), i.stream, i.max_tokens, i.include_usage), ("m", true, Some(5), false));
         let i = insp(r#"{"model":"m","max_completion_tokens":7,"max_tokens":5,"messages":[1],"stream_options":{"include_usage":true}}"#).unwrap();
-        assert_eq!(
-            (i.max_tokens, i.include_usage, i.has_stream_options),
-            (Some(7), true, true)
-        );
+        assert_eq!((i.max_tokens, i.include_usage, i.has_stream_options), (Some(7), true, true));
     }
 
     #[test]
@@ -304,10 +265,7 @@ mod tests {
             (r#"{"model":"m","messages":[]}"#, "messages"),
             (r#"{"model":"m","messages":[1],"n":0}"#, "n"),
             (r#"{"model":"cheap","messages":[1],"model":"expensive"}"#, "model"),
-            (
-                r#"{"model":"m","messages":[1],"max_tokens":1,"max_tokens":100000}"#,
-                "max_tokens",
-            ),
+            (r#"{"model":"m","messages":[1],"max_tokens":1,"max_tokens":100000}"#, "max_tokens"),
         ];
         for (body, param) in cases {
             let e = insp(body).unwrap_err();
@@ -327,21 +285,15 @@ mod tests {
                 "x".repeat(i * 100)
             );
             assert_eq!(
-                inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch)
-                    .unwrap()
-                    .model,
+                inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch).unwrap().model,
                 format!("m{i}")
             );
         }
         assert!(inspect(Endpoint::ChatCompletions, b"{", &mut scratch).is_err());
         assert_eq!(
-            inspect(
-                Endpoint::ChatCompletions,
-                br#"{"model":"z","messages":[1]}"#,
-                &mut scratch
-            )
-            .unwrap()
-            .model,
+            inspect(Endpoint::ChatCompletions, br#"{"model":"z","messages":[1]}"#, &mut scratch)
+                .unwrap()
+                .model,
             "z"
         );
     }
@@ -351,16 +303,7 @@ mod tests {
         let body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"}"}]}  "#;
         let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
-        rewrite(
-            body,
-            &i,
-            Rewrite {
-                force_include_usage: true,
-                add_max_tokens: Some(9),
-            },
-            &mut out,
-        )
-        .unwrap();
+        rewrite(body, &i, Rewrite { force_include_usage: true, add_max_tokens: Some(9) }, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["max_tokens"], 9);
@@ -374,20 +317,8 @@ mod tests {
             br#"{"model":"m","stream":true,"messages":[1],"stream_options":{"include_usage":false,"x":1}}"#;
         let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
-        rewrite(
-            body,
-            &i,
-            Rewrite {
-                force_include_usage: true,
-                add_max_tokens: None,
-            },
-            &mut out,
-        )
-        .unwrap();
+        rewrite(body, &i, Rewrite { force_include_usage: true, add_max_tokens: None }, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(
-            v["stream_options"],
-            serde_json::json!({"include_usage": true, "x": 1})
-        );
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
     }
 }

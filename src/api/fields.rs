@@ -27,14 +27,8 @@ impl Fields {
         }
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => Ok(Self { map }),
-            Ok(_) => Err(ApiError::bad_request(
-                "The request body must be a JSON object.",
-                None,
-            )),
-            Err(e) => Err(ApiError::bad_request(
-                format!("The request body is not valid JSON: {e}"),
-                None,
-            )),
+            Ok(_) => Err(ApiError::bad_request("The request body must be a JSON object.", None)),
+            Err(e) => Err(ApiError::bad_request(format!("The request body is not valid JSON: {e}"), None)),
         }
     }
 
@@ -61,8 +55,7 @@ impl Fields {
     }
 
     pub fn required_name(&mut self, key: &str) -> Result<String, ApiError> {
-        self.name(key)?
-            .ok_or_else(|| bad(key, format!("`{key}` is required.")))
+        self.name(key)?.ok_or_else(|| bad(key, format!("`{key}` is required.")))
     }
 
     /// A short free-form string (a reference): 1–200 characters.
@@ -70,20 +63,14 @@ impl Fields {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 200 => Ok(Some(s)),
-            Some(_) => Err(bad(
-                key,
-                format!("`{key}` must be a string of 1 to 200 characters."),
-            )),
+            Some(_) => Err(bad(key, format!("`{key}` must be a string of 1 to 200 characters."))),
         }
     }
 
     /// An ngonka amount: a decimal string (or integer) from 0 to [`MAX_NGONKA`]. `Some(None)` for null.
     pub fn amount(&mut self, key: &str) -> Result<Option<Option<u64>>, ApiError> {
         let err = || {
-            bad(
-                key,
-                format!("`{key}` must be a non-negative integer amount of ngonka, as a decimal string."),
-            )
+            bad(key, format!("`{key}` must be a non-negative integer amount of ngonka, as a decimal string."))
         };
         match self.map.remove(key) {
             None => Ok(None),
@@ -93,11 +80,7 @@ impl Fields {
                     return Err(err());
                 }
                 let v: u64 = s.parse().map_err(|_| err())?;
-                if v > MAX_NGONKA {
-                    Err(err())
-                } else {
-                    Ok(Some(Some(v)))
-                }
+                if v > MAX_NGONKA { Err(err()) } else { Ok(Some(Some(v))) }
             }
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if v <= MAX_NGONKA => Ok(Some(Some(v))),
@@ -114,10 +97,7 @@ impl Fields {
             Some(Value::Null) => Ok(Some(None)),
             Some(v) => match v.as_u64() {
                 Some(n) if (1..=MAX_RPM).contains(&n) => Ok(Some(Some(n as u32))),
-                _ => Err(bad(
-                    key,
-                    format!("`{key}` must be an integer from 1 to {MAX_RPM}."),
-                )),
+                _ => Err(bad(key, format!("`{key}` must be an integer from 1 to {MAX_RPM}."))),
             },
         }
     }
@@ -130,10 +110,9 @@ impl Fields {
             Some(Value::String(s)) => match crate::clock::parse_rfc3339(&s) {
                 Some(t) if t > now_unix => Ok(Some(Some(t))),
                 Some(_) => Err(bad(key, format!("`{key}` must be in the future."))),
-                None => Err(bad(
-                    key,
-                    format!("`{key}` must be an RFC 3339 time, like 2027-01-31T00:00:00Z."),
-                )),
+                None => {
+                    Err(bad(key, format!("`{key}` must be an RFC 3339 time, like 2027-01-31T00:00:00Z.")))
+                }
             },
             Some(_) => Err(bad(key, format!("`{key}` must be an RFC 3339 time string."))),
         }
@@ -144,10 +123,7 @@ impl Fields {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(s)),
-            Some(_) => Err(bad(
-                key,
-                format!("`{key}` must be one of: {}.", allowed.join(", ")),
-            )),
+            Some(_) => Err(bad(key, format!("`{key}` must be one of: {}.", allowed.join(", ")))),
         }
     }
 
@@ -174,40 +150,21 @@ mod tests {
         assert_eq!(f(r#"{"a":500}"#).amount("a").unwrap(), Some(Some(500)));
         assert_eq!(f(r#"{"a":null}"#).amount("a").unwrap(), Some(None));
         assert_eq!(f("{}").amount("a").unwrap(), None);
-        for bad in [
-            r#""-1""#,
-            r#""1.5""#,
-            r#""""#,
-            r#""9223372036854775808""#,
-            "-1",
-            "1.5",
-            "true",
-            r#""1e3""#,
-        ] {
+        for bad in
+            [r#""-1""#, r#""1.5""#, r#""""#, r#""9223372036854775808""#, "-1", "1.5", "true", r#""1e3""#]
+        {
             let e = f(&format!(r#"{{"a":{bad}}}"#)).amount("a").unwrap_err();
             assert_eq!(e.param(), Some("a"), "{bad}");
         }
-        assert_eq!(
-            f(r#"{"a":"9223372036854775807"}"#).amount("a").unwrap(),
-            Some(Some(i64::MAX as u64))
-        );
+        assert_eq!(f(r#"{"a":"9223372036854775807"}"#).amount("a").unwrap(), Some(Some(i64::MAX as u64)));
     }
 
     #[test]
     fn names_and_unknown_fields() {
         assert!(f(r#"{"name":""}"#).name("name").is_err());
-        assert!(
-            f(&format!(r#"{{"name":"{}"}}"#, "x".repeat(101)))
-                .name("name")
-                .is_err()
-        );
+        assert!(f(&format!(r#"{{"name":"{}"}}"#, "x".repeat(101))).name("name").is_err());
         assert_eq!(
-            f(&format!(r#"{{"name":"{}"}}"#, "é".repeat(100)))
-                .name("name")
-                .unwrap()
-                .unwrap()
-                .chars()
-                .count(),
+            f(&format!(r#"{{"name":"{}"}}"#, "é".repeat(100))).name("name").unwrap().unwrap().chars().count(),
             100
         );
         let mut x = f(r#"{"name":"ok","nmae":"typo"}"#);
@@ -224,11 +181,7 @@ mod tests {
             f(r#"{"t":"2030-01-01T00:00:00Z"}"#).future_time("t", 0).unwrap(),
             Some(Some(1_893_456_000))
         );
-        assert!(
-            f(r#"{"t":"2020-01-01T00:00:00Z"}"#)
-                .future_time("t", 1_800_000_000)
-                .is_err()
-        );
+        assert!(f(r#"{"t":"2020-01-01T00:00:00Z"}"#).future_time("t", 1_800_000_000).is_err());
         assert!(f(r#"{"t":"soon"}"#).future_time("t", 0).is_err());
         assert!(Fields::parse(b"[1]").is_err());
         assert!(Fields::parse(b"").unwrap().finish().is_ok());

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::billing::Usage;
 use crate::billing::record::RecordStatus;
 use crate::billing::settle::{Relayed, Settler};
-use crate::config::ModelSpec;
+use crate::config::{ModelSpec, NodeKind};
 use crate::error::{ApiError, rate_limit_headers};
 use crate::http::io::Transport;
 use crate::http::response::{HeadWriter, ResponseFraming};
@@ -122,29 +122,13 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     };
 
     app.metrics.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-    let result = forward(
-        ex,
-        &core,
-        &model,
-        endpoint,
-        &inspected,
-        upstream_body,
-        rewrite,
-        &mut settler,
-    )
-    .await;
+    let result = forward(ex, &core, &model, endpoint, &inspected, upstream_body, rewrite, &mut settler).await;
     app.metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
     core.put_bytes(rewritten);
     // Every ending settles; a request that never reached a node bills nothing.
     let (status, relayed) = match &result {
         Ok(f) => (f.ending.status(), f.relayed),
-        Err(_) => (
-            RecordStatus::UpstreamFailed,
-            Relayed {
-                stream: inspected.stream,
-                ..Relayed::default()
-            },
-        ),
+        Err(_) => (RecordStatus::UpstreamFailed, Relayed { stream: inspected.stream, ..Relayed::default() }),
     };
     settler.settle(status, relayed).await;
     if let Some((usage, _, estimated)) = settler.billed {
@@ -200,15 +184,11 @@ async fn forward<S: Transport>(
             app.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
         }
         let in_flight = InFlight::new(Arc::clone(&node));
-        let pooled = if fresh_only {
-            None
-        } else {
-            core.upstream_conns.borrow_mut().take(node.id)
-        };
+        let pooled = if fresh_only { None } else { core.upstream_conns.borrow_mut().take(node.id) };
         let reused = pooled.is_some();
         let conn = match pooled {
             Some(s) => s,
-            None => match client::connect(&node, up.connect_timeout).await {
+            None => match client::connect(&node, up.connect_timeout, &app.upstream_tls).await {
                 Ok(s) => s,
                 Err(e) => {
                     app.nodes.report_failure(&node, "connect failed");
@@ -219,18 +199,28 @@ async fn forward<S: Transport>(
             },
         };
 
-        let accept = if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
+        let accept = if stream { "text/event-stream" } else { "application/json" };
+        let mut headers: Vec<(&str, String)> =
+            vec![("Accept", accept.to_owned()), ("X-Request-Id", ex.request_id.clone())];
+        if node.kind == NodeKind::Gonka {
+            // Signed per attempt: each node has its own transfer address, and a signature is single-use.
+            let (Some(signer), Some(transfer)) = (app.gonka.as_deref(), node.transfer_address.as_deref())
+            else {
+                break Err(Some(ApiError::Internal("a gonka node without a signing key or address".into())));
+            };
+            let ts = signer.next_timestamp_ns();
+            headers.push(("Authorization", signer.sign(upstream_body, ts, transfer)));
+            headers.push(("X-Requester-Address", signer.address().to_owned()));
+            headers.push(("X-Timestamp", ts.to_string()));
+        }
+        let header_refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         client::write_request_head(
             &mut request,
             "POST",
             &node.path(endpoint.path()),
             &node,
             Some(upstream_body.len()),
-            &[("Accept", accept), ("X-Request-Id", &ex.request_id)],
+            &header_refs,
         );
         request.extend_from_slice(upstream_body);
 
@@ -249,9 +239,7 @@ async fn forward<S: Transport>(
             }
             Err(e) if reused && e.is_stale_connection() => {
                 // The node had closed this idle connection; not the node's fault.
-                app.metrics
-                    .upstream_stale_connections
-                    .fetch_add(1, Ordering::Relaxed);
+                app.metrics.upstream_stale_connections.fetch_add(1, Ordering::Relaxed);
                 attempts -= 1;
                 fresh_only = true;
                 continue;
@@ -311,18 +299,15 @@ async fn forward<S: Transport>(
         // A success: relay it.
         let is_sse = stream && answer.head.is_event_stream();
         let mode = if is_sse {
-            BodyMode::Sse {
-                cut_usage: rewrite.force_include_usage && !inspected.include_usage,
-            }
+            BodyMode::Sse { cut_usage: rewrite.force_include_usage && !inspected.include_usage }
         } else {
             BodyMode::Json
         };
         let (framing, response_framing) = match (mode, answer.head.body) {
             (_, ResponseBody::Empty) => (ClientFraming::Length, ResponseFraming::Length(0)),
-            (BodyMode::Json, ResponseBody::Length(n)) => (
-                ClientFraming::Length,
-                ResponseFraming::Length(usize::try_from(n).unwrap_or(usize::MAX)),
-            ),
+            (BodyMode::Json, ResponseBody::Length(n)) => {
+                (ClientFraming::Length, ResponseFraming::Length(usize::try_from(n).unwrap_or(usize::MAX)))
+            }
             _ if ex.head.version_minor >= 1 => (ClientFraming::Chunked, ResponseFraming::Chunked),
             _ => (ClientFraming::Close, ResponseFraming::Close),
         };
@@ -342,17 +327,7 @@ async fn forward<S: Transport>(
         }
         let mut client_side = ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout);
         let mut before_final = async |usage: Option<Usage>, events: u64, bytes: u64| {
-            settler
-                .settle(
-                    RecordStatus::Completed,
-                    Relayed {
-                        usage,
-                        events,
-                        bytes,
-                        stream: is_sse,
-                    },
-                )
-                .await;
+            settler.settle(RecordStatus::Completed, Relayed { usage, events, bytes, stream: is_sse }).await;
         };
         let (result, b, head) = relay::relay_body(
             &mut client_side,
@@ -376,12 +351,8 @@ async fn forward<S: Transport>(
         }
         ex.log.upstream = Some(Arc::clone(&node.label));
         drop(in_flight);
-        let relayed = Relayed {
-            usage: result.usage,
-            events: result.data_events,
-            bytes: result.bytes,
-            stream: is_sse,
-        };
+        let relayed =
+            Relayed { usage: result.usage, events: result.data_events, bytes: result.bytes, stream: is_sse };
         let ending = match &result.end {
             RelayEnd::Complete => {
                 app.nodes.report_success(&node);
@@ -411,11 +382,7 @@ async fn forward<S: Transport>(
         if !result.client_keep_alive {
             ex.keep_alive = false;
         }
-        break Ok(Some(Forwarded {
-            ending,
-            relayed,
-            status,
-        }));
+        break Ok(Some(Forwarded { ending, relayed, status }));
     };
     core.put_relay_buffer(buf);
     core.put_bytes(request);
@@ -426,10 +393,7 @@ async fn forward<S: Transport>(
             ex.keep_alive = false;
             Ok(Forwarded {
                 ending: Ending::ClientGone,
-                relayed: Relayed {
-                    stream,
-                    ..Relayed::default()
-                },
+                relayed: Relayed { stream, ..Relayed::default() },
                 status: 499,
             })
         }
@@ -443,11 +407,7 @@ async fn forward<S: Transport>(
 }
 
 fn unavailable(status: u16, message: String) -> ApiError {
-    ApiError::UpstreamUnavailable {
-        status,
-        message,
-        retry_after_secs: None,
-    }
+    ApiError::UpstreamUnavailable { status, message, retry_after_secs: None }
 }
 
 /// A node's error answer in the OpenAI shape, its message kept: `{"error":{…}}` passes as it is,
@@ -480,20 +440,9 @@ pub fn node_error(status: u16, body: &[u8]) -> ApiError {
             (msg, None, None)
         }
     };
-    let kind = kind.unwrap_or_else(|| {
-        if status < 500 {
-            "invalid_request_error"
-        } else {
-            "upstream_error"
-        }
-        .into()
-    });
-    ApiError::Upstream {
-        status,
-        message,
-        kind,
-        code,
-    }
+    let kind =
+        kind.unwrap_or_else(|| if status < 500 { "invalid_request_error" } else { "upstream_error" }.into());
+    ApiError::Upstream { status, message, kind, code }
 }
 
 #[cfg(test)]
@@ -505,10 +454,7 @@ mod tests {
         let e = node_error(400, br#"{"error":"AuthKey has already been used"}"#);
         assert_eq!(e.to_string(), "AuthKey has already been used");
         assert_eq!(e.status(), 400);
-        let e = node_error(
-            400,
-            br#"{"error":{"message":"bad","type":"invalid_request_error","code":"x"}}"#,
-        );
+        let e = node_error(400, br#"{"error":{"message":"bad","type":"invalid_request_error","code":"x"}}"#);
         assert_eq!((e.to_string().as_str(), e.code()), ("bad", Some("x")));
         let e = node_error(422, br#"{"detail":[{"loc":["body"],"msg":"field required"}]}"#);
         assert!(e.to_string().contains("field required"));

@@ -46,11 +46,8 @@ pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiEr
             (c.balance(), c.held())
         })
         .await?;
-    ex.respond_json(
-        200,
-        &json!({"balance_ngonka": balance.to_string(), "held_ngonka": held.to_string()}),
-    )
-    .await;
+    ex.respond_json(200, &json!({"balance_ngonka": balance.to_string(), "held_ngonka": held.to_string()}))
+        .await;
     Ok(())
 }
 
@@ -89,18 +86,10 @@ pub async fn usage<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiErro
         Some("model") => GroupBy::Model,
         Some("key") => GroupBy::Key,
         Some(_) => {
-            return Err(ApiError::bad_request(
-                "`group_by` must be day, model or key.",
-                Some("group_by"),
-            ));
+            return Err(ApiError::bad_request("`group_by` must be day, model or key.", Some("group_by")));
         }
     };
-    let q = UsageQuery {
-        account_id: account.to_string(),
-        from_day,
-        to_day,
-        group_by,
-    };
+    let q = UsageQuery { account_id: account.to_string(), from_day, to_day, group_by };
     let rows = core
         .app
         .control

@@ -61,9 +61,7 @@ pub struct KeyCache {
 
 impl std::fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyCache")
-            .field("entries", &self.map.entry_count())
-            .finish()
+        f.debug_struct("KeyCache").field("entries", &self.map.entry_count()).finish()
     }
 }
 
@@ -76,9 +74,7 @@ impl Default for KeyCache {
 impl KeyCache {
     /// Unbounded: it must hold every key, so nothing may be evicted.
     pub fn new() -> Self {
-        Self {
-            map: moka::sync::Cache::builder().build(),
-        }
+        Self { map: moka::sync::Cache::builder().build() }
     }
 
     /// Read path (cores).
@@ -87,10 +83,7 @@ impl KeyCache {
     }
 
     /// Control plane only.
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "called from the control plane, the cache's only writer"
-    )]
+    #[expect(clippy::disallowed_methods, reason = "called from the control plane, the cache's only writer")]
     pub fn put(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
         self.map.insert(hash, entry);
     }

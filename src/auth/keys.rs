@@ -96,11 +96,7 @@ pub struct KeyHash(pub [u8; 32]);
 
 impl std::fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "KeyHash({:02x}{:02x}{:02x}{:02x}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        write!(f, "KeyHash({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
     }
 }
 
@@ -148,10 +144,7 @@ pub struct NewSecret {
 pub fn generate(kind: KeyKind) -> io::Result<NewSecret> {
     let random = crate::secret::random_base62(SECRET_CHARS)?;
     let secret = format!("{}{random}", kind.secret_prefix());
-    Ok(NewSecret {
-        prefix: display_prefix(&secret),
-        secret,
-    })
+    Ok(NewSecret { prefix: display_prefix(&secret), secret })
 }
 
 /// What lists show of a key: its kind prefix and the first 4 random characters.
@@ -177,12 +170,7 @@ mod tests {
 
     #[test]
     fn generated_keys_have_their_prefix_and_length() {
-        for kind in [
-            KeyKind::Managed,
-            KeyKind::Management,
-            KeyKind::Child,
-            KeyKind::AccountToken,
-        ] {
+        for kind in [KeyKind::Managed, KeyKind::Management, KeyKind::Child, KeyKind::AccountToken] {
             let k = generate(kind).unwrap();
             assert!(k.secret.starts_with(kind.secret_prefix()));
             assert_eq!(k.secret.len(), kind.secret_prefix().len() + SECRET_CHARS);

@@ -86,9 +86,7 @@ pub fn authenticate_account(
         return Err(ApiError::InvalidApiKey);
     }
     match key.kind {
-        KeyKind::AccountToken => Ok(Caller::Account {
-            account_id: Arc::clone(&key.account_id),
-        }),
+        KeyKind::AccountToken => Ok(Caller::Account { account_id: Arc::clone(&key.account_id) }),
         KeyKind::Management if allow_management => {
             if key.is_expired(now_unix) {
                 return Err(ApiError::KeyExpired);
@@ -96,10 +94,7 @@ pub fn authenticate_account(
             if key.status == KeyStatus::Paused {
                 return Err(ApiError::KeyPaused);
             }
-            Ok(Caller::ManagementKey {
-                account_id: Arc::clone(&key.account_id),
-                key_id: Arc::clone(&key.id),
-            })
+            Ok(Caller::ManagementKey { account_id: Arc::clone(&key.account_id), key_id: Arc::clone(&key.id) })
         }
         _ => Err(ApiError::InvalidApiKey),
     }

@@ -65,9 +65,7 @@ pub struct JournalStats {
 impl JournalStats {
     /// Records written and not yet applied to the store.
     pub fn lag(&self) -> u64 {
-        self.written
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.applied.load(Ordering::Relaxed))
+        self.written.load(Ordering::Relaxed).saturating_sub(self.applied.load(Ordering::Relaxed))
     }
 }
 
@@ -143,20 +141,15 @@ fn file_name(seq: u64) -> String {
 }
 
 /// The journal files in `dir`, by sequence number.
-#[expect(
-    clippy::disallowed_methods,
-    reason = "journal files: journal and control-plane threads only"
-)]
+#[expect(clippy::disallowed_methods, reason = "journal files: journal and control-plane threads only")]
 pub fn list_files(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(seq) = name
-            .strip_prefix("usage-")
-            .and_then(|s| s.strip_suffix(".log"))
-            .and_then(|s| s.parse().ok())
+        if let Some(seq) =
+            name.strip_prefix("usage-").and_then(|s| s.strip_suffix(".log")).and_then(|s| s.parse().ok())
         {
             files.push((seq, entry.path()));
         }
@@ -194,12 +187,7 @@ impl Journal {
             Some((seq, path)) => (*seq, path.clone()),
             None => (1, dir.join(file_name(1))),
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)?;
+        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
         let len = file.metadata()?.len();
         let valid = if len == 0 { 0 } else { valid_len(&path)? };
         if valid < len {
@@ -219,9 +207,7 @@ impl Journal {
             fsync_interval,
             stats: Arc::clone(&stats),
         };
-        let thread = std::thread::Builder::new()
-            .name("journal".into())
-            .spawn(move || writer.run(rx))?;
+        let thread = std::thread::Builder::new().name("journal".into()).spawn(move || writer.run(rx))?;
         Ok((Journal { tx, stats }, JournalThread { thread }))
     }
 
@@ -229,10 +215,7 @@ impl Journal {
     pub async fn append(&self, record: &UsageRecord) -> Result<(), JournalError> {
         let frame = encode(record).map_err(|e| JournalError::Io(e.to_string()))?;
         let (ack, done) = futures_channel::oneshot::channel();
-        match self.tx.try_send(Entry {
-            frame,
-            ack: Some(ack),
-        }) {
+        match self.tx.try_send(Entry { frame, ack: Some(ack) }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(JournalError::Full),
             Err(TrySendError::Disconnected(_)) => return Err(JournalError::Stopped),
@@ -246,10 +229,7 @@ impl Journal {
 
     /// Asks the writer thread to finish what is queued and stop.
     pub fn close(&self) {
-        let _ = self.tx.try_send(Entry {
-            frame: Vec::new(),
-            ack: None,
-        });
+        let _ = self.tx.try_send(Entry { frame: Vec::new(), ack: None });
     }
 }
 
@@ -276,10 +256,7 @@ struct Writer {
 }
 
 impl Writer {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the journal thread blocks on its queue and its files"
-    )]
+    #[expect(clippy::disallowed_methods, reason = "the journal thread blocks on its queue and its files")]
     fn run(mut self, rx: Receiver<Entry>) {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut acks = Vec::new();
@@ -371,10 +348,8 @@ impl Writer {
         if self.size > 0 && self.size + bytes.len() as u64 > ROTATE_BYTES {
             self.file.sync_all()?;
             self.seq += 1;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.join(file_name(self.seq)))?;
+            self.file =
+                OpenOptions::new().create(true).append(true).open(self.dir.join(file_name(self.seq)))?;
             self.size = 0;
             if let Ok(d) = File::open(&self.dir) {
                 let _ = d.sync_all();
@@ -427,13 +402,7 @@ impl JournalReader {
                 match decode(&bytes[at..]) {
                     Ok(Some((record, n))) => {
                         at += n;
-                        out.push((
-                            record,
-                            JournalPos {
-                                seq: *seq,
-                                offset: pos.offset + at as u64,
-                            },
-                        ));
+                        out.push((record, JournalPos { seq: *seq, offset: pos.offset + at as u64 }));
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -511,10 +480,7 @@ mod tests {
     fn written_records_are_read_back_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let (j, t) = Journal::open(dir.path(), WaitFor::Write, Duration::from_millis(5)).unwrap();
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().unwrap();
         rt.block_on(async {
             for i in 0..10 {
                 j.append(&rec(i)).await.unwrap();

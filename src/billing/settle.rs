@@ -38,38 +38,16 @@ pub fn billed_tokens(status: RecordStatus, relayed: Relayed, body_len: usize) ->
         return (u, false);
     }
     let prompt = (body_len as u64).div_ceil(4);
-    let completion = if relayed.stream {
-        relayed.events
-    } else {
-        relayed.bytes.div_ceil(4)
-    };
+    let completion = if relayed.stream { relayed.events } else { relayed.bytes.div_ceil(4) };
     match status {
-        RecordStatus::Completed => (
-            Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-            },
-            true,
-        ),
+        RecordStatus::Completed => (Usage { prompt_tokens: prompt, completion_tokens: completion }, true),
         RecordStatus::ClientGone => {
             let completion = if relayed.stream { relayed.events } else { 0 };
-            (
-                Usage {
-                    prompt_tokens: prompt,
-                    completion_tokens: completion,
-                },
-                true,
-            )
+            (Usage { prompt_tokens: prompt, completion_tokens: completion }, true)
         }
         RecordStatus::UpstreamFailed | RecordStatus::Timeout => {
             if relayed.stream && relayed.events > 0 {
-                (
-                    Usage {
-                        prompt_tokens: prompt,
-                        completion_tokens: relayed.events,
-                    },
-                    true,
-                )
+                (Usage { prompt_tokens: prompt, completion_tokens: relayed.events }, true)
             } else {
                 (Usage::default(), false)
             }
@@ -104,17 +82,7 @@ impl Settler {
         started: Instant,
         body_len: usize,
     ) -> Self {
-        Self {
-            app,
-            key,
-            model,
-            hold: Some(hold),
-            request_id,
-            started_ms,
-            started,
-            body_len,
-            billed: None,
-        }
+        Self { app, key, model, hold: Some(hold), request_id, started_ms, started, body_len, billed: None }
     }
 
     pub fn is_settled(&self) -> bool {
@@ -165,39 +133,19 @@ mod tests {
 
     #[test]
     fn billing_rules() {
-        let reported = Usage {
-            prompt_tokens: 10,
-            completion_tokens: 20,
-        };
-        let r = |usage, events, bytes, stream| Relayed {
-            usage,
-            events,
-            bytes,
-            stream,
-        };
+        let reported = Usage { prompt_tokens: 10, completion_tokens: 20 };
+        let r = |usage, events, bytes, stream| Relayed { usage, events, bytes, stream };
         assert_eq!(
             billed_tokens(RecordStatus::Completed, r(Some(reported), 0, 0, true), 400),
             (reported, false)
         );
         assert_eq!(
             billed_tokens(RecordStatus::Completed, r(None, 7, 0, true), 400),
-            (
-                Usage {
-                    prompt_tokens: 100,
-                    completion_tokens: 7
-                },
-                true
-            )
+            (Usage { prompt_tokens: 100, completion_tokens: 7 }, true)
         );
         assert_eq!(
             billed_tokens(RecordStatus::ClientGone, r(None, 3, 999, true), 401),
-            (
-                Usage {
-                    prompt_tokens: 101,
-                    completion_tokens: 3
-                },
-                true
-            )
+            (Usage { prompt_tokens: 101, completion_tokens: 3 }, true)
         );
         assert_eq!(
             billed_tokens(RecordStatus::UpstreamFailed, r(None, 0, 0, true), 400),
@@ -205,13 +153,7 @@ mod tests {
         );
         assert_eq!(
             billed_tokens(RecordStatus::Timeout, r(None, 2, 0, true), 400),
-            (
-                Usage {
-                    prompt_tokens: 100,
-                    completion_tokens: 2
-                },
-                true
-            )
+            (Usage { prompt_tokens: 100, completion_tokens: 2 }, true)
         );
         assert_eq!(
             billed_tokens(RecordStatus::UpstreamFailed, r(None, 0, 500, false), 400),

@@ -246,10 +246,7 @@ mod tests {
         for step in 1..doc.len() {
             assert_eq!(
                 scan(doc, step),
-                Some(Usage {
-                    prompt_tokens: 12,
-                    completion_tokens: 34
-                }),
+                Some(Usage { prompt_tokens: 12, completion_tokens: 34 }),
                 "step {step}"
             );
         }
@@ -274,19 +271,13 @@ mod tests {
     fn last_member_without_trailing_comma() {
         assert_eq!(
             scan(br#"{"usage":{"input_tokens":3,"output_tokens":4}}"#, 3),
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 4
-            })
+            Some(Usage { prompt_tokens: 3, completion_tokens: 4 })
         );
     }
 
     #[test]
     fn oversized_usage_is_dropped() {
-        let big = format!(
-            r#"{{"usage":{{"prompt_tokens":1,"pad":"{}"}}}}"#,
-            "x".repeat(MAX_USAGE_BYTES)
-        );
+        let big = format!(r#"{{"usage":{{"prompt_tokens":1,"pad":"{}"}}}}"#, "x".repeat(MAX_USAGE_BYTES));
         assert_eq!(scan(big.as_bytes(), 64), None);
     }
 }

@@ -78,12 +78,8 @@ impl ControlState {
     /// Creates an account and its account token.
     pub fn create_account(&mut self, name: &str) -> Result<(AccountRow, KeyWithSecret), ApiError> {
         let at = now();
-        let account = AccountRow {
-            id: new_id("acc_")?,
-            name: name.to_owned(),
-            balance_ngonka: 0,
-            created_at: at,
-        };
+        let account =
+            AccountRow { id: new_id("acc_")?, name: name.to_owned(), balance_ngonka: 0, created_at: at };
         let secret = new_secret(KeyKind::AccountToken)?;
         let token = KeyRow {
             id: new_id("key_")?,
@@ -105,19 +101,11 @@ impl ControlState {
         let stored = self.store.insert_account(&account, &token)?;
         self.account_counters(&account.id);
         self.apply_rows(std::slice::from_ref(&stored));
-        Ok((
-            account,
-            KeyWithSecret {
-                row: stored,
-                secret: Some(secret.secret),
-            },
-        ))
+        Ok((account, KeyWithSecret { row: stored, secret: Some(secret.secret) }))
     }
 
     pub fn account(&mut self, id: &str) -> Result<AccountRow, ApiError> {
-        self.store
-            .account(id)?
-            .ok_or_else(|| ApiError::NotFound(format!("No account with id {id}.")))
+        self.store.account(id)?.ok_or_else(|| ApiError::NotFound(format!("No account with id {id}.")))
     }
 
     pub fn accounts(&mut self) -> Result<Vec<AccountRow>, ApiError> {
@@ -136,11 +124,7 @@ impl ControlState {
                     && k.kind == KeyKind::AccountToken
                     && k.status != KeyStatus::Archived
             })
-            .map(|k| KeyRow {
-                status: KeyStatus::Archived,
-                updated_at: at,
-                ..k.clone()
-            })
+            .map(|k| KeyRow { status: KeyStatus::Archived, updated_at: at, ..k.clone() })
             .collect();
         let secret = new_secret(KeyKind::AccountToken)?;
         let token = KeyRow {
@@ -162,14 +146,8 @@ impl ControlState {
         };
         rows.push(token);
         let stored = self.write_keys(&rows)?;
-        let row = stored
-            .into_iter()
-            .last()
-            .ok_or_else(|| ApiError::Internal("no row written".into()))?;
-        Ok(KeyWithSecret {
-            row,
-            secret: Some(secret.secret),
-        })
+        let row = stored.into_iter().last().ok_or_else(|| ApiError::Internal("no row written".into()))?;
+        Ok(KeyWithSecret { row, secret: Some(secret.secret) })
     }
 
     /// Credits an account once per `reference`.
@@ -187,10 +165,7 @@ impl ControlState {
             counters.credit(amount);
         }
         // The live balance: the store's lags behind usage still in the journal.
-        Ok(CreditOutcome {
-            applied: outcome.applied,
-            balance_ngonka: counters.balance(),
-        })
+        Ok(CreditOutcome { applied: outcome.applied, balance_ngonka: counters.balance() })
     }
 
     /// Creates a managed or management key, or (with `parent`) a child key of that management key.
@@ -202,10 +177,7 @@ impl ControlState {
         spec: KeySpec,
     ) -> Result<KeyWithSecret, ApiError> {
         if kind == KeyKind::AccountToken {
-            return Err(ApiError::bad_request(
-                "Account tokens are issued with the account.",
-                Some("kind"),
-            ));
+            return Err(ApiError::bad_request("Account tokens are issued with the account.", Some("kind")));
         }
         if !self.keys.values().any(|k| k.account_id == account_id)
             && self.store.account(account_id)?.is_none()
@@ -232,10 +204,7 @@ impl ControlState {
         if self.live_key_count(account_id) >= self.max_keys_per_account {
             return Err(ApiError::Forbidden(
                 "key_limit_reached",
-                format!(
-                    "This account already holds the maximum of {} keys.",
-                    self.max_keys_per_account
-                ),
+                format!("This account already holds the maximum of {} keys.", self.max_keys_per_account),
             ));
         }
         let at = now();
@@ -258,14 +227,8 @@ impl ControlState {
             version: 0,
         };
         let stored = self.write_keys(&[row])?;
-        let row = stored
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("no row written".into()))?;
-        Ok(KeyWithSecret {
-            row,
-            secret: Some(secret.secret),
-        })
+        let row = stored.into_iter().next().ok_or_else(|| ApiError::Internal("no row written".into()))?;
+        Ok(KeyWithSecret { row, secret: Some(secret.secret) })
     }
 
     /// The account's keys of `kind` (children: of management key `parent`), oldest first.
@@ -315,17 +278,12 @@ impl ControlState {
     ) -> Result<KeyWithSecret, ApiError> {
         let key = self.owned_key(account_id, key_id, kinds)?;
         if key.status == KeyStatus::Archived {
-            return Err(ApiError::Conflict(
-                "This key is archived; nothing brings it back.".into(),
-            ));
+            return Err(ApiError::Conflict("This key is archived; nothing brings it back.".into()));
         }
         let at = now();
         let mut secret = None;
         let mut rows = Vec::new();
-        let mut updated = KeyRow {
-            updated_at: at,
-            ..key.clone()
-        };
+        let mut updated = KeyRow { updated_at: at, ..key.clone() };
         match action {
             KeyAction::Pause => updated.status = KeyStatus::Paused,
             KeyAction::Resume => updated.status = KeyStatus::Active,
@@ -344,21 +302,14 @@ impl ControlState {
                             .filter(|k| {
                                 k.parent_id.as_deref() == Some(key_id) && k.status != KeyStatus::Archived
                             })
-                            .map(|k| KeyRow {
-                                status: KeyStatus::Archived,
-                                updated_at: at,
-                                ..k.clone()
-                            }),
+                            .map(|k| KeyRow { status: KeyStatus::Archived, updated_at: at, ..k.clone() }),
                     );
                 }
             }
         }
         rows.insert(0, updated);
         let stored = self.write_keys(&rows)?;
-        let row = stored
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("no row written".into()))?;
+        let row = stored.into_iter().next().ok_or_else(|| ApiError::Internal("no row written".into()))?;
         Ok(KeyWithSecret { row, secret })
     }
 
@@ -371,10 +322,7 @@ impl ControlState {
         patch: KeyPatch,
     ) -> Result<KeyRow, ApiError> {
         let child = self.child(account_id, parent, child_id)?;
-        let mut row = KeyRow {
-            updated_at: now(),
-            ..child
-        };
+        let mut row = KeyRow { updated_at: now(), ..child };
         if let Some(name) = patch.name {
             row.name = name;
         }
@@ -394,10 +342,7 @@ impl ControlState {
             row.status = s;
         }
         let stored = self.write_keys(&[row])?;
-        stored
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("no row written".into()))
+        stored.into_iter().next().ok_or_else(|| ApiError::Internal("no row written".into()))
     }
 
     /// Archives a child key.
@@ -408,16 +353,9 @@ impl ControlState {
         child_id: &str,
     ) -> Result<KeyRow, ApiError> {
         let child = self.child(account_id, parent, child_id)?;
-        let row = KeyRow {
-            status: KeyStatus::Archived,
-            updated_at: now(),
-            ..child
-        };
+        let row = KeyRow { status: KeyStatus::Archived, updated_at: now(), ..child };
         let stored = self.write_keys(&[row])?;
-        stored
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("no row written".into()))
+        stored.into_iter().next().ok_or_else(|| ApiError::Internal("no row written".into()))
     }
 
     fn child(&self, account_id: &str, parent: &str, child_id: &str) -> Result<KeyRow, ApiError> {

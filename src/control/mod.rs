@@ -4,6 +4,7 @@
 //! ([`health`]), so a slow probe never delays an API call.
 
 pub mod accounts;
+pub mod fetch;
 pub mod health;
 pub mod state;
 
@@ -46,8 +47,7 @@ impl ControlHandle {
                 return Err(ApiError::Unavailable("the control plane has stopped".into()));
             }
         }
-        rx.await
-            .map_err(|_| ApiError::Internal("the control plane dropped a request".into()))
+        rx.await.map_err(|_| ApiError::Internal("the control plane dropped a request".into()))
     }
 
     /// Blocking variant for threads that are not cores (start-up, tests).
@@ -61,11 +61,8 @@ impl ControlHandle {
         let job: Job = Box::new(move |st| {
             let _ = tx.send(f(st));
         });
-        self.tx
-            .send(job)
-            .map_err(|_| ApiError::Unavailable("the control plane has stopped".into()))?;
-        rx.recv()
-            .map_err(|_| ApiError::Internal("the control plane dropped a request".into()))
+        self.tx.send(job).map_err(|_| ApiError::Unavailable("the control plane has stopped".into()))?;
+        rx.recv().map_err(|_| ApiError::Internal("the control plane dropped a request".into()))
     }
 }
 
@@ -84,26 +81,24 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(mut state: ControlState, handle: ControlHandle, rx: Receiver<Job>) -> io::Result<Self> {
-        let thread = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                let tick = Duration::from_millis(100);
-                let mut next_tick = Instant::now() + tick;
-                while !state.stopping {
-                    let wait = next_tick.saturating_duration_since(Instant::now());
-                    #[expect(clippy::disallowed_methods, reason = "the control plane is allowed to block")]
-                    match rx.recv_timeout(wait) {
-                        Ok(job) => job(&mut state),
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                    }
-                    if Instant::now() >= next_tick {
-                        state.tick();
-                        next_tick = Instant::now() + tick;
-                    }
+        let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
+            let tick = Duration::from_millis(100);
+            let mut next_tick = Instant::now() + tick;
+            while !state.stopping {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                #[expect(clippy::disallowed_methods, reason = "the control plane is allowed to block")]
+                match rx.recv_timeout(wait) {
+                    Ok(job) => job(&mut state),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 }
-                state.shutdown();
-            })?;
+                if Instant::now() >= next_tick {
+                    state.tick();
+                    next_tick = Instant::now() + tick;
+                }
+            }
+            state.shutdown();
+        })?;
         Ok(Self { handle, thread })
     }
 

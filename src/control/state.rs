@@ -129,9 +129,7 @@ impl ControlState {
             last_reconcile: Instant::now(),
             stopping: false,
         };
-        let replayed = state
-            .apply_journal(Duration::from_secs(3600))
-            .map_err(StoreError::Unavailable)?;
+        let replayed = state.apply_journal(Duration::from_secs(3600)).map_err(StoreError::Unavailable)?;
         if replayed > 0 {
             log::info!(target: "journal", "applied {replayed} usage records from the journal");
         }
@@ -153,16 +151,13 @@ impl ControlState {
     /// Balances and this day's and month's spend, from the store.
     fn restore_counters(&mut self) -> Result<(), StoreError> {
         for a in self.store.accounts()? {
-            self.account_counters
-                .insert(a.id, Arc::new(AccountCounters::new(a.balance_ngonka)));
+            self.account_counters.insert(a.id, Arc::new(AccountCounters::new(a.balance_ngonka)));
         }
         let now = self.clock.now_ms();
         let (day, month) = (day_index(now), month_index(now));
         for s in self.store.key_spend(day, month)? {
-            self.key_counters.insert(
-                s.key_id,
-                Arc::new(KeyCounters::restored(day, s.day_spent, month, s.month_spent)),
-            );
+            self.key_counters
+                .insert(s.key_id, Arc::new(KeyCounters::restored(day, s.day_spent, month, s.month_spent)));
         }
         Ok(())
     }
@@ -211,10 +206,7 @@ impl ControlState {
 
     /// The cache entry of a key (with its counters), for listings that show spend.
     pub fn key_entry(&mut self, row: &KeyRow) -> Arc<KeyEntry> {
-        self.cache
-            .get(&row.hash)
-            .filter(|e| *e.id == *row.id)
-            .unwrap_or_else(|| self.entry(row))
+        self.cache.get(&row.hash).filter(|e| *e.id == *row.id).unwrap_or_else(|| self.entry(row))
     }
 
     /// Applies journal records to the store until caught up or `budget` is spent. Returns how many were
@@ -223,19 +215,14 @@ impl ControlState {
         let started = Instant::now();
         let mut applied = 0;
         loop {
-            let batch = self
-                .journal
-                .read_from(self.journal_pos, APPLY_BATCH)
-                .map_err(|e| e.to_string())?;
+            let batch = self.journal.read_from(self.journal_pos, APPLY_BATCH).map_err(|e| e.to_string())?;
             let Some((_, pos)) = batch.last() else { break };
             let pos = *pos;
             let records: Vec<_> = batch.into_iter().map(|(r, _)| r).collect();
             self.store.apply_usage(&records, pos).map_err(|e| e.to_string())?;
             self.journal_pos = pos;
             applied += records.len();
-            self.journal_stats
-                .applied
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            self.journal_stats.applied.fetch_add(records.len() as u64, Ordering::Relaxed);
             if started.elapsed() >= budget {
                 break;
             }
@@ -262,10 +249,8 @@ impl ControlState {
     }
 
     pub fn write_snapshot(&mut self) {
-        let state = crate::store::KeyTableState {
-            max_version: self.last_version,
-            count: self.keys.len() as i64,
-        };
+        let state =
+            crate::store::KeyTableState { max_version: self.last_version, count: self.keys.len() as i64 };
         let mut rows: Vec<KeyRow> = self.keys.values().cloned().collect();
         rows.sort_by_key(|r| r.version);
         match snapshot::write(&self.snapshot_path, &rows, state) {
@@ -331,10 +316,8 @@ impl ControlState {
         self.store.upsert_price(&row)?;
         let prices = self.store.prices()?;
         let table = ModelTable::from_config_and_prices(&self.config_models, &prices);
-        let spec = table
-            .get(&row.model)
-            .cloned()
-            .ok_or_else(|| ApiError::Internal("price not applied".into()))?;
+        let spec =
+            table.get(&row.model).cloned().ok_or_else(|| ApiError::Internal("price not applied".into()))?;
         self.models.store(Arc::new(table));
         Ok(spec)
     }

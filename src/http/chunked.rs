@@ -81,13 +81,7 @@ pub struct Decoded {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        Self {
-            state: State::Size,
-            size: 0,
-            digits: 0,
-            line_bytes: 0,
-            trailer_bytes: 0,
-        }
+        Self { state: State::Size, size: 0, digits: 0, line_bytes: 0, trailer_bytes: 0 }
     }
 
     /// Whether the whole message has been decoded.
@@ -121,11 +115,7 @@ impl ChunkedDecoder {
             read += 1;
             self.step(b)?;
         }
-        Ok(Decoded {
-            consumed: read,
-            payload_len: write,
-            done: self.state == State::Done,
-        })
+        Ok(Decoded { consumed: read, payload_len: write, done: self.state == State::Done })
     }
 
     fn step(&mut self, b: u8) -> Result<(), ChunkedError> {
@@ -221,20 +211,12 @@ impl ChunkedDecoder {
 
     fn bump_line(&mut self) -> Result<(), ChunkedError> {
         self.line_bytes += 1;
-        if self.line_bytes > MAX_LINE_BYTES {
-            Err(ChunkedError::LineTooLong)
-        } else {
-            Ok(())
-        }
+        if self.line_bytes > MAX_LINE_BYTES { Err(ChunkedError::LineTooLong) } else { Ok(()) }
     }
 
     fn bump_trailer(&mut self) -> Result<(), ChunkedError> {
         self.trailer_bytes += 1;
-        if self.trailer_bytes > MAX_TRAILER_BYTES {
-            Err(ChunkedError::TrailerTooLarge)
-        } else {
-            Ok(())
-        }
+        if self.trailer_bytes > MAX_TRAILER_BYTES { Err(ChunkedError::TrailerTooLarge) } else { Ok(()) }
     }
 }
 

@@ -116,10 +116,7 @@ where
         debug_assert!(timed_out);
         let _fresh = canceller.cancel();
         let (_, slice) = write.await;
-        return (
-            Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-            slice.into_inner(),
-        );
+        return (Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")), slice.into_inner());
     }
     (Ok(()), buf)
 }
@@ -133,10 +130,7 @@ pub struct ReadBuf {
 
 impl ReadBuf {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            buf: Vec::with_capacity(capacity),
-            start: 0,
-        }
+        Self { buf: Vec::with_capacity(capacity), start: 0 }
     }
 
     /// The unconsumed bytes.

@@ -12,5 +12,6 @@ pub mod io;
 pub mod request;
 pub mod response;
 pub mod sse;
+pub mod tls;
 
 pub use request::{BodyFraming, HeadError, HttpLimits, Method, RequestHead};

@@ -22,11 +22,7 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self {
-            max_head_bytes: 16 * 1024,
-            max_headers: 64,
-            max_body_bytes: 10 * 1024 * 1024,
-        }
+        Self { max_head_bytes: 16 * 1024, max_headers: 64, max_body_bytes: 10 * 1024 * 1024 }
     }
 }
 
@@ -216,8 +212,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
             let v = trim_ows(value);
             if !v.is_empty()
                 && v.len() <= MAX_REQUEST_ID_LEN
-                && v.iter()
-                    .all(|&b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
             {
                 request_id = std::str::from_utf8(v).ok().map(str::to_owned);
             }
@@ -246,11 +241,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
             BodyFraming::Length(n)
         }
     };
-    let keep_alive = if version_minor == 0 {
-        conn_keep_alive && !conn_close
-    } else {
-        !conn_close
-    };
+    let keep_alive = if version_minor == 0 { conn_keep_alive && !conn_close } else { !conn_close };
 
     Ok(RequestHead {
         method,
@@ -357,10 +348,7 @@ mod tests {
     #[test]
     fn incomplete_is_not_an_error_until_the_limit() {
         assert_eq!(parse("GET / HTTP/1.1\r\nHost: a\r\n"), Err(HeadError::Incomplete));
-        let limits = HttpLimits {
-            max_head_bytes: 32,
-            ..HttpLimits::default()
-        };
+        let limits = HttpLimits { max_head_bytes: 32, ..HttpLimits::default() };
         let long = format!("GET / HTTP/1.1\r\nHost: {}\r\n", "a".repeat(40));
         assert_eq!(parse_head(long.as_bytes(), &limits), Err(HeadError::HeadTooLarge));
     }
@@ -398,33 +386,18 @@ mod tests {
 
     #[test]
     fn limits_map_to_statuses() {
-        let limits = HttpLimits {
-            max_headers: 2,
-            max_body_bytes: 10,
-            ..HttpLimits::default()
-        };
+        let limits = HttpLimits { max_headers: 2, max_body_bytes: 10, ..HttpLimits::default() };
         let r = parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n", &limits);
         assert_eq!(r.map_err(HeadError::status), Err(431));
-        let r = parse_head(
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n",
-            &limits,
-        );
+        let r = parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n", &limits);
         assert_eq!(r.map_err(HeadError::status), Err(413));
     }
 
     #[test]
     fn keep_alive_rules() {
         assert!(!parse("GET / HTTP/1.0\r\n\r\n").unwrap().keep_alive);
-        assert!(
-            parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
-        assert!(
-            !parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-                .unwrap()
-                .keep_alive
-        );
+        assert!(parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().keep_alive);
+        assert!(!parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap().keep_alive);
     }
 
     #[test]
@@ -437,10 +410,7 @@ mod tests {
 
     #[test]
     fn query_params_decode() {
-        assert_eq!(
-            query_param(Some("from=2026-01-01&group_by=day"), "group_by").as_deref(),
-            Some("day")
-        );
+        assert_eq!(query_param(Some("from=2026-01-01&group_by=day"), "group_by").as_deref(), Some("day"));
         assert_eq!(query_param(Some("a=%41+b"), "a").as_deref(), Some("A b"));
         assert_eq!(query_param(Some("a=%4"), "a"), None);
         assert_eq!(query_param(None, "a"), None);

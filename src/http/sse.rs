@@ -74,11 +74,7 @@ pub fn classify(event: &[u8]) -> EventKind {
             }
         }
     }
-    let data = if lines > 1 {
-        joined.as_slice()
-    } else {
-        data.unwrap_or_default()
-    };
+    let data = if lines > 1 { joined.as_slice() } else { data.unwrap_or_default() };
     if lines == 0 {
         return EventKind::Other;
     }
@@ -86,10 +82,7 @@ pub fn classify(event: &[u8]) -> EventKind {
         return EventKind::Done;
     }
     if let Some(usage) = usage_of(data) {
-        return EventKind::Usage {
-            usage,
-            choices_empty: choices_empty(data),
-        };
+        return EventKind::Usage { usage, choices_empty: choices_empty(data) };
     }
     EventKind::Data
 }
@@ -170,24 +163,12 @@ mod tests {
 "#;
         assert_eq!(
             classify(usage),
-            EventKind::Usage {
-                usage: Usage {
-                    prompt_tokens: 5,
-                    completion_tokens: 7
-                },
-                choices_empty: true
-            }
+            EventKind::Usage { usage: Usage { prompt_tokens: 5, completion_tokens: 7 }, choices_empty: true }
         );
         let both = br#"data: {"choices":[{"delta":{}}], "usage" : {"prompt_tokens":1,"completion_tokens":2}}
 
 "#;
-        assert!(matches!(
-            classify(both),
-            EventKind::Usage {
-                choices_empty: false,
-                ..
-            }
-        ));
+        assert!(matches!(classify(both), EventKind::Usage { choices_empty: false, .. }));
         assert_eq!(classify(b"data: [DONE]\n\n"), EventKind::Done);
         assert_eq!(classify(b": keep-alive\n\n"), EventKind::Other);
     }
@@ -196,13 +177,7 @@ mod tests {
     fn joins_multi_line_data() {
         let ev =
             b"data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n";
-        assert!(matches!(
-            classify(ev),
-            EventKind::Usage {
-                choices_empty: true,
-                ..
-            }
-        ));
+        assert!(matches!(classify(ev), EventKind::Usage { choices_empty: true, .. }));
     }
 
     #[test]

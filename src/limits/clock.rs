@@ -29,9 +29,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(now_ms: i64) -> Self {
-        Self {
-            ms: AtomicI64::new(now_ms),
-        }
+        Self { ms: AtomicI64::new(now_ms) }
     }
 
     pub fn set(&self, ms: i64) {

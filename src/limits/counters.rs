@@ -54,10 +54,7 @@ fn to_i64(v: u64) -> i64 {
 
 impl AccountCounters {
     pub fn new(balance_ngonka: i64) -> Self {
-        Self {
-            available: AtomicI64::new(balance_ngonka),
-            held: AtomicI64::new(0),
-        }
+        Self { available: AtomicI64::new(balance_ngonka), held: AtomicI64::new(0) }
     }
 
     /// Holds `amount` if the balance not yet held covers it.
@@ -68,9 +65,7 @@ impl AccountCounters {
             if cur < amount {
                 return false;
             }
-            match self
-                .available
-                .compare_exchange_weak(cur, cur - amount, Ordering::AcqRel, Ordering::Acquire)
+            match self.available.compare_exchange_weak(cur, cur - amount, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
                     self.held.fetch_add(amount, Ordering::AcqRel);

@@ -40,10 +40,7 @@ impl Gcra {
                 });
             }
             let new_tat = base + t;
-            match self
-                .tat_us
-                .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.tat_us.compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
                     let room = tau - (new_tat - now_us);
                     let remaining = if room < 0 { 0 } else { room / t + 1 };

@@ -54,15 +54,9 @@ pub fn worst_case(
     default_max_tokens: u64,
     has_completion: bool,
 ) -> WorstCase {
-    let completion = if has_completion {
-        n.max(1).saturating_mul(max_tokens.unwrap_or(default_max_tokens))
-    } else {
-        0
-    };
-    WorstCase {
-        prompt_tokens: body_len as u64,
-        completion_tokens: completion,
-    }
+    let completion =
+        if has_completion { n.max(1).saturating_mul(max_tokens.unwrap_or(default_max_tokens)) } else { 0 };
+    WorstCase { prompt_tokens: body_len as u64, completion_tokens: completion }
 }
 
 /// A request's claim on its key's and account's budgets, until settled.
@@ -105,9 +99,7 @@ impl Hold {
         c.monthly_spent.add(self.month, billed);
         self.key.account.release(self.amount, billed);
         self.gauges.count.fetch_sub(1, Ordering::Relaxed);
-        self.gauges
-            .ngonka
-            .fetch_sub(i64::try_from(self.amount).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.gauges.ngonka.fetch_sub(i64::try_from(self.amount).unwrap_or(i64::MAX), Ordering::Relaxed);
         billed
     }
 }
@@ -133,11 +125,7 @@ pub fn check_rate(key: &KeyEntry, default_rpm: u32, now_ms: i64) -> Result<Optio
     if rpm == 0 {
         return Ok(None);
     }
-    key.counters
-        .rate
-        .admit(rpm, now_ms.saturating_mul(1000))
-        .map(Some)
-        .map_err(ApiError::RateLimited)
+    key.counters.rate.admit(rpm, now_ms.saturating_mul(1000)).map(Some).map_err(ApiError::RateLimited)
 }
 
 /// Holds `amount` against the key's daily and monthly limits and its account's balance, or refuses
@@ -171,17 +159,8 @@ pub fn hold(
         return Err(ApiError::InsufficientBalance);
     }
     gauges.count.fetch_add(1, Ordering::Relaxed);
-    gauges
-        .ngonka
-        .fetch_add(i64::try_from(amount).unwrap_or(i64::MAX), Ordering::Relaxed);
-    Ok(Hold {
-        key: Arc::clone(key),
-        amount,
-        day,
-        month,
-        gauges: Arc::clone(gauges),
-        settled: false,
-    })
+    gauges.ngonka.fetch_add(i64::try_from(amount).unwrap_or(i64::MAX), Ordering::Relaxed);
+    Ok(Hold { key: Arc::clone(key), amount, day, month, gauges: Arc::clone(gauges), settled: false })
 }
 
 /// A child key's spend and what is left, for its listing: `(daily_spent, monthly_spent,
@@ -193,10 +172,8 @@ pub fn key_spend(key: &KeyEntry, now_ms: i64) -> (u64, u64, Option<u64>, Option<
     (
         c.daily_spent.get(day),
         c.monthly_spent.get(month),
-        key.limit_daily_ngonka
-            .map(|l| l.saturating_sub(c.daily_used.get(day))),
-        key.limit_monthly_ngonka
-            .map(|l| l.saturating_sub(c.monthly_used.get(month))),
+        key.limit_daily_ngonka.map(|l| l.saturating_sub(c.daily_used.get(day))),
+        key.limit_monthly_ngonka.map(|l| l.saturating_sub(c.monthly_used.get(month))),
     )
 }
 
@@ -230,10 +207,7 @@ mod tests {
         let k = key(Some(100), Some(500), 10_000);
         let h = hold(&k, 80, T, &g).unwrap();
         match hold(&k, 30, T, &g) {
-            Err(ApiError::ChildKeyLimit {
-                daily_remaining,
-                monthly_remaining,
-            }) => {
+            Err(ApiError::ChildKeyLimit { daily_remaining, monthly_remaining }) => {
                 assert_eq!((daily_remaining, monthly_remaining), (20, 420));
             }
             other => panic!("{other:?}"),
@@ -242,15 +216,8 @@ mod tests {
         assert_eq!(key_spend(&k, T), (50, 50, Some(50), Some(450)));
         assert_eq!(g.count.load(Ordering::Relaxed), 0);
         let poor = key(None, None, 10);
-        assert!(matches!(
-            hold(&poor, 11, T, &g),
-            Err(ApiError::InsufficientBalance)
-        ));
-        assert_eq!(
-            key_spend(&poor, T),
-            (0, 0, None, None),
-            "a refused hold leaves nothing behind"
-        );
+        assert!(matches!(hold(&poor, 11, T, &g), Err(ApiError::InsufficientBalance)));
+        assert_eq!(key_spend(&poor, T), (0, 0, None, None), "a refused hold leaves nothing behind");
     }
 
     #[test]
@@ -273,10 +240,7 @@ mod tests {
         hold(&k, 100, midnight - 1, &g).unwrap().settle(100);
         assert!(hold(&k, 1, midnight - 1, &g).is_err(), "day used up");
         let h = hold(&k, 100, midnight, &g).unwrap();
-        assert_eq!(
-            h.windows(),
-            (clock::day_index(midnight), clock::month_index(midnight))
-        );
+        assert_eq!(h.windows(), (clock::day_index(midnight), clock::month_index(midnight)));
         assert_eq!(h.settle(100), 100);
         // 2026-12-01 is also a new month, so the monthly limit started over as well.
         assert_eq!(key_spend(&k, midnight), (100, 100, Some(0), Some(50)));
@@ -286,10 +250,7 @@ mod tests {
     fn worst_case_bounds() {
         assert_eq!(
             worst_case(500, Some(10), 2, 4096, true),
-            WorstCase {
-                prompt_tokens: 500,
-                completion_tokens: 20
-            }
+            WorstCase { prompt_tokens: 500, completion_tokens: 20 }
         );
         assert_eq!(worst_case(500, None, 1, 4096, true).completion_tokens, 4096);
         assert_eq!(worst_case(500, None, 1, 4096, false).completion_tokens, 0);

@@ -20,17 +20,13 @@ pub struct WindowCounter {
 
 impl Default for WindowCounter {
     fn default() -> Self {
-        Self {
-            state: AtomicU128::new(pack(i64::MIN, 0)),
-        }
+        Self { state: AtomicU128::new(pack(i64::MIN, 0)) }
     }
 }
 
 impl WindowCounter {
     pub fn new(window: i64, amount: u64) -> Self {
-        Self {
-            state: AtomicU128::new(pack(window, amount)),
-        }
+        Self { state: AtomicU128::new(pack(window, amount)) }
     }
 
     /// The amount in `window` (0 when the counter is still on an older window).

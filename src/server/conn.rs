@@ -35,30 +35,17 @@ struct OpenGuard(Rc<Core>);
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.conns_open.set(self.0.conns_open.get().saturating_sub(1));
-        self.0
-            .app
-            .metrics
-            .connections_open
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.app.metrics.connections_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// Serves one connection until it closes.
 pub async fn serve<S: Transport>(core: Rc<Core>, io: S, peer: SocketAddr, kind: ListenerKind) {
     core.conns_open.set(core.conns_open.get() + 1);
-    core.app
-        .metrics
-        .connections_open
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    core.app.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _guard = OpenGuard(Rc::clone(&core));
     let read_buffer_bytes = core.app.settings.read_buffer_bytes;
-    let mut conn = Conn {
-        io,
-        rbuf: ReadBuf::with_capacity(read_buffer_bytes),
-        peer,
-        core,
-        kind,
-    };
+    let mut conn = Conn { io, rbuf: ReadBuf::with_capacity(read_buffer_bytes), peer, core, kind };
     loop {
         match read_head(&mut conn).await {
             Ok(head) => {

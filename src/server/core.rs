@@ -28,13 +28,7 @@ struct Slots {
 impl Drain {
     pub fn start(&self) {
         self.draining.set(true);
-        let wakers: Vec<Waker> = self
-            .slots
-            .borrow_mut()
-            .wakers
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
+        let wakers: Vec<Waker> = self.slots.borrow_mut().wakers.iter_mut().filter_map(Option::take).collect();
         for w in wakers {
             w.wake();
         }
@@ -46,10 +40,7 @@ impl Drain {
 
     /// Completes once draining has started.
     pub fn wait(&self) -> DrainWait<'_> {
-        DrainWait {
-            drain: self,
-            slot: None,
-        }
+        DrainWait { drain: self, slot: None }
     }
 
     /// Connections registered as waiting (for tests and metrics).

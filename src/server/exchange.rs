@@ -82,11 +82,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
             return Err(ApiError::Internal("request body read twice".into()));
         }
         let res = self.read_body_inner().await;
-        self.body = if res.is_ok() {
-            BodyState::Read
-        } else {
-            BodyState::Broken
-        };
+        self.body = if res.is_ok() { BodyState::Read } else { BodyState::Broken };
         if res.is_err() {
             self.keep_alive = false;
         }
@@ -158,11 +154,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
                     self.send_continue().await?;
                     let left = deadline.saturating_duration_since(Instant::now());
                     let cap = settings.read_buffer_bytes.max(16 * 1024);
-                    let res = self
-                        .conn
-                        .rbuf
-                        .fill(&mut self.conn.io, cap, left, std::future::pending())
-                        .await;
+                    let res = self.conn.rbuf.fill(&mut self.conn.io, cap, left, std::future::pending()).await;
                     body_read_result(res)?;
                 }
             }
@@ -225,8 +217,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
         let body = err.body();
         let headers: Vec<(&str, String)> = err.headers();
         self.log.outcome.get_or_insert("error");
-        self.respond(err.status(), "application/json", &body, &headers)
-            .await;
+        self.respond(err.status(), "application/json", &body, &headers).await;
     }
 }
 

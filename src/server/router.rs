@@ -86,8 +86,7 @@ async fn admin_routes<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiE
         (Method::Get, "/metrics") => {
             ex.log.route = "metrics";
             let text = admin::metrics(&core.app);
-            ex.respond(200, "text/plain; version=0.0.4", text.as_bytes(), &[])
-                .await;
+            ex.respond(200, "text/plain; version=0.0.4", text.as_bytes(), &[]).await;
             Ok(())
         }
         (_, path) => Err(ApiError::NotFound(format!("Unknown admin path: {path}"))),
@@ -113,14 +112,8 @@ async fn ready<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
 /// Metrics and the access-log line.
 fn finish<S: Transport>(ex: &Exchange<'_, S>) {
     let core = &ex.conn.core;
-    let route = if ex.log.route.is_empty() {
-        "unknown"
-    } else {
-        ex.log.route
-    };
-    core.app
-        .metrics
-        .record(route, ex.log.status, ex.log.model.as_deref());
+    let route = if ex.log.route.is_empty() { "unknown" } else { ex.log.route };
+    core.app.metrics.record(route, ex.log.status, ex.log.model.as_deref());
     if !core.app.settings.access_log || route == "health" {
         return;
     }

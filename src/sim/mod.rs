@@ -2,20 +2,29 @@
 //! `dev` demo. Chat completions (streamed and not), completions, embeddings and models; deterministic
 //! text ([`text`]); usage; configurable time to first token, tokens per second and completion length
 //! (bounded by `max_tokens`); fault injection (errors, 429 "Transfer Agent capacity reached", drops
-//! mid-stream, stalls), changeable at run time through `POST /sim/faults`; counters at `GET /sim/stats`.
+//! mid-stream, stalls), changeable per node at run time through `POST /sim/faults`; counters at
+//! `GET /sim/stats`.
 //!
-//! One simulator process can stand for several nodes, each on its own port.
+//! One simulator process stands for several nodes, each on its own port. In gonka mode each node has a
+//! `gonka1…` address and checks requests the way a Transfer Agent does: a signature over the body, the
+//! timestamp and its own address, made by the key of `X-Requester-Address`; a fresh timestamp (60 s old
+//! at most, 30 s ahead); each signature used once. Any node serves the epoch's participants (every
+//! simulated node), the Transfer Agent allowlist, and finished completions by id.
 
 pub mod server;
 pub mod text;
 
+use crate::gonka::signer::GonkaSigner;
 use crate::runtime::{Signal, bind_group, spawn_runtime_thread};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Behaviour that can change while the simulator runs.
@@ -58,8 +67,14 @@ pub struct SimConfig {
     /// One address per simulated node (port 0 picks a free port).
     pub listen: Vec<SocketAddr>,
     pub models: Vec<String>,
-    /// Require `Authorization: Bearer <key>`.
+    /// Require `Authorization: Bearer <key>` (openai mode).
     pub api_key: Option<String>,
+    /// Check Gonka signatures instead of a Bearer key.
+    pub gonka: bool,
+    /// Nodes (by index) on the Transfer Agent allowlist; `None` = all.
+    pub allowlist: Option<Vec<usize>>,
+    /// PEM certificate chain and key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub workers: usize,
     pub params: SimParams,
 }
@@ -70,6 +85,9 @@ impl Default for SimConfig {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
             models: vec!["gonka/sim-small".into()],
             api_key: None,
+            gonka: false,
+            allowlist: None,
+            tls: None,
             workers: 1,
             params: SimParams::default(),
         }
@@ -86,18 +104,56 @@ pub struct SimStats {
     /// Streams whose client went away before the end.
     pub streams_aborted: AtomicU64,
     pub faults_injected: AtomicU64,
+    /// Gonka mode: requests refused for their signature, timestamp or a reused signature.
+    pub auth_refused: AtomicU64,
+    pub replays_refused: AtomicU64,
 }
 
 impl SimStats {
     pub fn to_json(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         serde_json::json!({
             "open_connections": self.open_connections.load(Ordering::Relaxed),
-            "requests": self.requests.load(Ordering::Relaxed),
-            "streams_started": self.streams_started.load(Ordering::Relaxed),
-            "streams_completed": self.streams_completed.load(Ordering::Relaxed),
-            "streams_aborted": self.streams_aborted.load(Ordering::Relaxed),
-            "faults_injected": self.faults_injected.load(Ordering::Relaxed),
+            "requests": get(&self.requests),
+            "streams_started": get(&self.streams_started),
+            "streams_completed": get(&self.streams_completed),
+            "streams_aborted": get(&self.streams_aborted),
+            "faults_injected": get(&self.faults_injected),
+            "auth_refused": get(&self.auth_refused),
+            "replays_refused": get(&self.replays_refused),
         })
+    }
+}
+
+/// One simulated node.
+#[derive(Debug)]
+pub struct SimNode {
+    pub params: ArcSwap<SimParams>,
+    /// Its `gonka1…` address (the transfer address requests to it are signed for).
+    pub address: String,
+    /// `http(s)://host:port`, as a participant's `inference_url`.
+    pub inference_url: String,
+    pub allowed: bool,
+    /// Signatures seen, with their timestamps (ns), kept while they could still be fresh.
+    used: Mutex<HashMap<String, u64>>,
+    /// Requests this node served.
+    pub requests: AtomicU64,
+}
+
+/// The deterministic key of simulated node `i`.
+pub fn node_key_hex(i: usize) -> String {
+    Sha256::digest(format!("gonka-sim-node/{i}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SimNode {
+    /// Records `signature` as used; `false` when it was used before.
+    pub fn claim(&self, signature: &str, timestamp_ns: u64, now_ns: u64) -> bool {
+        let Ok(mut used) = self.used.lock() else { return false };
+        if used.len() > 100_000 {
+            // Signatures older than the freshness window can never be accepted again anyway.
+            used.retain(|_, ts| now_ns.saturating_sub(*ts) < 120_000_000_000);
+        }
+        used.insert(signature.to_owned(), timestamp_ns).is_none()
     }
 }
 
@@ -106,10 +162,62 @@ impl SimStats {
 pub struct Sim {
     pub models: Vec<String>,
     pub api_key: Option<String>,
-    /// Behaviour of each simulated node (index = listen address order), changed by `POST /sim/faults`.
-    pub params: Vec<ArcSwap<SimParams>>,
+    pub gonka: bool,
+    pub nodes: Vec<SimNode>,
     /// Counters of the whole process.
     pub stats: SimStats,
+    /// Finished completions by id (the latest ones), for `GET /v1/chat/completions/{id}`.
+    completions: Mutex<VecDeque<(String, String)>>,
+}
+
+const KEPT_COMPLETIONS: usize = 10_000;
+
+impl Sim {
+    pub fn remember(&self, id: &str, body: String) {
+        if let Ok(mut c) = self.completions.lock() {
+            if c.len() >= KEPT_COMPLETIONS {
+                c.pop_front();
+            }
+            c.push_back((id.to_owned(), body));
+        }
+    }
+
+    pub fn completion(&self, id: &str) -> Option<String> {
+        self.completions.lock().ok()?.iter().rev().find(|(i, _)| i == id).map(|(_, b)| b.clone())
+    }
+
+    /// The participants answer, as a node of the network serves it.
+    pub fn participants_json(&self) -> serde_json::Value {
+        let participants: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "index": n.address,
+                    "validator_key": "",
+                    "weight": 1,
+                    "inference_url": n.inference_url,
+                    "models": self.models,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "active_participants": {"participants": participants, "epoch_id": 1, "epoch_group_id": 1},
+            "addresses": self.nodes.iter().map(|n| n.address.clone()).collect::<Vec<_>>(),
+            "active_participants_bytes": "",
+            "proof_ops": {"ops": []},
+            "validators": [],
+            "block": {},
+            "excluded_participants": [],
+        })
+    }
+
+    /// The chain parameters answer with the Transfer Agent allowlist.
+    pub fn params_json(&self) -> serde_json::Value {
+        let allowed: Vec<&str> =
+            self.nodes.iter().filter(|n| n.allowed).map(|n| n.address.as_str()).collect();
+        serde_json::json!({"params": {"transfer_agent_access_params": {"allowed_transfer_addresses": allowed}}})
+    }
 }
 
 /// A running simulator.
@@ -125,7 +233,7 @@ pub struct SimHandle {
 impl SimHandle {
     /// The OpenAI base URL of node `i`.
     pub fn base_url(&self, i: usize) -> String {
-        format!("http://{}/v1", self.addrs[i])
+        format!("{}/v1", self.sim.nodes[i].inference_url)
     }
 
     pub fn stop(mut self) {
@@ -139,16 +247,11 @@ impl SimHandle {
 /// Starts the simulator on its own threads.
 pub fn start(config: SimConfig) -> io::Result<SimHandle> {
     let workers = config.workers.max(1);
-    let sim = Arc::new(Sim {
-        models: config.models.clone(),
-        api_key: config.api_key.clone(),
-        params: config
-            .listen
-            .iter()
-            .map(|_| ArcSwap::from_pointee(config.params.clone()))
-            .collect(),
-        stats: SimStats::default(),
-    });
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(crate::http::tls::ServerTls::from_pem_files(cert, key)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut addrs = Vec::new();
     let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
     for (node, addr) in config.listen.iter().enumerate() {
@@ -158,19 +261,41 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
             per_worker[w].push((node, l));
         }
     }
+    let mut nodes = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let signer = GonkaSigner::from_hex(&node_key_hex(i)).map_err(|e| io::Error::other(e.to_string()))?;
+        // Over TLS a loopback node is named "localhost", which test certificates are made for.
+        let host = if tls.is_some() && addr.ip().is_loopback() {
+            format!("localhost:{}", addr.port())
+        } else {
+            addr.to_string()
+        };
+        nodes.push(SimNode {
+            params: ArcSwap::from_pointee(config.params.clone()),
+            address: signer.address().to_owned(),
+            inference_url: format!("{scheme}://{host}"),
+            allowed: config.allowlist.as_ref().is_none_or(|a| a.contains(&i)),
+            used: Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
+        });
+    }
+    let sim = Arc::new(Sim {
+        models: config.models.clone(),
+        api_key: config.api_key.clone(),
+        gonka: config.gonka,
+        nodes,
+        stats: SimStats::default(),
+        completions: Mutex::new(VecDeque::new()),
+    });
     let stop = Arc::new(Signal::default());
     let mut threads = Vec::new();
     for (w, listeners) in per_worker.into_iter().enumerate() {
         let sim = Arc::clone(&sim);
         let stop = Arc::clone(&stop);
+        let tls = tls.clone();
         threads.push(spawn_runtime_thread(format!("sim-{w}"), move || {
-            server::run(sim, listeners, stop, w as u64)
+            server::run(sim, listeners, stop, w as u64, tls)
         })?);
     }
-    Ok(SimHandle {
-        addrs,
-        sim,
-        stop,
-        threads,
-    })
+    Ok(SimHandle { addrs, sim, stop, threads })
 }

@@ -2,11 +2,13 @@
 
 use super::{Sim, SimParams, text};
 use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
+use crate::http::io::Transport;
 use crate::http::io::{ReadBuf, ReadError, write_all_deadline};
 use crate::http::request::{BodyFraming, HeadError, HttpLimits, Method, RequestHead, parse_head};
 use crate::http::response::{HeadWriter, ResponseFraming};
+use crate::http::tls::ServerTls;
 use crate::runtime::Signal;
-use monoio::net::{TcpListener, TcpStream};
+use monoio::net::TcpListener;
 use serde_json::{Value, json};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,11 +24,12 @@ pub async fn run(
     listeners: Vec<(usize, std::net::TcpListener)>,
     stop: Arc<Signal>,
     seed: u64,
+    tls: Option<ServerTls>,
 ) {
     for (node, l) in listeners {
         match TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(Arc::clone(&sim), node, l, seed ^ node as u64));
+                monoio::spawn(accept_loop(Arc::clone(&sim), node, l, seed ^ node as u64, tls.clone()));
             }
             Err(e) => log::error!(target: "sim", "cannot use listener: {e}"),
         }
@@ -34,13 +37,26 @@ pub async fn run(
     stop.wait().await;
 }
 
-async fn accept_loop(sim: Arc<Sim>, node: usize, listener: TcpListener, seed: u64) {
+async fn accept_loop(sim: Arc<Sim>, node: usize, listener: TcpListener, seed: u64, tls: Option<ServerTls>) {
     let rng = Rc::new(std::cell::Cell::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1));
     loop {
         match listener.accept().await {
             Ok((io, _)) => {
                 let _ = io.set_nodelay(true);
-                monoio::spawn(connection(Arc::clone(&sim), node, io, Rc::clone(&rng)));
+                let (sim, rng) = (Arc::clone(&sim), Rc::clone(&rng));
+                match &tls {
+                    None => {
+                        monoio::spawn(connection(sim, node, io, rng));
+                    }
+                    Some(tls) => {
+                        let tls = tls.clone();
+                        monoio::spawn(async move {
+                            if let Ok(io) = tls.accept(io, IO_TIMEOUT).await {
+                                connection(sim, node, io, rng).await;
+                            }
+                        });
+                    }
+                }
             }
             Err(_) => monoio::time::sleep(Duration::from_millis(20)).await,
         }
@@ -63,7 +79,31 @@ impl Drop for Open<'_> {
     }
 }
 
-async fn connection(sim: Arc<Sim>, node: usize, mut io: TcpStream, rng: Rc<std::cell::Cell<u64>>) {
+/// Headers only the simulator looks at.
+#[derive(Debug, Default)]
+struct GonkaHeaders {
+    requester: Option<String>,
+    timestamp: Option<String>,
+}
+
+fn gonka_headers(head: &[u8]) -> GonkaHeaders {
+    let mut storage = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut storage);
+    let mut out = GonkaHeaders::default();
+    if req.parse(head).is_ok() {
+        for h in req.headers.iter() {
+            let v = || std::str::from_utf8(h.value).ok().map(|s| s.trim().to_owned());
+            if h.name.eq_ignore_ascii_case("x-requester-address") {
+                out.requester = v();
+            } else if h.name.eq_ignore_ascii_case("x-timestamp") {
+                out.timestamp = v();
+            }
+        }
+    }
+    out
+}
+
+async fn connection<S: Transport>(sim: Arc<Sim>, node: usize, mut io: S, rng: Rc<std::cell::Cell<u64>>) {
     sim.stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = Open(&sim);
     let limits = HttpLimits::default();
@@ -74,33 +114,36 @@ async fn connection(sim: Arc<Sim>, node: usize, mut io: TcpStream, rng: Rc<std::
             if !rbuf.is_empty() {
                 match parse_head(rbuf.data(), &limits) {
                     Ok(h) => {
+                        let extra = if sim.gonka {
+                            gonka_headers(&rbuf.data()[..h.head_len])
+                        } else {
+                            GonkaHeaders::default()
+                        };
                         rbuf.consume(h.head_len);
-                        break h;
+                        break (h, extra);
                     }
                     Err(HeadError::Incomplete) => {}
                     Err(_) => return,
                 }
             }
-            match rbuf
-                .fill(&mut io, 64 * 1024, IO_TIMEOUT, std::future::pending())
-                .await
-            {
+            match rbuf.fill(&mut io, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
                 Ok(n) if n > 0 => {}
                 _ => return,
             }
         };
+        let (head, extra) = head;
         let Some(body) = read_body(&mut io, &mut rbuf, &head).await else {
             return;
         };
         sim.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let keep = handle(&sim, node, &mut io, &head, &body, &rng, &mut out).await;
+        let keep = handle(&sim, node, &mut io, &head, &extra, &body, &rng, &mut out).await;
         if !keep || !head.keep_alive {
             return;
         }
     }
 }
 
-async fn read_body(io: &mut TcpStream, rbuf: &mut ReadBuf, head: &RequestHead) -> Option<Vec<u8>> {
+async fn read_body<S: Transport>(io: &mut S, rbuf: &mut ReadBuf, head: &RequestHead) -> Option<Vec<u8>> {
     match head.framing {
         BodyFraming::Empty => Some(Vec::new()),
         BodyFraming::Length(n) => {
@@ -136,7 +179,7 @@ async fn read_body(io: &mut TcpStream, rbuf: &mut ReadBuf, head: &RequestHead) -
     }
 }
 
-async fn send(io: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+async fn send<S: Transport>(io: &mut S, out: &mut Vec<u8>) -> bool {
     let buf = std::mem::take(out);
     let (res, buf) = write_all_deadline(io, buf, IO_TIMEOUT).await;
     *out = buf;
@@ -144,8 +187,8 @@ async fn send(io: &mut TcpStream, out: &mut Vec<u8>) -> bool {
     res.is_ok()
 }
 
-async fn respond(
-    io: &mut TcpStream,
+async fn respond<S: Transport>(
+    io: &mut S,
     out: &mut Vec<u8>,
     status: u16,
     body: &[u8],
@@ -162,11 +205,13 @@ async fn respond(
 }
 
 /// Answers one request; `false` closes the connection.
-async fn handle(
+#[expect(clippy::too_many_arguments, reason = "one request's whole context")]
+async fn handle<S: Transport>(
     sim: &Sim,
     node: usize,
-    io: &mut TcpStream,
+    io: &mut S,
     head: &RequestHead,
+    extra: &GonkaHeaders,
     body: &[u8],
     rng: &std::cell::Cell<u64>,
     out: &mut Vec<u8>,
@@ -178,32 +223,36 @@ async fn handle(
             let body = sim.stats.to_json().to_string();
             return respond(io, out, 200, body.as_bytes(), &[]).await;
         }
+        (Method::Get, "/v1/epochs/current/participants") => {
+            return respond(io, out, 200, sim.participants_json().to_string().as_bytes(), &[]).await;
+        }
+        (Method::Get, "/chain-api/productscience/inference/inference/params") => {
+            return respond(io, out, 200, sim.params_json().to_string().as_bytes(), &[]).await;
+        }
+        (Method::Get, p) if p.starts_with("/v1/chat/completions/") => {
+            let id = &p["/v1/chat/completions/".len()..];
+            return match sim.completion(id) {
+                Some(body) => respond(io, out, 200, body.as_bytes(), &[]).await,
+                None => respond(io, out, 404, br#"{"error":"inference not found"}"#, &[]).await,
+            };
+        }
         (Method::Post, "/sim/faults") => {
             return match serde_json::from_slice::<SimParams>(body) {
                 Ok(p) => {
-                    sim.params[node].store(Arc::new(p));
+                    sim.nodes[node].params.store(Arc::new(p));
                     respond(io, out, 200, br#"{"ok":true}"#, &[]).await
                 }
                 Err(e) => {
-                    respond(
-                        io,
-                        out,
-                        400,
-                        json!({"error": e.to_string()}).to_string().as_bytes(),
-                        &[],
-                    )
-                    .await
+                    respond(io, out, 400, json!({"error": e.to_string()}).to_string().as_bytes(), &[]).await
                 }
             };
         }
         _ => {}
     }
-    if let Some(key) = &sim.api_key {
-        let ok = head
-            .authorization
-            .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            == Some(key.as_str());
+    if let Some(key) = &sim.api_key
+        && !sim.gonka
+    {
+        let ok = head.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")) == Some(key.as_str());
         if !ok {
             let e = json!({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "code": "invalid_api_key", "param": null}});
             return respond(io, out, 401, e.to_string().as_bytes(), &[]).await;
@@ -216,17 +265,17 @@ async fn handle(
                 .iter()
                 .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "sim"}))
                 .collect();
-            respond(
-                io,
-                out,
-                200,
-                json!({"object": "list", "data": data}).to_string().as_bytes(),
-                &[],
-            )
-            .await
+            respond(io, out, 200, json!({"object": "list", "data": data}).to_string().as_bytes(), &[]).await
         }
         (Method::Post, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
-            let params = sim.params[node].load_full();
+            if sim.gonka
+                && let Err((status, message)) = check_signature(sim, node, head, extra, body)
+            {
+                sim.stats.auth_refused.fetch_add(1, Ordering::Relaxed);
+                return respond(io, out, status, json!({"error": message}).to_string().as_bytes(), &[]).await;
+            }
+            sim.nodes[node].requests.fetch_add(1, Ordering::Relaxed);
+            let params = sim.nodes[node].params.load_full();
             let roll = next_f64(rng);
             if roll < params.error_rate {
                 sim.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
@@ -250,11 +299,7 @@ async fn handle(
                     return respond(io, out, 400, e.to_string().as_bytes(), &[]).await;
                 }
             };
-            let model = req
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let model = req.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
             if !sim.models.contains(&model) {
                 let e = json!({"error": {"message": format!("model {model} is not served here"), "type": "invalid_request_error", "param": "model", "code": "model_not_found"}});
                 return respond(io, out, 404, e.to_string().as_bytes(), &[]).await;
@@ -290,11 +335,7 @@ enum MidFault {
 /// The prompt text and message count the completion is derived from.
 pub fn prompt_of(req: &Value, chat: bool) -> (String, usize) {
     if chat {
-        let msgs = req
-            .get("messages")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let msgs = req.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut text = String::new();
         for m in &msgs {
             match m.get("content") {
@@ -322,9 +363,9 @@ pub fn prompt_of(req: &Value, chat: bool) -> (String, usize) {
 }
 
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
-async fn generate(
+async fn generate<S: Transport>(
     sim: &Sim,
-    io: &mut TcpStream,
+    io: &mut S,
     out: &mut Vec<u8>,
     req: &Value,
     model: &str,
@@ -340,11 +381,7 @@ async fn generate(
         .or_else(|| req.get("max_tokens").and_then(Value::as_u64))
         .unwrap_or(u64::MAX);
     let n = params.completion_tokens.min(max_tokens);
-    let finish = if max_tokens < params.completion_tokens {
-        "length"
-    } else {
-        "stop"
-    };
+    let finish = if max_tokens < params.completion_tokens { "length" } else { "stop" };
     let tokens = text::tokens(prompt.as_bytes(), n as usize);
     let prompt_tokens = text::prompt_tokens(prompt.len(), messages);
     let usage =
@@ -355,11 +392,7 @@ async fn generate(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let id = format!(
-        "{}-{:016x}",
-        if chat { "chatcmpl" } else { "cmpl" },
-        (next_f64(rng) * 1e18) as u64
-    );
+    let id = format!("{}-{:016x}", if chat { "chatcmpl" } else { "cmpl" }, (next_f64(rng) * 1e18) as u64);
     let created = crate::clock::unix_secs();
     let start = monoio::time::Instant::now();
     let ttft = Duration::from_millis(params.ttft_ms);
@@ -452,11 +485,7 @@ async fn generate(
     }
     event.extend_from_slice(b"\n\n");
     if include_usage {
-        let object = if chat {
-            "chat.completion.chunk"
-        } else {
-            "text_completion"
-        };
+        let object = if chat { "chat.completion.chunk" } else { "text_completion" };
         event.extend_from_slice(
             format!(r#"data: {{"id":"{id}","object":"{object}","created":{created},"model":{model_json},"choices":[],"usage":{usage}}}"#)
                 .as_bytes(),
@@ -475,7 +504,7 @@ async fn generate(
 }
 
 /// Hangs until the peer closes (or a long limit passes).
-async fn stall(io: &mut TcpStream) {
+async fn stall<S: Transport>(io: &mut S) {
     let mut rbuf = ReadBuf::with_capacity(1024);
     loop {
         match rbuf.fill(io, 1024, STALL_LIMIT, std::future::pending()).await {
@@ -487,7 +516,7 @@ async fn stall(io: &mut TcpStream) {
     }
 }
 
-async fn embeddings(io: &mut TcpStream, out: &mut Vec<u8>, req: &Value, model: &str) -> bool {
+async fn embeddings<S: Transport>(io: &mut S, out: &mut Vec<u8>, req: &Value, model: &str) -> bool {
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
@@ -511,4 +540,41 @@ async fn embeddings(io: &mut TcpStream, out: &mut Vec<u8>, req: &Value, model: &
     let body = json!({"object": "list", "data": data, "model": model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}});
     respond(io, out, 200, body.to_string().as_bytes(), &[]).await
+}
+
+/// A Transfer Agent's checks (DESIGN §3), with its answers: `Err((status, message))`.
+fn check_signature(
+    sim: &Sim,
+    node: usize,
+    head: &RequestHead,
+    extra: &GonkaHeaders,
+    body: &[u8],
+) -> Result<(), (u16, &'static str)> {
+    let Some(signature) = head.authorization.as_deref().filter(|a| !a.is_empty()) else {
+        return Err((401, "Authorization is required"));
+    };
+    let Some(requester) = extra.requester.as_deref() else {
+        return Err((401, "X-Requester-Address is required"));
+    };
+    let Some(timestamp) = extra.timestamp.as_deref().and_then(|t| t.parse::<u64>().ok()) else {
+        return Err((400, "X-Timestamp is required (Unix nanoseconds)"));
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    if now.saturating_sub(timestamp) > 60_000_000_000 {
+        return Err((400, "Request timestamp is too old"));
+    }
+    if timestamp.saturating_sub(now) > 30_000_000_000 {
+        return Err((400, "Request timestamp is too far in the future"));
+    }
+    let me = &sim.nodes[node];
+    if crate::gonka::signer::verify(body, timestamp, &me.address, requester, signature).is_err() {
+        return Err((401, "Unable to validate request against PubKey"));
+    }
+    if !me.claim(signature, timestamp, now) {
+        sim.stats.replays_refused.fetch_add(1, Ordering::Relaxed);
+        return Err((400, "AuthKey has already been used"));
+    }
+    Ok(())
 }

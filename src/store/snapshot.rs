@@ -84,14 +84,9 @@ impl SnapKey {
     }
 
     fn into_row(self) -> Option<KeyRow> {
-        let kind = [
-            KeyKind::Managed,
-            KeyKind::Management,
-            KeyKind::Child,
-            KeyKind::AccountToken,
-        ]
-        .into_iter()
-        .find(|k| kind_code(*k) == self.kind)?;
+        let kind = [KeyKind::Managed, KeyKind::Management, KeyKind::Child, KeyKind::AccountToken]
+            .into_iter()
+            .find(|k| kind_code(*k) == self.kind)?;
         let status = [KeyStatus::Active, KeyStatus::Paused, KeyStatus::Archived]
             .into_iter()
             .find(|s| status_code(*s) == self.status)?;
@@ -125,10 +120,7 @@ pub enum SnapshotError {
     #[error("snapshot corrupt: {0}")]
     Corrupt(String),
     #[error("snapshot stale (snapshot at version {snap:?}, store at {store:?})")]
-    Stale {
-        snap: KeyTableState,
-        store: KeyTableState,
-    },
+    Stale { snap: KeyTableState, store: KeyTableState },
 }
 
 /// Encodes the rows and the table state they were read at.
@@ -167,10 +159,7 @@ pub fn decode(file: &[u8]) -> Result<(Vec<KeyRow>, KeyTableState), SnapshotError
         .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
     let p: Payload = rkyv::deserialize::<Payload, RkyvError>(archived)
         .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
-    let state = KeyTableState {
-        max_version: p.max_version,
-        count: p.count,
-    };
+    let state = KeyTableState { max_version: p.max_version, count: p.count };
     let rows: Option<Vec<KeyRow>> = p.keys.into_iter().map(SnapKey::into_row).collect();
     let rows = rows.ok_or_else(|| corrupt("unknown kind or status"))?;
     if rows.len() as i64 != state.count {
@@ -204,10 +193,7 @@ pub fn read(path: &Path, store_state: KeyTableState) -> Result<Vec<KeyRow>, Snap
     };
     let (rows, state) = decode(&bytes)?;
     if state != store_state {
-        return Err(SnapshotError::Stale {
-            snap: state,
-            store: store_state,
-        });
+        return Err(SnapshotError::Stale { snap: state, store: store_state });
     }
     Ok(rows)
 }
@@ -239,10 +225,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let rows: Vec<KeyRow> = (1..=3).map(row).collect();
-        let state = KeyTableState {
-            max_version: 3,
-            count: 3,
-        };
+        let state = KeyTableState { max_version: 3, count: 3 };
         let (back, s) = decode(&encode(&rows, state).unwrap()).unwrap();
         assert_eq!((back, s), (rows, state));
     }
@@ -250,14 +233,7 @@ mod tests {
     #[test]
     fn any_flipped_byte_or_truncation_is_detected() {
         let rows: Vec<KeyRow> = (1..=3).map(row).collect();
-        let bytes = encode(
-            &rows,
-            KeyTableState {
-                max_version: 3,
-                count: 3,
-            },
-        )
-        .unwrap();
+        let bytes = encode(&rows, KeyTableState { max_version: 3, count: 3 }).unwrap();
         for i in (0..bytes.len()).step_by(7) {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
@@ -272,43 +248,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("keys.snapshot");
         let rows: Vec<KeyRow> = (1..=2).map(row).collect();
-        write(
-            &p,
-            &rows,
-            KeyTableState {
-                max_version: 2,
-                count: 2,
-            },
-        )
-        .unwrap();
-        assert!(
-            read(
-                &p,
-                KeyTableState {
-                    max_version: 2,
-                    count: 2
-                }
-            )
-            .is_ok()
-        );
+        write(&p, &rows, KeyTableState { max_version: 2, count: 2 }).unwrap();
+        assert!(read(&p, KeyTableState { max_version: 2, count: 2 }).is_ok());
         assert!(matches!(
-            read(
-                &p,
-                KeyTableState {
-                    max_version: 3,
-                    count: 2
-                }
-            ),
+            read(&p, KeyTableState { max_version: 3, count: 2 }),
             Err(SnapshotError::Stale { .. })
         ));
         assert!(matches!(
-            read(
-                &dir.path().join("none"),
-                KeyTableState {
-                    max_version: 0,
-                    count: 0
-                }
-            ),
+            read(&dir.path().join("none"), KeyTableState { max_version: 0, count: 0 }),
             Err(SnapshotError::Missing)
         ));
     }

@@ -156,9 +156,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
         parent_id: row.get(7)?,
         limit_daily_ngonka: limit(8)?,
         limit_monthly_ngonka: limit(9)?,
-        rate_limit_rpm: row
-            .get::<_, Option<i64>>(10)?
-            .map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+        rate_limit_rpm: row.get::<_, Option<i64>>(10)?.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
         expires_at: row.get(11)?,
         created_at: row.get(12)?,
         updated_at: row.get(13)?,
@@ -174,17 +172,12 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(
             None,
             "synchronous",
-            if synchronous == Synchronous::Full {
-                "FULL"
-            } else {
-                "NORMAL"
-            },
+            if synchronous == Synchronous::Full { "FULL" } else { "NORMAL" },
         )
         .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
@@ -203,10 +196,7 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> StoreResult<()> {
-        let done: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
+        let done: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
         let done = usize::try_from(done).unwrap_or(0);
         if done > MIGRATIONS.len() {
             return Err(StoreError::Other(format!(
@@ -217,8 +207,7 @@ impl SqliteStore {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
             let tx = self.conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
             tx.commit().map_err(err)?;
             log::info!(target: "store", "sqlite: applied migration {}", i + 1);
         }
@@ -262,10 +251,7 @@ impl SqliteStore {
             ],
         )
         .map_err(err)?;
-        Ok(KeyRow {
-            version,
-            ..row.clone()
-        })
+        Ok(KeyRow { version, ..row.clone() })
     }
 }
 
@@ -278,12 +264,7 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
             "INSERT INTO accounts (id, name, balance_ngonka, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                account.id,
-                account.name,
-                account.balance_ngonka,
-                account.created_at
-            ],
+            params![account.id, account.name, account.balance_ngonka, account.created_at],
         )
         .map_err(err)?;
         let row = Self::write_key(&tx, token)?;
@@ -293,18 +274,14 @@ impl Store for SqliteStore {
 
     fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>> {
         self.conn
-            .query_row(
-                "SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = ?1",
-                [id],
-                |r| {
-                    Ok(AccountRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        balance_ngonka: r.get(2)?,
-                        created_at: r.get(3)?,
-                    })
-                },
-            )
+            .query_row("SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = ?1", [id], |r| {
+                Ok(AccountRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    balance_ngonka: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
             .optional()
             .map_err(err)
     }
@@ -353,10 +330,7 @@ impl Store for SqliteStore {
     fn key_table_state(&mut self) -> StoreResult<KeyTableState> {
         self.conn
             .query_row("SELECT COALESCE(MAX(version), 0), COUNT(*) FROM keys", [], |r| {
-                Ok(KeyTableState {
-                    max_version: r.get(0)?,
-                    count: r.get(1)?,
-                })
+                Ok(KeyTableState { max_version: r.get(0)?, count: r.get(1)? })
             })
             .map_err(err)
     }
@@ -391,17 +365,10 @@ impl Store for SqliteStore {
             .map_err(err)?;
         }
         let balance: i64 = tx
-            .query_row(
-                "SELECT balance_ngonka FROM accounts WHERE id = ?1",
-                [account_id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT balance_ngonka FROM accounts WHERE id = ?1", [account_id], |r| r.get(0))
             .map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(CreditOutcome {
-            applied: inserted == 1,
-            balance_ngonka: balance,
-        })
+        Ok(CreditOutcome { applied: inserted == 1, balance_ngonka: balance })
     }
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
@@ -484,34 +451,22 @@ impl Store for SqliteStore {
                     inserted += 1;
                     if cost != 0 {
                         balance.execute(params![r.account_id, cost]).map_err(err)?;
-                        spend
-                            .execute(params![r.key_id, "day", r.day, cost])
-                            .map_err(err)?;
-                        spend
-                            .execute(params![r.key_id, "month", r.month, cost])
-                            .map_err(err)?;
+                        spend.execute(params![r.key_id, "day", r.day, cost]).map_err(err)?;
+                        spend.execute(params![r.key_id, "month", r.month, cost]).map_err(err)?;
                     }
                 }
             }
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'journal_seq'",
-            [pos.seq as i64],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'journal_offset'",
-            [pos.offset as i64],
-        )
-        .map_err(err)?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE name = 'journal_seq'", [pos.seq as i64]).map_err(err)?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE name = 'journal_offset'", [pos.offset as i64])
+            .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(inserted)
     }
 
     fn journal_pos(&mut self) -> StoreResult<JournalPos> {
         let get = |conn: &Connection, name: &str| -> StoreResult<i64> {
-            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
-                .map_err(err)
+            conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).map_err(err)
         };
         Ok(JournalPos {
             seq: get(&self.conn, "journal_seq")?.max(0) as u64,
@@ -549,11 +504,7 @@ impl Store for SqliteStore {
             GroupBy::Model => "model",
             GroupBy::Key => "key_id",
         };
-        let order = if q.group_by == GroupBy::Day {
-            "MIN(day)"
-        } else {
-            "1"
-        };
+        let order = if q.group_by == GroupBy::Day { "MIN(day)" } else { "1" };
         let sql = format!(
             "SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_ngonka)
              FROM usage WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3

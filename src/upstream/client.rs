@@ -35,11 +35,9 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     pub fn is_event_stream(&self) -> bool {
-        self.content_type.as_deref().is_some_and(|c| {
-            c.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
+        self.content_type
+            .as_deref()
+            .is_some_and(|c| c.trim_start().to_ascii_lowercase().starts_with("text/event-stream"))
     }
 }
 
@@ -81,20 +79,14 @@ pub fn parse_response_head(buf: &[u8]) -> Result<ResponseHead, ResponseHeadError
         if h.name.eq_ignore_ascii_case("content-length") {
             let s =
                 std::str::from_utf8(h.value).map_err(|_| ResponseHeadError::Malformed("Content-Length"))?;
-            let n: u64 = s
-                .trim()
-                .parse()
-                .map_err(|_| ResponseHeadError::Malformed("Content-Length"))?;
+            let n: u64 = s.trim().parse().map_err(|_| ResponseHeadError::Malformed("Content-Length"))?;
             if content_length.is_some_and(|p| p != n) {
                 return Err(ResponseHeadError::Malformed("conflicting Content-Length"));
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            if String::from_utf8_lossy(last)
-                .trim()
-                .eq_ignore_ascii_case("chunked")
-            {
+            if String::from_utf8_lossy(last).trim().eq_ignore_ascii_case("chunked") {
                 chunked = true;
             } else {
                 return Err(ResponseHeadError::Malformed("unsupported Transfer-Encoding"));
@@ -115,48 +107,42 @@ pub fn parse_response_head(buf: &[u8]) -> Result<ResponseHead, ResponseHeadError
         }
     }
     if chunked && content_length.is_some() {
-        return Err(ResponseHeadError::Malformed(
-            "both Content-Length and Transfer-Encoding",
-        ));
+        return Err(ResponseHeadError::Malformed("both Content-Length and Transfer-Encoding"));
     }
     let body = if (100..200).contains(&status) || status == 204 || status == 304 {
         ResponseBody::Empty
     } else if chunked {
         ResponseBody::Chunked
     } else if let Some(n) = content_length {
-        if n == 0 {
-            ResponseBody::Empty
-        } else {
-            ResponseBody::Length(n)
-        }
+        if n == 0 { ResponseBody::Empty } else { ResponseBody::Length(n) }
     } else {
         ResponseBody::UntilClose
     };
-    let keep_alive = body != ResponseBody::UntilClose
-        && if version_minor == 0 {
-            keep_alive_token
-        } else {
-            !close
-        };
-    Ok(ResponseHead {
-        status,
-        body,
-        keep_alive,
-        content_type,
-        retry_after,
-        head_len,
-    })
+    let keep_alive =
+        body != ResponseBody::UntilClose && if version_minor == 0 { keep_alive_token } else { !close };
+    Ok(ResponseHead { status, body, keep_alive, content_type, retry_after, head_len })
 }
 
-/// Opens a TCP connection to one of the node's addresses.
-pub async fn connect(node: &Node, timeout: Duration) -> io::Result<TcpStream> {
+/// Opens a connection to one of the node's addresses (TLS for `https://` nodes, SNI and certificate
+/// checked against `tls`).
+pub async fn connect(
+    node: &Node,
+    timeout: Duration,
+    tls: &crate::http::tls::ClientTls,
+) -> io::Result<UpstreamIo> {
     let addrs = node.addrs.load();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "node has no resolved address");
     for addr in addrs.iter() {
         match monoio::time::timeout(timeout, TcpStream::connect_addr(*addr)).await {
             Ok(Ok(stream)) => {
                 stream.set_nodelay(true)?;
-                return Ok(stream);
+                if !node.url.tls {
+                    return Ok(UpstreamIo::Plain(stream));
+                }
+                return match tls.connect(&node.url.host, stream, timeout).await {
+                    Ok(s) => Ok(UpstreamIo::Tls(Box::new(s))),
+                    Err(e) => Err(io::Error::new(e.kind(), format!("TLS with {}: {e}", node.url.host))),
+                };
             }
             Ok(Err(e)) => last = e,
             Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
@@ -242,10 +228,119 @@ mod tests {
                 .is_err()
         );
         assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").is_err());
-        assert_eq!(
-            parse_response_head(b"HTTP/1.1 200 OK\r\n"),
-            Err(ResponseHeadError::Incomplete)
-        );
+        assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\n"), Err(ResponseHeadError::Incomplete));
         assert!(parse_response_head(b"garbage\r\n\r\n").is_err());
+    }
+}
+
+/// A connection to a node: plain TCP, or TLS for `https://` nodes.
+#[derive(Debug)]
+pub enum UpstreamIo {
+    Plain(TcpStream),
+    Tls(Box<crate::http::tls::TlsStream<rustls::ClientConnection>>),
+}
+
+mod io_impls {
+    use super::UpstreamIo;
+    use crate::http::io::Transport;
+    use monoio::BufResult;
+    use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+    use monoio::io::{
+        AsyncReadRent, AsyncWriteRent, CancelHandle, CancelableAsyncReadRent, CancelableAsyncWriteRent,
+    };
+    use monoio::net::TcpStream;
+    use std::io;
+
+    impl AsyncReadRent for UpstreamIo {
+        async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.read(buf).await,
+                Self::Tls(s) => s.read(buf).await,
+            }
+        }
+        async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.readv(buf).await,
+                Self::Tls(s) => s.readv(buf).await,
+            }
+        }
+    }
+
+    impl CancelableAsyncReadRent for UpstreamIo {
+        async fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.cancelable_read(buf, c).await,
+                Self::Tls(s) => s.cancelable_read(buf, c).await,
+            }
+        }
+        async fn cancelable_readv<T: IoVecBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.cancelable_readv(buf, c).await,
+                Self::Tls(s) => s.cancelable_readv(buf, c).await,
+            }
+        }
+    }
+
+    impl AsyncWriteRent for UpstreamIo {
+        async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.write(buf).await,
+                Self::Tls(s) => s.write(buf).await,
+            }
+        }
+        async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.writev(buf).await,
+                Self::Tls(s) => s.writev(buf).await,
+            }
+        }
+        async fn flush(&mut self) -> io::Result<()> {
+            match self {
+                Self::Plain(s) => s.flush().await,
+                Self::Tls(s) => s.flush().await,
+            }
+        }
+        async fn shutdown(&mut self) -> io::Result<()> {
+            match self {
+                Self::Plain(s) => s.shutdown().await,
+                Self::Tls(s) => s.shutdown().await,
+            }
+        }
+    }
+
+    impl CancelableAsyncWriteRent for UpstreamIo {
+        async fn cancelable_write<T: IoBuf>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.cancelable_write(buf, c).await,
+                Self::Tls(s) => s.cancelable_write(buf, c).await,
+            }
+        }
+        async fn cancelable_writev<T: IoVecBuf>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
+            match self {
+                Self::Plain(s) => s.cancelable_writev(buf, c).await,
+                Self::Tls(s) => s.cancelable_writev(buf, c).await,
+            }
+        }
+        async fn cancelable_flush(&mut self, c: CancelHandle) -> io::Result<()> {
+            match self {
+                Self::Plain(s) => s.cancelable_flush(c).await,
+                Self::Tls(s) => s.cancelable_flush(c).await,
+            }
+        }
+        async fn cancelable_shutdown(&mut self, c: CancelHandle) -> io::Result<()> {
+            match self {
+                Self::Plain(s) => s.cancelable_shutdown(c).await,
+                Self::Tls(s) => s.cancelable_shutdown(c).await,
+            }
+        }
+    }
+
+    impl Transport for UpstreamIo {
+        fn socket(&self) -> &TcpStream {
+            match self {
+                Self::Plain(s) => s,
+                Self::Tls(s) => s.socket(),
+            }
+        }
     }
 }

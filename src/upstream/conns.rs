@@ -5,14 +5,14 @@
 //! connection is reused first (it is the least likely to have been closed by the node); connections idle
 //! longer than the pool's timeout are closed on the way.
 
+use super::client::UpstreamIo;
 use super::pool::NodeId;
-use monoio::net::TcpStream;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 struct Idle {
-    io: TcpStream,
+    io: UpstreamIo,
     since: Instant,
 }
 
@@ -25,15 +25,11 @@ pub struct ConnPool {
 
 impl ConnPool {
     pub fn new(max_idle_per_node: usize, idle_timeout: Duration) -> Self {
-        Self {
-            idle: HashMap::new(),
-            max_idle_per_node,
-            idle_timeout,
-        }
+        Self { idle: HashMap::new(), max_idle_per_node, idle_timeout }
     }
 
     /// A live-looking idle connection to `node`, if any.
-    pub fn take(&mut self, node: NodeId) -> Option<TcpStream> {
+    pub fn take(&mut self, node: NodeId) -> Option<UpstreamIo> {
         let stack = self.idle.get_mut(&node)?;
         while let Some(idle) = stack.pop() {
             if idle.since.elapsed() < self.idle_timeout {
@@ -44,7 +40,7 @@ impl ConnPool {
     }
 
     /// Returns a connection whose last exchange ended cleanly.
-    pub fn put(&mut self, node: NodeId, io: TcpStream) {
+    pub fn put(&mut self, node: NodeId, io: UpstreamIo) {
         if self.max_idle_per_node == 0 {
             return;
         }
@@ -52,10 +48,7 @@ impl ConnPool {
         if stack.len() >= self.max_idle_per_node {
             stack.remove(0);
         }
-        stack.push(Idle {
-            io,
-            since: Instant::now(),
-        });
+        stack.push(Idle { io, since: Instant::now() });
     }
 
     /// Closes connections idle past the timeout.

@@ -29,6 +29,8 @@ pub struct Node {
     pub authority: String,
     /// Full `Authorization` value for `openai` nodes. Never logged.
     pub authorization: Option<String>,
+    /// For `gonka` nodes: the transfer address requests are signed for.
+    pub transfer_address: Option<String>,
     /// Models served; empty = all.
     pub models: Vec<String>,
     /// Resolved addresses, refreshed by the control plane.
@@ -48,7 +50,8 @@ impl Node {
             label: Arc::from(spec.url.to_string()),
             url: spec.url.clone(),
             kind: spec.kind,
-            authorization: spec.api_key.as_ref().map(|k| format!("Bearer {k}")),
+            authorization: spec.api_key.as_ref().map(|k| format!("Bearer {}", k.expose())),
+            transfer_address: spec.transfer_address.clone(),
             models: spec.models.clone(),
             addrs: ArcSwap::from_pointee(addrs),
             outstanding: AtomicU32::new(0),
@@ -120,17 +123,52 @@ pub enum Pick {
 #[derive(Debug)]
 pub struct NodePool {
     nodes: ArcSwap<Vec<Arc<Node>>>,
+    next_id: AtomicU32,
     eject_after_failures: u32,
     eject_for_ms: u64,
 }
 
 impl NodePool {
     pub fn new(nodes: Vec<Arc<Node>>, eject_after_failures: u32, eject_for_ms: u64) -> Self {
+        let next = nodes.iter().map(|n| n.id.0 + 1).max().unwrap_or(0);
         Self {
             nodes: ArcSwap::from_pointee(nodes),
+            next_id: AtomicU32::new(next),
             eject_after_failures,
             eject_for_ms,
         }
+    }
+
+    /// Makes the node list `specs`: a node that is already known (same URL, kind, transfer address and
+    /// models) is kept with its id, health and pooled connections; new ones get new ids. Returns how many
+    /// were added and removed.
+    pub fn update(
+        &self,
+        specs: &[NodeSpec],
+        resolve: impl Fn(&str, u16) -> Vec<SocketAddr>,
+    ) -> (usize, usize) {
+        let current = self.nodes.load_full();
+        let mut next: Vec<Arc<Node>> = Vec::with_capacity(specs.len());
+        let mut added = 0;
+        for spec in specs {
+            let known = current.iter().find(|n| {
+                n.url == spec.url
+                    && n.kind == spec.kind
+                    && n.transfer_address == spec.transfer_address
+                    && n.models == spec.models
+            });
+            match known {
+                Some(n) => next.push(Arc::clone(n)),
+                None => {
+                    let id = NodeId(self.next_id.fetch_add(1, Ordering::Relaxed));
+                    next.push(Arc::new(Node::new(id, spec, resolve(&spec.url.host, spec.url.port))));
+                    added += 1;
+                }
+            }
+        }
+        let removed = current.iter().filter(|n| !next.iter().any(|m| m.id == n.id)).count();
+        self.replace(next);
+        (added, removed)
     }
 
     pub fn nodes(&self) -> Arc<Vec<Arc<Node>>> {
@@ -200,18 +238,12 @@ impl NodePool {
     /// Nodes marked ejected whose rest has run out: the control plane probes them.
     pub fn due_for_probe(&self) -> Vec<Arc<Node>> {
         let now = monotonic_ms();
-        self.nodes
-            .load()
-            .iter()
-            .filter(|n| n.is_marked_ejected() && !n.is_ejected(now))
-            .cloned()
-            .collect()
+        self.nodes.load().iter().filter(|n| n.is_marked_ejected() && !n.is_ejected(now)).cloned().collect()
     }
 
     /// A probe failed: rest again.
     pub fn extend_ejection(&self, node: &Node) {
-        node.ejected_until_ms
-            .store(monotonic_ms() + self.eject_for_ms, Ordering::Relaxed);
+        node.ejected_until_ms.store(monotonic_ms() + self.eject_for_ms, Ordering::Relaxed);
     }
 }
 
@@ -225,6 +257,7 @@ mod tests {
             kind: NodeKind::OpenAi,
             api_key: None,
             models: models.iter().map(|s| s.to_string()).collect(),
+            transfer_address: None,
         };
         Arc::new(Node::new(NodeId(id), &spec, vec![]))
     }
@@ -247,10 +280,7 @@ mod tests {
         let pool = NodePool::new(vec![node(0, &[]), node(1, &[])], 2, 60_000);
         let nodes = pool.nodes();
         pool.report_failure(&nodes[0], "test");
-        assert!(
-            matches!(pool.pick("x", &[NodeId(1)], 0), Pick::Node(_)),
-            "one failure does not eject"
-        );
+        assert!(matches!(pool.pick("x", &[NodeId(1)], 0), Pick::Node(_)), "one failure does not eject");
         pool.report_failure(&nodes[0], "test");
         assert!(matches!(pool.pick("x", &[NodeId(1)], 0), Pick::NoneAvailable));
         pool.report_success(&nodes[0]);

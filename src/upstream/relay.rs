@@ -15,6 +15,7 @@
 //! The client's response head is held until the first payload and sent in the same write. Until then
 //! nothing has reached the client, so a node that fails first can still be replaced by another.
 
+use super::client::UpstreamIo;
 use super::client::{
     MAX_RESPONSE_HEAD_BYTES, ResponseBody, ResponseHead, ResponseHeadError, parse_response_head,
 };
@@ -24,7 +25,6 @@ use crate::http::io::{ReadBuf, ReadError, Transport, write_all_deadline};
 use crate::http::sse::{self, EventKind};
 use monoio::buf::IoBufMut;
 use monoio::io::{CancelHandle, CancelableAsyncReadRent, Canceller};
-use monoio::net::TcpStream;
 use monoio::time::Instant;
 use std::io;
 use std::time::Duration;
@@ -60,27 +60,12 @@ pub struct ClientSide<'a, S> {
 
 impl<'a, S: Transport> ClientSide<'a, S> {
     pub fn new(io: &'a mut S, rbuf: &'a mut ReadBuf, rbuf_max: usize, write_timeout: Duration) -> Self {
-        Self {
-            io,
-            rbuf,
-            rbuf_max,
-            write_timeout,
-            watching: true,
-        }
+        Self { io, rbuf, rbuf_max, write_timeout, watching: true }
     }
 
     /// The client socket turned readable: take what is there. `false` when the client has gone.
     async fn on_readable(&mut self) -> bool {
-        match self
-            .rbuf
-            .fill(
-                self.io,
-                self.rbuf_max,
-                CLIENT_PROBE_TIMEOUT,
-                std::future::pending(),
-            )
-            .await
-        {
+        match self.rbuf.fill(self.io, self.rbuf_max, CLIENT_PROBE_TIMEOUT, std::future::pending()).await {
             Ok(0) => {
                 // Buffer full of pipelined requests: stop watching until this exchange ends.
                 self.watching = false;
@@ -109,10 +94,10 @@ enum UpRead {
 }
 
 async fn read_owned(
-    mut up: TcpStream,
+    mut up: UpstreamIo,
     buf: Vec<u8>,
     c: CancelHandle,
-) -> (TcpStream, io::Result<usize>, Vec<u8>) {
+) -> (UpstreamIo, io::Result<usize>, Vec<u8>) {
     let start = buf.len();
     let end = buf.capacity() - TAILROOM;
     let (res, slice) = up.cancelable_read(buf.slice_mut(start..end), c).await;
@@ -122,10 +107,10 @@ async fn read_owned(
 /// Reads more of the node's answer after `buf`'s current length, watching the client meanwhile.
 async fn read_upstream<S: Transport>(
     client: &mut ClientSide<'_, S>,
-    up: TcpStream,
+    up: UpstreamIo,
     mut buf: Vec<u8>,
     deadline: Instant,
-) -> (TcpStream, Vec<u8>, UpRead) {
+) -> (UpstreamIo, Vec<u8>, UpRead) {
     if buf.capacity() < buf.len() + TAILROOM + 512 {
         buf.reserve(buf.capacity().max(4096));
     }
@@ -133,7 +118,7 @@ async fn read_upstream<S: Transport>(
     let read = read_owned(up, buf, canceller.handle());
     let mut read = std::pin::pin!(read);
     enum Woke {
-        Read(TcpStream, io::Result<usize>, Vec<u8>),
+        Read(UpstreamIo, io::Result<usize>, Vec<u8>),
         Deadline,
         Client(io::Result<()>),
     }
@@ -202,7 +187,7 @@ impl AttemptError {
 /// The node's response head, with `leftover` body bytes already in the relay buffer.
 #[derive(Debug)]
 pub struct Answer {
-    pub up: TcpStream,
+    pub up: UpstreamIo,
     pub head: ResponseHead,
     pub leftover: usize,
 }
@@ -211,7 +196,7 @@ pub struct Answer {
 /// `buf` must come from [`relay_buffer`]; it is returned with any body bytes after its headroom.
 pub async fn exchange<S: Transport>(
     client: &mut ClientSide<'_, S>,
-    mut up: TcpStream,
+    mut up: UpstreamIo,
     request: Vec<u8>,
     mut buf: Vec<u8>,
     head_timeout: Duration,
@@ -246,11 +231,7 @@ pub async fn exchange<S: Transport>(
             }
             Err(ResponseHeadError::Incomplete) => {
                 if buf.len() >= HEADROOM + MAX_RESPONSE_HEAD_BYTES {
-                    return (
-                        Err(AttemptError::BadHead(ResponseHeadError::TooLarge)),
-                        request,
-                        buf,
-                    );
+                    return (Err(AttemptError::BadHead(ResponseHeadError::TooLarge)), request, buf);
                 }
             }
             Err(e) => return (Err(AttemptError::BadHead(e)), request, buf),
@@ -305,7 +286,7 @@ pub struct RelayResult {
     /// The client connection is in a clean state for another request.
     pub client_keep_alive: bool,
     /// The node connection, when it ended cleanly and may be pooled.
-    pub reusable: Option<TcpStream>,
+    pub reusable: Option<UpstreamIo>,
 }
 
 struct Filter {
@@ -528,11 +509,7 @@ pub async fn relay_body<S: Transport>(
     read_timeout: Duration,
     before_final: &mut impl AsyncFnMut(Option<Usage>, u64, u64),
 ) -> (RelayResult, Vec<u8>, Vec<u8>) {
-    let Answer {
-        mut up,
-        head,
-        leftover,
-    } = answer;
+    let Answer { mut up, head, leftover } = answer;
     let mut decoder = (head.body == ResponseBody::Chunked).then(ChunkedDecoder::new);
     let mut remaining = match head.body {
         ResponseBody::Length(n) => n,
@@ -540,12 +517,7 @@ pub async fn relay_body<S: Transport>(
     };
     let mut filter = Filter::new(mode);
     let mut final_ran = false;
-    let mut emitter = Emitter {
-        framing,
-        head: client_head,
-        head_sent: false,
-        first_byte_at: None,
-    };
+    let mut emitter = Emitter { framing, head: client_head, head_sent: false, first_byte_at: None };
     let mut data_len = leftover;
     let mut body_done = head.body == ResponseBody::Empty;
     let mut trailing_garbage = false;
@@ -676,12 +648,8 @@ pub async fn read_small_body<S: Transport>(
     mut buf: Vec<u8>,
     max: usize,
     read_timeout: Duration,
-) -> (Result<(Vec<u8>, Option<TcpStream>), AttemptError>, Vec<u8>) {
-    let Answer {
-        mut up,
-        head,
-        leftover,
-    } = answer;
+) -> (Result<(Vec<u8>, Option<UpstreamIo>), AttemptError>, Vec<u8>) {
+    let Answer { mut up, head, leftover } = answer;
     let mut body = Vec::new();
     let mut decoder = (head.body == ResponseBody::Chunked).then(ChunkedDecoder::new);
     let mut remaining = match head.body {
@@ -702,10 +670,7 @@ pub async fn read_small_body<S: Transport>(
                         r.payload_len
                     }
                     Err(_) => {
-                        return (
-                            Err(AttemptError::BadHead(ResponseHeadError::Malformed("chunked"))),
-                            buf,
-                        );
+                        return (Err(AttemptError::BadHead(ResponseHeadError::Malformed("chunked"))), buf);
                     }
                 },
                 None => {
@@ -773,25 +738,13 @@ data: [DONE]\n\n";
     fn cuts_the_usage_chunk_at_every_split() {
         let usage_event =
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n";
-        let expected = String::from_utf8_lossy(STREAM)
-            .replace(usage_event, "")
-            .into_bytes();
+        let expected = String::from_utf8_lossy(STREAM).replace(usage_event, "").into_bytes();
         assert_eq!(expected.len(), STREAM.len() - usage_event.len());
         for step in 1..STREAM.len() {
             let mut f = sse_filter(true);
             let out = run(&mut f, STREAM, step);
-            assert_eq!(
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&expected),
-                "step {step}"
-            );
-            assert_eq!(
-                f.usage(),
-                Some(Usage {
-                    prompt_tokens: 3,
-                    completion_tokens: 2
-                })
-            );
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected), "step {step}");
+            assert_eq!(f.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 2 }));
             assert_eq!(f.data_events, 2);
         }
     }

@@ -26,10 +26,7 @@ impl Proc {
         let stderr_path = dir.join(format!("stderr-{}.log", args.first().copied().unwrap_or("x")));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(stderr);
+        cmd.args(args).current_dir(dir).stdout(Stdio::piped()).stderr(stderr);
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -44,11 +41,7 @@ impl Proc {
                 }
             }
         });
-        Proc {
-            child,
-            lines,
-            stderr_path,
-        }
+        Proc { child, lines, stderr_path }
     }
 
     /// Waits for a stdout line starting with `prefix` and returns the rest.
@@ -69,10 +62,8 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status =
+            Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -123,11 +114,7 @@ impl Sim {
     }
 
     pub fn addr(&self, i: usize) -> SocketAddr {
-        self.urls[i]
-            .trim_start_matches("http://")
-            .trim_end_matches("/v1")
-            .parse()
-            .unwrap()
+        self.urls[i].trim_start_matches("http://").trim_end_matches("/v1").parse().unwrap()
     }
 
     pub fn stats(&self) -> Value {
@@ -136,13 +123,7 @@ impl Sim {
     }
 
     pub fn set_faults(&self, i: usize, params: Value) {
-        let r = http(
-            self.addr(i),
-            "POST",
-            "/sim/faults",
-            &[],
-            Some(params.to_string().as_bytes()),
-        );
+        let r = http(self.addr(i), "POST", "/sim/faults", &[], Some(params.to_string().as_bytes()));
         assert_eq!(r.status, 200, "{}", r.text());
     }
 }
@@ -248,28 +229,15 @@ pub trait GatewayApi {
     fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
         let auth = format!("Bearer {token}");
         let body = body.map(|b| b.to_string());
-        http(
-            self.public(),
-            method,
-            path,
-            &[("Authorization", &auth)],
-            body.as_deref().map(str::as_bytes),
-        )
+        http(self.public(), method, path, &[("Authorization", &auth)], body.as_deref().map(str::as_bytes))
     }
 
     /// Creates an account; returns its id and token.
     fn create_account(&self, name: &str) -> (String, String) {
-        let r = self.admin(
-            "POST",
-            "/admin/accounts",
-            Some(serde_json::json!({ "name": name })),
-        );
+        let r = self.admin("POST", "/admin/accounts", Some(serde_json::json!({ "name": name })));
         assert_eq!(r.status, 201, "{}", r.text());
         let v = r.json();
-        (
-            v["id"].as_str().unwrap().to_owned(),
-            v["token"].as_str().unwrap().to_owned(),
-        )
+        (v["id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned())
     }
 
     fn credit(&self, account: &str, amount: u64, reference: &str) -> Value {
@@ -284,25 +252,14 @@ pub trait GatewayApi {
 
     /// Creates a managed key with the account token; returns the secret.
     fn create_key(&self, account_token: &str, name: &str) -> String {
-        let r = self.api(
-            account_token,
-            "POST",
-            "/api/keys",
-            Some(serde_json::json!({ "name": name })),
-        );
+        let r = self.api(account_token, "POST", "/api/keys", Some(serde_json::json!({ "name": name })));
         assert_eq!(r.status, 201, "{}", r.text());
         r.json()["key"].as_str().unwrap().to_owned()
     }
 
     fn metrics(&self) -> String {
         let auth = format!("Bearer {ADMIN_TOKEN}");
-        let r = http(
-            self.admin_address(),
-            "GET",
-            "/metrics",
-            &[("Authorization", &auth)],
-            None,
-        );
+        let r = http(self.admin_address(), "GET", "/metrics", &[("Authorization", &auth)], None);
         assert_eq!(r.status, 200);
         r.text()
     }
@@ -346,21 +303,15 @@ impl GatewayApi for Gateway {
 
 impl Gateway {
     pub fn start(node_urls: &[String]) -> Gateway {
-        Self::start_with(GatewayOpts {
-            node_urls: node_urls.to_vec(),
-            ..GatewayOpts::default()
-        })
+        Self::start_with(GatewayOpts { node_urls: node_urls.to_vec(), ..GatewayOpts::default() })
     }
 
     pub fn start_with(opts: GatewayOpts) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("gateway.toml");
         std::fs::write(&config_path, config_toml(&opts, dir.path())).unwrap();
-        let envs: Vec<(String, String)> = opts
-            .envs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
+        let envs: Vec<(String, String)> =
+            opts.envs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
         let (proc, addr, admin_addr) = Self::spawn(dir.path(), &config_path, &envs);
         let mut gw = Gateway {
             proc,
@@ -492,10 +443,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn text(&self) -> String {
@@ -530,11 +478,7 @@ pub fn http(
         req = req.header(*k, *v);
     }
     let result = match body {
-        Some(b) => agent.run(
-            req.header("Content-Type", "application/json")
-                .body(b.to_vec())
-                .unwrap(),
-        ),
+        Some(b) => agent.run(req.header("Content-Type", "application/json").body(b.to_vec()).unwrap()),
         None => agent.run(req.body(()).unwrap()),
     };
     let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
@@ -544,28 +488,13 @@ pub fn http(
         .iter()
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024 * 1024)
-        .read_to_vec()
-        .unwrap();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    let body = resp.body_mut().with_config().limit(64 * 1024 * 1024).read_to_vec().unwrap();
+    Resp { status, headers, body }
 }
 
 /// POST JSON with the given bearer.
 pub fn post(addr: SocketAddr, path: &str, auth: &str, body: &Value) -> Resp {
-    http(
-        addr,
-        "POST",
-        path,
-        &[("Authorization", auth)],
-        Some(body.to_string().as_bytes()),
-    )
+    http(addr, "POST", path, &[("Authorization", auth)], Some(body.to_string().as_bytes()))
 }
 
 pub fn chat_body(content: &str, max_tokens: u64, stream: bool) -> Value {
@@ -662,20 +591,13 @@ pub fn python_with_openai() -> PathBuf {
         if std::fs::create_dir(&lock).is_ok() {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "waited too long for another test to build the venv"
-        );
+        assert!(Instant::now() < deadline, "waited too long for another test to build the venv");
         std::thread::sleep(Duration::from_millis(200));
     }
     let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt");
     let ok = (|| {
         if !python.exists() {
-            let s = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&venv)
-                .status()
-                .ok()?;
+            let s = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().ok()?;
             if !s.success() {
                 return None;
             }
@@ -691,20 +613,14 @@ pub fn python_with_openai() -> PathBuf {
         std::fs::write(&ready, "").unwrap();
     }
     let _ = std::fs::remove_dir(&lock);
-    assert!(
-        ok.is_some(),
-        "could not install the Python test requirements into {}",
-        venv.display()
-    );
+    assert!(ok.is_some(), "could not install the Python test requirements into {}", venv.display());
     python
 }
 
 /// Runs `tests/python/<script>` with the SDK venv; panics with its output unless it exits 0.
 pub fn run_python(script: &str, envs: &[(&str, String)]) -> String {
     let python = python_with_openai();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let mut cmd = Command::new(python);
     cmd.arg(path);
     for (k, v) in envs {
