@@ -59,6 +59,8 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
         gonka,
         allowlist: None,
         tls: None,
+        node_models: Vec::new(),
+        dead_participants: 0,
         workers: 1,
         params: SimParams {
             ttft_ms: opts.sim_ttft_ms,

@@ -205,6 +205,12 @@ struct SimArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Models of each node, nodes separated by `;`, models by `,` (e.g. `a;a,b;b`); default: --models.
+    #[arg(long)]
+    node_models: Option<String>,
+    /// Gonka mode: participants listed at addresses where nothing runs.
+    #[arg(long, default_value_t = 0)]
+    dead_participants: usize,
 }
 
 /// The documented ready lines go to stdout, each on its own line.
@@ -353,6 +359,15 @@ fn run_sim(args: SimArgs) -> ExitCode {
         gonka: args.gonka,
         allowlist: args.allowlist,
         tls: args.tls_cert.zip(args.tls_key),
+        node_models: args
+            .node_models
+            .map(|s| {
+                s.split(';')
+                    .map(|n| n.split(',').map(str::to_owned).filter(|m| !m.is_empty()).collect())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        dead_participants: args.dead_participants,
         workers: args.workers,
         params: sim::SimParams {
             ttft_ms: args.ttft_ms,

@@ -75,6 +75,10 @@ pub struct SimConfig {
     pub allowlist: Option<Vec<usize>>,
     /// PEM certificate chain and key: serve HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Models of each node (by index); a node without an entry serves all `models`.
+    pub node_models: Vec<Vec<String>>,
+    /// Gonka mode: participants listed at unreachable addresses (nodes that are down).
+    pub dead_participants: usize,
     pub workers: usize,
     pub params: SimParams,
 }
@@ -88,6 +92,8 @@ impl Default for SimConfig {
             gonka: false,
             allowlist: None,
             tls: None,
+            node_models: Vec::new(),
+            dead_participants: 0,
             workers: 1,
             params: SimParams::default(),
         }
@@ -134,6 +140,10 @@ pub struct SimNode {
     /// `http(s)://host:port`, as a participant's `inference_url`.
     pub inference_url: String,
     pub allowed: bool,
+    /// The models it serves.
+    pub models: Vec<String>,
+    /// Listed as a participant but not running (its address refuses connections).
+    pub dead: bool,
     /// Signatures seen, with their timestamps (ns), kept while they could still be fresh.
     used: Mutex<HashMap<String, u64>>,
     /// Requests this node served.
@@ -197,7 +207,7 @@ impl Sim {
                     "validator_key": "",
                     "weight": 1,
                     "inference_url": n.inference_url,
-                    "models": self.models,
+                    "models": n.models,
                 })
             })
             .collect();
@@ -275,6 +285,24 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
             address: signer.address().to_owned(),
             inference_url: format!("{scheme}://{host}"),
             allowed: config.allowlist.as_ref().is_none_or(|a| a.contains(&i)),
+            models: config.node_models.get(i).cloned().unwrap_or_else(|| config.models.clone()),
+            dead: false,
+            used: Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
+        });
+    }
+    for i in 0..config.dead_participants {
+        // A port that was free a moment ago and is closed now: connections to it are refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let k = addrs.len() + i;
+        let signer = GonkaSigner::from_hex(&node_key_hex(k)).map_err(|e| io::Error::other(e.to_string()))?;
+        nodes.push(SimNode {
+            params: ArcSwap::from_pointee(config.params.clone()),
+            address: signer.address().to_owned(),
+            inference_url: format!("{scheme}://127.0.0.1:{port}"),
+            allowed: true,
+            models: config.models.clone(),
+            dead: true,
             used: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
         });

@@ -220,7 +220,15 @@ async fn handle<S: Transport>(
     match (head.method, path) {
         (Method::Get, "/healthz") => return respond(io, out, 200, br#"{"status":"ok"}"#, &[]).await,
         (Method::Get, "/sim/stats") => {
-            let body = sim.stats.to_json().to_string();
+            let mut stats = sim.stats.to_json();
+            stats["nodes"] = sim
+                .nodes
+                .iter()
+                .map(|n| {
+                    json!({"address": n.address, "url": n.inference_url, "requests": n.requests.load(Ordering::Relaxed)})
+                })
+                .collect();
+            let body = stats.to_string();
             return respond(io, out, 200, body.as_bytes(), &[]).await;
         }
         (Method::Get, "/v1/epochs/current/participants") => {
@@ -260,7 +268,7 @@ async fn handle<S: Transport>(
     }
     match (head.method, path) {
         (Method::Get, "/v1/models") => {
-            let data: Vec<Value> = sim
+            let data: Vec<Value> = sim.nodes[node]
                 .models
                 .iter()
                 .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "sim"}))
@@ -300,7 +308,7 @@ async fn handle<S: Transport>(
                 }
             };
             let model = req.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
-            if !sim.models.contains(&model) {
+            if !sim.nodes[node].models.contains(&model) {
                 let e = json!({"error": {"message": format!("model {model} is not served here"), "type": "invalid_request_error", "param": "model", "code": "model_not_found"}});
                 return respond(io, out, 404, e.to_string().as_bytes(), &[]).await;
             }
@@ -402,22 +410,26 @@ async fn generate<S: Transport>(
         Duration::ZERO
     };
 
+    // The finished answer, kept for `GET /v1/chat/completions/{id}` (streamed answers too).
+    let text = tokens.concat();
+    let body = if chat {
+        json!({"id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+            "usage": usage})
+    } else {
+        json!({"id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
+            "usage": usage})
+    };
+    let body = body.to_string();
+    if fault == MidFault::None {
+        sim.remember(&id, body.clone());
+    }
     if !stream {
         let total = ttft + per_token * (n.saturating_sub(1) as u32);
         if !total.is_zero() {
             monoio::time::sleep_until(start + total).await;
         }
-        let text = tokens.concat();
-        let body = if chat {
-            json!({"id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": usage})
-        } else {
-            json!({"id": id, "object": "text_completion", "created": created, "model": model,
-                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
-                "usage": usage})
-        };
-        let body = body.to_string();
         if fault == MidFault::None {
             return respond(io, out, 200, body.as_bytes(), &[]).await;
         }

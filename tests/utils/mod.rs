@@ -91,6 +91,8 @@ impl Drop for Proc {
 pub struct Sim {
     pub proc: Proc,
     pub urls: Vec<String>,
+    /// Gonka mode: each node's `gonka1…` address.
+    pub addresses: Vec<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -101,20 +103,31 @@ impl Sim {
         let mut all = vec!["sim", "--listen", "127.0.0.1:0", "--models", MODEL];
         all.extend_from_slice(args);
         let mut proc = Proc::spawn(&all, dir.path(), &[]);
-        let mut urls = vec![proc.wait_line("SIM_NODE=")];
         let extra: usize = args
             .iter()
             .position(|a| *a == "--extra-nodes")
             .map(|i| args[i + 1].parse().unwrap())
             .unwrap_or(0);
-        for _ in 0..extra {
+        let gonka = args.contains(&"--gonka");
+        let mut urls = Vec::new();
+        let mut addresses = Vec::new();
+        for _ in 0..=extra {
             urls.push(proc.wait_line("SIM_NODE="));
+            if gonka {
+                addresses.push(proc.wait_line("SIM_NODE_ADDRESS="));
+            }
         }
-        Sim { proc, urls, dir }
+        Sim { proc, urls, addresses, dir }
     }
 
     pub fn addr(&self, i: usize) -> SocketAddr {
-        self.urls[i].trim_start_matches("http://").trim_end_matches("/v1").parse().unwrap()
+        let hostport = self.urls[i].split("://").nth(1).unwrap().trim_end_matches("/v1");
+        hostport.replace("localhost", "127.0.0.1").parse().unwrap()
+    }
+
+    /// The node's base URL without `/v1` (a Gonka participant's `inference_url`).
+    pub fn root(&self, i: usize) -> String {
+        self.urls[i].trim_end_matches("/v1").to_owned()
     }
 
     pub fn stats(&self) -> Value {
@@ -250,6 +263,17 @@ pub trait GatewayApi {
         r.json()
     }
 
+    /// Creates a managed key through the admin API; returns the secret.
+    fn admin_key(&self, account: &str, name: &str) -> String {
+        let r = self.admin(
+            "POST",
+            &format!("/admin/accounts/{account}/keys"),
+            Some(serde_json::json!({ "name": name })),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["key"].as_str().unwrap().to_owned()
+    }
+
     /// Creates a managed key with the account token; returns the secret.
     fn create_key(&self, account_token: &str, name: &str) -> String {
         let r = self.api(account_token, "POST", "/api/keys", Some(serde_json::json!({ "name": name })));
@@ -327,7 +351,7 @@ impl Gateway {
         };
         let (id, token) = gw.create_account("test");
         gw.credit(&id, opts.credit_ngonka, "test-initial");
-        gw.api_key = gw.create_key(&token, "test key");
+        gw.api_key = gw.admin_key(&id, "test key");
         gw.account_id = id;
         gw.account_token = token;
         gw
@@ -580,12 +604,16 @@ pub fn python_with_openai() -> PathBuf {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
     let venv = target.join("test-venv");
     let python = venv.join("bin/python");
+    // The marker holds the requirements the venv was built from; other requirements rebuild it.
     let ready = venv.join(".ready");
+    let requirements_text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt"))
+            .unwrap();
     let lock = target.join("test-venv.lock");
     std::fs::create_dir_all(&target).unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        if ready.exists() {
+        if std::fs::read_to_string(&ready).is_ok_and(|r| r == requirements_text) {
             return python;
         }
         if std::fs::create_dir(&lock).is_ok() {
@@ -610,7 +638,7 @@ pub fn python_with_openai() -> PathBuf {
         s.success().then_some(())
     })();
     if ok.is_some() {
-        std::fs::write(&ready, "").unwrap();
+        std::fs::write(&ready, &requirements_text).unwrap();
     }
     let _ = std::fs::remove_dir(&lock);
     assert!(ok.is_some(), "could not install the Python test requirements into {}", venv.display());
