@@ -25,6 +25,54 @@ struct Shard {
     requests: HashMap<(&'static str, u16), HashMap<String, u64>>,
 }
 
+/// Bucket upper bounds of the latency histograms, seconds.
+pub const LATENCY_BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
+
+/// A Prometheus histogram of atomics (one per core shard, summed when scraped).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+fn render_histogram(out: &mut String, name: &str, help: &str, parts: &[&Histogram]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0u64;
+    for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+        cumulative += parts.iter().map(|h| h.buckets[i].load(Ordering::Relaxed)).sum::<u64>();
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let count: u64 = parts.iter().map(|h| h.count.load(Ordering::Relaxed)).sum();
+    let sum_us: u64 = parts.iter().map(|h| h.sum_us.load(Ordering::Relaxed)).sum();
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {}\n{name}_count {count}",
+        sum_us as f64 / 1e6
+    );
+}
+
+/// The latency histograms of one core.
+#[derive(Debug, Default)]
+pub struct Latencies {
+    /// From the request sent to a node to the end of its answer.
+    pub upstream: Histogram,
+    /// From the request's arrival to the first byte of the answer sent to the client.
+    pub first_byte: Histogram,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub connections_open: AtomicU64,
@@ -33,6 +81,7 @@ pub struct Metrics {
     pub upstream_stale_connections: AtomicU64,
     pub client_disconnects: AtomicU64,
     shards: Box<[Mutex<Shard>]>,
+    latencies: Box<[Latencies]>,
 }
 
 impl Metrics {
@@ -44,7 +93,13 @@ impl Metrics {
             upstream_stale_connections: AtomicU64::new(0),
             client_disconnects: AtomicU64::new(0),
             shards: (0..shards.max(1) + 1).map(|_| Mutex::new(Shard::default())).collect(),
+            latencies: (0..shards.max(1) + 1).map(|_| Latencies::default()).collect(),
         }
+    }
+
+    /// This thread's latency histograms.
+    pub fn latencies(&self) -> &Latencies {
+        &self.latencies[SHARD.with(Cell::get) % self.latencies.len()]
     }
 
     fn shard(&self) -> &Mutex<Shard> {
@@ -131,6 +186,20 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let upstream: Vec<&Histogram> = self.latencies.iter().map(|l| &l.upstream).collect();
+        render_histogram(
+            &mut out,
+            "gateway_upstream_seconds",
+            "From a request sent to a node to the end of its answer.",
+            &upstream,
+        );
+        let first: Vec<&Histogram> = self.latencies.iter().map(|l| &l.first_byte).collect();
+        render_histogram(
+            &mut out,
+            "gateway_first_byte_seconds",
+            "From a request's arrival to the first byte of its answer (time to first token for streams).",
+            &first,
+        );
         out.push_str(extra);
         out
     }

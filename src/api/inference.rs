@@ -184,6 +184,7 @@ async fn forward<S: Transport>(
             app.metrics.upstream_retries.fetch_add(1, Ordering::Relaxed);
         }
         let in_flight = InFlight::new(Arc::clone(&node));
+        let attempt_started = std::time::Instant::now();
         let pooled = if fresh_only { None } else { core.upstream_conns.borrow_mut().take(node.id) };
         let reused = pooled.is_some();
         let conn = match pooled {
@@ -345,7 +346,9 @@ async fn forward<S: Transport>(
         if let Some(c) = result.reusable {
             core.upstream_conns.borrow_mut().put(node.id, c);
         }
+        app.metrics.latencies().upstream.observe(attempt_started.elapsed());
         if let Some(t) = result.first_byte_at {
+            app.metrics.latencies().first_byte.observe(t.into_std().duration_since(ex.started));
             ex.log.ttfb_us =
                 Some(u64::try_from(t.into_std().duration_since(ex.started).as_micros()).unwrap_or(0));
         }

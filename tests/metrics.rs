@@ -1,0 +1,92 @@
+//! `/metrics` after traffic: the counters and histograms moved, and the gauges say what is true.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "tests fail loudly and block freely on their own threads"
+)]
+
+mod utils;
+
+use serde_json::json;
+use utils::*;
+
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from:\n{metrics}"))
+}
+
+#[test]
+fn metrics_move_with_traffic() {
+    let sim = Sim::start(&["--tokens-per-s", "500", "--completion-tokens", "4"]);
+    let gw = Gateway::start(&sim.urls);
+    let before = gw.metrics();
+    for i in 0..5 {
+        assert_eq!(
+            post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body(&format!("m{i}"), 4, i % 2 == 0))
+                .status,
+            200
+        );
+    }
+    let bad = post(
+        gw.addr,
+        "/v1/chat/completions",
+        &gw.auth(),
+        &json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(bad.status, 404);
+    let unauth = post(gw.addr, "/v1/chat/completions", "Bearer gk-prx-nope", &chat_body("x", 1, false));
+    assert_eq!(unauth.status, 401);
+    let after = gw.metrics();
+
+    let ok = format!("gateway_requests_total{{route=\"chat_completions\",status=\"200\",model=\"{MODEL}\"}}");
+    assert_eq!(value(&after, &ok), 5.0);
+    assert!(!before.contains(&ok));
+    assert_eq!(
+        value(&after, "gateway_requests_total{route=\"chat_completions\",status=\"404\",model=\"nope\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "gateway_requests_total{route=\"chat_completions\",status=\"401\",model=\"\"}"),
+        1.0
+    );
+    assert_eq!(value(&after, "gateway_upstream_seconds_count"), 5.0);
+    assert_eq!(value(&after, "gateway_first_byte_seconds_count"), 5.0);
+    assert!(value(&after, "gateway_first_byte_seconds_sum") > 0.0);
+    assert_eq!(value(&after, "gateway_upstream_seconds_bucket{le=\"+Inf\"}"), 5.0);
+    assert_eq!(value(&after, "gateway_requests_in_flight"), 0.0);
+    assert_eq!(value(&after, "gateway_holds_outstanding"), 0.0);
+    assert_eq!(value(&after, "gateway_held_ngonka"), 0.0);
+    assert!(value(&after, "gateway_key_cache_entries") >= 2.0, "the account token and the key");
+    assert!(after.contains("gateway_journal_lag_records"));
+    assert_eq!(value(&after, &format!("gateway_node_up{{node=\"{}\"}}", sim.urls[0])), 1.0);
+    assert_eq!(value(&after, &format!("gateway_node_failures_total{{node=\"{}\"}}", sim.urls[0])), 0.0);
+    assert!(value(&after, "gateway_connections_open") >= 1.0, "our scrape's own connection");
+    // The access log has one JSON line per request, with no secret (written by the log thread, so
+    // allow it a moment).
+    let access = |log: &str| -> Vec<serde_json::Value> {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v.get("request_id").is_some() && v["route"] == "chat_completions")
+            .collect()
+    };
+    assert!(
+        eventually(std::time::Duration::from_secs(3), || access(&gw.proc.stderr()).len() == 7),
+        "{}",
+        gw.proc.stderr()
+    );
+    let log = gw.proc.stderr();
+    let lines = access(&log);
+    let done = lines.iter().find(|v| v["status"] == 200).unwrap();
+    for field in
+        ["request_id", "key_id", "model", "status", "prompt_tokens", "completion_tokens", "latency_us"]
+    {
+        assert!(!done[field].is_null(), "{field} in {done}");
+    }
+    assert!(!log.contains(&gw.api_key));
+}
