@@ -40,6 +40,15 @@ fn request(addr: SocketAddr, key: &str, body: &Value, request_id: &str) -> (u16,
     (status, text)
 }
 
+/// A header's value in a raw response.
+fn header(text: &str, name: &str) -> Option<String> {
+    let head = text.split("\r\n\r\n").next()?;
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_owned())
+}
+
 fn stream_body(i: usize, max_tokens: u64) -> Value {
     json!({"model": MODEL, "stream": true, "max_tokens": max_tokens,
            "messages": [{"role": "user", "content": format!("request number {i}")}]})
@@ -307,7 +316,7 @@ fn kill_9_under_load_loses_no_completed_request() {
                         let complete =
                             if stream { text.contains("data: [DONE]") } else { text.contains("\"usage\"") };
                         if status == 200 && complete {
-                            done.push(id);
+                            done.push(header(&text, "x-request-id").expect("every answer has an id"));
                         }
                     }
                     done

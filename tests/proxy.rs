@@ -48,18 +48,31 @@ fn non_stream_and_stream_give_the_simulators_text() {
 }
 
 #[test]
-fn client_request_id_is_echoed() {
+fn client_request_ids_are_echoed_but_never_replace_the_gateways_own() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
     let body = chat_body("x", 3, false).to_string();
-    let r = http(
-        gw.addr,
-        "POST",
-        "/v1/chat/completions",
-        &[("Authorization", &gw.auth()), ("X-Request-Id", "my-trace-42")],
-        Some(body.as_bytes()),
-    );
-    assert_eq!(r.header("x-request-id"), Some("my-trace-42"));
+    let mut ids = Vec::new();
+    for header in ["X-Request-Id", "X-Client-Request-Id", "X-Request-Id"] {
+        let r = http(
+            gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Authorization", &gw.auth()), (header, "my-trace-42")],
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-client-request-id"), Some("my-trace-42"));
+        let id = r.header("x-request-id").unwrap().to_owned();
+        assert!(id.starts_with("req_") && id.len() == 36, "{id}");
+        ids.push(id);
+    }
+    assert!(ids[0][..16] <= ids[1][..16] && ids[1][..16] <= ids[2][..16], "time-ordered: {ids:?}");
+    // The same client id three times is still three requests, each billed once.
+    let records = gw.usage_records(&gw.account_id);
+    for id in &ids {
+        assert_eq!(records.iter().filter(|r| r["request_id"] == id.as_str()).count(), 1, "{id}");
+    }
 }
 
 #[test]

@@ -318,6 +318,9 @@ async fn forward<S: Transport>(
             let mut w = HeadWriter::new(&mut head, status);
             w.header("Content-Type", content_type.as_bytes())
                 .header("x-request-id", ex.request_id.as_bytes());
+            if let Some(id) = &ex.head.client_request_id {
+                w.header("x-client-request-id", id.as_bytes());
+            }
             for (name, value) in &ex.headers {
                 w.header(name, value.as_bytes());
             }

@@ -82,8 +82,10 @@ pub struct RequestHead {
     pub expect_continue: bool,
     /// The raw `Authorization` value.
     pub authorization: Option<String>,
-    /// A client-supplied `X-Request-Id`, when it is short and printable.
-    pub request_id: Option<String>,
+    /// A client's own request id (`X-Client-Request-Id`, as OpenAI's API takes it, else
+    /// `X-Request-Id`), when it is short and printable. Echoed and logged; never the id of the usage
+    /// record, which the gateway always makes itself.
+    pub client_request_id: Option<String>,
     /// Bytes taken by the head, including the final blank line.
     pub head_len: usize,
 }
@@ -168,7 +170,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
     let mut conn_keep_alive = false;
     let mut expect_continue = false;
     let mut authorization = None;
-    let mut request_id = None;
+    let mut client_request_id = None;
     let mut host_seen = false;
 
     for h in req.headers.iter() {
@@ -208,13 +210,15 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
                 return Err(HeadError::Malformed("repeated Authorization"));
             }
             authorization = std::str::from_utf8(value).ok().map(|s| s.trim().to_owned());
-        } else if name.eq_ignore_ascii_case("x-request-id") {
+        } else if name.eq_ignore_ascii_case("x-client-request-id")
+            || (name.eq_ignore_ascii_case("x-request-id") && client_request_id.is_none())
+        {
             let v = trim_ows(value);
             if !v.is_empty()
                 && v.len() <= MAX_REQUEST_ID_LEN
                 && v.iter().all(|&b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
             {
-                request_id = std::str::from_utf8(v).ok().map(str::to_owned);
+                client_request_id = std::str::from_utf8(v).ok().map(str::to_owned);
             }
         } else if name.eq_ignore_ascii_case("host") {
             if host_seen {
@@ -252,7 +256,7 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
         keep_alive,
         expect_continue,
         authorization,
-        request_id,
+        client_request_id,
         head_len,
     })
 }
@@ -401,11 +405,13 @@ mod tests {
     }
 
     #[test]
-    fn request_id_is_kept_only_when_safe() {
+    fn client_request_id_is_kept_only_when_safe() {
         let h = parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n").unwrap();
-        assert_eq!(h.request_id.as_deref(), Some("abc-123"));
+        assert_eq!(h.client_request_id.as_deref(), Some("abc-123"));
         let h = parse("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: a b\r\n\r\n").unwrap();
-        assert_eq!(h.request_id, None);
+        assert_eq!(h.client_request_id, None);
+        let both = "GET / HTTP/1.1\r\nHost: a\r\nX-Client-Request-Id: mine\r\nX-Request-Id: other\r\n\r\n";
+        assert_eq!(parse(both).unwrap().client_request_id.as_deref(), Some("mine"), "OpenAI's header wins");
     }
 
     #[test]

@@ -54,10 +54,7 @@ pub struct Exchange<'c, S> {
 
 impl<'c, S: Transport> Exchange<'c, S> {
     pub fn new(conn: &'c mut Conn<S>, head: RequestHead) -> Self {
-        let request_id = match &head.request_id {
-            Some(id) => id.clone(),
-            None => conn.core.request_id(),
-        };
+        let request_id = conn.core.request_id();
         let keep_alive = head.keep_alive;
         Self {
             conn,
@@ -191,6 +188,9 @@ impl<'c, S: Transport> Exchange<'c, S> {
             let mut w = HeadWriter::new(&mut out, status);
             w.header("Content-Type", content_type.as_bytes())
                 .header("x-request-id", self.request_id.as_bytes());
+            if let Some(id) = &self.head.client_request_id {
+                w.header("x-client-request-id", id.as_bytes());
+            }
             for (name, value) in headers.iter().chain(self.headers.iter()) {
                 w.header(name, value.as_bytes());
             }

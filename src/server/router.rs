@@ -121,6 +121,7 @@ fn finish<S: Transport>(ex: &Exchange<'_, S>) {
     let line = json!({
         "ts": crate::clock::unix_secs(),
         "request_id": ex.request_id,
+        "client_request_id": ex.head.client_request_id,
         "method": format!("{:?}", ex.head.method).to_uppercase(),
         "path": ex.head.path,
         "status": ex.log.status,
