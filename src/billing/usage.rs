@@ -167,6 +167,7 @@ impl UsageScanner {
                     self.expect = Expect::Value;
                     if self.key_len == 5 && &self.key[..5] == b"usage" {
                         self.capturing = true;
+                        self.captured.reserve(256);
                         self.captured.clear();
                     }
                 }

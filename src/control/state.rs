@@ -32,8 +32,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Records applied to the store per transaction.
-const APPLY_BATCH: usize = 2048;
+/// Records applied to the store per transaction: about half a millisecond of SQLite work, after which the
+/// control plane yields the CPU (see `runtime::make_background_thread`).
+const APPLY_BATCH: usize = 64;
 
 pub struct ControlState {
     pub store: Box<dyn Store>,
@@ -226,6 +227,7 @@ impl ControlState {
             if started.elapsed() >= budget {
                 break;
             }
+            std::thread::yield_now();
         }
         if applied > 0
             && let Err(e) = self.journal.prune(self.journal_pos)

@@ -173,6 +173,26 @@ pub trait Store: Send {
     ) -> StoreResult<Vec<UsageRecord>>;
 }
 
+/// What a batch of new usage records takes from balances and adds to key spend, summed per account and
+/// per (key, period, index) so a batch costs one write per account and key, not four per record. Sorted,
+/// so concurrent writers lock rows in the same order.
+#[derive(Debug, Default)]
+pub struct SpendTotals<'a> {
+    pub balances: std::collections::BTreeMap<&'a str, i64>,
+    pub spend: std::collections::BTreeMap<(&'a str, &'static str, i64), i64>,
+}
+
+impl<'a> SpendTotals<'a> {
+    pub fn add(&mut self, r: &'a UsageRecord, cost: i64) {
+        if cost == 0 {
+            return;
+        }
+        *self.balances.entry(&r.account_id).or_default() += cost;
+        *self.spend.entry((&r.key_id, "day", r.day)).or_default() += cost;
+        *self.spend.entry((&r.key_id, "month", r.month)).or_default() += cost;
+    }
+}
+
 /// Opens the configured store and applies pending migrations.
 pub fn open(settings: &crate::config::StoreSettings) -> StoreResult<Box<dyn Store>> {
     match settings {

@@ -6,7 +6,7 @@
 //! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
 
 use super::{AccountRow, CreditOutcome, KeyRow, KeyTableState, PriceRow, Store, StoreError, StoreResult};
-use super::{GroupBy, KeySpend, UsageQuery, UsageSummaryRow};
+use super::{GroupBy, KeySpend, SpendTotals, UsageQuery, UsageSummaryRow};
 use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
 use crate::billing::journal::JournalPos;
 use crate::billing::record::{RecordStatus, UsageRecord};
@@ -427,6 +427,7 @@ impl Store for SqliteStore {
                      ON CONFLICT(key_id, period, period_index) DO UPDATE SET spent_ngonka = spent_ngonka + excluded.spent_ngonka",
                 )
                 .map_err(err)?;
+            let mut totals = SpendTotals::default();
             for r in records {
                 let cost = to_i64(r.cost_ngonka, "cost")?;
                 let n = insert
@@ -449,12 +450,14 @@ impl Store for SqliteStore {
                     .map_err(err)?;
                 if n == 1 {
                     inserted += 1;
-                    if cost != 0 {
-                        balance.execute(params![r.account_id, cost]).map_err(err)?;
-                        spend.execute(params![r.key_id, "day", r.day, cost]).map_err(err)?;
-                        spend.execute(params![r.key_id, "month", r.month, cost]).map_err(err)?;
-                    }
+                    totals.add(r, cost);
                 }
+            }
+            for (account, cost) in &totals.balances {
+                balance.execute(params![account, cost]).map_err(err)?;
+            }
+            for ((key, period, index), cost) in &totals.spend {
+                spend.execute(params![key, period, index, cost]).map_err(err)?;
             }
         }
         tx.execute("UPDATE meta SET value = ?1 WHERE name = 'journal_seq'", [pos.seq as i64]).map_err(err)?;
