@@ -1,0 +1,75 @@
+//! JSON body inspection and rewrite, the per-request cost of reading what a client sent:
+//! - `inspect_small`: a one-message chat body (about 150 bytes), the common SDK call.
+//! - `inspect_8k`: a chat body with a 20-turn history (about 8 KiB): the parse scales with the body.
+//! - `rewrite_append`: the usual rewrite of a streamed body without `stream_options`: the members are
+//!   appended before the closing brace, no re-serialisation.
+//! - `rewrite_reserialize`: a streamed body that carries `stream_options` without `include_usage`: the
+//!   body is parsed and written again.
+//! - `inspect_and_rewrite_small`: the whole per-request path on the small body.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmarks fail loudly")]
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use gonka_gateway::api::body::{Endpoint, JsonScratch, Rewrite, inspect, rewrite};
+use std::hint::black_box;
+
+const SMALL: &[u8] = br#"{"model":"moonshotai/Kimi-K2.6","messages":[{"role":"user","content":"Say something short about the sea."}],"stream":true,"temperature":0.7}"#;
+const WITH_OPTIONS: &[u8] = br#"{"model":"moonshotai/Kimi-K2.6","messages":[{"role":"user","content":"Say something short about the sea."}],"stream":true,"stream_options":{"include_usage":false},"max_tokens":64}"#;
+
+fn history() -> Vec<u8> {
+    let mut messages = Vec::new();
+    for i in 0..20 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        let content = format!("Turn {i}: {}", "a sentence of ordinary conversation text, ".repeat(9));
+        messages.push(serde_json::json!({"role": role, "content": content}));
+    }
+    serde_json::to_vec(&serde_json::json!({
+        "model": "moonshotai/Kimi-K2.6", "messages": messages, "stream": true, "max_tokens": 512,
+        "temperature": 0.2, "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    }))
+    .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut scratch = JsonScratch::default();
+    let mut out = Vec::new();
+    let mut g = c.benchmark_group("body");
+
+    g.throughput(Throughput::Bytes(SMALL.len() as u64));
+    g.bench_function("inspect_small", |b| {
+        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(SMALL), &mut scratch).unwrap())
+    });
+
+    let big = history();
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("inspect_8k", |b| {
+        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(&big), &mut scratch).unwrap())
+    });
+
+    let small = inspect(Endpoint::ChatCompletions, SMALL, &mut scratch).unwrap();
+    let rw = Rewrite { force_include_usage: true, add_max_tokens: Some(4096) };
+    g.throughput(Throughput::Bytes(SMALL.len() as u64));
+    g.bench_function("rewrite_append", |b| {
+        b.iter(|| rewrite(black_box(SMALL), &small, rw, &mut out).unwrap())
+    });
+
+    let opts = inspect(Endpoint::ChatCompletions, WITH_OPTIONS, &mut scratch).unwrap();
+    assert!(opts.has_stream_options && !opts.include_usage);
+    let rw_opts = Rewrite { force_include_usage: true, add_max_tokens: None };
+    g.throughput(Throughput::Bytes(WITH_OPTIONS.len() as u64));
+    g.bench_function("rewrite_reserialize", |b| {
+        b.iter(|| rewrite(black_box(WITH_OPTIONS), &opts, rw_opts, &mut out).unwrap())
+    });
+
+    g.throughput(Throughput::Bytes(SMALL.len() as u64));
+    g.bench_function("inspect_and_rewrite_small", |b| {
+        b.iter(|| {
+            let i = inspect(Endpoint::ChatCompletions, black_box(SMALL), &mut scratch).unwrap();
+            rewrite(SMALL, &i, rw, &mut out).unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,605 @@
+//! `loadgen`: the load driver of the harness (`loadtest/run`).
+//!
+//! Modes:
+//! - `closed`: `--connections` keep-alive connections, each sending its next request as soon as the last
+//!   answer ended, for `--duration-s`: the maximum rate a target sustains.
+//! - `open`: requests at a fixed `--rate`, each scheduled at `start + i / rate`; latency is measured from
+//!   the scheduled time, so a target that stalls is charged for the requests it delayed (no coordinated
+//!   omission). Connections are opened as needed up to `--connections`; beyond that requests wait.
+//! - `hold`: `--connections` streams opened at once (ramped), held until they end; when every stream has
+//!   its first byte, the resident memory of `--rss-pid` processes is sampled.
+//!
+//! Every mode times the first body byte (time to first token for streams) and the last. Prints one JSON
+//! object on stdout.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods,
+    reason = "a command-line load driver: it reports on stdout and may block outside its runtimes"
+)]
+
+use clap::Parser;
+use gonka_gateway::http::chunked::ChunkedDecoder;
+use gonka_gateway::http::io::{ReadBuf, ReadError, write_all_deadline};
+use gonka_gateway::upstream::client::{ResponseBody, parse_response_head};
+use hdrhistogram::Histogram;
+use monoio::net::TcpStream;
+use serde_json::json;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadgen", about = "Load driver of the gonka-gateway harness")]
+struct Args {
+    /// Target, `http://IP:PORT/path`.
+    #[arg(long)]
+    url: String,
+    /// Bearer key.
+    #[arg(long)]
+    key: Option<String>,
+    /// The JSON request body.
+    #[arg(long)]
+    body: String,
+    /// closed, open or hold.
+    #[arg(long, default_value = "closed")]
+    mode: String,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Requests per second (open mode).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 5.0)]
+    duration_s: f64,
+    /// Load before measuring starts (closed and open modes).
+    #[arg(long, default_value_t = 1.0)]
+    warmup_s: f64,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Processes whose resident memory is sampled (hold mode).
+    #[arg(long)]
+    rss_pid: Vec<u32>,
+    /// Processes whose CPU time over the measured interval is divided by the requests served.
+    #[arg(long)]
+    cpu_pid: Vec<u32>,
+}
+
+/// What one thread measured.
+#[derive(Debug)]
+struct Tally {
+    latency: Histogram<u64>,
+    first_byte: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+}
+
+impl Tally {
+    #[expect(clippy::expect_used, reason = "constant bounds that are always valid")]
+    fn new() -> Self {
+        let h = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds");
+        Self { latency: h(), first_byte: h(), ok: 0, errors: 0 }
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        let _ = self.latency.add(&other.latency);
+        let _ = self.first_byte.add(&other.first_byte);
+        self.ok += other.ok;
+        self.errors += other.errors;
+    }
+}
+
+/// A thread's tally, streams held, RSS with them held, RSS before (hold mode).
+type ThreadResult = (Tally, usize, f64, f64);
+
+/// One exchange's outcome.
+struct Timing {
+    first_byte: Option<Instant>,
+    status: u16,
+    reusable: bool,
+}
+
+struct Target {
+    addr: SocketAddr,
+    request: Vec<u8>,
+}
+
+fn target(args: &Args) -> Result<Target, String> {
+    let rest = args.url.strip_prefix("http://").ok_or("the URL must start with http://")?;
+    let (hostport, path) =
+        rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let addr: SocketAddr = hostport.parse().map_err(|_| format!("{hostport} is not IP:PORT"))?;
+    let mut request =
+        format!("POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n");
+    if let Some(k) = &args.key {
+        request.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{}", args.body.len(), args.body));
+    Ok(Target { addr, request: request.into_bytes() })
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Sends one request on `io` and reads its answer to the end.
+async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std::io::Result<Timing> {
+    let (res, _) = write_all_deadline(io, request.to_vec(), IO_TIMEOUT).await;
+    res?;
+    let head = loop {
+        if !rbuf.is_empty() {
+            match parse_response_head(rbuf.data()) {
+                Ok(h) => {
+                    rbuf.consume(h.head_len);
+                    break h;
+                }
+                Err(gonka_gateway::upstream::client::ResponseHeadError::Incomplete) => {}
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        fill(io, rbuf).await?;
+    };
+    let mut first_byte = None;
+    let mut reusable = head.keep_alive;
+    match head.body {
+        ResponseBody::Empty => {}
+        ResponseBody::Length(n) => {
+            let mut left = n;
+            while left > 0 {
+                if rbuf.is_empty() {
+                    fill(io, rbuf).await?;
+                }
+                first_byte.get_or_insert_with(Instant::now);
+                let take = (rbuf.len() as u64).min(left);
+                rbuf.consume(take as usize);
+                left -= take;
+            }
+        }
+        ResponseBody::Chunked => {
+            let mut d = ChunkedDecoder::new();
+            loop {
+                if !rbuf.is_empty() {
+                    let r = d
+                        .decode_in_place(rbuf.data_mut())
+                        .map_err(|e| std::io::Error::other(e.to_string()))?;
+                    if r.payload_len > 0 {
+                        first_byte.get_or_insert_with(Instant::now);
+                    }
+                    rbuf.consume(r.consumed);
+                    if r.done {
+                        break;
+                    }
+                }
+                fill(io, rbuf).await?;
+            }
+        }
+        ResponseBody::UntilClose => {
+            reusable = false;
+            loop {
+                match rbuf.fill(io, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
+                    Ok(_) => {
+                        first_byte.get_or_insert_with(Instant::now);
+                        let n = rbuf.len();
+                        rbuf.consume(n);
+                    }
+                    Err(ReadError::Eof) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(Timing { first_byte, status: head.status, reusable })
+}
+
+async fn fill(io: &mut TcpStream, rbuf: &mut ReadBuf) -> std::io::Result<()> {
+    match rbuf.fill(io, 256 * 1024, IO_TIMEOUT, std::future::pending()).await {
+        Ok(0) => Err(std::io::Error::other("answer too large")),
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_addr(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+fn record(t: &mut Tally, scheduled: Instant, timing: &std::io::Result<Timing>, measuring: bool) {
+    let end = Instant::now();
+    if !measuring {
+        return;
+    }
+    match timing {
+        Ok(tm) if tm.status == 200 => {
+            t.ok += 1;
+            let _ = t.latency.record(micros(end - scheduled));
+            if let Some(fb) = tm.first_byte {
+                let _ = t.first_byte.record(micros(fb - scheduled));
+            }
+        }
+        _ => t.errors += 1,
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Closed loop: each connection sends back to back.
+async fn closed(target: Rc<Target>, conns: usize, warmup: Duration, duration: Duration) -> Tally {
+    let tally = Rc::new(RefCell::new(Tally::new()));
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (target, tally) = (Rc::clone(&target), Rc::clone(&tally));
+        tasks.push(monoio::spawn(async move {
+            let mut io = None;
+            let mut rbuf = ReadBuf::with_capacity(16 * 1024);
+            while Instant::now() < end {
+                if io.is_none() {
+                    match connect(target.addr).await {
+                        Ok(s) => io = Some(s),
+                        Err(_) => {
+                            tally.borrow_mut().errors += 1;
+                            monoio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(s) = io.as_mut() else { continue };
+                let sent = Instant::now();
+                let r = exchange(s, &mut rbuf, &target.request).await;
+                record(&mut tally.borrow_mut(), sent, &r, sent >= measure_from);
+                if !r.as_ref().is_ok_and(|t| t.reusable) {
+                    io = None;
+                    rbuf = ReadBuf::with_capacity(16 * 1024);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await;
+    }
+    Rc::try_unwrap(tally).map(RefCell::into_inner).unwrap_or_else(|rc| {
+        let mut t = Tally::new();
+        t.merge(&rc.borrow());
+        t
+    })
+}
+
+/// The connections of the open loop: idle ones, and the requests waiting for one in arrival order
+/// (handed a connection, or `None` to open their own, without polling).
+struct ConnPool {
+    idle: Vec<TcpStream>,
+    waiters: std::collections::VecDeque<futures_channel::oneshot::Sender<Option<TcpStream>>>,
+    open: usize,
+    max: usize,
+}
+
+impl ConnPool {
+    /// A connection for the next request: an idle one, a new one while under the cap, else the next
+    /// one given back (requests waiting are served first come, first served).
+    async fn acquire(pool: &RefCell<ConnPool>, addr: SocketAddr) -> Option<TcpStream> {
+        let wait = {
+            let mut p = pool.borrow_mut();
+            if let Some(s) = p.idle.pop() {
+                return Some(s);
+            }
+            if p.open < p.max {
+                p.open += 1;
+                None
+            } else {
+                let (tx, rx) = futures_channel::oneshot::channel();
+                p.waiters.push_back(tx);
+                Some(rx)
+            }
+        };
+        if let Some(rx) = wait {
+            match rx.await {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) => {}
+                Err(_) => return None,
+            }
+        }
+        match connect(addr).await {
+            Ok(s) => Some(s),
+            Err(_) => {
+                Self::release(pool, None);
+                None
+            }
+        }
+    }
+
+    /// Gives back a connection (`None`: it is gone, and its slot with it unless a request waits).
+    fn release(pool: &RefCell<ConnPool>, mut conn: Option<TcpStream>) {
+        let mut p = pool.borrow_mut();
+        while let Some(w) = p.waiters.pop_front() {
+            match w.send(conn) {
+                Ok(()) => return,
+                Err(back) => conn = back,
+            }
+        }
+        match conn {
+            Some(s) => p.idle.push(s),
+            None => p.open -= 1,
+        }
+    }
+}
+
+/// Open loop at `rate` per second. A pacing thread releases each request at its scheduled time with
+/// precise sleeps (monoio's timer ticks in milliseconds, which would release requests in bursts); the
+/// request's latency counts from that scheduled time, including any wait for a free connection.
+async fn open(
+    target: Rc<Target>,
+    rate: f64,
+    max_conns: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Tally {
+    use futures_util::StreamExt;
+    let tally = Rc::new(RefCell::new(Tally::new()));
+    let pool = Rc::new(RefCell::new(ConnPool {
+        idle: Vec::new(),
+        waiters: std::collections::VecDeque::new(),
+        open: 0,
+        max: max_conns.max(1),
+    }));
+    let in_flight = Rc::new(std::cell::Cell::new(0usize));
+    let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + warmup;
+    let end = measure_from + duration;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    // Each message releases the requests `first..first + count` (one wake-up of the runtime per batch).
+    let (tx, mut rx) = futures_channel::mpsc::unbounded::<(u32, u32)>();
+    let pacer = std::thread::spawn(move || {
+        let mut i: u32 = 0;
+        loop {
+            let scheduled = start + interval * i;
+            if scheduled >= end {
+                break;
+            }
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep(scheduled - now);
+            }
+            // Release everything due by now (at high rates several requests fall between two wake-ups).
+            let now = Instant::now();
+            let first = i;
+            while start + interval * i <= now && start + interval * i < end {
+                i += 1;
+            }
+            if i > first && tx.unbounded_send((first, i - first)).is_err() {
+                return;
+            }
+        }
+    });
+    while let Some((first, count)) = rx.next().await {
+        for k in first..first + count {
+            let scheduled = start + interval * k;
+            let (target, tally, pool, in_flight) =
+                (Rc::clone(&target), Rc::clone(&tally), Rc::clone(&pool), Rc::clone(&in_flight));
+            in_flight.set(in_flight.get() + 1);
+            // Detached: the task runs to its end; `in_flight` says when all have.
+            drop(monoio::spawn(async move {
+                let mut io = ConnPool::acquire(&pool, target.addr).await;
+                let r = match io.as_mut() {
+                    Some(s) => {
+                        let mut rbuf = ReadBuf::with_capacity(4096);
+                        let r = exchange(s, &mut rbuf, &target.request).await;
+                        if !r.as_ref().is_ok_and(|t| t.reusable && rbuf.is_empty()) {
+                            io = None;
+                        }
+                        r
+                    }
+                    None => Err(std::io::Error::other("no connection")),
+                };
+                record(&mut tally.borrow_mut(), scheduled, &r, scheduled >= measure_from);
+                ConnPool::release(&pool, io);
+                in_flight.set(in_flight.get() - 1);
+            }));
+        }
+    }
+    let _ = pacer.join();
+    while in_flight.get() > 0 {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pool.borrow_mut().idle.clear();
+    let t = tally.borrow();
+    let mut out = Tally::new();
+    out.merge(&t);
+    out
+}
+
+/// CPU time (user + system) of the processes, seconds.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    // Clock ticks per second: 100 on Linux (USER_HZ).
+    pids.iter()
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the command name (which may hold spaces) start past the last ')'.
+            let rest = &text[text.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .sum()
+}
+
+/// Resident memory of `pid` and its child processes' total, MiB.
+fn rss_mib(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let kb: f64 =
+                text.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1024.0)
+        })
+        .sum()
+}
+
+/// Hold mode: `conns` streams at once; RSS sampled when all have their first byte.
+async fn hold(target: Rc<Target>, conns: usize, pids: Vec<u32>) -> (Tally, usize, f64, f64) {
+    let tally = Rc::new(RefCell::new(Tally::new()));
+    let established = Rc::new(std::cell::Cell::new(0usize));
+    let failed = Rc::new(std::cell::Cell::new(0usize));
+    let baseline = rss_mib(&pids);
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        if i % 500 == 499 {
+            // Ramp: a burst of thousands of SYNs at once would only measure the accept queue.
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (target, tally, established, failed) =
+            (Rc::clone(&target), Rc::clone(&tally), Rc::clone(&established), Rc::clone(&failed));
+        tasks.push(monoio::spawn(async move {
+            let sent = Instant::now();
+            let Ok(mut s) = connect(target.addr).await else {
+                failed.set(failed.get() + 1);
+                tally.borrow_mut().errors += 1;
+                return;
+            };
+            let mut rbuf = ReadBuf::with_capacity(4096);
+            let (res, _) = write_all_deadline(&mut s, target.request.clone(), IO_TIMEOUT).await;
+            if res.is_err() {
+                failed.set(failed.get() + 1);
+                tally.borrow_mut().errors += 1;
+                return;
+            }
+            // The first byte marks the stream as established; then read on to the end.
+            match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
+                Ok(_) => established.set(established.get() + 1),
+                Err(_) => {
+                    failed.set(failed.get() + 1);
+                    tally.borrow_mut().errors += 1;
+                    return;
+                }
+            }
+            let first = Instant::now();
+            loop {
+                let n = rbuf.len();
+                rbuf.consume(n);
+                match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+                if rbuf.data().ends_with(b"0\r\n\r\n") {
+                    break;
+                }
+            }
+            let mut t = tally.borrow_mut();
+            t.ok += 1;
+            let _ = t.first_byte.record(micros(first - sent));
+            let _ = t.latency.record(micros(Instant::now() - sent));
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while established.get() + failed.get() < conns && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let allocations settle for a moment with every stream open.
+    monoio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_mib(&pids);
+    let held = established.get();
+    for t in tasks {
+        t.await;
+    }
+    let t = tally.borrow();
+    let mut out = Tally::new();
+    out.merge(&t);
+    (out, held, rss, baseline)
+}
+
+fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
+    if h.is_empty() {
+        return json!(null);
+    }
+    json!({
+        "p50": h.value_at_quantile(0.50),
+        "p90": h.value_at_quantile(0.90),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+        "mean": h.mean(),
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    let target = match target(&args) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let threads = args.threads.max(1);
+    // CPU of the target over the measured interval (after the warm-up).
+    let cpu_pids = args.cpu_pid.clone();
+    let warmup = Duration::from_secs_f64(args.warmup_s);
+    let cpu_probe = std::thread::spawn(move || {
+        std::thread::sleep(warmup);
+        let before = cpu_seconds(&cpu_pids);
+        (before, cpu_pids)
+    });
+    let results: Arc<Mutex<Vec<ThreadResult>>> = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..threads {
+        let (args, target, results) = (args.clone(), Arc::clone(&target), Arc::clone(&results));
+        handles.push(std::thread::spawn(move || {
+            let Ok(mut rt) = gonka_gateway::runtime::build_runtime(4096) else { return };
+            let out = rt.block_on(async move {
+                let t = Rc::new(Target { addr: target.addr, request: target.request.clone() });
+                let warmup = Duration::from_secs_f64(args.warmup_s);
+                let duration = Duration::from_secs_f64(args.duration_s);
+                let per_thread = (args.connections / threads).max(1);
+                match args.mode.as_str() {
+                    "open" => {
+                        (open(t, args.rate / threads as f64, per_thread, warmup, duration).await, 0, 0.0, 0.0)
+                    }
+                    "hold" => hold(t, per_thread, args.rss_pid.clone()).await,
+                    _ => (closed(t, per_thread, warmup, duration).await, 0, 0.0, 0.0),
+                }
+            });
+            if let Ok(mut r) = results.lock() {
+                r.push(out);
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let cpu_s = match cpu_probe.join() {
+        Ok((before, pids)) if !pids.is_empty() => Some(cpu_seconds(&pids) - before),
+        _ => None,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let results = results.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+    let mut total = Tally::new();
+    let (mut held, mut rss, mut baseline) = (0usize, 0.0f64, 0.0f64);
+    for (t, h, r, b) in &results {
+        total.merge(t);
+        held += h;
+        rss = rss.max(*r);
+        baseline = baseline.max(*b);
+    }
+    let measured_s = if args.mode == "hold" { elapsed } else { args.duration_s };
+    let out = json!({
+        "mode": args.mode,
+        "ok": total.ok,
+        "errors": total.errors,
+        "duration_s": measured_s,
+        "rps": total.ok as f64 / measured_s.max(1e-9),
+        "latency_us": percentiles(&total.latency),
+        "first_byte_us": percentiles(&total.first_byte),
+        "held_streams": held,
+        "rss_mib": rss,
+        "rss_baseline_mib": baseline,
+        "target_cpu_s": cpu_s,
+        "target_cpu_us_per_request": cpu_s.map(|c| c * 1e6 / (total.ok.max(1) as f64)),
+    });
+    println!("{out}");
+}
