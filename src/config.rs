@@ -57,6 +57,7 @@ pub struct ConfigFile {
     /// The models this gateway serves (`[[models]]`).
     pub models: Vec<ModelFile>,
     pub store: StoreFile,
+    pub cluster: ClusterFile,
     pub keys: KeysFile,
     pub limits: LimitsFile,
     pub journal: JournalFile,
@@ -73,6 +74,7 @@ impl Default for ConfigFile {
             upstream: UpstreamFile::default(),
             models: Vec::new(),
             store: StoreFile::default(),
+            cluster: ClusterFile::default(),
             keys: KeysFile::default(),
             limits: LimitsFile::default(),
             journal: JournalFile::default(),
@@ -85,18 +87,73 @@ impl Default for ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreFile {
-    /// `sqlite` (embedded, the default).
+    /// `sqlite` (embedded, the default) or `postgres` (shared by several instances).
     pub kind: String,
     /// SQLite file; empty = `<data_dir>/gateway.db`.
     pub path: String,
     /// `full`: every commit survives a power loss (WAL fsync per commit). `normal`: survives a crash of
     /// the process; a power loss may lose the last commits.
     pub sqlite_synchronous: String,
+    /// PostgreSQL connection URL (`postgres://user@host:port/db`); `kind = "postgres"` only.
+    pub url: String,
+    /// PostgreSQL schema for the tables (created when missing).
+    pub schema: String,
+    /// PostgreSQL connections in the control plane's pool.
+    pub pool_size: u32,
 }
 
 impl Default for StoreFile {
     fn default() -> Self {
-        Self { kind: "sqlite".into(), path: String::new(), sqlite_synchronous: "full".into() }
+        Self {
+            kind: "sqlite".into(),
+            path: String::new(),
+            sqlite_synchronous: "full".into(),
+            url: String::new(),
+            schema: "gateway".into(),
+            pool_size: 4,
+        }
+    }
+}
+
+/// `[cluster]`: several instances sharing one PostgreSQL store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterFile {
+    /// This instance's id, unique among the instances and stable across its restarts (its journal
+    /// position and its spend are kept under it). Empty = `default`.
+    pub instance_id: String,
+    /// How many instances share the store. Each one holds `1/instances` of every budget (balances,
+    /// daily and monthly limits, requests per minute), so together they never exceed one.
+    pub instances: u32,
+}
+
+impl Default for ClusterFile {
+    fn default() -> Self {
+        Self { instance_id: String::new(), instances: 1 }
+    }
+}
+
+/// Validated `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub instance_id: String,
+    pub instances: u32,
+    /// `limits.redis_url`: budgets are partly leased between instances through Redis.
+    pub redis_url: Option<String>,
+}
+
+impl ClusterFile {
+    fn validate(&self) -> Result<ClusterSettings, ConfigError> {
+        let id = if self.instance_id.is_empty() { "default" } else { self.instance_id.as_str() };
+        if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(invalid(format!(
+                "cluster.instance_id {id:?} must be 1-64 of A-Z, a-z, 0-9, - and _"
+            )));
+        }
+        if self.instances == 0 || self.instances > 1024 {
+            return Err(invalid("cluster.instances must be between 1 and 1024"));
+        }
+        Ok(ClusterSettings { instance_id: id.to_owned(), instances: self.instances, redis_url: None })
     }
 }
 
@@ -110,11 +167,14 @@ pub struct LimitsFile {
     /// Completion tokens held (and forwarded as `max_tokens`) for a request that sets no
     /// `max_tokens`/`max_completion_tokens`.
     pub default_max_tokens: u64,
+    /// Several instances: Redis through which they lease budgets from each other (`redis://host:port`).
+    /// Empty = each instance keeps a fixed share of every budget.
+    pub redis_url: String,
 }
 
 impl Default for LimitsFile {
     fn default() -> Self {
-        Self { default_rpm: 60, default_max_tokens: 4096 }
+        Self { default_rpm: 60, default_max_tokens: 4096, redis_url: String::new() }
     }
 }
 
@@ -486,10 +546,25 @@ pub struct ModelSpec {
     pub price_completion_ngonka: u64,
 }
 
+/// A PostgreSQL store shared by several instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// `postgres://user@host:port/db` (libpq URL or key=value form).
+    pub url: String,
+    /// Schema the tables live in (created when missing); also names the change-feed channel
+    /// (`<schema>_changes`).
+    pub schema: String,
+    /// This instance's id: its journal position and its spend are kept under it.
+    pub instance_id: String,
+    /// Connections in the pool.
+    pub pool_size: u32,
+}
+
 /// The validated store choice.
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
     Sqlite { path: PathBuf, synchronous: crate::store::sqlite::Synchronous },
+    Postgres(PostgresSettings),
 }
 
 /// Validated `[limits]` and `[journal]`.
@@ -558,6 +633,7 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub models: Vec<ModelSpec>,
     pub store: StoreSettings,
+    pub cluster: ClusterSettings,
     pub keys: KeySettings,
     pub billing: BillingSettings,
     pub log_level: log::LevelFilter,
@@ -711,6 +787,16 @@ impl ConfigFile {
         };
         let admin_token = std::env::var(&self.admin.token_env).ok().filter(|t| !t.is_empty());
         let data_dir = PathBuf::from(&self.data_dir);
+        let mut cluster = self.cluster.validate()?;
+        if !self.limits.redis_url.is_empty() {
+            if cluster.instances < 2 || self.store.kind != "postgres" {
+                return Err(invalid(
+                    "limits.redis_url shares budgets between instances: it needs cluster.instances > 1 \
+                     and store.kind = \"postgres\"",
+                ));
+            }
+            cluster.redis_url = Some(self.limits.redis_url.clone());
+        }
         let store = match self.store.kind.as_str() {
             "sqlite" => {
                 let path = if self.store.path.is_empty() {
@@ -729,8 +815,39 @@ impl ConfigFile {
                 };
                 StoreSettings::Sqlite { path, synchronous }
             }
-            other => return Err(invalid(format!("store.kind {other:?} is not sqlite"))),
+            "postgres" => {
+                if self.store.url.is_empty() {
+                    return Err(invalid("store.url must be set when store.kind is postgres"));
+                }
+                let schema_ok = !self.store.schema.is_empty()
+                    && self.store.schema.len() <= 48
+                    && self
+                        .store
+                        .schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && !self.store.schema.as_bytes()[0].is_ascii_digit();
+                if !schema_ok {
+                    return Err(invalid(format!(
+                        "store.schema {:?} must be 1-48 of a-z, 0-9 and _, not starting with a digit",
+                        self.store.schema
+                    )));
+                }
+                if self.store.pool_size == 0 {
+                    return Err(invalid("store.pool_size must be at least 1"));
+                }
+                StoreSettings::Postgres(PostgresSettings {
+                    url: self.store.url.clone(),
+                    schema: self.store.schema.clone(),
+                    instance_id: cluster.instance_id.clone(),
+                    pool_size: self.store.pool_size,
+                })
+            }
+            other => return Err(invalid(format!("store.kind {other:?} is not sqlite or postgres"))),
         };
+        if cluster.instances > 1 && matches!(store, StoreSettings::Sqlite { .. }) {
+            return Err(invalid("cluster.instances > 1 needs a shared store: store.kind = \"postgres\""));
+        }
         let hash_secret = std::env::var(&self.keys.hash_secret_env).ok().filter(|t| !t.is_empty());
         if hash_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(invalid(format!("{} must hold at least 32 bytes", self.keys.hash_secret_env)));
@@ -739,7 +856,8 @@ impl ConfigFile {
             return Err(invalid("limits.default_max_tokens must be at least 1"));
         }
         let billing = BillingSettings {
-            default_rpm: self.limits.default_rpm,
+            // Several instances: each enforces its share of the rate (`limits::share`).
+            default_rpm: crate::limits::share::Share::new(cluster.instances).rpm(self.limits.default_rpm),
             default_max_tokens: self.limits.default_max_tokens,
             journal_dir: if self.journal.dir.is_empty() {
                 data_dir.join("journal")
@@ -779,6 +897,7 @@ impl ConfigFile {
             upstream,
             models,
             store,
+            cluster,
             keys,
             billing,
             log_level,

@@ -173,6 +173,8 @@ pub struct Running {
     control: Option<ControlPlane>,
     health: Option<HealthChecker>,
     journal: Option<JournalThread>,
+    /// The store's change feed (PostgreSQL): its stop flag and thread.
+    feed: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
 }
 
 /// The secret keys are hashed under: from the environment, else generated once into the data dir.
@@ -278,6 +280,22 @@ pub fn start<T>(
     // The first discovery runs before anything is served, so the first requests find nodes.
     crate::control::health::discover(&app);
     let health = HealthChecker::start(Arc::clone(&app))?;
+    let feed = match &app.settings.store {
+        crate::config::StoreSettings::Postgres(pg) => {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let control = app.control.clone();
+            // Another instance's write reaches this one's cache and counters: the feed thread hands the
+            // change to the control plane and waits for it to be applied, so changes apply in order.
+            let on_change = Box::new(move |change| {
+                if control.call_blocking(move |st| st.on_change(change)).is_err() {
+                    log::debug!(target: "store", "change {change:?} not applied: the control plane stopped");
+                }
+            });
+            let thread = crate::store::postgres::spawn_change_feed(pg, Arc::clone(&stop), on_change)?;
+            Some((stop, thread))
+        }
+        crate::config::StoreSettings::Sqlite { .. } => None,
+    };
 
     let driver = driver_name();
     if driver == "epoll" {
@@ -303,6 +321,7 @@ pub fn start<T>(
         control: Some(control),
         health: Some(health),
         journal: Some(journal_thread),
+        feed,
     };
     Ok((running, extra))
 }
@@ -317,6 +336,10 @@ impl Running {
         }
         if let Some(h) = self.health.take() {
             h.stop();
+        }
+        if let Some((stop, thread)) = self.feed.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
         }
         // Every request has settled and journaled by now: close the journal, then let the control plane
         // apply it to the store and write the key snapshot.

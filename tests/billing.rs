@@ -410,6 +410,12 @@ impl Store for Flaky {
     fn key_spend(&mut self, day: i64, month: i64) -> StoreResult<Vec<KeySpend>> {
         self.inner.key_spend(day, month)
     }
+    fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>> {
+        self.inner.account_credits()
+    }
+    fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<gonka_gateway::store::InstanceSpend> {
+        self.inner.instance_spend(day, month)
+    }
     fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>> {
         self.inner.usage_summary(q)
     }

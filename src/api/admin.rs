@@ -19,13 +19,13 @@ use std::sync::atomic::Ordering;
 
 /// An account with its live balance (the store's lags behind the journal) and holds.
 fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
-    let c = st.account_counters(&a.id);
+    let (balance, held) = st.account_balance(&a.id).unwrap_or((a.balance_ngonka, 0));
     json!({
         "id": a.id,
         "object": "account",
         "name": a.name,
-        "balance_ngonka": c.balance().to_string(),
-        "held_ngonka": c.held().to_string(),
+        "balance_ngonka": balance.to_string(),
+        "held_ngonka": held.to_string(),
         "created_at": crate::clock::rfc3339(a.created_at),
     })
 }

@@ -97,7 +97,21 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     let worst =
         limits::worst_case(body.len(), inspected.max_tokens, inspected.n, default_max_tokens, has_completion);
     let amount = limits::cost(&model, worst.prompt_tokens, worst.completion_tokens);
-    let hold = limits::hold(&key, amount, now_ms, &app.holds)?;
+    let hold = match limits::hold(&key, amount, now_ms, &app.holds) {
+        Ok(h) => h,
+        // Several instances with Redis: what this one holds ran short; lease more once, then decide.
+        Err(refused @ (ApiError::ChildKeyLimit { .. } | ApiError::InsufficientBalance))
+            if app.settings.cluster.redis_url.is_some() =>
+        {
+            let k = Arc::clone(&key);
+            if app.control.call(move |st| st.lease_for(&k, amount, now_ms)).await.unwrap_or(false) {
+                limits::hold(&key, amount, now_ms, &app.holds)?
+            } else {
+                return Err(refused);
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let mut settler = Settler::new(
         Arc::clone(&app),
         key,

@@ -14,9 +14,7 @@ use std::sync::Arc;
 /// A child key as listed: its fields and its spend in the current UTC day and month (control plane).
 pub fn child_json(st: &mut ControlState, row: &KeyRow, secret: Option<&str>) -> Value {
     let mut v = super::account::key_json(row, secret);
-    let entry = st.key_entry(row);
-    let (daily_spent, monthly_spent, daily_remaining, monthly_remaining) =
-        crate::limits::key_spend(&entry, st.clock.now_ms());
+    let (daily_spent, monthly_spent, daily_remaining, monthly_remaining) = st.key_usage(row);
     let amount = |v: Option<u64>| v.map_or(Value::Null, |v| Value::String(v.to_string()));
     v["daily_spent_ngonka"] = Value::String(daily_spent.to_string());
     v["monthly_spent_ngonka"] = Value::String(monthly_spent.to_string());
@@ -38,14 +36,7 @@ fn account_of<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> 
 pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
     let account = account_of(ex)?;
     let core = ex.core();
-    let (balance, held) = core
-        .app
-        .control
-        .call(move |st| {
-            let c = st.account_counters(&account);
-            (c.balance(), c.held())
-        })
-        .await?;
+    let (balance, held) = core.app.control.call(move |st| st.account_balance(&account)).await??;
     ex.respond_json(200, &json!({"balance_ngonka": balance.to_string(), "held_ngonka": held.to_string()}))
         .await;
     Ok(())

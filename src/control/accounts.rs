@@ -160,12 +160,15 @@ impl ControlState {
         let amount = i64::try_from(amount)
             .map_err(|_| ApiError::bad_request("`amount_ngonka` is too large.", Some("amount_ngonka")))?;
         let outcome = self.store.credit(account_id, amount, reference, now())?;
-        let counters = self.account_counters(account_id);
-        if outcome.applied {
-            counters.credit(amount);
+        if self.share.is_split() {
+            // Several instances: every one (this one too) takes its share of the new total.
+            self.refresh_credits()?;
+        } else if outcome.applied {
+            self.account_counters(account_id).credit(amount);
         }
         // The live balance: the store's lags behind usage still in the journal.
-        Ok(CreditOutcome { applied: outcome.applied, balance_ngonka: counters.balance() })
+        let (balance_ngonka, _) = self.account_balance(account_id)?;
+        Ok(CreditOutcome { applied: outcome.applied, balance_ngonka })
     }
 
     /// Creates a managed or management key, or (with `parent`) a child key of that management key.

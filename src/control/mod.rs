@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod fetch;
 pub mod health;
+pub mod leases;
 pub mod state;
 
 pub use state::ControlState;

@@ -13,7 +13,8 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::limits::clock::{Clock, day_index, month_index};
 use crate::limits::counters::{AccountCounters, KeyCounters};
-use crate::store::{KeyRow, Store, StoreError, snapshot};
+use crate::limits::share::Share;
+use crate::store::{Change, KeyRow, Store, StoreError, snapshot};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -63,6 +64,12 @@ pub struct ControlState {
     snapshot_dirty: bool,
     last_snapshot: Instant,
     last_reconcile: Instant,
+    /// This instance's share of every budget (several instances on one store).
+    pub share: Share,
+    /// Everything credited to each account, as last read (several instances: shares follow it).
+    pub(crate) credit_totals: HashMap<String, i64>,
+    /// Several instances with Redis: what this instance leased (`limits::lease`).
+    pub leases: Option<super::leases::Leases>,
     /// Set to end the control-plane loop.
     pub stopping: bool,
 }
@@ -128,6 +135,22 @@ impl ControlState {
             snapshot_dirty: source == KeySource::Store,
             last_snapshot: Instant::now(),
             last_reconcile: Instant::now(),
+            share: if settings.cluster.redis_url.is_some() {
+                Share::with_leases(settings.cluster.instances)
+            } else {
+                Share::new(settings.cluster.instances)
+            },
+            credit_totals: HashMap::new(),
+            leases: match (&settings.cluster.redis_url, &settings.store) {
+                (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
+                    let prefix = format!("gw:{}:", pg.schema);
+                    let client =
+                        crate::limits::lease::LeaseClient::new(url, &prefix, &settings.cluster.instance_id)
+                            .map_err(StoreError::Other)?;
+                    Some(super::leases::Leases::new(client))
+                }
+                _ => None,
+            },
             stopping: false,
         };
         let replayed = state.apply_journal(Duration::from_secs(3600)).map_err(StoreError::Unavailable)?;
@@ -136,6 +159,9 @@ impl ControlState {
         }
         state.restore_counters()?;
         state.apply_rows(&rows);
+        if state.leases.is_some() {
+            state.sync_leases();
+        }
         log::info!(
             target: "keys",
             "{} keys loaded from the {} (store: {})",
@@ -149,18 +175,115 @@ impl ControlState {
         Ok((state, source))
     }
 
-    /// Balances and this day's and month's spend, from the store.
+    /// Balances and this day's and month's spend, from the store. With several instances: this
+    /// instance's share of each account's credits less what it billed, and its own spend per key.
     fn restore_counters(&mut self) -> Result<(), StoreError> {
-        for a in self.store.accounts()? {
-            self.account_counters.insert(a.id, Arc::new(AccountCounters::new(a.balance_ngonka)));
-        }
         let now = self.clock.now_ms();
         let (day, month) = (day_index(now), month_index(now));
-        for s in self.store.key_spend(day, month)? {
+        let spend = if self.share.is_split() {
+            self.credit_totals = self.store.account_credits()?.into_iter().collect();
+            let own = self.store.instance_spend(day, month)?;
+            let billed: HashMap<String, i64> = own.accounts.into_iter().collect();
+            for a in self.store.accounts()? {
+                let credits = self.credit_totals.get(&a.id).copied().unwrap_or(0);
+                let available = self.share.of_i64(credits) - billed.get(&a.id).copied().unwrap_or(0);
+                self.account_counters.insert(a.id, Arc::new(AccountCounters::new(available)));
+            }
+            own.keys
+        } else {
+            for a in self.store.accounts()? {
+                self.account_counters.insert(a.id, Arc::new(AccountCounters::new(a.balance_ngonka)));
+            }
+            self.store.key_spend(day, month)?
+        };
+        for s in spend {
             self.key_counters
                 .insert(s.key_id, Arc::new(KeyCounters::restored(day, s.day_spent, month, s.month_spent)));
         }
         Ok(())
+    }
+
+    /// Several instances: takes this instance's share of credits made anywhere since the last look.
+    /// (One instance credits its counters directly.)
+    pub fn refresh_credits(&mut self) -> Result<(), StoreError> {
+        if !self.share.is_split() {
+            return Ok(());
+        }
+        for (account, total) in self.store.account_credits()? {
+            let old = self.credit_totals.get(&account).copied().unwrap_or(0);
+            if total != old {
+                let delta = self.share.of_i64(total) - self.share.of_i64(old);
+                self.account_counters(&account).credit(delta);
+                self.credit_totals.insert(account, total);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads the prices from the store and publishes them to the cores.
+    pub fn reload_prices(&mut self) -> Result<(), StoreError> {
+        let prices = self.store.prices()?;
+        self.models.store(Arc::new(ModelTable::from_config_and_prices(&self.config_models, &prices)));
+        Ok(())
+    }
+
+    /// Applies what a change feed reported (another instance wrote to the shared store).
+    pub fn on_change(&mut self, change: Change) {
+        let keys = matches!(change, Change::Keys | Change::All);
+        let prices = matches!(change, Change::Prices | Change::All);
+        let credits = matches!(change, Change::Credits | Change::All);
+        if keys {
+            self.reconcile();
+        }
+        if prices && let Err(e) = self.reload_prices() {
+            log::warn!(target: "store", "cannot reload prices after a change: {e}");
+        }
+        if credits && let Err(e) = self.refresh_credits() {
+            log::warn!(target: "store", "cannot reload credits after a change: {e}");
+        }
+    }
+
+    /// An account's balance and what its requests in flight hold. One instance: the live counters.
+    /// Several: the store's balance (every instance's applied usage, this one's journal flushed first).
+    pub fn account_balance(&mut self, account_id: &str) -> Result<(i64, i64), ApiError> {
+        let c = self.account_counters(account_id);
+        if !self.share.is_split() {
+            return Ok((c.balance(), c.held()));
+        }
+        let _ = self.flush_journal();
+        let row = self
+            .store
+            .account(account_id)?
+            .ok_or_else(|| ApiError::NotFound(format!("No account with id {account_id}.")))?;
+        Ok((row.balance_ngonka, c.held()))
+    }
+
+    /// A key's spend in the current UTC day and month and what remains of its limits:
+    /// `(daily_spent, monthly_spent, daily_remaining, monthly_remaining)`. One instance: the live
+    /// counters. Several: the store's spend of all instances (this one's journal flushed first).
+    pub fn key_usage(&mut self, row: &KeyRow) -> (u64, u64, Option<u64>, Option<u64>) {
+        let now = self.clock.now_ms();
+        if !self.share.is_split() {
+            let entry = self.key_entry(row);
+            return crate::limits::key_spend(&entry, now);
+        }
+        let _ = self.flush_journal();
+        let (day, month) = (day_index(now), month_index(now));
+        let (d, m) = match self.store.key_spend(day, month) {
+            Ok(all) => {
+                all.into_iter().find(|s| s.key_id == row.id).map_or((0, 0), |s| (s.day_spent, s.month_spent))
+            }
+            Err(e) => {
+                log::warn!(target: "store", "cannot read key spend: {e}");
+                (0, 0)
+            }
+        };
+        (
+            d,
+            m,
+            row.limit_daily_ngonka.map(|l| l.saturating_sub(d)),
+            row.limit_monthly_ngonka.map(|l| l.saturating_sub(m)),
+        )
     }
 
     pub fn account_counters(&mut self, account_id: &str) -> Arc<AccountCounters> {
@@ -170,7 +293,13 @@ impl ControlState {
     fn entry(&mut self, row: &KeyRow) -> Arc<KeyEntry> {
         let counters = Arc::clone(self.key_counters.entry(row.id.clone()).or_default());
         let account = self.account_counters(&row.account_id);
-        Arc::new(KeyEntry::from_row(row, counters, account))
+        let mut entry = KeyEntry::from_row(row, counters, account);
+        if self.share.is_split() {
+            entry.limit_daily_ngonka = entry.limit_daily_ngonka.map(|l| self.share.of(l));
+            entry.limit_monthly_ngonka = entry.limit_monthly_ngonka.map(|l| self.share.of(l));
+            entry.rate_limit_rpm = entry.rate_limit_rpm.map(|r| self.share.rpm(r));
+        }
+        Arc::new(entry)
     }
 
     /// Applies stored rows to the mirror and the cache (a rotated key's old hash leaves the cache).
@@ -289,10 +418,12 @@ impl ControlState {
         if self.snapshot_dirty && self.last_snapshot.elapsed() >= self.snapshot_interval {
             self.write_snapshot();
         }
+        self.tick_leases();
     }
 
     /// At clean shutdown: everything journaled goes to the store, and the snapshot is written.
     pub fn shutdown(&mut self) {
+        self.return_leases();
         if let Err(e) = self.apply_journal(Duration::from_secs(10)) {
             log::warn!(target: "journal", "records left in the journal for the next start: {e}");
         }
@@ -316,11 +447,11 @@ impl ControlState {
     /// Stores a model's prices and publishes them to the cores.
     pub fn set_price(&mut self, row: crate::store::PriceRow) -> Result<crate::config::ModelSpec, ApiError> {
         self.store.upsert_price(&row)?;
-        let prices = self.store.prices()?;
-        let table = ModelTable::from_config_and_prices(&self.config_models, &prices);
-        let spec =
-            table.get(&row.model).cloned().ok_or_else(|| ApiError::Internal("price not applied".into()))?;
-        self.models.store(Arc::new(table));
-        Ok(spec)
+        self.reload_prices()?;
+        self.models
+            .load()
+            .get(&row.model)
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("price not applied".into()))
     }
 }

@@ -24,6 +24,10 @@ pub struct KeyCounters {
     pub daily_spent: WindowCounter,
     /// Spent (settled) in the current UTC month.
     pub monthly_spent: WindowCounter,
+    /// Several instances with leases: what this instance leased of the key's daily and monthly limits
+    /// on top of its fixed share (`limits::lease`). Always 0 otherwise.
+    pub daily_leased: WindowCounter,
+    pub monthly_leased: WindowCounter,
 }
 
 impl KeyCounters {
@@ -35,6 +39,8 @@ impl KeyCounters {
             monthly_used: WindowCounter::new(month, month_spent),
             daily_spent: WindowCounter::new(day, day_spent),
             monthly_spent: WindowCounter::new(month, month_spent),
+            daily_leased: WindowCounter::default(),
+            monthly_leased: WindowCounter::default(),
         }
     }
 }
@@ -71,6 +77,22 @@ impl AccountCounters {
                     self.held.fetch_add(amount, Ordering::AcqRel);
                     return true;
                 }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Takes `amount` out of the available balance for good (a lease given back), if it is there.
+    pub fn try_take(&self, amount: u64) -> bool {
+        let amount = to_i64(amount);
+        let mut cur = self.available.load(Ordering::Acquire);
+        loop {
+            if cur < amount {
+                return false;
+            }
+            match self.available.compare_exchange_weak(cur, cur - amount, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
                 Err(actual) => cur = actual,
             }
         }

@@ -17,6 +17,8 @@
 pub mod clock;
 pub mod counters;
 pub mod gcra;
+pub mod lease;
+pub mod share;
 pub mod window;
 
 use crate::auth::cache::KeyEntry;
@@ -139,12 +141,16 @@ pub fn hold(
     let day = day_index(now_ms);
     let month = month_index(now_ms);
     let c = &key.counters;
-    let daily_limit = key.limit_daily_ngonka.unwrap_or(u64::MAX);
-    let monthly_limit = key.limit_monthly_ngonka.unwrap_or(u64::MAX);
-    let remaining = |limit: Option<u64>, used: u64| limit.map_or(u64::MAX, |l| l.saturating_sub(used));
+    // What this instance may use: its share of the limit (all of it for a single instance) plus what it
+    // leased (several instances with Redis).
+    let daily_limit = key.limit_daily_ngonka.map_or(u64::MAX, |l| l.saturating_add(c.daily_leased.get(day)));
+    let monthly_limit =
+        key.limit_monthly_ngonka.map_or(u64::MAX, |l| l.saturating_add(c.monthly_leased.get(month)));
     let refuse = |daily_used: u64, monthly_used: u64| ApiError::ChildKeyLimit {
-        daily_remaining: remaining(key.limit_daily_ngonka, daily_used).min(daily_limit),
-        monthly_remaining: remaining(key.limit_monthly_ngonka, monthly_used).min(monthly_limit),
+        daily_remaining: key.limit_daily_ngonka.map_or(u64::MAX, |_| daily_limit.saturating_sub(daily_used)),
+        monthly_remaining: key
+            .limit_monthly_ngonka
+            .map_or(u64::MAX, |_| monthly_limit.saturating_sub(monthly_used)),
     };
     if let Err(used) = c.daily_used.try_add(day, amount, daily_limit) {
         return Err(refuse(used, c.monthly_used.get(month)));

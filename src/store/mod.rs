@@ -7,6 +7,7 @@
 //! key snapshot is checked against. The SQLite backend ([`sqlite`]) is the embedded default; the trait is
 //! shaped so another backend runs the same conformance tests (`tests/store_conformance.rs`).
 
+pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;
 
@@ -96,6 +97,29 @@ pub struct KeySpend {
     pub month_spent: u64,
 }
 
+/// What this instance (the one whose journal the store applies) has spent: the base of its share of
+/// every budget when several instances share the store (see `limits::share`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceSpend {
+    /// Per account: the cost of every usage record this instance applied, ever.
+    pub accounts: Vec<(String, i64)>,
+    /// Per key: this instance's spend in the given day and month.
+    pub keys: Vec<KeySpend>,
+}
+
+/// What changed in the store, as told by a change feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Keys (or accounts with their tokens) were written: catch up with `keys_since`.
+    Keys,
+    /// A model price was written: reload `prices`.
+    Prices,
+    /// An account was credited: reload `account_credits`.
+    Credits,
+    /// The feed (re)connected and may have missed notifications: catch up with everything.
+    All,
+}
+
 /// How `GET /api/usage` groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupBy {
@@ -163,6 +187,11 @@ pub trait Store: Send {
     /// Each key's spend in `day` and in `month`.
     fn key_spend(&mut self, day: i64, month: i64) -> StoreResult<Vec<KeySpend>>;
     fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>>;
+    /// Everything ever credited to each account (sum of its credits).
+    fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>>;
+    /// What this instance spent (per account ever; per key in `day` and in `month`). A store used by one
+    /// instance only (SQLite) answers with all spend.
+    fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<InstanceSpend>;
     /// The records of an account in days `from_day..=to_day`, oldest first, at most `limit`.
     fn usage_records(
         &mut self,
@@ -199,5 +228,6 @@ pub fn open(settings: &crate::config::StoreSettings) -> StoreResult<Box<dyn Stor
         crate::config::StoreSettings::Sqlite { path, synchronous } => {
             Ok(Box::new(sqlite::SqliteStore::open(path, *synchronous)?))
         }
+        crate::config::StoreSettings::Postgres(pg) => Ok(Box::new(postgres::PostgresStore::open(pg)?)),
     }
 }

@@ -6,7 +6,7 @@
 //! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
 
 use super::{AccountRow, CreditOutcome, KeyRow, KeyTableState, PriceRow, Store, StoreError, StoreResult};
-use super::{GroupBy, KeySpend, SpendTotals, UsageQuery, UsageSummaryRow};
+use super::{GroupBy, InstanceSpend, KeySpend, SpendTotals, UsageQuery, UsageSummaryRow};
 use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
 use crate::billing::journal::JournalPos;
 use crate::billing::record::{RecordStatus, UsageRecord};
@@ -499,6 +499,30 @@ impl Store for SqliteStore {
             })
             .map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT account_id, SUM(amount_ngonka) FROM credits GROUP BY account_id")
+            .map_err(err)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    /// One instance uses an SQLite store: its spend is all spend.
+    fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<InstanceSpend> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT account_id, SUM(cost_ngonka) FROM usage GROUP BY account_id")
+            .map_err(err)?;
+        let accounts = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        drop(stmt);
+        Ok(InstanceSpend { accounts, keys: self.key_spend(day, month)? })
     }
 
     fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>> {

@@ -1,0 +1,263 @@
+//! The control plane's side of leases (`limits::lease`): leasing on a refusal and ahead of need,
+//! returning what goes unused, finding this instance's leases again after a restart or an outage.
+
+use super::ControlState;
+use crate::auth::cache::KeyEntry;
+use crate::limits::clock::{day_index, month_index};
+use crate::limits::lease::{LeaseClient, Scope};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A scope nobody needed a lease for in this long gives back what it does not use.
+const COLD_AFTER: Duration = Duration::from_secs(30);
+
+/// What the control plane knows of its leases.
+#[derive(Debug)]
+pub struct Leases {
+    pub client: LeaseClient,
+    /// What this instance leases per scope, as Redis has it (valid once `synced`).
+    leased: HashMap<Scope, u64>,
+    /// Whether `leased` was read back from Redis since start (an instance that started while Redis was
+    /// away spends only its fixed shares until then).
+    synced: bool,
+    /// Scopes that needed a lease lately, renewed ahead of need until they go cold.
+    hot: HashMap<Scope, Instant>,
+}
+
+impl Leases {
+    pub fn new(client: LeaseClient) -> Self {
+        Self { client, leased: HashMap::new(), synced: false, hot: HashMap::new() }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.client.up
+    }
+}
+
+impl ControlState {
+    /// The budget behind a scope, if it still has one.
+    fn scope_total(&self, scope: &Scope) -> Option<u64> {
+        match scope {
+            Scope::Account(a) => self.credit_totals.get(a).map(|c| (*c).max(0) as u64),
+            Scope::Day(k, _) => self.keys.get(k).and_then(|r| r.limit_daily_ngonka),
+            Scope::Month(k, _) => self.keys.get(k).and_then(|r| r.limit_monthly_ngonka),
+        }
+    }
+
+    /// What this instance can still spend of a scope without a new lease, and how much of it is leased
+    /// (as opposed to its fixed share).
+    fn scope_room(&mut self, scope: &Scope) -> (u64, u64) {
+        let leased = self.leases.as_ref().and_then(|l| l.leased.get(scope).copied()).unwrap_or(0);
+        let room = match scope {
+            Scope::Account(a) => self.account_counters(a).available().max(0) as u64,
+            Scope::Day(k, d) => {
+                let base = self.scope_total(scope).map_or(0, |t| self.share.of(t));
+                let c = self.key_counters.get(k).cloned().unwrap_or_default();
+                (base + c.daily_leased.get(*d)).saturating_sub(c.daily_used.get(*d))
+            }
+            Scope::Month(k, m) => {
+                let base = self.scope_total(scope).map_or(0, |t| self.share.of(t));
+                let c = self.key_counters.get(k).cloned().unwrap_or_default();
+                (base + c.monthly_leased.get(*m)).saturating_sub(c.monthly_used.get(*m))
+            }
+        };
+        (room, leased)
+    }
+
+    /// Adds a grant (or, negative, a return) to the counters the cores spend from.
+    fn apply_grant(&mut self, scope: &Scope, granted: u64) {
+        match scope {
+            Scope::Account(a) => self.account_counters(a).credit(i64::try_from(granted).unwrap_or(i64::MAX)),
+            Scope::Day(k, d) => self.counters_of(k).daily_leased.add(*d, granted),
+            Scope::Month(k, m) => self.counters_of(k).monthly_leased.add(*m, granted),
+        }
+    }
+
+    fn counters_of(&mut self, key_id: &str) -> Arc<crate::limits::counters::KeyCounters> {
+        Arc::clone(self.key_counters.entry(key_id.to_owned()).or_default())
+    }
+
+    /// A slice: what one lease asks for when it is not asked for more.
+    fn slice(&self, scope: &Scope) -> u64 {
+        let pool = self.scope_total(scope).map_or(0, |t| self.share.pool(t));
+        (pool / (4 * u64::from(self.share.instances()))).max(1)
+    }
+
+    fn lease_scope(&mut self, scope: &Scope, want: u64) -> u64 {
+        let Some(total) = self.scope_total(scope) else { return 0 };
+        let pool = self.share.pool(total);
+        let Some(leases) = self.leases.as_mut() else { return 0 };
+        if !leases.synced {
+            return 0;
+        }
+        leases.hot.insert(scope.clone(), Instant::now());
+        match leases.client.lease(scope, pool, want) {
+            Ok((granted, mine)) => {
+                leases.leased.insert(scope.clone(), mine);
+                if granted > 0 {
+                    self.apply_grant(scope, granted);
+                }
+                granted
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// The scopes a request of `key` is held against.
+    fn scopes_of(key: &KeyEntry, now_ms: i64) -> Vec<Scope> {
+        let mut scopes = vec![Scope::Account(key.account_id.to_string())];
+        if key.limit_daily_ngonka.is_some() {
+            scopes.push(Scope::Day(key.id.to_string(), day_index(now_ms)));
+        }
+        if key.limit_monthly_ngonka.is_some() {
+            scopes.push(Scope::Month(key.id.to_string(), month_index(now_ms)));
+        }
+        scopes
+    }
+
+    /// A core's hold of `amount` was refused: leases what is missing where it is missing. True when
+    /// every scope has room for `amount` afterwards (the core tries once more).
+    pub fn lease_for(&mut self, key: &KeyEntry, amount: u64, now_ms: i64) -> bool {
+        if self.leases.is_none() {
+            return false;
+        }
+        let mut enough = true;
+        for scope in Self::scopes_of(key, now_ms) {
+            let (room, _) = self.scope_room(&scope);
+            if room < amount {
+                let want = self.slice(&scope).max(amount - room);
+                let granted = self.lease_scope(&scope, want);
+                enough &= room + granted >= amount;
+            }
+        }
+        enough
+    }
+
+    /// Periodic: finds this instance's leases again once Redis answers, renews hot scopes ahead of
+    /// need, gives back what cold scopes do not use.
+    pub fn tick_leases(&mut self) {
+        let Some(leases) = self.leases.as_mut() else { return };
+        if !leases.synced {
+            self.sync_leases();
+            return;
+        }
+        let now = self.clock.now_ms();
+        let (day, month) = (day_index(now), month_index(now));
+        let hot: Vec<(Scope, Instant)> = leases.hot.iter().map(|(s, t)| (s.clone(), *t)).collect();
+        for (scope, touched) in hot {
+            let current = match &scope {
+                Scope::Account(_) => true,
+                Scope::Day(_, d) => *d == day,
+                Scope::Month(_, m) => *m == month,
+            };
+            if !current || touched.elapsed() >= COLD_AFTER {
+                self.give_back(&scope);
+                if let Some(l) = self.leases.as_mut() {
+                    l.hot.remove(&scope);
+                }
+                continue;
+            }
+            let slice = self.slice(&scope);
+            let (room, _) = self.scope_room(&scope);
+            if room < slice / 2 {
+                let _ = self.lease_scope(&scope, slice);
+                // Renewing does not make a scope hot again: only demand does.
+                if let Some(l) = self.leases.as_mut() {
+                    l.hot.insert(scope, touched);
+                }
+            }
+        }
+    }
+
+    /// Returns the unused part of this instance's lease of `scope` to the pool.
+    fn give_back(&mut self, scope: &Scope) {
+        let (room, leased) = self.scope_room(scope);
+        let back = room.min(leased);
+        if back == 0 {
+            return;
+        }
+        // Take it out of what the cores can spend first, then return it; put it back if Redis failed.
+        let taken = match scope {
+            Scope::Account(a) => self.account_counters(a).try_take(back),
+            Scope::Day(k, d) => {
+                let c = self.counters_of(k);
+                let cap = self.scope_total(scope).map_or(0, |t| self.share.of(t)) + c.daily_leased.get(*d);
+                let ok = c.daily_used.try_add(*d, back, cap).is_ok();
+                if ok {
+                    c.daily_leased.sub(*d, back);
+                    c.daily_used.sub(*d, back);
+                }
+                ok
+            }
+            Scope::Month(k, m) => {
+                let c = self.counters_of(k);
+                let cap = self.scope_total(scope).map_or(0, |t| self.share.of(t)) + c.monthly_leased.get(*m);
+                let ok = c.monthly_used.try_add(*m, back, cap).is_ok();
+                if ok {
+                    c.monthly_leased.sub(*m, back);
+                    c.monthly_used.sub(*m, back);
+                }
+                ok
+            }
+        };
+        if !taken {
+            return;
+        }
+        let Some(leases) = self.leases.as_mut() else { return };
+        match leases.client.release(scope, back) {
+            Ok(mine) => {
+                leases.leased.insert(scope.clone(), mine);
+            }
+            Err(_) => self.apply_grant(scope, back),
+        }
+    }
+
+    /// Reads back what this instance leases (after a start, or once Redis answers after a start without
+    /// it) and adds it to the counters.
+    pub fn sync_leases(&mut self) {
+        let now = self.clock.now_ms();
+        let (day, month) = (day_index(now), month_index(now));
+        let mut scopes: Vec<Scope> = self.account_counters.keys().cloned().map(Scope::Account).collect();
+        for row in self.keys.values() {
+            if row.limit_daily_ngonka.is_some() {
+                scopes.push(Scope::Day(row.id.clone(), day));
+            }
+            if row.limit_monthly_ngonka.is_some() {
+                scopes.push(Scope::Month(row.id.clone(), month));
+            }
+        }
+        let Some(leases) = self.leases.as_mut() else { return };
+        let Ok(found) = leases.client.leased(&scopes) else { return };
+        leases.synced = true;
+        let mut total = 0u64;
+        for (scope, mine) in scopes.into_iter().zip(found) {
+            if mine > 0 {
+                total = total.saturating_add(mine);
+                if let Some(l) = self.leases.as_mut() {
+                    l.leased.insert(scope.clone(), mine);
+                }
+                self.apply_grant(&scope, mine);
+            }
+        }
+        log::info!(target: "limits", "leases in sync with redis ({total} ngonka leased by this instance)");
+    }
+
+    /// At shutdown: every unused lease goes back to the pool.
+    pub fn return_leases(&mut self) {
+        let scopes: Vec<Scope> = match self.leases.as_ref() {
+            Some(l) if l.synced => l.leased.keys().cloned().collect(),
+            _ => return,
+        };
+        let before: u64 = self.leases.as_ref().map_or(0, |l| l.leased.values().sum());
+        for scope in scopes {
+            self.give_back(&scope);
+        }
+        let after: u64 = self.leases.as_ref().map_or(0, |l| l.leased.values().sum());
+        log::info!(
+            target: "limits",
+            "returned {} ngonka of unused leases; {after} ngonka stay leased (spent)",
+            before.saturating_sub(after)
+        );
+    }
+}
