@@ -1,0 +1,623 @@
+//! Several instances behind a real load balancer: two gateways sharing one PostgreSQL store (a schema of
+//! their own per test), nginx from Debian's package in front (round robin), the simulator behind.
+//! Limits and balances hold exactly across both, a change on one reaches the other within a second,
+//! a kill -9 of one loses no record, a cut to PostgreSQL is ridden out on the journal.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "tests fail loudly and block freely on their own threads"
+)]
+
+mod utils;
+
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use utils::{ADMIN_TOKEN, MODEL, Proc, Resp, Sim, chat_body, eventually, http};
+
+const PG: &str = "127.0.0.1:5432";
+const KEY_SECRET: &str = "cluster-test-key-secret-0123456789abcdef";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh schema name; the instances create it.
+fn schema() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("cl_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn drop_schema(schema: &str) {
+    let _ = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
+        .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A TCP proxy (to PostgreSQL or Redis) the test can cut (every connection closed, new ones refused)
+/// and restore.
+struct CutProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl CutProxy {
+    fn start(target: &'static str) -> CutProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (cut2, conns2) = (Arc::clone(&cut), Arc::clone(&conns));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else { continue };
+                conns2.lock().unwrap().extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                for (mut from, mut to) in
+                    [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutProxy { port, cut, conns }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One gateway instance on fixed ports (so nginx and a restart find it again).
+struct Instance {
+    proc: Option<Proc>,
+    port: u16,
+    admin_port: u16,
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Instance {
+    fn start(&mut self) {
+        let envs = [("TEST_ADMIN_TOKEN", ADMIN_TOKEN), ("GATEWAY_KEY_SECRET", KEY_SECRET)];
+        let mut proc = Proc::spawn(&["serve", "--config", self.config.to_str().unwrap()], &self.dir, &envs);
+        proc.wait_line("GATEWAY_LISTEN=");
+        self.proc = Some(proc);
+    }
+
+    fn kill_9(&mut self) {
+        let mut p = self.proc.take().unwrap();
+        p.signal("KILL");
+        p.wait_exit(Duration::from_secs(10)).unwrap();
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        let body = body.map(|b| b.to_string());
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
+        http(addr, method, path, &[("Authorization", &auth)], body.as_deref().map(str::as_bytes))
+    }
+
+    fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {token}");
+        let body = body.map(|b| b.to_string());
+        http(self.addr(), method, path, &[("Authorization", &auth)], body.as_deref().map(str::as_bytes))
+    }
+}
+
+struct Cluster {
+    a: Instance,
+    b: Instance,
+    lb: SocketAddr,
+    nginx: Child,
+    schema: String,
+    _sim: Sim,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.nginx.kill();
+        let _ = self.nginx.wait();
+        self.a.proc.take();
+        self.b.proc.take();
+        drop_schema(&self.schema);
+    }
+}
+
+fn nginx_binary() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("nginx is not installed (apt-get install nginx; .ci/run installs it)");
+}
+
+impl Cluster {
+    /// Two instances (`a`, `b`) on `store_port` (PostgreSQL or a proxy to it), nginx in front.
+    fn start(store_port: u16, sim_args: &[&str]) -> Cluster {
+        Self::start_with(store_port, None, sim_args)
+    }
+
+    /// The same, with leases through Redis on `redis_port` (Redis or a proxy to it).
+    fn start_with(store_port: u16, redis_port: Option<u16>, sim_args: &[&str]) -> Cluster {
+        let sim = Sim::start(sim_args);
+        let dir = tempfile::tempdir().unwrap();
+        let schema = schema();
+        let mk = |id: &str| {
+            let (port, admin_port) = (free_port(), free_port());
+            let idir = dir.path().join(id);
+            std::fs::create_dir_all(&idir).unwrap();
+            let config = idir.join("gateway.toml");
+            // No default rate limit: the rpm test gives its key one of its own.
+            let limits = format!(
+                "[limits]\ndefault_rpm = 0\n{}",
+                redis_port.map(|p| format!("redis_url = \"redis://127.0.0.1:{p}/\"\n")).unwrap_or_default()
+            );
+            std::fs::write(
+                &config,
+                format!(
+                    "workers = 2\ndata_dir = \"{data}\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
+                     [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n\
+                     [store]\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:{store_port}/test\"\n\
+                     schema = \"{schema}\"\n[cluster]\ninstance_id = \"{id}\"\ninstances = 2\n{limits}\
+                     [[models]]\nid = \"{MODEL}\"\ncontext_length = 32768\nprice_prompt_ngonka = 10\n\
+                     price_completion_ngonka = 20\n[[upstream.nodes]]\nurl = \"{node}\"\nkind = \"openai\"\n",
+                    data = idir.join("data").display(),
+                    node = sim.urls[0],
+                ),
+            )
+            .unwrap();
+            Instance { proc: None, port, admin_port, dir: idir, config }
+        };
+        let (mut a, mut b) = (mk("a"), mk("b"));
+        a.start();
+        b.start();
+        let lb_port = free_port();
+        let ndir = dir.path().join("nginx");
+        std::fs::create_dir_all(ndir.join("logs")).unwrap();
+        let conf = ndir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+                 upstream gw {{ server 127.0.0.1:{pa} max_fails=0; server 127.0.0.1:{pb} max_fails=0; keepalive 64; }}\n\
+                 server {{ listen 127.0.0.1:{lb_port};\n  location / {{ proxy_pass http://gw; proxy_http_version 1.1;\n\
+                 proxy_set_header Connection \"\"; proxy_buffering off; proxy_next_upstream error timeout; }} }}\n}}\n",
+                d = ndir.display(),
+                pa = a.port,
+                pb = b.port,
+            ),
+        )
+        .unwrap();
+        let nginx = Command::new(nginx_binary())
+            .args(["-p", ndir.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lb = SocketAddr::from(([127, 0, 0, 1], lb_port));
+        assert!(
+            eventually(Duration::from_secs(10), || TcpStream::connect(lb).is_ok()),
+            "nginx did not start"
+        );
+        Cluster { a, b, lb, nginx, schema, _sim: sim, _dir: dir }
+    }
+
+    /// An account (made through `a`) credited with `credit`; its id and token.
+    fn account(&self, credit: u64) -> (String, String) {
+        let r = self.a.admin("POST", "/admin/accounts", Some(json!({"name": "cluster"})));
+        assert_eq!(r.status, 201, "{}", r.text());
+        let v = r.json();
+        let (id, token) = (v["id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned());
+        let r = self.a.admin(
+            "POST",
+            &format!("/admin/accounts/{id}/credits"),
+            Some(json!({"amount_ngonka": credit.to_string(), "reference": "initial"})),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        (id, token)
+    }
+
+    /// Every usage record of an account, after both instances applied their journals.
+    fn records(&self, account: &str) -> Vec<Value> {
+        let r = self.a.admin(
+            "GET",
+            &format!("/admin/accounts/{account}/usage?from=1970-01-01&to=2100-01-01&limit=100000"),
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["data"].as_array().unwrap().clone()
+    }
+
+    fn balance(&self, account: &str) -> i64 {
+        let r = self.a.admin("GET", &format!("/admin/accounts/{account}"), None);
+        r.json()["balance_ngonka"].as_str().unwrap().parse().unwrap()
+    }
+}
+
+fn chat_via(addr: SocketAddr, key: &str, max_tokens: u64) -> Resp {
+    let auth = format!("Bearer {key}");
+    let body = chat_body("hello there", max_tokens, false).to_string();
+    http(addr, "POST", "/v1/chat/completions", &[("Authorization", &auth)], Some(body.as_bytes()))
+}
+
+/// `n` requests from `threads` threads at once through `addr`; the responses.
+fn burst(addr: SocketAddr, key: &str, n: usize, threads: usize, max_tokens: u64) -> Vec<Resp> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let (out, next) = (Arc::clone(&out), Arc::clone(&next));
+            s.spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                    let r = chat_via(addr, key, max_tokens);
+                    out.lock().unwrap().push(r);
+                }
+            });
+        }
+    });
+    Arc::try_unwrap(out).unwrap().into_inner().unwrap()
+}
+
+fn cost_sum(records: &[Value]) -> i64 {
+    records.iter().map(|r| r["cost_ngonka"].as_str().unwrap().parse::<i64>().unwrap()).sum()
+}
+
+/// Waits until the records of `account` number `n` (both journals applied).
+fn settled_records(c: &Cluster, account: &str, n: usize) -> Vec<Value> {
+    let mut recs = Vec::new();
+    let ok = eventually(Duration::from_secs(20), || {
+        recs = c.records(account);
+        recs.len() >= n
+    });
+    assert!(ok, "{} records, expected {n}", recs.len());
+    recs
+}
+
+#[test]
+fn limits_and_balances_hold_exactly_across_two_instances_behind_nginx() {
+    let c = Cluster::start(5432, &["--completion-tokens", "16"]);
+    // A child key with a daily limit, on a rich account.
+    let (acc, tok) = c.account(1_000_000_000);
+    let m = c.a.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
+    let mid = m["id"].as_str().unwrap().to_owned();
+    let daily = 60_000u64;
+    let r = c.a.api(
+        &tok,
+        "POST",
+        &format!("/api/management/keys/{mid}/children"),
+        Some(json!({"name": "child", "limit_daily_ngonka": daily.to_string()})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let child = r.json()["key"].as_str().unwrap().to_owned();
+    // The key reaches the other instance through the change feed.
+    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &child, 16).status == 200));
+    let before = settled_records(&c, &acc, 1).len();
+
+    let resps = burst(c.lb, &child, 200, 200, 16);
+    let ok = resps.iter().filter(|r| r.status == 200).count();
+    let refused = resps.iter().filter(|r| r.status == 402).count();
+    assert_eq!(ok + refused, 200, "only answers and limit refusals");
+    assert!(refused > 0, "the limit was reached");
+    let recs = settled_records(&c, &acc, before + ok);
+    assert_eq!(recs.len(), before + ok, "one record per answered request");
+    let spent = cost_sum(&recs);
+    assert!(spent as u64 <= daily, "spent {spent} of a daily limit of {daily}");
+    println!("child key: {ok} answered, {refused} refused, {spent} of {daily} ngonka spent");
+
+    // A small balance, a managed key of that account, 200 at once.
+    let (acc2, tok2) = c.account(40_000);
+    let key = c.a.api(&tok2, "POST", "/api/keys", Some(json!({"name": "k"}))).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, 16).status == 200));
+    let resps = burst(c.lb, &key, 200, 200, 16);
+    let ok = resps.iter().filter(|r| r.status == 200).count() + 1;
+    assert!(resps.iter().any(|r| r.status == 402), "the balance ran out");
+    let recs = settled_records(&c, &acc2, ok);
+    let spent = cost_sum(&recs);
+    assert_eq!(recs.len(), ok);
+    assert!(spent <= 40_000, "spent {spent} of a balance of 40000");
+    assert!(
+        eventually(Duration::from_secs(5), || c.balance(&acc2) == 40_000 - spent),
+        "balance = credit − records"
+    );
+    println!("balance: {ok} answered, {spent} of 40000 ngonka spent");
+}
+
+#[test]
+fn a_pause_on_one_instance_stops_the_key_on_the_other_within_a_second() {
+    let c = Cluster::start(5432, &["--completion-tokens", "1"]);
+    let (_acc, tok) = c.account(1_000_000_000_000);
+    let created = c.a.api(&tok, "POST", "/api/keys", Some(json!({"name": "k"}))).json();
+    let (id, key) = (created["id"].as_str().unwrap().to_owned(), created["key"].as_str().unwrap().to_owned());
+    let models = |addr: SocketAddr| {
+        let auth = format!("Bearer {key}");
+        http(
+            addr,
+            "POST",
+            "/v1/chat/completions",
+            &[("Authorization", &auth)],
+            Some(chat_body("x", 1, false).to_string().as_bytes()),
+        )
+        .status
+    };
+    assert!(eventually(Duration::from_secs(2), || models(c.b.addr()) == 200));
+    let mut times = Vec::new();
+    for i in 0..100 {
+        let (action, want) = if i % 2 == 0 { ("pause", 403) } else { ("resume", 200) };
+        let t = Instant::now();
+        let r = c.a.api(&tok, "POST", &format!("/api/keys/{id}/{action}"), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let api = t.elapsed();
+        while models(c.b.addr()) != want {
+            assert!(t.elapsed() < Duration::from_secs(5), "change {i} ({action}) never reached instance b");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.elapsed() > Duration::from_millis(100) {
+            println!("change {i}: api {api:?}, total {:?}", t.elapsed());
+        }
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let (p50, max) = (times[times.len() / 2], times[times.len() - 1]);
+    println!(
+        "propagation a→b over 100 changes: p50 {:.1} ms, max {:.1} ms",
+        p50.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    assert!(max < Duration::from_secs(1), "max propagation {max:?}");
+}
+
+#[test]
+fn the_rpm_limit_holds_across_both_instances() {
+    let c = Cluster::start(5432, &["--completion-tokens", "1"]);
+    let (_acc, tok) = c.account(1_000_000_000_000);
+    let mid = c.a.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rpm = 20;
+    let child = c.a.api(
+        &tok,
+        "POST",
+        &format!("/api/management/keys/{mid}/children"),
+        Some(json!({"name": "c", "rate_limit_rpm": rpm})),
+    );
+    assert_eq!(child.status, 201, "{}", child.text());
+    let key = child.json()["key"].as_str().unwrap().to_owned();
+    // Wait until b knows the key (a 429 or a 200 there, not a 401), without spending its rate.
+    assert!(eventually(Duration::from_secs(2), || {
+        let auth = format!("Bearer {key}");
+        http(c.b.addr(), "GET", "/v1/models", &[("Authorization", &auth)], None).status == 200
+    }));
+    let t = Instant::now();
+    let resps = burst(c.lb, &key, 3 * rpm, 20, 1);
+    let elapsed = t.elapsed();
+    let ok = resps.iter().filter(|r| r.status == 200).count();
+    let limited = resps.iter().filter(|r| r.status == 429).count();
+    assert_eq!(ok + limited, 3 * rpm);
+    // The stated bound (README, limits::share): at most `rpm` in a burst, plus what the rate refills
+    // meanwhile (one per 60/(rpm/2) s per instance), plus N − 1 only when rpm < N.
+    let refill = (elapsed.as_secs_f64() / (60.0 / f64::from(rpm as u32 / 2))).floor() as usize * 2;
+    println!("rpm {rpm}: {ok} admitted of {} sent in {elapsed:?} (bound {})", 3 * rpm, rpm + refill);
+    assert!(ok <= rpm + refill, "{ok} admitted over a limit of {rpm}");
+    assert!(ok >= rpm / 2, "each instance admits its share ({ok})");
+}
+
+#[test]
+fn kill_9_of_one_instance_loses_nothing_and_the_other_keeps_serving() {
+    let mut c = Cluster::start_with(5432, Some(6379), &["--completion-tokens", "4"]);
+    let (acc, tok) = c.account(1_000_000_000_000);
+    let key = c.a.api(&tok, "POST", "/api/keys", Some(json!({"name": "k"}))).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, 4).status == 200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered: Arc<Mutex<Vec<(Instant, u16, String)>>> = Arc::default();
+    let lb = c.lb;
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, answered, key) = (Arc::clone(&stop), Arc::clone(&answered), key.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = chat_via(lb, &key, 4);
+                    let id = r.header("x-request-id").unwrap_or_default().to_owned();
+                    answered.lock().unwrap().push((Instant::now(), r.status, id));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    c.b.kill_9();
+    let killed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.b.start();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    let after_kill: Vec<_> =
+        answered.iter().filter(|(t, _, _)| *t > killed_at + Duration::from_millis(200)).collect();
+    assert!(after_kill.iter().filter(|(_, s, _)| *s == 200).count() > 20, "the other instance kept serving");
+    let ok: HashSet<String> =
+        answered.iter().filter(|(_, s, _)| *s == 200).map(|(_, _, id)| id.clone()).collect();
+    let recs = settled_records(&c, &acc, ok.len());
+    let ids: HashSet<String> = recs.iter().map(|r| r["request_id"].as_str().unwrap().to_owned()).collect();
+    let missing: Vec<_> = ok.difference(&ids).collect();
+    assert!(missing.is_empty(), "{} answered requests without a record: {missing:?}", missing.len());
+    assert_eq!(ids.len(), recs.len(), "no record twice");
+    let spent = cost_sum(&recs);
+    assert!(eventually(Duration::from_secs(5), || c.balance(&acc) == 1_000_000_000_000 - spent));
+    // The restarted instance found its leases under its id, and returns what it did not spend when it
+    // stops.
+    let b = c.b.proc.as_mut().unwrap();
+    assert!(b.stderr().contains("leases in sync with redis"), "{}", b.stderr());
+    b.signal("TERM");
+    assert!(b.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(b.stderr().contains("ngonka of unused leases"), "{}", b.stderr());
+    let errors = answered.iter().filter(|(_, s, _)| *s != 200).count();
+    println!(
+        "kill -9: {} answered, {errors} failed (in flight on the killed instance), {} records",
+        ok.len(),
+        recs.len()
+    );
+}
+
+#[test]
+fn a_cut_to_postgres_is_ridden_out_and_replayed_exactly_once() {
+    let proxy = CutProxy::start(PG);
+    let c = Cluster::start(proxy.port, &["--completion-tokens", "4"]);
+    let (acc, tok) = c.account(1_000_000_000_000);
+    let key = c.a.api(&tok, "POST", "/api/keys", Some(json!({"name": "k"}))).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, 4).status == 200));
+    let mut ok_ids = HashSet::new();
+    let mut collect = |resps: Vec<Resp>| {
+        for r in resps {
+            assert_eq!(r.status, 200, "{}", r.text());
+            ok_ids.insert(r.header("x-request-id").unwrap().to_owned());
+        }
+    };
+    collect(burst(c.lb, &key, 100, 8, 4));
+    proxy.cut();
+    let during = burst(c.lb, &key, 300, 8, 4);
+    collect(during);
+    // The store is still away: the balance cannot be read, but answers keep coming.
+    std::thread::sleep(Duration::from_millis(1000));
+    collect(burst(c.lb, &key, 100, 8, 4));
+    proxy.restore();
+    collect(burst(c.lb, &key, 100, 8, 4));
+    let recs = settled_records(&c, &acc, ok_ids.len() + 1);
+    let ids: HashSet<String> = recs.iter().map(|r| r["request_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), recs.len(), "no record twice");
+    assert!(ok_ids.is_subset(&ids), "{} answered requests without a record", ok_ids.difference(&ids).count());
+    let spent = cost_sum(&recs);
+    assert!(
+        eventually(Duration::from_secs(5), || c.balance(&acc) == 1_000_000_000_000 - spent),
+        "balance {} ≠ credit − {spent}",
+        c.balance(&acc)
+    );
+    println!("postgres cut: {} answered, {} records, balance exact", ok_ids.len(), recs.len());
+}
+
+const REDIS: &str = "127.0.0.1:6379";
+
+/// A child key with a daily limit on a rich account, known to both instances: (account, token, key).
+fn limited_child(c: &Cluster, daily: u64) -> (String, String) {
+    let (acc, tok) = c.account(1_000_000_000_000);
+    let mid = c.a.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = c.a.api(
+        &tok,
+        "POST",
+        &format!("/api/management/keys/{mid}/children"),
+        Some(json!({"name": "child", "limit_daily_ngonka": daily.to_string()})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let child = r.json()["key"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {child}");
+    assert!(eventually(Duration::from_secs(2), || {
+        http(c.b.addr(), "GET", "/v1/models", &[("Authorization", &auth)], None).status == 200
+    }));
+    (acc, child)
+}
+
+#[test]
+fn leases_let_one_busy_instance_spend_past_its_share_but_never_past_the_limit() {
+    let c = Cluster::start_with(5432, Some(6379), &["--completion-tokens", "16"]);
+    let daily = 60_000u64;
+    let (acc, child) = limited_child(&c, daily);
+    // All of it to instance a: its fixed share is a quarter of the limit; leases give it more.
+    let resps = burst(c.a.addr(), &child, 120, 16, 16);
+    let ok = resps.iter().filter(|r| r.status == 200).count();
+    assert!(resps.iter().all(|r| r.status == 200 || r.status == 402));
+    let recs = settled_records(&c, &acc, ok);
+    let spent = cost_sum(&recs) as u64;
+    println!("one instance with leases: {ok} answered, {spent} of {daily} spent");
+    assert!(spent > daily / 2, "leases lent instance a more than its fixed share ({spent})");
+    assert!(spent <= daily, "spent {spent} over the limit {daily}");
+    // Then 200 at once through nginx onto both: still never past the limit.
+    let resps = burst(c.lb, &child, 200, 200, 16);
+    let ok2 = resps.iter().filter(|r| r.status == 200).count();
+    let recs = settled_records(&c, &acc, ok + ok2);
+    assert_eq!(recs.len(), ok + ok2, "one record per answer");
+    let spent = cost_sum(&recs) as u64;
+    println!("then both: {ok2} more answered, {spent} of {daily} spent in all");
+    assert!(spent <= daily, "spent {spent} over the limit {daily}");
+}
+
+#[test]
+fn a_redis_cut_leaves_each_instance_what_it_holds_and_limits_still_hold() {
+    let redis = CutProxy::start(REDIS);
+    let c = Cluster::start_with(5432, Some(redis.port), &["--completion-tokens", "16"]);
+    let daily = 60_000u64;
+    let (acc, child) = limited_child(&c, daily);
+    let first = burst(c.lb, &child, 20, 4, 16);
+    assert!(first.iter().all(|r| r.status == 200), "before the cut");
+    redis.cut();
+    let during = burst(c.lb, &child, 200, 16, 16);
+    let ok_during = during.iter().filter(|r| r.status == 200).count();
+    assert!(during.iter().all(|r| r.status == 200 || r.status == 402));
+    assert!(ok_during > 0, "served from what each instance holds while redis is away");
+    redis.restore();
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = burst(c.a.addr(), &child, 100, 8, 16);
+    let ok_after = after.iter().filter(|r| r.status == 200).count();
+    let total_ok = 20 + ok_during + ok_after;
+    let recs = settled_records(&c, &acc, total_ok);
+    let spent = cost_sum(&recs) as u64;
+    println!("redis cut: {ok_during} answered during the cut, {ok_after} after; {spent} of {daily} spent");
+    assert_eq!(recs.len(), total_ok);
+    assert!(spent <= daily, "spent {spent} over the limit {daily}");
+}
