@@ -1,5 +1,8 @@
 //! One conformance suite for every `Store` backend. Each check takes a fresh store from a factory; a
-//! backend is conformant when all of them pass. (SQLite here; other backends add their factory.)
+//! backend is conformant when all of them pass: SQLite (in memory and on disk) and PostgreSQL (the
+//! server on 127.0.0.1:5432, or `GATEWAY_TEST_PG_URL`; each store in a schema of its own, dropped after).
+//! PostgreSQL also shows what only a shared store needs: journal positions and spend per instance, the
+//! change feed, and key versions that a reader catching up by version never skips.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,8 +12,15 @@
 )]
 
 use gonka_gateway::auth::keys::{KeyHash, KeyKind, KeyStatus};
+use gonka_gateway::billing::journal::JournalPos;
+use gonka_gateway::billing::record::{RecordStatus, UsageRecord};
+use gonka_gateway::config::PostgresSettings;
+use gonka_gateway::store::postgres::{PostgresStore, spawn_change_feed};
 use gonka_gateway::store::sqlite::{SqliteStore, Synchronous};
-use gonka_gateway::store::{AccountRow, KeyRow, PriceRow, Store, StoreError};
+use gonka_gateway::store::{AccountRow, Change, GroupBy, KeyRow, PriceRow, Store, StoreError, UsageQuery};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 fn account(id: &str) -> AccountRow {
     AccountRow { id: id.into(), name: format!("name of {id}"), balance_ngonka: 0, created_at: 1_700_000_000 }
@@ -44,6 +54,54 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     hashes_are_unique(&mut *make());
     credits_are_idempotent_per_reference(&mut *make());
     prices_upsert(&mut *make());
+    usage_applies_once_with_its_spend(&mut *make());
+}
+
+fn record(id: &str, key: &str, cost: u64, day: i64) -> UsageRecord {
+    UsageRecord {
+        request_id: id.into(),
+        account_id: "acc_a".into(),
+        key_id: key.into(),
+        model: "m".into(),
+        prompt_tokens: 3,
+        completion_tokens: 4,
+        cost_ngonka: cost,
+        status: RecordStatus::Completed,
+        estimated: false,
+        latency_ms: 5,
+        started_ms: day * 86_400_000,
+        finished_ms: day * 86_400_000 + 5,
+        day,
+        month: 700,
+    }
+}
+
+fn usage_applies_once_with_its_spend(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    s.write_keys(&[key("key_1", "acc_a", KeyKind::Managed, 2)]).unwrap();
+    s.credit("acc_a", 1_000, "c1", 1).unwrap();
+    s.credit("acc_a", 500, "c2", 1).unwrap();
+    assert_eq!(s.account_credits().unwrap(), vec![("acc_a".to_owned(), 1_500)]);
+    assert_eq!(s.journal_pos().unwrap(), JournalPos { seq: 0, offset: 0 });
+    let batch = [record("r1", "key_1", 100, 20_000), record("r2", "key_1", 50, 20_001)];
+    assert_eq!(s.apply_usage(&batch, JournalPos { seq: 1, offset: 10 }).unwrap(), 2);
+    // A replay of the same records (a crash before the position was saved) changes nothing.
+    assert_eq!(s.apply_usage(&batch, JournalPos { seq: 1, offset: 20 }).unwrap(), 0);
+    assert_eq!(s.journal_pos().unwrap(), JournalPos { seq: 1, offset: 20 });
+    assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, 1_350);
+    let spend = s.key_spend(20_001, 700).unwrap();
+    assert_eq!((spend.len(), spend[0].day_spent, spend[0].month_spent), (1, 50, 150));
+    let mine = s.instance_spend(20_001, 700).unwrap();
+    assert_eq!(mine.accounts, vec![("acc_a".to_owned(), 150)]);
+    assert_eq!(mine.keys, spend);
+    let q = UsageQuery { account_id: "acc_a".into(), from_day: 0, to_day: 30_000, group_by: GroupBy::Day };
+    let days = s.usage_summary(&q).unwrap();
+    assert_eq!(
+        days.iter().map(|d| (d.group.as_str(), d.cost_ngonka)).collect::<Vec<_>>(),
+        [("20000", 100), ("20001", 50)]
+    );
+    let records = s.usage_records("acc_a", 0, 30_000, 10).unwrap();
+    assert_eq!(records, batch.to_vec());
 }
 
 fn accounts_and_tokens(s: &mut dyn Store) {
@@ -158,4 +216,155 @@ fn sqlite_file_conforms_and_reopens() {
     let path = dir.path().join("db1.sqlite");
     let mut s = SqliteStore::open(&path, Synchronous::Normal).unwrap();
     assert_eq!(s.accounts().unwrap().len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// PostgreSQL
+// ---------------------------------------------------------------------------------------------------
+
+fn pg_url() -> String {
+    std::env::var("GATEWAY_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema name for this process; dropped by [`Schemas`].
+fn pg_schema() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("conf_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn pg_settings(schema: &str, instance: &str) -> PostgresSettings {
+    PostgresSettings { url: pg_url(), schema: schema.into(), instance_id: instance.into(), pool_size: 2 }
+}
+
+/// Schemas made by a test, dropped when it ends (also on failure).
+#[derive(Default)]
+struct Schemas(std::cell::RefCell<Vec<String>>);
+
+impl Schemas {
+    fn store(&self, instance: &str) -> (String, PostgresStore) {
+        let schema = pg_schema();
+        self.0.borrow_mut().push(schema.clone());
+        let store = PostgresStore::open(&pg_settings(&schema, instance))
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed by this test: {e}", pg_url()));
+        (schema, store)
+    }
+}
+
+impl Drop for Schemas {
+    fn drop(&mut self) {
+        let Ok(mut client) = postgres::Client::connect(&pg_url(), postgres::NoTls) else { return };
+        for s in self.0.borrow().iter() {
+            let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"));
+        }
+    }
+}
+
+#[test]
+fn postgres_conforms() {
+    let schemas = Schemas::default();
+    conformance(&|| Box::new(schemas.store("a").1));
+}
+
+#[test]
+fn postgres_keeps_journal_positions_and_spend_per_instance() {
+    let schemas = Schemas::default();
+    let (schema, mut a) = schemas.store("a");
+    let mut b = PostgresStore::open(&pg_settings(&schema, "b")).unwrap();
+    a.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    a.credit("acc_a", 1_000, "c1", 1).unwrap();
+    assert_eq!(
+        a.apply_usage(&[record("r1", "key_t", 100, 20_000)], JournalPos { seq: 1, offset: 7 }).unwrap(),
+        1
+    );
+    let both = [record("r1", "key_t", 100, 20_000), record("r2", "key_t", 30, 20_000)];
+    assert_eq!(b.apply_usage(&both, JournalPos { seq: 4, offset: 9 }).unwrap(), 1, "r1 is a's already");
+    assert_eq!(a.journal_pos().unwrap(), JournalPos { seq: 1, offset: 7 });
+    assert_eq!(b.journal_pos().unwrap(), JournalPos { seq: 4, offset: 9 });
+    assert_eq!(a.instance_spend(20_000, 700).unwrap().accounts, vec![("acc_a".to_owned(), 100)]);
+    assert_eq!(b.instance_spend(20_000, 700).unwrap().accounts, vec![("acc_a".to_owned(), 30)]);
+    assert_eq!(b.instance_spend(20_000, 700).unwrap().keys[0].day_spent, 30);
+    assert_eq!(a.account("acc_a").unwrap().unwrap().balance_ngonka, 870, "each record billed once");
+    // Reopening migrates nothing and finds everything.
+    let mut again = PostgresStore::open(&pg_settings(&schema, "a")).unwrap();
+    assert_eq!(again.journal_pos().unwrap(), JournalPos { seq: 1, offset: 7 });
+}
+
+#[test]
+fn postgres_change_feed_reports_another_stores_writes() {
+    let schemas = Schemas::default();
+    let (schema, mut writer) = schemas.store("a");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let feed = spawn_change_feed(
+        &pg_settings(&schema, "b"),
+        Arc::clone(&stop),
+        Box::new(move |c| {
+            let _ = tx.send(c);
+        }),
+    )
+    .unwrap();
+    let next = || rx.recv_timeout(Duration::from_secs(1)).expect("no change within 1 s");
+    assert_eq!(next(), Change::All, "a (re)connect asks for a catch-up");
+    let t = Instant::now();
+    writer.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    assert_eq!(next(), Change::Keys);
+    writer.credit("acc_a", 5, "c", 1).unwrap();
+    assert_eq!(next(), Change::Credits);
+    writer.credit("acc_a", 5, "c", 1).unwrap();
+    let row =
+        PriceRow { model: "m".into(), price_prompt_ngonka: 1, price_completion_ngonka: 2, updated_at: 1 };
+    writer.upsert_price(&row).unwrap();
+    assert_eq!(next(), Change::Prices, "a credit that was not applied tells nobody");
+    println!("three changes delivered in {:?}", t.elapsed());
+    stop.store(true, Ordering::SeqCst);
+    feed.join().unwrap();
+}
+
+#[test]
+fn postgres_key_versions_never_let_a_catching_up_reader_skip_a_row() {
+    let schemas = Schemas::default();
+    let (schema, mut first) = schemas.store("a");
+    first.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..2u8)
+        .map(|w| {
+            let settings = pg_settings(&schema, "w");
+            std::thread::spawn(move || {
+                let mut s = PostgresStore::open(&settings).unwrap();
+                for i in 0..200u32 {
+                    let mut k = key(&format!("key_{w}_{i}"), "acc_a", KeyKind::Managed, 0);
+                    k.hash = KeyHash({
+                        let mut h = [w + 2; 32];
+                        h[..4].copy_from_slice(&i.to_le_bytes());
+                        h
+                    });
+                    s.write_keys(&[k]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let (settings, done) = (pg_settings(&schema, "r"), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut s = PostgresStore::open(&settings).unwrap();
+            let (mut last, mut seen) = (0i64, std::collections::HashSet::new());
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                for row in s.keys_since(last).unwrap() {
+                    last = last.max(row.version);
+                    seen.insert(row.id);
+                }
+                if finished {
+                    return seen;
+                }
+            }
+        })
+    };
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = reader.join().unwrap();
+    assert_eq!(seen.len(), 401, "a reader that only ever asked for newer versions saw every row");
 }
