@@ -159,6 +159,14 @@ impl Drop for Cluster {
         self.a.proc.take();
         self.b.proc.take();
         drop_schema(&self.schema);
+        // The leases this test made in Redis.
+        if let Ok(mut r) = redis::Client::open(format!("redis://{REDIS}/")).and_then(|c| c.get_connection()) {
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(format!("gw:{}:*", self.schema)).query(&mut r).unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut r);
+            }
+        }
     }
 }
 
@@ -585,7 +593,8 @@ fn leases_let_one_busy_instance_spend_past_its_share_but_never_past_the_limit() 
     let recs = settled_records(&c, &acc, ok);
     let spent = cost_sum(&recs) as u64;
     println!("one instance with leases: {ok} answered, {spent} of {daily} spent");
-    assert!(spent > daily / 2, "leases lent instance a more than its fixed share ({spent})");
+    // Without leases instance a could spend its fixed share, a quarter of the limit, and no more.
+    assert!(spent > daily / 4, "leases lent instance a more than its fixed share ({spent})");
     assert!(spent <= daily, "spent {spent} over the limit {daily}");
     // Then 200 at once through nginx onto both: still never past the limit.
     let resps = burst(c.lb, &child, 200, 200, 16);
