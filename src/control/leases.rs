@@ -4,13 +4,25 @@
 use super::ControlState;
 use crate::auth::cache::KeyEntry;
 use crate::limits::clock::{day_index, month_index};
+use crate::limits::counters::KeyCounters;
 use crate::limits::lease::{LeaseClient, Scope};
+use crate::limits::window::WindowCounter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A scope nobody needed a lease for in this long gives back what it does not use.
 const COLD_AFTER: Duration = Duration::from_secs(30);
+
+/// A key scope's counters: (held + spent in the window, leased in the window, the window).
+fn window_counters<'a>(c: &'a KeyCounters, scope: &Scope) -> (&'a WindowCounter, &'a WindowCounter, i64) {
+    match scope {
+        Scope::Month(_, m) => (&c.monthly_used, &c.monthly_leased, *m),
+        Scope::Day(_, d) => (&c.daily_used, &c.daily_leased, *d),
+        // Accounts have no window counters; callers only ask for key scopes.
+        Scope::Account(_) => (&c.daily_used, &c.daily_leased, i64::MIN),
+    }
+}
 
 /// What the control plane knows of its leases.
 #[derive(Debug)]
@@ -51,15 +63,11 @@ impl ControlState {
         let leased = self.leases.as_ref().and_then(|l| l.leased.get(scope).copied()).unwrap_or(0);
         let room = match scope {
             Scope::Account(a) => self.account_counters(a).available().max(0) as u64,
-            Scope::Day(k, d) => {
+            Scope::Day(k, _) | Scope::Month(k, _) => {
                 let base = self.scope_total(scope).map_or(0, |t| self.share.of(t));
-                let c = self.key_counters.get(k).cloned().unwrap_or_default();
-                (base + c.daily_leased.get(*d)).saturating_sub(c.daily_used.get(*d))
-            }
-            Scope::Month(k, m) => {
-                let base = self.scope_total(scope).map_or(0, |t| self.share.of(t));
-                let c = self.key_counters.get(k).cloned().unwrap_or_default();
-                (base + c.monthly_leased.get(*m)).saturating_sub(c.monthly_used.get(*m))
+                let c = self.counters_of(k);
+                let (used, leased_here, window) = window_counters(&c, scope);
+                (base + leased_here.get(window)).saturating_sub(used.get(window))
             }
         };
         (room, leased)
@@ -74,7 +82,7 @@ impl ControlState {
         }
     }
 
-    fn counters_of(&mut self, key_id: &str) -> Arc<crate::limits::counters::KeyCounters> {
+    fn counters_of(&mut self, key_id: &str) -> Arc<KeyCounters> {
         Arc::clone(self.key_counters.entry(key_id.to_owned()).or_default())
     }
 
@@ -180,23 +188,15 @@ impl ControlState {
         // Take it out of what the cores can spend first, then return it; put it back if Redis failed.
         let taken = match scope {
             Scope::Account(a) => self.account_counters(a).try_take(back),
-            Scope::Day(k, d) => {
+            Scope::Day(k, _) | Scope::Month(k, _) => {
+                // Reserve it as used (so no request takes it meanwhile), lower the lease, release it.
                 let c = self.counters_of(k);
-                let cap = self.scope_total(scope).map_or(0, |t| self.share.of(t)) + c.daily_leased.get(*d);
-                let ok = c.daily_used.try_add(*d, back, cap).is_ok();
+                let (used, leased_here, window) = window_counters(&c, scope);
+                let cap = self.scope_total(scope).map_or(0, |t| self.share.of(t)) + leased_here.get(window);
+                let ok = used.try_add(window, back, cap).is_ok();
                 if ok {
-                    c.daily_leased.sub(*d, back);
-                    c.daily_used.sub(*d, back);
-                }
-                ok
-            }
-            Scope::Month(k, m) => {
-                let c = self.counters_of(k);
-                let cap = self.scope_total(scope).map_or(0, |t| self.share.of(t)) + c.monthly_leased.get(*m);
-                let ok = c.monthly_used.try_add(*m, back, cap).is_ok();
-                if ok {
-                    c.monthly_leased.sub(*m, back);
-                    c.monthly_used.sub(*m, back);
+                    leased_here.sub(window, back);
+                    used.sub(window, back);
                 }
                 ok
             }

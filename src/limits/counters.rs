@@ -65,21 +65,11 @@ impl AccountCounters {
 
     /// Holds `amount` if the balance not yet held covers it.
     pub fn try_hold(&self, amount: u64) -> bool {
-        let amount = to_i64(amount);
-        let mut cur = self.available.load(Ordering::Acquire);
-        loop {
-            if cur < amount {
-                return false;
-            }
-            match self.available.compare_exchange_weak(cur, cur - amount, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => {
-                    self.held.fetch_add(amount, Ordering::AcqRel);
-                    return true;
-                }
-                Err(actual) => cur = actual,
-            }
+        if !self.try_take(amount) {
+            return false;
         }
+        self.held.fetch_add(to_i64(amount), Ordering::AcqRel);
+        true
     }
 
     /// Takes `amount` out of the available balance for good (a lease given back), if it is there.
