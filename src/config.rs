@@ -856,8 +856,13 @@ impl ConfigFile {
             return Err(invalid("limits.default_max_tokens must be at least 1"));
         }
         let billing = BillingSettings {
-            // Several instances: each enforces its share of the rate (`limits::share`).
-            default_rpm: crate::limits::share::Share::new(cluster.instances).rpm(self.limits.default_rpm),
+            // Several instances without Redis: each enforces its share of the rate (`limits::share`);
+            // with Redis, a fixed share plus leases of each minute (`limits::lease`).
+            default_rpm: if cluster.redis_url.is_some() {
+                self.limits.default_rpm
+            } else {
+                crate::limits::share::Share::new(cluster.instances).rpm(self.limits.default_rpm)
+            },
             default_max_tokens: self.limits.default_max_tokens,
             journal_dir: if self.journal.dir.is_empty() {
                 data_dir.join("journal")

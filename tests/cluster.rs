@@ -599,3 +599,38 @@ fn a_redis_cut_leaves_each_instance_what_it_holds_and_limits_still_hold() {
     assert_eq!(recs.len(), total_ok);
     assert!(spent <= daily, "spent {spent} over the limit {daily}");
 }
+
+/// Waits until at least `secs` seconds remain in the current UTC minute (a burst stays in one window).
+fn inside_one_minute(secs: u64) {
+    loop {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        if 60 - now % 60 > secs {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn with_redis_the_rpm_limit_is_leased_per_minute_and_holds_across_both() {
+    let c = Cluster::start_with(5432, Some(6379), &["--completion-tokens", "1"]);
+    let rpm = 20;
+    let (_, spread) = child_key(&c, json!({"rate_limit_rpm": rpm}));
+    let (_, skewed) = child_key(&c, json!({"rate_limit_rpm": rpm}));
+    inside_one_minute(5);
+    let admitted = |resps: &[Resp]| {
+        assert!(resps.iter().all(|r| r.status == 200 || r.status == 429));
+        resps.iter().filter(|r| r.status == 200).count()
+    };
+    // Spread over both by nginx: exactly the limit within the minute (the stated bound: at most `rpm`
+    // per UTC minute; any 60 s that straddles two minutes may see up to twice that).
+    let ok = admitted(&burst(c.lb, &spread, 3 * rpm, 20, 1));
+    println!("rpm {rpm} with leases, spread: {ok} admitted of {}", 3 * rpm);
+    assert!(ok <= rpm, "{ok} admitted over a limit of {rpm}");
+    // All on instance a: more than the half a fixed split would allow, thanks to leases; never more
+    // than the limit (instance b's own fixed share, a quarter, stays b's).
+    inside_one_minute(5);
+    let ok = admitted(&burst(c.a.addr(), &skewed, 3 * rpm, 20, 1));
+    println!("rpm {rpm} with leases, all on one instance: {ok} admitted of {}", 3 * rpm);
+    assert!(ok > rpm / 2 && ok <= rpm, "{ok} admitted");
+}

@@ -12,6 +12,7 @@ use crate::error::{ApiError, rate_limit_headers};
 use crate::http::io::Transport;
 use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::limits;
+use crate::limits::share::Share;
 use crate::server::Core;
 use crate::server::exchange::Exchange;
 use crate::upstream::client::{self, ResponseBody};
@@ -68,7 +69,26 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     let key = Arc::clone(&principal.key);
     ex.log.key_id = Some(key.id.to_string());
     // The rate is checked before the body is read: a refused request costs almost nothing.
-    if let Some(info) = limits::check_rate(&key, billing.default_rpm, now_ms)? {
+    let rate = if app.settings.cluster.redis_url.is_some() {
+        // Several instances with Redis: a fixed share of each minute plus leases; lease once on a refusal.
+        let rpm = key.rate_limit_rpm.unwrap_or(billing.default_rpm);
+        let share =
+            u32::try_from(Share::with_leases(app.settings.cluster.instances).of(u64::from(rpm))).unwrap_or(0);
+        match limits::check_rate_leased(&key, rpm, share, now_ms) {
+            Err(refused @ ApiError::RateLimited(_)) => {
+                let k = Arc::clone(&key);
+                if app.control.call(move |st| st.lease_rate(&k, now_ms)).await.unwrap_or(false) {
+                    limits::check_rate_leased(&key, rpm, share, now_ms)?
+                } else {
+                    return Err(refused);
+                }
+            }
+            other => other?,
+        }
+    } else {
+        limits::check_rate(&key, billing.default_rpm, now_ms)?
+    };
+    if let Some(info) = rate {
         ex.headers.extend(rate_limit_headers(&info));
     }
     let body = ex.read_body().await?;

@@ -14,11 +14,15 @@ use std::time::{Duration, Instant};
 /// A scope nobody needed a lease for in this long gives back what it does not use.
 const COLD_AFTER: Duration = Duration::from_secs(30);
 
+/// An exhausted pool is asked again after this long.
+const EMPTY_FOR: Duration = Duration::from_secs(1);
+
 /// A key scope's counters: (held + spent in the window, leased in the window, the window).
 fn window_counters<'a>(c: &'a KeyCounters, scope: &Scope) -> (&'a WindowCounter, &'a WindowCounter, i64) {
     match scope {
         Scope::Month(_, m) => (&c.monthly_used, &c.monthly_leased, *m),
         Scope::Day(_, d) => (&c.daily_used, &c.daily_leased, *d),
+        Scope::Minute(_, m) => (&c.minute_used, &c.minute_leased, *m),
         // Accounts have no window counters; callers only ask for key scopes.
         Scope::Account(_) => (&c.daily_used, &c.daily_leased, i64::MIN),
     }
@@ -35,11 +39,14 @@ pub struct Leases {
     synced: bool,
     /// Scopes that needed a lease lately, renewed ahead of need until they go cold.
     hot: HashMap<Scope, Instant>,
+    /// Scopes whose pool had nothing left, and when: not asked again for a second, so a flood of
+    /// refused requests costs Redis nothing.
+    empty: HashMap<Scope, Instant>,
 }
 
 impl Leases {
     pub fn new(client: LeaseClient) -> Self {
-        Self { client, leased: HashMap::new(), synced: false, hot: HashMap::new() }
+        Self { client, leased: HashMap::new(), synced: false, hot: HashMap::new(), empty: HashMap::new() }
     }
 
     pub fn is_up(&self) -> bool {
@@ -54,6 +61,10 @@ impl ControlState {
             Scope::Account(a) => self.credit_totals.get(a).map(|c| (*c).max(0) as u64),
             Scope::Day(k, _) => self.keys.get(k).and_then(|r| r.limit_daily_ngonka),
             Scope::Month(k, _) => self.keys.get(k).and_then(|r| r.limit_monthly_ngonka),
+            Scope::Minute(k, _) => {
+                let rpm = self.keys.get(k).and_then(|r| r.rate_limit_rpm).unwrap_or(self.default_rpm);
+                (rpm > 0).then_some(u64::from(rpm))
+            }
         }
     }
 
@@ -63,7 +74,7 @@ impl ControlState {
         let leased = self.leases.as_ref().and_then(|l| l.leased.get(scope).copied()).unwrap_or(0);
         let room = match scope {
             Scope::Account(a) => self.account_counters(a).available().max(0) as u64,
-            Scope::Day(k, _) | Scope::Month(k, _) => {
+            Scope::Day(k, _) | Scope::Month(k, _) | Scope::Minute(k, _) => {
                 let base = self.scope_total(scope).map_or(0, |t| self.share.of(t));
                 let c = self.counters_of(k);
                 let (used, leased_here, window) = window_counters(&c, scope);
@@ -79,6 +90,7 @@ impl ControlState {
             Scope::Account(a) => self.account_counters(a).credit(i64::try_from(granted).unwrap_or(i64::MAX)),
             Scope::Day(k, d) => self.counters_of(k).daily_leased.add(*d, granted),
             Scope::Month(k, m) => self.counters_of(k).monthly_leased.add(*m, granted),
+            Scope::Minute(k, m) => self.counters_of(k).minute_leased.add(*m, granted),
         }
     }
 
@@ -100,9 +112,17 @@ impl ControlState {
             return 0;
         }
         leases.hot.insert(scope.clone(), Instant::now());
+        if leases.empty.get(scope).is_some_and(|t| t.elapsed() < EMPTY_FOR) {
+            return 0;
+        }
         match leases.client.lease(scope, pool, want) {
             Ok((granted, mine)) => {
                 leases.leased.insert(scope.clone(), mine);
+                if granted == 0 {
+                    leases.empty.insert(scope.clone(), Instant::now());
+                } else {
+                    leases.empty.remove(scope);
+                }
                 if granted > 0 {
                     self.apply_grant(scope, granted);
                 }
@@ -142,6 +162,21 @@ impl ControlState {
         enough
     }
 
+    /// A core refused a request of `key` by rate: leases requests of the current minute. True when
+    /// there is room for one now (the core tries once more).
+    pub fn lease_rate(&mut self, key: &KeyEntry, now_ms: i64) -> bool {
+        if self.leases.is_none() {
+            return false;
+        }
+        let scope = Scope::Minute(key.id.to_string(), now_ms.div_euclid(60_000));
+        let (room, _) = self.scope_room(&scope);
+        if room >= 1 {
+            return true;
+        }
+        let want = self.slice(&scope);
+        self.lease_scope(&scope, want) >= 1
+    }
+
     /// Periodic: finds this instance's leases again once Redis answers, renews hot scopes ahead of
     /// need, gives back what cold scopes do not use.
     pub fn tick_leases(&mut self) {
@@ -158,11 +193,17 @@ impl ControlState {
                 Scope::Account(_) => true,
                 Scope::Day(_, d) => *d == day,
                 Scope::Month(_, m) => *m == month,
+                Scope::Minute(_, m) => *m == now.div_euclid(60_000),
             };
             if !current || touched.elapsed() >= COLD_AFTER {
                 self.give_back(&scope);
                 if let Some(l) = self.leases.as_mut() {
                     l.hot.remove(&scope);
+                    l.empty.remove(&scope);
+                    if !current {
+                        // A window that is over is forgotten here; Redis lets its pool expire.
+                        l.leased.remove(&scope);
+                    }
                 }
                 continue;
             }
@@ -188,7 +229,7 @@ impl ControlState {
         // Take it out of what the cores can spend first, then return it; put it back if Redis failed.
         let taken = match scope {
             Scope::Account(a) => self.account_counters(a).try_take(back),
-            Scope::Day(k, _) | Scope::Month(k, _) => {
+            Scope::Day(k, _) | Scope::Month(k, _) | Scope::Minute(k, _) => {
                 // Reserve it as used (so no request takes it meanwhile), lower the lease, release it.
                 let c = self.counters_of(k);
                 let (used, leased_here, window) = window_counters(&c, scope);

@@ -70,6 +70,8 @@ pub struct ControlState {
     pub(crate) credit_totals: HashMap<String, i64>,
     /// Several instances with Redis: what this instance leased (`limits::lease`).
     pub leases: Option<super::leases::Leases>,
+    /// Requests per minute of keys without their own limit.
+    pub default_rpm: u32,
     /// Set to end the control-plane loop.
     pub stopping: bool,
 }
@@ -141,6 +143,7 @@ impl ControlState {
                 Share::new(settings.cluster.instances)
             },
             credit_totals: HashMap::new(),
+            default_rpm: settings.billing.default_rpm,
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);
@@ -297,7 +300,10 @@ impl ControlState {
         if self.share.is_split() {
             entry.limit_daily_ngonka = entry.limit_daily_ngonka.map(|l| self.share.of(l));
             entry.limit_monthly_ngonka = entry.limit_monthly_ngonka.map(|l| self.share.of(l));
-            entry.rate_limit_rpm = entry.rate_limit_rpm.map(|r| self.share.rpm(r));
+            // With leases the cores split the rate themselves (a fixed share plus minute leases).
+            if !self.share.leased() {
+                entry.rate_limit_rpm = entry.rate_limit_rpm.map(|r| self.share.rpm(r));
+            }
         }
         Arc::new(entry)
     }

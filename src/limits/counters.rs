@@ -28,6 +28,10 @@ pub struct KeyCounters {
     /// on top of its fixed share (`limits::lease`). Always 0 otherwise.
     pub daily_leased: WindowCounter,
     pub monthly_leased: WindowCounter,
+    /// Several instances with leases: requests admitted in the current UTC minute, and the requests
+    /// this instance leased for it on top of its fixed share (the rate then works by minute windows).
+    pub minute_used: WindowCounter,
+    pub minute_leased: WindowCounter,
 }
 
 impl KeyCounters {
@@ -41,6 +45,8 @@ impl KeyCounters {
             monthly_spent: WindowCounter::new(month, month_spent),
             daily_leased: WindowCounter::default(),
             monthly_leased: WindowCounter::default(),
+            minute_used: WindowCounter::default(),
+            minute_leased: WindowCounter::default(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! # Design
 //! With `limits.redis_url` set, each budget of `total` (an account's credits, a child key's daily or
-//! monthly limit) is split in two. Half of it is fixed: every instance owns `floor(total / (2N))` outright
+//! monthly limit, a key's requests in one UTC minute) is split in two. Half of it is fixed: every instance owns `floor(total / (2N))` outright
 //! ([`super::share::Share`]), which it keeps whatever happens to Redis. The rest is a pool in Redis that
 //! instances *lease* slices of, atomically, in a Lua script: a lease is granted only from what no other
 //! instance holds, so the fixed shares plus all leases never add up to more than the total, and an
@@ -65,6 +65,8 @@ pub enum Scope {
     Day(String, i64),
     /// A key's monthly limit in a UTC month.
     Month(String, i64),
+    /// A key's requests per minute in a UTC minute (counted in requests, not ngonka).
+    Minute(String, i64),
 }
 
 impl Scope {
@@ -73,6 +75,7 @@ impl Scope {
             Scope::Account(a) => format!("{prefix}lease:acct:{a}"),
             Scope::Day(k, d) => format!("{prefix}lease:day:{k}:{d}"),
             Scope::Month(k, m) => format!("{prefix}lease:month:{k}:{m}"),
+            Scope::Minute(k, m) => format!("{prefix}lease:minute:{k}:{m}"),
         }
     }
 
@@ -82,6 +85,7 @@ impl Scope {
             Scope::Account(_) => 0,
             Scope::Day(..) => 3 * 86_400,
             Scope::Month(..) => 63 * 86_400,
+            Scope::Minute(..) => 180,
         }
     }
 
@@ -90,7 +94,7 @@ impl Scope {
     fn mode(&self) -> &'static str {
         match self {
             Scope::Account(_) => "max",
-            Scope::Day(..) | Scope::Month(..) => "set",
+            Scope::Day(..) | Scope::Month(..) | Scope::Minute(..) => "set",
         }
     }
 }

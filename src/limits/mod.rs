@@ -130,6 +130,37 @@ pub fn check_rate(key: &KeyEntry, default_rpm: u32, now_ms: i64) -> Result<Optio
     key.counters.rate.admit(rpm, now_ms.saturating_mul(1000)).map(Some).map_err(ApiError::RateLimited)
 }
 
+/// Several instances with leases: admits one request of `key` (limit `rpm`) in the current UTC minute
+/// against this instance's fixed share of the minute (`share_of_rpm`) plus what it leased for it.
+pub fn check_rate_leased(
+    key: &KeyEntry,
+    rpm: u32,
+    share_of_rpm: u32,
+    now_ms: i64,
+) -> Result<Option<RateLimitInfo>, ApiError> {
+    if rpm == 0 {
+        return Ok(None);
+    }
+    let minute = now_ms.div_euclid(60_000);
+    let to_next = u32::try_from((60_000 - now_ms.rem_euclid(60_000)).div_euclid(1000) + 1).unwrap_or(60);
+    let c = &key.counters;
+    let cap = u64::from(share_of_rpm).saturating_add(c.minute_leased.get(minute));
+    match c.minute_used.try_add(minute, 1, cap) {
+        Ok(before) => Ok(Some(RateLimitInfo {
+            limit: rpm,
+            remaining: u32::try_from(cap.saturating_sub(before + 1)).unwrap_or(u32::MAX),
+            reset_secs: to_next,
+            retry_after_secs: 0,
+        })),
+        Err(_) => Err(ApiError::RateLimited(RateLimitInfo {
+            limit: rpm,
+            remaining: 0,
+            reset_secs: to_next,
+            retry_after_secs: to_next,
+        })),
+    }
+}
+
 /// Holds `amount` against the key's daily and monthly limits and its account's balance, or refuses
 /// with the exact 402 of DESIGN §1.
 pub fn hold(
