@@ -63,6 +63,8 @@ pub struct AppParts {
     pub journal: Journal,
     pub upstream_tls: crate::http::tls::ClientTls,
     pub gonka: Option<Arc<crate::gonka::signer::GonkaSigner>>,
+    /// Shared with the control plane (several instances).
+    pub cluster: Arc<crate::control::leases::ClusterGauges>,
 }
 
 #[derive(Debug)]
@@ -81,6 +83,7 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub journal: Journal,
     pub holds: Arc<HoldGauges>,
+    pub cluster: Arc<crate::control::leases::ClusterGauges>,
     /// How `https://` nodes are reached.
     pub upstream_tls: crate::http::tls::ClientTls,
     /// Signs requests to `gonka` nodes.
@@ -104,6 +107,7 @@ impl App {
             journal,
             upstream_tls,
             gonka,
+            cluster,
         } = parts;
         let nodes = settings
             .upstream
@@ -133,6 +137,7 @@ impl App {
             clock,
             journal,
             holds: Arc::new(HoldGauges::default()),
+            cluster,
             upstream_tls,
             gonka,
             draining: AtomicBool::new(false),

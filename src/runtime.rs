@@ -252,6 +252,10 @@ pub fn start<T>(
     )
     .map_err(io_err)?;
     let extra = setup(&mut state).map_err(io_err)?;
+    if state.leases.is_none() {
+        state.gauges.redis_up.store(-1, Ordering::Relaxed);
+    }
+    let cluster = Arc::clone(&state.gauges);
     let (handle, rx) = crate::control::channel();
     let upstream_tls =
         ClientTls::new(settings.upstream.tls_system_roots, settings.upstream.tls_extra_ca.as_deref())?;
@@ -274,6 +278,7 @@ pub fn start<T>(
         journal,
         upstream_tls,
         gonka,
+        cluster,
     };
     let app = Arc::new(App::new(parts, crate::control::health::resolve));
     let control = ControlPlane::start(state, handle, rx)?;

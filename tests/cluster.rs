@@ -135,6 +135,14 @@ impl Instance {
         http(addr, method, path, &[("Authorization", &auth)], body.as_deref().map(str::as_bytes))
     }
 
+    /// A gauge or counter from `/metrics`.
+    fn metric(&self, name: &str) -> f64 {
+        let text = self.admin("GET", "/metrics", None).text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    }
+
     fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
         let auth = format!("Bearer {token}");
         let body = body.map(|b| b.to_string());
@@ -405,6 +413,8 @@ fn a_pause_on_one_instance_stops_the_key_on_the_other_within_a_second() {
         max.as_secs_f64() * 1e3
     );
     assert!(max < Duration::from_secs(1), "max propagation {max:?}");
+    assert!(c.b.metric("gateway_store_changes_applied_total") >= 100.0);
+    assert_eq!(c.b.metric("gateway_redis_up"), -1.0, "no redis in this cluster");
 }
 
 #[test]
@@ -588,10 +598,13 @@ fn a_redis_cut_leaves_each_instance_what_it_holds_and_limits_still_hold() {
     let ok_during = during.iter().filter(|r| r.status == 200).count();
     assert!(during.iter().all(|r| r.status == 200 || r.status == 402));
     assert!(ok_during > 0, "served from what each instance holds while redis is away");
+    assert!(eventually(Duration::from_secs(2), || c.a.metric("gateway_redis_up") == 0.0));
     redis.restore();
     std::thread::sleep(Duration::from_millis(1500));
     let after = burst(c.a.addr(), &child, 100, 8, 16);
     let ok_after = after.iter().filter(|r| r.status == 200).count();
+    assert!(eventually(Duration::from_secs(2), || c.a.metric("gateway_redis_up") == 1.0));
+    assert!(c.a.metric("gateway_leased") > 0.0);
     let total_ok = 20 + ok_during + ok_after;
     let recs = settled_records(&c, &acc, total_ok);
     let spent = cost_sum(&recs) as u64;

@@ -305,5 +305,24 @@ pub fn metrics(app: &App) -> String {
         "Keys in the key cache.",
         i64::try_from(app.keys.entry_count()).unwrap_or(i64::MAX),
     );
+    gauge(
+        &mut extra,
+        "gateway_redis_up",
+        "Several instances: 1 when Redis answers lease calls, 0 when not, -1 without Redis.",
+        app.cluster.redis_up.load(Ordering::Relaxed),
+    );
+    gauge(
+        &mut extra,
+        "gateway_leased",
+        "Several instances: what this instance leased from Redis, spent or not (ngonka and requests).",
+        app.cluster.leased.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        extra,
+        "# HELP gateway_store_changes_applied_total Changes from other instances applied through the \
+         store's change feed.\n# TYPE gateway_store_changes_applied_total counter\n\
+         gateway_store_changes_applied_total {}",
+        app.cluster.changes_applied.load(Ordering::Relaxed)
+    );
     app.metrics.render(&extra)
 }

@@ -28,6 +28,17 @@ fn window_counters<'a>(c: &'a KeyCounters, scope: &Scope) -> (&'a WindowCounter,
     }
 }
 
+/// Several instances, for `/metrics`: written by the control plane and the change feed.
+#[derive(Debug, Default)]
+pub struct ClusterGauges {
+    /// 1 when Redis answered the last lease call, 0 when not, -1 without Redis.
+    pub redis_up: std::sync::atomic::AtomicI64,
+    /// What this instance leases, spent or not (sum over budgets, ngonka and requests alike).
+    pub leased: std::sync::atomic::AtomicI64,
+    /// Changes from other instances applied through the store's change feed.
+    pub changes_applied: std::sync::atomic::AtomicU64,
+}
+
 /// What the control plane knows of its leases.
 #[derive(Debug)]
 pub struct Leases {
@@ -181,6 +192,11 @@ impl ControlState {
     /// need, gives back what cold scopes do not use.
     pub fn tick_leases(&mut self) {
         let Some(leases) = self.leases.as_mut() else { return };
+        let leased: u64 = leases.leased.values().sum();
+        self.gauges.redis_up.store(i64::from(leases.is_up()), std::sync::atomic::Ordering::Relaxed);
+        self.gauges
+            .leased
+            .store(i64::try_from(leased).unwrap_or(i64::MAX), std::sync::atomic::Ordering::Relaxed);
         if !leases.synced {
             self.sync_leases();
             return;

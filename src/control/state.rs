@@ -72,6 +72,8 @@ pub struct ControlState {
     pub leases: Option<super::leases::Leases>,
     /// Requests per minute of keys without their own limit.
     pub default_rpm: u32,
+    /// Several instances: what `/metrics` shows of leases and the change feed.
+    pub gauges: Arc<super::leases::ClusterGauges>,
     /// Set to end the control-plane loop.
     pub stopping: bool,
 }
@@ -144,6 +146,7 @@ impl ControlState {
             },
             credit_totals: HashMap::new(),
             default_rpm: settings.billing.default_rpm,
+            gauges: Arc::default(),
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);
@@ -232,6 +235,7 @@ impl ControlState {
 
     /// Applies what a change feed reported (another instance wrote to the shared store).
     pub fn on_change(&mut self, change: Change) {
+        self.gauges.changes_applied.fetch_add(1, Ordering::Relaxed);
         let keys = matches!(change, Change::Keys | Change::All);
         let prices = matches!(change, Change::Prices | Change::All);
         let credits = matches!(change, Change::Credits | Change::All);
