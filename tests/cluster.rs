@@ -351,12 +351,7 @@ fn limits_and_balances_hold_exactly_across_two_instances_behind_nginx() {
     println!("child key: {ok} answered, {refused} refused, {spent} of {daily} ngonka spent");
 
     // A small balance, a managed key of that account, 200 at once.
-    let (acc2, tok2) = c.account(40_000);
-    let key = c.a.api(&tok2, "POST", "/api/keys", Some(json!({"name": "k"}))).json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, 16).status == 200));
+    let (acc2, key) = managed_key(&c, 40_000, 16);
     let resps = burst(c.lb, &key, 200, 200, 16);
     let ok = resps.iter().filter(|r| r.status == 200).count() + 1;
     assert!(resps.iter().any(|r| r.status == 402), "the balance ran out");
@@ -440,12 +435,7 @@ fn the_rpm_limit_holds_across_both_instances() {
 #[test]
 fn kill_9_of_one_instance_loses_nothing_and_the_other_keeps_serving() {
     let mut c = Cluster::start_with(5432, Some(6379), &["--completion-tokens", "4"]);
-    let (acc, tok) = c.account(1_000_000_000_000);
-    let key = c.a.api(&tok, "POST", "/api/keys", Some(json!({"name": "k"}))).json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, 4).status == 200));
+    let (acc, key) = managed_key(&c, 1_000_000_000_000, 4);
     let stop = Arc::new(AtomicBool::new(false));
     let answered: Arc<Mutex<Vec<(Instant, u16, String)>>> = Arc::default();
     let lb = c.lb;
@@ -503,12 +493,7 @@ fn kill_9_of_one_instance_loses_nothing_and_the_other_keeps_serving() {
 fn a_cut_to_postgres_is_ridden_out_and_replayed_exactly_once() {
     let proxy = CutProxy::start(PG);
     let c = Cluster::start(proxy.port, &["--completion-tokens", "4"]);
-    let (acc, tok) = c.account(1_000_000_000_000);
-    let key = c.a.api(&tok, "POST", "/api/keys", Some(json!({"name": "k"}))).json()["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, 4).status == 200));
+    let (acc, key) = managed_key(&c, 1_000_000_000_000, 4);
     let mut ok_ids = HashSet::new();
     let mut collect = |resps: Vec<Resp>| {
         for r in resps {
@@ -539,6 +524,18 @@ fn a_cut_to_postgres_is_ridden_out_and_replayed_exactly_once() {
 }
 
 const REDIS: &str = "127.0.0.1:6379";
+
+/// A managed key of a new account credited with `credit`, answered by instance b (which also proves it
+/// got there): (account, key). The probe is one billed request of `max_tokens`.
+fn managed_key(c: &Cluster, credit: u64, max_tokens: u64) -> (String, String) {
+    let (acc, tok) = c.account(credit);
+    let key = c.a.api(&tok, "POST", "/api/keys", Some(json!({"name": "k"}))).json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, max_tokens).status == 200));
+    (acc, key)
+}
 
 /// A child key with `limits` (e.g. `limit_daily_ngonka`) on a rich account, made through instance a and
 /// known to instance b: (account, key).
