@@ -291,9 +291,10 @@ pub fn start<T>(
             let control = app.control.clone();
             // Another instance's write reaches this one's cache and counters: the feed thread hands the
             // change to the control plane and waits for it to be applied, so changes apply in order.
-            let on_change = Box::new(move |change| {
+            let on_change = Box::new(move |change: crate::store::Change| {
+                let what = format!("{change:?}");
                 if control.call_blocking(move |st| st.on_change(change)).is_err() {
-                    log::debug!(target: "store", "change {change:?} not applied: the control plane stopped");
+                    log::debug!(target: "store", "change {what} not applied: the control plane stopped");
                 }
             });
             let thread = crate::store::postgres::spawn_change_feed(pg, Arc::clone(&stop), on_change)?;

@@ -94,6 +94,9 @@ fn usage_applies_once_with_its_spend(s: &mut dyn Store) {
     let mine = s.instance_spend(20_001, 700).unwrap();
     assert_eq!(mine.accounts, vec![("acc_a".to_owned(), 150)]);
     assert_eq!(mine.keys, spend);
+    assert_eq!(s.key_spend_of("key_1", 20_001, 700).unwrap(), (50, 150));
+    assert_eq!(s.key_spend_of("key_none", 20_001, 700).unwrap(), (0, 0));
+    assert_eq!(s.account_credit("acc_a").unwrap(), 1_500);
     let q = UsageQuery { account_id: "acc_a".into(), from_day: 0, to_day: 30_000, group_by: GroupBy::Day };
     let days = s.usage_summary(&q).unwrap();
     assert_eq!(
@@ -310,7 +313,10 @@ fn postgres_change_feed_reports_another_stores_writes() {
     writer.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
     assert_eq!(next(), Change::Keys);
     writer.credit("acc_a", 5, "c", 1).unwrap();
-    assert_eq!(next(), Change::Credits);
+    assert_eq!(next(), Change::Credits("acc_a".into()));
+    assert_eq!(writer.account_credit("acc_a").unwrap(), 5);
+    assert_eq!(writer.account_credit("acc_none").unwrap(), 0);
+    assert_eq!(writer.key_spend_of("key_t", 1, 1).unwrap(), (0, 0));
     writer.credit("acc_a", 5, "c", 1).unwrap();
     let row =
         PriceRow { model: "m".into(), price_prompt_ngonka: 1, price_completion_ngonka: 2, updated_at: 1 };

@@ -162,7 +162,7 @@ impl ControlState {
         let outcome = self.store.credit(account_id, amount, reference, now())?;
         if self.share.is_split() {
             // Several instances: every one (this one too) takes its share of the new total.
-            self.refresh_credits()?;
+            self.refresh_credit(account_id)?;
         } else if outcome.applied {
             self.account_counters(account_id).credit(amount);
         }

@@ -226,6 +226,21 @@ impl ControlState {
         Ok(())
     }
 
+    /// Several instances: takes this instance's share of what was credited to one account.
+    pub fn refresh_credit(&mut self, account: &str) -> Result<(), StoreError> {
+        if !self.share.is_split() {
+            return Ok(());
+        }
+        let total = self.store.account_credit(account)?;
+        let old = self.credit_totals.get(account).copied().unwrap_or(0);
+        if total != old {
+            let delta = self.share.of_i64(total) - self.share.of_i64(old);
+            self.account_counters(account).credit(delta);
+            self.credit_totals.insert(account.to_owned(), total);
+        }
+        Ok(())
+    }
+
     /// Reloads the prices from the store and publishes them to the cores.
     pub fn reload_prices(&mut self) -> Result<(), StoreError> {
         let prices = self.store.prices()?;
@@ -238,7 +253,12 @@ impl ControlState {
         self.gauges.changes_applied.fetch_add(1, Ordering::Relaxed);
         let keys = matches!(change, Change::Keys | Change::All);
         let prices = matches!(change, Change::Prices | Change::All);
-        let credits = matches!(change, Change::Credits | Change::All);
+        if let Change::Credits(account) = &change
+            && let Err(e) = self.refresh_credit(account)
+        {
+            log::warn!(target: "store", "cannot reload the credits of {account}: {e}");
+        }
+        let credits = matches!(change, Change::All);
         if keys {
             self.reconcile();
         }
@@ -276,10 +296,8 @@ impl ControlState {
         }
         let _ = self.flush_journal();
         let (day, month) = (day_index(now), month_index(now));
-        let (d, m) = match self.store.key_spend(day, month) {
-            Ok(all) => {
-                all.into_iter().find(|s| s.key_id == row.id).map_or((0, 0), |s| (s.day_spent, s.month_spent))
-            }
+        let (d, m) = match self.store.key_spend_of(&row.id, day, month) {
+            Ok(spend) => spend,
             Err(e) => {
                 log::warn!(target: "store", "cannot read key spend: {e}");
                 (0, 0)

@@ -108,14 +108,14 @@ pub struct InstanceSpend {
 }
 
 /// What changed in the store, as told by a change feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Keys (or accounts with their tokens) were written: catch up with `keys_since`.
     Keys,
     /// A model price was written: reload `prices`.
     Prices,
-    /// An account was credited: reload `account_credits`.
-    Credits,
+    /// An account was credited: reload its `account_credit`.
+    Credits(String),
     /// The feed (re)connected and may have missed notifications: catch up with everything.
     All,
 }
@@ -189,6 +189,18 @@ pub trait Store: Send {
     fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>>;
     /// Everything ever credited to each account (sum of its credits).
     fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>>;
+    /// Everything ever credited to one account.
+    fn account_credit(&mut self, account_id: &str) -> StoreResult<i64> {
+        Ok(self.account_credits()?.into_iter().find(|(a, _)| a == account_id).map_or(0, |(_, c)| c))
+    }
+    /// One key's spend in `day` and in `month`.
+    fn key_spend_of(&mut self, key_id: &str, day: i64, month: i64) -> StoreResult<(u64, u64)> {
+        Ok(self
+            .key_spend(day, month)?
+            .into_iter()
+            .find(|s| s.key_id == key_id)
+            .map_or((0, 0), |s| (s.day_spent, s.month_spent)))
+    }
     /// What this instance spent (per account ever; per key in `day` and in `month`). A store used by one
     /// instance only (SQLite) answers with all spend.
     fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<InstanceSpend>;

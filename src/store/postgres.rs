@@ -429,7 +429,7 @@ impl Store for PostgresStore {
                 &[&account_id, &amount],
             )
             .map_err(err)?;
-            self.notify(&mut tx, "credits")?;
+            self.notify(&mut tx, &format!("credits:{account_id}"))?;
         }
         let balance: i64 = tx
             .query_one("SELECT balance_ngonka FROM accounts WHERE id = $1", &[&account_id])
@@ -600,6 +600,31 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    fn account_credit(&mut self, account_id: &str) -> StoreResult<i64> {
+        let mut conn = self.conn()?;
+        let r = conn
+            .query_one(
+                "SELECT COALESCE(SUM(amount_ngonka), 0)::BIGINT FROM credits WHERE account_id = $1",
+                &[&account_id],
+            )
+            .map_err(err)?;
+        Ok(r.get(0))
+    }
+
+    fn key_spend_of(&mut self, key_id: &str, day: i64, month: i64) -> StoreResult<(u64, u64)> {
+        let mut conn = self.conn()?;
+        let r = conn
+            .query_one(
+                "SELECT COALESCE(SUM(CASE WHEN period = 'day' THEN spent_ngonka ELSE 0 END), 0)::BIGINT,
+                        COALESCE(SUM(CASE WHEN period = 'month' THEN spent_ngonka ELSE 0 END), 0)::BIGINT
+                 FROM key_spend WHERE key_id = $1
+                   AND ((period = 'day' AND period_index = $2) OR (period = 'month' AND period_index = $3))",
+                &[&key_id, &day, &month],
+            )
+            .map_err(err)?;
+        Ok((r.get::<_, i64>(0).max(0) as u64, r.get::<_, i64>(1).max(0) as u64))
+    }
+
     fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<InstanceSpend> {
         let instance = self.instance.clone();
         let mut conn = self.conn()?;
@@ -755,8 +780,10 @@ pub fn spawn_change_feed(
                         Ok(Some(n)) => match n.payload() {
                             "keys" => on_change(Change::Keys),
                             "prices" => on_change(Change::Prices),
-                            "credits" => on_change(Change::Credits),
-                            _ => on_change(Change::All),
+                            p => match p.strip_prefix("credits:") {
+                                Some(account) => on_change(Change::Credits(account.to_owned())),
+                                None => on_change(Change::All),
+                            },
                         },
                         Ok(None) => break,
                         Err(e) => {
