@@ -29,6 +29,7 @@ fn bench(c: &mut Criterion) {
             limit_monthly_ngonka: None,
             rate_limit_rpm: None,
             expires_at: None,
+            fit_max_tokens: None,
             created_at: 0,
             updated_at: 0,
             version: i64::from(i),

@@ -19,6 +19,7 @@ use gonka_gateway::auth::keys::{KeyKind, KeyStatus};
 use gonka_gateway::billing::journal::encode;
 use gonka_gateway::billing::record::{RecordStatus, UsageRecord};
 use gonka_gateway::limits::counters::{AccountCounters, KeyCounters};
+use gonka_gateway::limits::fit::Quote;
 use gonka_gateway::limits::{HoldGauges, check_rate, hold};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -64,6 +65,7 @@ fn key() -> Arc<KeyEntry> {
         limit_monthly_ngonka: Some(u64::MAX / 2),
         rate_limit_rpm: Some(u32::MAX),
         expires_at: None,
+        fit_max_tokens: None,
         counters: Arc::new(KeyCounters::default()),
         account: Arc::new(AccountCounters::new(i64::MAX / 2)),
     })
@@ -74,21 +76,23 @@ fn bench(c: &mut Criterion) {
     let gauges = Arc::new(HoldGauges::default());
     let now = 1_795_300_000_000i64;
     let mut t = now;
+    // A request's worst case: 1,500 prompt bytes at 10 and 4096 completion tokens at 2 (never fitted).
+    let q = Quote { prompt_ngonka: 6_808, per_token_ngonka: 2, max_tokens: 4096, fit_floor: None };
     let mut g = c.benchmark_group("limits");
     g.bench_function("admit", |b| {
         b.iter(|| {
             t += 1;
             black_box(check_rate(&k, 60, t).unwrap());
-            let h = hold(&k, black_box(15_000), t, &gauges).unwrap();
-            std::mem::forget(h);
+            let a = hold(&k, black_box(&q), t, &gauges).unwrap();
+            std::mem::forget(a);
         })
     });
     g.bench_function("admit_and_settle", |b| {
         b.iter(|| {
             t += 1;
             black_box(check_rate(&k, 60, t).unwrap());
-            let h = hold(&k, black_box(15_000), t, &gauges).unwrap();
-            black_box(h.settle(black_box(2_200)))
+            let a = hold(&k, black_box(&q), t, &gauges).unwrap();
+            a.hold.settle(black_box(2_200));
         })
     });
     let record = UsageRecord {
@@ -114,8 +118,8 @@ fn bench(c: &mut Criterion) {
     let admit_settle = allocations_per_call(|| {
         t2 += 1;
         let _ = check_rate(&k, 60, t2);
-        if let Ok(h) = hold(&k, 15_000, t2, &gauges) {
-            black_box(h.settle(2_200));
+        if let Ok(a) = hold(&k, &q, t2, &gauges) {
+            a.hold.settle(2_200);
         }
     });
     let encode_allocs = allocations_per_call(|| {

@@ -43,6 +43,7 @@ impl ModelTable {
                     context_length: None,
                     price_prompt_ngonka: p.price_prompt_ngonka,
                     price_completion_ngonka: p.price_completion_ngonka,
+                    tokenizer: None,
                 }),
             }
         }
@@ -65,6 +66,7 @@ pub struct AppParts {
     pub gonka: Option<Arc<crate::gonka::signer::GonkaSigner>>,
     /// Shared with the control plane (several instances).
     pub cluster: Arc<crate::control::leases::ClusterGauges>,
+    pub tokenizers: crate::billing::estimate::Tokenizers,
 }
 
 #[derive(Debug)]
@@ -88,6 +90,8 @@ pub struct App {
     pub upstream_tls: crate::http::tls::ClientTls,
     /// Signs requests to `gonka` nodes.
     pub gonka: Option<Arc<crate::gonka::signer::GonkaSigner>>,
+    /// Tokenizers of the models that have one (exact prompt counts).
+    pub tokenizers: crate::billing::estimate::Tokenizers,
     /// Set when shutdown starts: `/readyz` turns 503 so load balancers stop sending.
     pub draining: AtomicBool,
 }
@@ -108,6 +112,7 @@ impl App {
             upstream_tls,
             gonka,
             cluster,
+            tokenizers,
         } = parts;
         let nodes = settings
             .upstream
@@ -140,6 +145,7 @@ impl App {
             cluster,
             upstream_tls,
             gonka,
+            tokenizers,
             draining: AtomicBool::new(false),
         }
     }

@@ -60,6 +60,7 @@ pub struct ConfigFile {
     pub cluster: ClusterFile,
     pub keys: KeysFile,
     pub limits: LimitsFile,
+    pub billing: BillingFile,
     pub journal: JournalFile,
     pub log: LogFile,
 }
@@ -77,6 +78,7 @@ impl Default for ConfigFile {
             cluster: ClusterFile::default(),
             keys: KeysFile::default(),
             limits: LimitsFile::default(),
+            billing: BillingFile::default(),
             journal: JournalFile::default(),
             log: LogFile::default(),
         }
@@ -167,6 +169,12 @@ pub struct LimitsFile {
     /// Completion tokens held (and forwarded as `max_tokens`) for a request that sets no
     /// `max_tokens`/`max_completion_tokens`.
     pub default_max_tokens: u64,
+    /// When a request's worst case does not fit what is left of its budgets, lower the `max_tokens`
+    /// sent to the node to what fits: `unset` (only for requests that did not set one), `always` (an
+    /// explicit `max_tokens` too) or `never`. Keys may override it (`fit_max_tokens`).
+    pub fit_max_tokens: String,
+    /// The fewest completion tokens a fitted request is sent with; below that it is refused.
+    pub min_fit_tokens: u64,
     /// Several instances: Redis through which they lease budgets from each other (`redis://host:port`).
     /// Empty = each instance keeps a fixed share of every budget.
     pub redis_url: String,
@@ -174,7 +182,30 @@ pub struct LimitsFile {
 
 impl Default for LimitsFile {
     fn default() -> Self {
-        Self { default_rpm: 60, default_max_tokens: 4096, redis_url: String::new() }
+        Self {
+            default_rpm: 60,
+            default_max_tokens: 4096,
+            fit_max_tokens: "unset".into(),
+            min_fit_tokens: 256,
+            redis_url: String::new(),
+        }
+    }
+}
+
+/// `[billing]`: what a request pays when it does not end normally.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingFile {
+    /// After a client leaves, the node's answer is still read (not relayed) for up to this long, ms, to
+    /// learn its usage: what the node generated is paid for.
+    pub drain_after_client_gone_ms: u64,
+    /// ... and up to this many bytes of it.
+    pub drain_after_client_gone_bytes: u64,
+}
+
+impl Default for BillingFile {
+    fn default() -> Self {
+        Self { drain_after_client_gone_ms: 10_000, drain_after_client_gone_bytes: 16 * 1024 * 1024 }
     }
 }
 
@@ -189,11 +220,14 @@ pub struct JournalFile {
     pub wait: String,
     /// Group fsync period of the journal, ms.
     pub fsync_interval_ms: u64,
+    /// A request still being relayed journals a progress mark (what it has cost so far) every this many
+    /// completion tokens relayed, so a crash of the process loses at most that many per answer.
+    pub progress_tokens: u64,
 }
 
 impl Default for JournalFile {
     fn default() -> Self {
-        Self { dir: String::new(), wait: "write".into(), fsync_interval_ms: 20 }
+        Self { dir: String::new(), wait: "write".into(), fsync_interval_ms: 20, progress_tokens: 512 }
     }
 }
 
@@ -437,6 +471,10 @@ pub struct ModelFile {
     /// Price per completion token, ngonka.
     #[serde(default)]
     pub price_completion_ngonka: u64,
+    /// A Hugging Face `tokenizer.json` for the model: prompt estimates (a request whose node gave no
+    /// usage) count its tokens exactly. Empty = estimated from the text's length.
+    #[serde(default)]
+    pub tokenizer: String,
 }
 
 /// `[log]`.
@@ -544,6 +582,8 @@ pub struct ModelSpec {
     pub context_length: Option<u64>,
     pub price_prompt_ngonka: u64,
     pub price_completion_ngonka: u64,
+    /// Its `tokenizer.json`, when configured.
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// A PostgreSQL store shared by several instances.
@@ -572,6 +612,14 @@ pub enum StoreSettings {
 pub struct BillingSettings {
     pub default_rpm: u32,
     pub default_max_tokens: u64,
+    /// The fit policy of keys without their own.
+    pub fit_max_tokens: crate::limits::fit::FitPolicy,
+    pub min_fit_tokens: u64,
+    /// How long, and how many bytes of it, a node's answer is still read after the client left.
+    pub drain_after_client_gone: Duration,
+    pub drain_after_client_gone_bytes: u64,
+    /// Completion tokens relayed between two progress marks of an answer.
+    pub progress_tokens: u64,
     pub journal_dir: PathBuf,
     pub journal_wait: crate::billing::journal::WaitFor,
     pub journal_fsync_interval: Duration,
@@ -709,6 +757,7 @@ impl ConfigFile {
                 context_length: m.context_length,
                 price_prompt_ngonka: m.price_prompt_ngonka,
                 price_completion_ngonka: m.price_completion_ngonka,
+                tokenizer: (!m.tokenizer.is_empty()).then(|| PathBuf::from(&m.tokenizer)),
             });
         }
 
@@ -864,6 +913,22 @@ impl ConfigFile {
                 crate::limits::share::Share::new(cluster.instances).rpm(self.limits.default_rpm)
             },
             default_max_tokens: self.limits.default_max_tokens,
+            fit_max_tokens: crate::limits::fit::FitPolicy::parse(&self.limits.fit_max_tokens).ok_or_else(
+                || {
+                    invalid(format!(
+                        "limits.fit_max_tokens {:?} is not unset, always or never",
+                        self.limits.fit_max_tokens
+                    ))
+                },
+            )?,
+            min_fit_tokens: self.limits.min_fit_tokens.max(1),
+            drain_after_client_gone: Duration::from_millis(self.billing.drain_after_client_gone_ms),
+            drain_after_client_gone_bytes: self.billing.drain_after_client_gone_bytes,
+            progress_tokens: if self.journal.progress_tokens == 0 {
+                return Err(invalid("journal.progress_tokens must be at least 1"));
+            } else {
+                self.journal.progress_tokens
+            },
             journal_dir: if self.journal.dir.is_empty() {
                 data_dir.join("journal")
             } else {
@@ -927,6 +992,7 @@ mod tests {
         assert_eq!(format!("{:?}", file.keys), format!("{:?}", defaults.keys));
         assert_eq!(format!("{:?}", file.limits), format!("{:?}", defaults.limits));
         assert_eq!(format!("{:?}", file.journal), format!("{:?}", defaults.journal));
+        assert_eq!(format!("{:?}", file.billing), format!("{:?}", defaults.billing));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));

@@ -81,6 +81,7 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
             context_length: Some(*ctx),
             price_prompt_ngonka: *pp,
             price_completion_ngonka: *pc,
+            tokenizer: String::new(),
         })
         .collect();
     if !gonka {

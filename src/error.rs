@@ -33,7 +33,13 @@ pub enum ApiError {
     #[error("Management keys cannot be used for inference; create a child key.")]
     ManagementKeyNotAllowed,
     #[error("This child key has reached its spending limit.")]
-    ChildKeyLimit { daily_remaining: u64, monthly_remaining: u64 },
+    /// What remains of each window; `None` for a window without a limit.
+    ChildKeyLimit { daily_remaining: Option<u64>, monthly_remaining: Option<u64> },
+    /// Only holds of requests in flight stand in the way; they are released as those requests end.
+    #[error(
+        "This request's budget is taken by requests in flight ({held_ngonka} ngonka held); retry once they finish."
+    )]
+    BudgetInFlight { held_ngonka: u64 },
     #[error("The account balance cannot cover this request.")]
     InsufficientBalance,
     #[error("Rate limit reached: {} requests per minute.", .0.limit)]
@@ -83,7 +89,7 @@ impl ApiError {
             Self::Conflict(_) => 409,
             Self::PayloadTooLarge => 413,
             Self::RequestTimeout => 408,
-            Self::RateLimited(_) => 429,
+            Self::RateLimited(_) | Self::BudgetInFlight { .. } => 429,
             Self::BadRequest { .. } => 400,
             Self::UpstreamUnavailable { status, .. } => *status,
             Self::UpstreamTimeout => 504,
@@ -100,7 +106,7 @@ impl ApiError {
             Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => "permission_error",
             Self::ChildKeyLimit { .. } => "child_key_limit",
             Self::InsufficientBalance => "insufficient_quota",
-            Self::RateLimited(_) => "rate_limit_error",
+            Self::RateLimited(_) | Self::BudgetInFlight { .. } => "rate_limit_error",
             Self::BadRequest { .. }
             | Self::ModelNotFound(_)
             | Self::NotFound(_)
@@ -124,6 +130,7 @@ impl ApiError {
             Self::ChildKeyLimit { .. } => "child_key_limit",
             Self::InsufficientBalance => "insufficient_balance",
             Self::RateLimited(_) => "rate_limit_exceeded",
+            Self::BudgetInFlight { .. } => "budget_in_flight",
             Self::BadRequest { .. } => "invalid_request_error",
             Self::ModelNotFound(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
@@ -178,7 +185,7 @@ impl ApiError {
             Self::UpstreamUnavailable { retry_after_secs: Some(s), .. } => {
                 vec![("Retry-After", s.to_string())]
             }
-            Self::Unavailable(_) => vec![("Retry-After", "1".to_owned())],
+            Self::Unavailable(_) | Self::BudgetInFlight { .. } => vec![("Retry-After", "1".to_owned())],
             _ => Vec::new(),
         }
     }
@@ -190,9 +197,13 @@ impl ApiError {
         err.insert("type".into(), Value::String(self.kind().to_owned()));
         err.insert("code".into(), self.code().map_or(Value::Null, |c| Value::String(c.to_owned())));
         err.insert("param".into(), self.param().map_or(Value::Null, |p| Value::String(p.to_owned())));
+        let amount = |v: &Option<u64>| v.map_or(Value::Null, |n| Value::String(n.to_string()));
         if let Self::ChildKeyLimit { daily_remaining, monthly_remaining } = self {
-            err.insert("daily_remaining".into(), Value::String(daily_remaining.to_string()));
-            err.insert("monthly_remaining".into(), Value::String(monthly_remaining.to_string()));
+            err.insert("daily_remaining".into(), amount(daily_remaining));
+            err.insert("monthly_remaining".into(), amount(monthly_remaining));
+        }
+        if let Self::BudgetInFlight { held_ngonka } = self {
+            err.insert("held_ngonka".into(), Value::String(held_ngonka.to_string()));
         }
         serde_json::to_vec(&json!({ "error": err })).unwrap_or_default()
     }
@@ -213,7 +224,7 @@ mod tests {
 
     #[test]
     fn child_key_limit_body_is_exact() {
-        let e = ApiError::ChildKeyLimit { daily_remaining: 0, monthly_remaining: 500_000_000 };
+        let e = ApiError::ChildKeyLimit { daily_remaining: Some(0), monthly_remaining: Some(500_000_000) };
         let v: Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(e.status(), 402);
         assert_eq!(v["error"]["type"], "child_key_limit");
@@ -221,6 +232,18 @@ mod tests {
         assert_eq!(v["error"]["daily_remaining"], "0");
         assert_eq!(v["error"]["monthly_remaining"], "500000000");
         assert!(v["error"]["message"].is_string());
+        let unlimited = ApiError::ChildKeyLimit { daily_remaining: Some(0), monthly_remaining: None };
+        let v: Value = serde_json::from_slice(&unlimited.body()).unwrap();
+        assert_eq!(v["error"]["monthly_remaining"], Value::Null, "a window without a limit is null");
+    }
+
+    #[test]
+    fn a_budget_held_in_flight_is_a_retryable_429() {
+        let e = ApiError::BudgetInFlight { held_ngonka: 1234 };
+        assert_eq!((e.status(), e.code()), (429, Some("budget_in_flight")));
+        assert!(e.headers().contains(&("Retry-After", "1".to_owned())));
+        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["held_ngonka"], "1234");
     }
 
     #[test]

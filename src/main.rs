@@ -193,6 +193,9 @@ struct SimArgs {
     drop_rate: f64,
     #[arg(long, default_value_t = 0.0)]
     stall_rate: f64,
+    /// A misbehaving node: completion tokens generated past the max_tokens it was sent.
+    #[arg(long, default_value_t = 0)]
+    overrun_tokens: u64,
     /// Check Gonka signatures (each node has a gonka1… address; participants and the allowlist are served).
     #[arg(long)]
     gonka: bool,
@@ -377,6 +380,7 @@ fn run_sim(args: SimArgs) -> ExitCode {
             capacity_rate: args.capacity_rate,
             drop_rate: args.drop_rate,
             stall_rate: args.stall_rate,
+            overrun_tokens: args.overrun_tokens,
         },
     };
     let handle = match sim::start(config) {

@@ -267,6 +267,9 @@ pub fn start<T>(
         Some((cert, key)) => Some(ServerTls::from_pem_files(cert, key)?),
         None => None,
     };
+    let tokenizers = crate::billing::estimate::Tokenizers::load(
+        settings.models.iter().filter_map(|m| m.tokenizer.as_deref().map(|t| (m.id.as_str(), t))),
+    )?;
     let parts = AppParts {
         settings,
         admin_token,
@@ -279,6 +282,7 @@ pub fn start<T>(
         upstream_tls,
         gonka,
         cluster,
+        tokenizers,
     };
     let app = Arc::new(App::new(parts, crate::control::health::resolve));
     let control = ControlPlane::start(state, handle, rx)?;

@@ -40,6 +40,7 @@ fn key(id: &str, account: &str, kind: KeyKind, hash: u8) -> KeyRow {
         limit_monthly_ngonka: None,
         rate_limit_rpm: None,
         expires_at: None,
+        fit_max_tokens: None,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,
         version: 0,

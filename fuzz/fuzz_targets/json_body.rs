@@ -1,6 +1,6 @@
 //! Inference bodies: inspection of anything a client sends, and the rewrite the gateway forwards. Checks:
 //! a body that passes inspection rewrites to valid JSON that passes again, with usage asked for, a
-//! `max_tokens` bound, and the same model and stream flag.
+//! the node bounded by the limit asked for, and the same model and stream flag.
 #![no_main]
 
 use gonka_gateway::api::body::{Endpoint, JsonScratch, Rewrite, inspect, rewrite};
@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
     let mut scratch = JsonScratch::default();
     for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings] {
         let Ok(first) = inspect(endpoint, data, &mut scratch) else { continue };
-        let rw = Rewrite { force_include_usage: first.stream, add_max_tokens: first.max_tokens.is_none().then_some(77) };
+        let limit = (endpoint != Endpoint::Embeddings).then(|| first.client_max_tokens(endpoint).unwrap_or(77).min(77));
+        let rw = Rewrite::for_body(endpoint, &first, limit);
         let mut out = Vec::new();
         if rewrite(data, &first, rw, &mut out).is_err() {
             continue;
@@ -20,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
         let second = inspect(endpoint, forwarded, &mut scratch).expect("the rewrite inspects again");
         assert_eq!(second.model, first.model);
         assert_eq!(second.stream, first.stream);
-        assert!(second.max_tokens.is_some() || endpoint == Endpoint::Embeddings || first.max_tokens.is_some() || rw.add_max_tokens.is_none());
+        if let Some(limit) = limit {
+            assert!(second.bounded_by(endpoint, limit), "the node is held to the limit");
+        }
         if first.stream {
             assert!(second.include_usage);
         }

@@ -29,6 +29,9 @@ pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
         "status": row.status.as_str(),
         "created_at": crate::clock::rfc3339(row.created_at),
     });
+    if matches!(row.kind, KeyKind::Managed | KeyKind::Child) {
+        v["fit_max_tokens"] = json!(row.fit_max_tokens.map(|p| p.as_str()));
+    }
     if row.kind == KeyKind::Child {
         v["management_key_id"] = json!(row.parent_id);
         v["limit_daily_ngonka"] = opt_amount(row.limit_daily_ngonka);
@@ -104,12 +107,16 @@ async fn create_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Re
     let account = account_caller(ex)?;
     let mut f = Fields::parse(&ex.read_body().await?)?;
     let name = f.required_name("name")?;
+    let fit_max_tokens =
+        if kind == KeyKind::Managed { f.fit_policy("fit_max_tokens")?.flatten() } else { None };
     f.finish()?;
     let core = ex.core();
     let k = core
         .app
         .control
-        .call(move |st| st.create_key(&account, kind, None, KeySpec { name, ..KeySpec::default() }))
+        .call(move |st| {
+            st.create_key(&account, kind, None, KeySpec { name, fit_max_tokens, ..KeySpec::default() })
+        })
         .await??;
     ex.log.key_id = Some(k.row.id.clone());
     ex.respond_json(201, &created(&k)).await;
@@ -162,7 +169,8 @@ fn child_spec(f: &mut Fields, now: i64) -> Result<KeySpec, ApiError> {
     let limit_monthly_ngonka = f.amount("limit_monthly_ngonka")?.flatten();
     let rate_limit_rpm = f.rpm("rate_limit_rpm")?.flatten();
     let expires_at = f.future_time("expires_at", now)?.flatten();
-    Ok(KeySpec { name, limit_daily_ngonka, limit_monthly_ngonka, rate_limit_rpm, expires_at })
+    let fit_max_tokens = f.fit_policy("fit_max_tokens")?.flatten();
+    Ok(KeySpec { name, limit_daily_ngonka, limit_monthly_ngonka, rate_limit_rpm, expires_at, fit_max_tokens })
 }
 
 async fn create_child<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> Result<(), ApiError> {
@@ -240,6 +248,7 @@ async fn patch_child<S: Transport>(
         rate_limit_rpm: f.rpm("rate_limit_rpm")?,
         expires_at: f.future_time("expires_at", now)?,
         status: f.choice("status", &["active", "paused"])?.and_then(|s| KeyStatus::parse(&s)),
+        fit_max_tokens: f.fit_policy("fit_max_tokens")?,
     };
     f.finish()?;
     let core = ex.core();

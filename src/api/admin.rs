@@ -293,6 +293,27 @@ pub fn metrics(app: &App) -> String {
         "Ngonka held by requests in flight.",
         app.holds.ngonka.load(Ordering::Relaxed),
     );
+    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    };
+    counter(
+        &mut extra,
+        "gateway_billed_over_hold_total",
+        "Requests billed above their hold (the node generated more than the request allowed); billed in full.",
+        app.holds.over_hold.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut extra,
+        "gateway_billed_over_hold_ngonka_total",
+        "What requests were billed past their holds, ngonka.",
+        app.holds.over_hold_ngonka.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut extra,
+        "gateway_fitted_requests_total",
+        "Requests sent with a max_tokens lowered to what their budgets allowed.",
+        app.holds.fitted.load(Ordering::Relaxed),
+    );
     gauge(
         &mut extra,
         "gateway_journal_lag_records",

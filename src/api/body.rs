@@ -42,14 +42,61 @@ impl Endpoint {
 pub struct Inspected {
     pub model: String,
     pub stream: bool,
-    /// `max_completion_tokens`, else `max_tokens`.
+    /// `max_tokens`, as sent.
     pub max_tokens: Option<u64>,
+    /// `max_completion_tokens`, as sent.
+    pub max_completion_tokens: Option<u64>,
     /// The client asked for `stream_options.include_usage: true`.
     pub include_usage: bool,
     /// A `stream_options` member exists at all.
     pub has_stream_options: bool,
     /// `n` (number of choices), 1 when absent.
     pub n: u64,
+    /// `/v1/completions`: the prompts of the request (a list of prompts gets a completion each); 1
+    /// otherwise.
+    pub prompts: u64,
+    /// `/v1/completions`: `best_of` (completions generated per prompt, of which `n` are returned).
+    pub best_of: Option<u64>,
+}
+
+impl Inspected {
+    /// The completions the node generates, each up to the request's completion limit.
+    pub fn choices(&self, endpoint: Endpoint) -> u64 {
+        match endpoint {
+            Endpoint::ChatCompletions => self.n,
+            Endpoint::Completions => self.prompts.saturating_mul(self.n.max(self.best_of.unwrap_or(1))),
+            Endpoint::Embeddings => 0,
+        }
+    }
+
+    /// The completion limit the client asked for, as the endpoint's nodes read it: chat nodes honour
+    /// `max_completion_tokens` or `max_tokens` (which one differs between servers, so the larger counts);
+    /// completion nodes read only `max_tokens` (a lone `max_completion_tokens` is taken as what the
+    /// client meant, and forwarded as `max_tokens`).
+    pub fn client_max_tokens(&self, endpoint: Endpoint) -> Option<u64> {
+        match endpoint {
+            Endpoint::ChatCompletions => match (self.max_tokens, self.max_completion_tokens) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+            Endpoint::Completions => self.max_tokens.or(self.max_completion_tokens),
+            Endpoint::Embeddings => None,
+        }
+    }
+
+    /// Whether the body, as it is, keeps every node of `endpoint` within `limit` completion tokens per
+    /// choice: `max_tokens` must say at most `limit` (every node reads it), and a chat body's
+    /// `max_completion_tokens`, when present, too.
+    pub fn bounded_by(&self, endpoint: Endpoint, limit: u64) -> bool {
+        let within = |v: Option<u64>| v.is_some_and(|v| v <= limit);
+        match endpoint {
+            Endpoint::ChatCompletions => {
+                within(self.max_tokens) && self.max_completion_tokens.is_none_or(|v| v <= limit)
+            }
+            Endpoint::Completions => within(self.max_tokens),
+            Endpoint::Embeddings => true,
+        }
+    }
 }
 
 fn bad(message: &str, param: &str) -> ApiError {
@@ -72,8 +119,21 @@ impl std::fmt::Debug for JsonScratch {
 
 /// Members the gateway acts on: a duplicate would let the gateway and the node read different values
 /// (simd-json keeps the first, most node servers the last), so duplicates are refused.
-const WATCHED: [&str; 7] =
-    ["model", "stream", "max_tokens", "max_completion_tokens", "stream_options", "n", "messages"];
+const WATCHED: [&str; 10] = [
+    "model",
+    "stream",
+    "max_tokens",
+    "max_completion_tokens",
+    "stream_options",
+    "n",
+    "messages",
+    "prompt",
+    "best_of",
+    "input",
+];
+
+/// The members of `stream_options` the gateway reads or rewrites.
+const WATCHED_STREAM_OPTIONS: [&str; 1] = ["include_usage"];
 
 /// Parses a copy of `body` and validates the fields the gateway depends on.
 pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut JsonScratch) -> Result<Inspected, ApiError> {
@@ -88,19 +148,33 @@ pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut JsonScratch) -> Re
     result
 }
 
+/// Refuses an object in which one of `watched` appears more than once; `what` names the object.
+fn refuse_duplicates<'a>(
+    members: impl Iterator<Item = &'a str>,
+    watched: &[&str],
+    what: &str,
+) -> Result<(), ApiError> {
+    let mut seen = [false; 16];
+    for k in members {
+        if let Some(i) = watched.iter().position(|w| *w == k) {
+            if seen[i] {
+                let name = if what.is_empty() { k.to_owned() } else { format!("{what}.{k}") };
+                return Err(bad(
+                    &format!("`{name}` appears more than once."),
+                    if what.is_empty() { k } else { what },
+                ));
+            }
+            seen[i] = true;
+        }
+    }
+    Ok(())
+}
+
 fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> Result<Inspected, ApiError> {
     let obj = value
         .as_object()
         .ok_or_else(|| ApiError::bad_request("The request body must be a JSON object.", None))?;
-    let mut seen = [0u8; WATCHED.len()];
-    for (k, _) in obj.iter() {
-        if let Some(i) = WATCHED.iter().position(|w| *w == k) {
-            seen[i] += 1;
-            if seen[i] > 1 {
-                return Err(bad(&format!("`{k}` appears more than once."), k));
-            }
-        }
-    }
+    refuse_duplicates(obj.iter().map(|(k, _)| k), &WATCHED, "")?;
     let model = match obj.get("model") {
         Some(m) => m
             .as_str()
@@ -127,26 +201,30 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
             },
         }
     };
-    let max_tokens = match token_field("max_completion_tokens")? {
-        Some(n) => Some(n),
-        None => token_field("max_tokens")?,
+    let max_tokens = token_field("max_tokens")?;
+    let max_completion_tokens = token_field("max_completion_tokens")?;
+    let count_field = |name: &str| -> Result<Option<u64>, ApiError> {
+        match obj.get(name) {
+            None => Ok(None),
+            Some(v) if v.is_null() => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=128).contains(&n) => Ok(Some(n)),
+                _ => Err(bad(&format!("`{name}` must be an integer from 1 to 128."), name)),
+            },
+        }
     };
-    let n = match obj.get("n") {
-        None => 1,
-        Some(v) if v.is_null() => 1,
-        Some(v) => match v.as_u64() {
-            Some(n) if (1..=128).contains(&n) => n,
-            _ => return Err(bad("`n` must be an integer from 1 to 128.", "n")),
-        },
-    };
+    let n = count_field("n")?.unwrap_or(1);
+    let best_of = if endpoint == Endpoint::Completions { count_field("best_of")? } else { None };
     let (has_stream_options, include_usage) = match obj.get("stream_options") {
         None => (false, false),
         Some(v) if v.is_null() => (true, false),
         Some(v) => {
             let o =
                 v.as_object().ok_or_else(|| bad("`stream_options` must be an object.", "stream_options"))?;
+            refuse_duplicates(o.iter().map(|(k, _)| k), &WATCHED_STREAM_OPTIONS, "stream_options")?;
             let inc = match o.get("include_usage") {
                 None => false,
+                Some(b) if b.is_null() => false,
                 Some(b) => b.as_bool().ok_or_else(|| {
                     bad("`stream_options.include_usage` must be a boolean.", "stream_options")
                 })?,
@@ -154,23 +232,44 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
             (true, inc)
         }
     };
+    let mut prompts = 1;
     match endpoint {
         Endpoint::ChatCompletions => match obj.get("messages") {
             Some(m) if m.as_array().is_some_and(|a| !a.is_empty()) => {}
             _ => return Err(bad("`messages` must be a non-empty array.", "messages")),
         },
-        Endpoint::Completions => {
-            if obj.get("prompt").is_none() {
-                return Err(bad("You must provide a prompt.", "prompt"));
+        Endpoint::Completions => match obj.get("prompt") {
+            None => return Err(bad("You must provide a prompt.", "prompt")),
+            Some(p) => {
+                if let Some(list) = p.as_array() {
+                    if list.is_empty() {
+                        return Err(bad("`prompt` must not be an empty list.", "prompt"));
+                    }
+                    // A list of strings, or of token lists, is one prompt each; a list of token ids is
+                    // one prompt.
+                    if list.iter().any(|item| item.as_str().is_some() || item.as_array().is_some()) {
+                        prompts = list.len() as u64;
+                    }
+                }
             }
-        }
+        },
         Endpoint::Embeddings => {
             if obj.get("input").is_none() {
                 return Err(bad("You must provide an input.", "input"));
             }
         }
     }
-    Ok(Inspected { model, stream, max_tokens, include_usage, has_stream_options, n })
+    Ok(Inspected {
+        model,
+        stream,
+        max_tokens,
+        max_completion_tokens,
+        include_usage,
+        has_stream_options,
+        n,
+        prompts,
+        best_of,
+    })
 }
 
 /// The changes to make before forwarding.
@@ -178,20 +277,35 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
 pub struct Rewrite {
     /// Set `stream_options.include_usage` to true.
     pub force_include_usage: bool,
-    /// Add `max_tokens` with this value.
-    pub add_max_tokens: Option<u64>,
+    /// Bound the node to this many completion tokens per choice: `max_tokens` is set to it (and a chat
+    /// body's `max_completion_tokens`, when it says more).
+    pub max_tokens: Option<u64>,
 }
 
 impl Rewrite {
+    /// What must change in a body so that the node streams usage (when `stream`) and is held to
+    /// `limit` completion tokens per choice (when the endpoint generates).
+    pub fn for_body(endpoint: Endpoint, inspected: &Inspected, limit: Option<u64>) -> Self {
+        Self {
+            force_include_usage: inspected.stream && !inspected.include_usage,
+            max_tokens: limit.filter(|l| !inspected.bounded_by(endpoint, *l)),
+        }
+    }
+
     pub fn is_noop(&self) -> bool {
-        !self.force_include_usage && self.add_max_tokens.is_none()
+        !self.force_include_usage && self.max_tokens.is_none()
     }
 }
 
 /// Applies `rw` to `body`, writing the result into `out` (cleared first).
 pub fn rewrite(body: &[u8], inspected: &Inspected, rw: Rewrite, out: &mut Vec<u8>) -> Result<(), ApiError> {
     out.clear();
-    if rw.force_include_usage && inspected.has_stream_options {
+    // Appending members is enough unless a member that exists must change.
+    let changes_member = (rw.force_include_usage && inspected.has_stream_options)
+        || rw.max_tokens.is_some_and(|n| {
+            inspected.max_tokens.is_some() || inspected.max_completion_tokens.is_some_and(|m| m > n)
+        });
+    if changes_member {
         return reserialize(body, rw, out);
     }
     // Append members before the object's closing brace.
@@ -208,7 +322,7 @@ pub fn rewrite(body: &[u8], inspected: &Inspected, rw: Rewrite, out: &mut Vec<u8
         out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
         sep = ",";
     }
-    if let Some(n) = rw.add_max_tokens {
+    if let Some(n) = rw.max_tokens {
         out.extend_from_slice(sep.as_bytes());
         out.extend_from_slice(br#""max_tokens":"#);
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -230,8 +344,13 @@ fn reserialize(body: &[u8], rw: Rewrite, out: &mut Vec<u8>) -> Result<(), ApiErr
             so.insert("include_usage".into(), serde_json::Value::Bool(true));
         }
     }
-    if let Some(n) = rw.add_max_tokens {
+    if let Some(n) = rw.max_tokens {
         obj.insert("max_tokens".into(), n.into());
+        if let Some(m) = obj.get_mut("max_completion_tokens")
+            && m.as_u64().is_some_and(|v| v > n)
+        {
+            *m = n.into();
+        }
     }
     serde_json::to_writer(&mut *out, &v).map_err(|e| ApiError::Internal(e.to_string()))
 }
@@ -251,7 +370,61 @@ mod tests {
                 .unwrap();
         assert_eq!((i.model.as_str(), i.stream, i.max_tokens, i.include_usage), ("m", true, Some(5), false));
         let i = insp(r#"{"model":"m","max_completion_tokens":7,"max_tokens":5,"messages":[1],"stream_options":{"include_usage":true}}"#).unwrap();
-        assert_eq!((i.max_tokens, i.include_usage, i.has_stream_options), (Some(7), true, true));
+        assert_eq!((i.max_tokens, i.max_completion_tokens), (Some(5), Some(7)));
+        assert_eq!((i.include_usage, i.has_stream_options), (true, true));
+        let chat = Endpoint::ChatCompletions;
+        assert_eq!(i.client_max_tokens(chat), Some(7), "a chat node may honour either: the larger counts");
+        assert!(i.bounded_by(chat, 7) && !i.bounded_by(chat, 6));
+    }
+
+    fn completions(body: &str) -> Inspected {
+        inspect(Endpoint::Completions, body.as_bytes(), &mut JsonScratch::default()).unwrap()
+    }
+
+    #[test]
+    fn a_completions_prompt_list_gets_a_completion_per_prompt() {
+        let c = Endpoint::Completions;
+        assert_eq!(completions(r#"{"model":"m","prompt":"one"}"#).choices(c), 1);
+        assert_eq!(completions(r#"{"model":"m","prompt":["a","b","c"],"n":2}"#).choices(c), 6);
+        assert_eq!(completions(r#"{"model":"m","prompt":[[1,2],[3]]}"#).choices(c), 2);
+        assert_eq!(completions(r#"{"model":"m","prompt":[1,2,3]}"#).choices(c), 1, "one prompt of token ids");
+        assert_eq!(completions(r#"{"model":"m","prompt":"x","n":2,"best_of":5}"#).choices(c), 5);
+        assert_eq!(
+            inspect(c, br#"{"model":"m","prompt":[]}"#, &mut JsonScratch::default()).unwrap_err().param(),
+            Some("prompt")
+        );
+    }
+
+    #[test]
+    fn completion_nodes_read_only_max_tokens() {
+        let c = Endpoint::Completions;
+        let i = completions(r#"{"model":"m","prompt":"x","max_completion_tokens":50}"#);
+        assert_eq!(i.client_max_tokens(c), Some(50), "what the client meant");
+        assert!(!i.bounded_by(c, 50), "the node does not read max_completion_tokens");
+        let rw = Rewrite::for_body(c, &i, Some(50));
+        assert_eq!(rw.max_tokens, Some(50));
+        let mut out = Vec::new();
+        rewrite(br#"{"model":"m","prompt":"x","max_completion_tokens":50}"#, &i, rw, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["max_tokens"], 50);
+        let i = completions(r#"{"model":"m","prompt":"x","max_tokens":9,"max_completion_tokens":50}"#);
+        assert_eq!(i.client_max_tokens(c), Some(9));
+        assert!(Rewrite::for_body(c, &i, Some(9)).is_noop());
+    }
+
+    #[test]
+    fn a_fitted_limit_replaces_what_the_client_sent() {
+        let chat = Endpoint::ChatCompletions;
+        let body = br#"{"model":"m","messages":[1],"max_tokens":32000,"max_completion_tokens":32000}"#;
+        let i = inspect(chat, body, &mut JsonScratch::default()).unwrap();
+        let rw = Rewrite::for_body(chat, &i, Some(700));
+        let mut out = Vec::new();
+        rewrite(body, &i, rw, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!((v["max_tokens"].as_u64(), v["max_completion_tokens"].as_u64()), (Some(700), Some(700)));
+        let unset = inspect(chat, br#"{"model":"m","messages":[1]}"#, &mut JsonScratch::default()).unwrap();
+        assert_eq!(Rewrite::for_body(chat, &unset, Some(4096)).max_tokens, Some(4096));
+        assert!(Rewrite::for_body(Endpoint::Embeddings, &unset, None).is_noop());
     }
 
     #[test]
@@ -266,6 +439,11 @@ mod tests {
             (r#"{"model":"m","messages":[1],"n":0}"#, "n"),
             (r#"{"model":"cheap","messages":[1],"model":"expensive"}"#, "model"),
             (r#"{"model":"m","messages":[1],"max_tokens":1,"max_tokens":100000}"#, "max_tokens"),
+            (
+                r#"{"model":"m","messages":[1],"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}"#,
+                "stream_options",
+            ),
+            (r#"{"model":"m","messages":[1],"n":129}"#, "n"),
         ];
         for (body, param) in cases {
             let e = insp(body).unwrap_err();
@@ -303,7 +481,7 @@ mod tests {
         let body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"}"}]}  "#;
         let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
-        rewrite(body, &i, Rewrite { force_include_usage: true, add_max_tokens: Some(9) }, &mut out).unwrap();
+        rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: Some(9) }, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["max_tokens"], 9);
@@ -317,7 +495,7 @@ mod tests {
             br#"{"model":"m","stream":true,"messages":[1],"stream_options":{"include_usage":false,"x":1}}"#;
         let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
-        rewrite(body, &i, Rewrite { force_include_usage: true, add_max_tokens: None }, &mut out).unwrap();
+        rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: None }, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
     }

@@ -2,6 +2,7 @@
 //! unknown fields are refused, and each refusal is a 400 that names the field (`param`).
 
 use crate::error::ApiError;
+use crate::limits::fit::FitPolicy;
 use serde_json::{Map, Value};
 
 /// Largest ngonka amount the store can hold (`i64`).
@@ -128,6 +129,16 @@ impl Fields {
     }
 
     /// Refuses whatever was not taken.
+    /// A key's fit policy: `"unset"`, `"always"` or `"never"`; `null` = back to the config's default.
+    pub fn fit_policy(&mut self, key: &str) -> Result<Option<Option<FitPolicy>>, ApiError> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) if FitPolicy::parse(&s).is_some() => Ok(Some(FitPolicy::parse(&s))),
+            Some(_) => Err(bad(key, format!("`{key}` must be \"unset\", \"always\", \"never\" or null."))),
+        }
+    }
+
     pub fn finish(self) -> Result<(), ApiError> {
         match self.map.keys().next() {
             Some(k) => Err(bad(k, format!("Unknown field `{k}`."))),

@@ -2,22 +2,25 @@
 //! admit, forward to a node (retrying another one while nothing has reached the client), relay the
 //! answer as it arrives, settle.
 
-use super::body::{self, Endpoint, Inspected, Rewrite};
+use super::body::{self, Endpoint, Rewrite};
 use crate::app::App;
-use crate::billing::Usage;
+use crate::auth::cache::KeyEntry;
 use crate::billing::record::RecordStatus;
-use crate::billing::settle::{Relayed, Settler};
+use crate::billing::settle::Settler;
 use crate::config::{ModelSpec, NodeKind};
-use crate::error::{ApiError, rate_limit_headers};
+use crate::error::{ApiError, RateLimitInfo, rate_limit_headers};
 use crate::http::io::Transport;
 use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::limits;
+use crate::limits::fit::Quote;
 use crate::limits::share::Share;
 use crate::server::Core;
 use crate::server::exchange::Exchange;
 use crate::upstream::client::{self, ResponseBody};
 use crate::upstream::pool::InFlight;
-use crate::upstream::relay::{self, AttemptError, BodyMode, ClientFraming, ClientSide, RelayEnd};
+use crate::upstream::relay::{
+    self, AttemptError, BodyMode, ClientFraming, ClientSide, DrainBound, RelayEnd, Seen,
+};
 use crate::upstream::{NodeId, Pick};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -54,9 +57,13 @@ impl Ending {
 #[derive(Debug, Clone)]
 pub struct Forwarded {
     pub ending: Ending,
-    pub relayed: Relayed,
+    pub seen: Seen,
     pub status: u16,
 }
+
+/// Bodies up to this size are copied behind the request head and sent in one write; larger ones are
+/// sent from where they are.
+const MERGE_BODY_MAX: usize = 16 * 1024;
 
 pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) -> Result<(), ApiError> {
     let core = ex.core();
@@ -69,29 +76,11 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     let key = Arc::clone(&principal.key);
     ex.log.key_id = Some(key.id.to_string());
     // The rate is checked before the body is read: a refused request costs almost nothing.
-    let rate = if app.settings.cluster.redis_url.is_some() {
-        // Several instances with Redis: a fixed share of each minute plus leases; lease once on a refusal.
-        let rpm = key.rate_limit_rpm.unwrap_or(billing.default_rpm);
-        let share =
-            u32::try_from(Share::with_leases(app.settings.cluster.instances).of(u64::from(rpm))).unwrap_or(0);
-        match limits::check_rate_leased(&key, rpm, share, now_ms) {
-            Err(refused @ ApiError::RateLimited(_)) => {
-                let k = Arc::clone(&key);
-                if app.control.call(move |st| st.lease_rate(&k, now_ms)).await.unwrap_or(false) {
-                    limits::check_rate_leased(&key, rpm, share, now_ms)?
-                } else {
-                    return Err(refused);
-                }
-            }
-            other => other?,
-        }
-    } else {
-        limits::check_rate(&key, billing.default_rpm, now_ms)?
-    };
+    let rate = admit_rate(&app, &key, now_ms).await?;
     if let Some(info) = rate {
         ex.headers.extend(rate_limit_headers(&info));
     }
-    let body = ex.read_body().await?;
+    let body = bytes::Bytes::from(ex.read_body().await?);
     let inspected = {
         let mut scratch = core.json_scratch.borrow_mut();
         body::inspect(endpoint, &body, &mut scratch)?
@@ -114,57 +103,44 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     // The default cap never asks for more than the model's whole context.
     let default_max_tokens =
         model.context_length.map_or(billing.default_max_tokens, |c| c.min(billing.default_max_tokens)).max(1);
-    let worst =
-        limits::worst_case(body.len(), inspected.max_tokens, inspected.n, default_max_tokens, has_completion);
-    let amount = limits::cost(&model, worst.prompt_tokens, worst.completion_tokens);
-    let hold = match limits::hold(&key, amount, now_ms, &app.holds) {
-        Ok(h) => h,
-        // Several instances with Redis: what this one holds ran short; lease more once, then decide.
-        Err(refused @ (ApiError::ChildKeyLimit { .. } | ApiError::InsufficientBalance))
-            if app.settings.cluster.redis_url.is_some() =>
-        {
-            let k = Arc::clone(&key);
-            if app.control.call(move |st| st.lease_for(&k, amount, now_ms)).await.unwrap_or(false) {
-                limits::hold(&key, amount, now_ms, &app.holds)?
-            } else {
-                return Err(refused);
-            }
-        }
-        Err(e) => return Err(e),
+    let client_max = inspected.client_max_tokens(endpoint);
+    let asked = if has_completion { client_max.unwrap_or(default_max_tokens) } else { 0 };
+    let policy = key.fit_max_tokens.unwrap_or(billing.fit_max_tokens);
+    let floor = (has_completion && policy.allows(client_max.is_some())).then_some(billing.min_fit_tokens);
+    let quote = limits::quote(&model, body.len(), inspected.choices(endpoint), asked, floor);
+    let admission = admit_hold(&app, &key, &quote, now_ms).await?;
+    // The node is held to what was held for: the fitted (or default) limit is written into the body.
+    let rewrite = Rewrite::for_body(endpoint, &inspected, has_completion.then_some(admission.max_tokens));
+    let upstream_body = if rewrite.is_noop() {
+        body.clone()
+    } else {
+        let mut out = Vec::with_capacity(body.len() + 64);
+        body::rewrite(&body, &inspected, rewrite, &mut out)?;
+        bytes::Bytes::from(out)
     };
     let mut settler = Settler::new(
         Arc::clone(&app),
         key,
         model.clone(),
-        hold,
+        admission.hold,
         ex.request_id.clone(),
         now_ms,
         ex.started,
-        body.len(),
+        inspected.stream,
+        upstream_body.clone(),
     );
 
-    let rewrite = Rewrite {
-        force_include_usage: inspected.stream && !inspected.include_usage,
-        add_max_tokens: (has_completion && inspected.max_tokens.is_none()).then_some(default_max_tokens),
-    };
-    let mut rewritten = core.take_bytes();
-    let upstream_body: &[u8] = if rewrite.is_noop() {
-        &body
-    } else {
-        body::rewrite(&body, &inspected, rewrite, &mut rewritten)?;
-        &rewritten
-    };
-
     app.metrics.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-    let result = forward(ex, &core, &model, endpoint, &inspected, upstream_body, rewrite, &mut settler).await;
+    let cut_usage = rewrite.force_include_usage;
+    let result =
+        forward(ex, &core, &model, endpoint, inspected.stream, cut_usage, &upstream_body, &mut settler).await;
     app.metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
-    core.put_bytes(rewritten);
     // Every ending settles; a request that never reached a node bills nothing.
-    let (status, relayed) = match &result {
-        Ok(f) => (f.ending.status(), f.relayed),
-        Err(_) => (RecordStatus::UpstreamFailed, Relayed { stream: inspected.stream, ..Relayed::default() }),
+    let (status, seen) = match &result {
+        Ok(f) => (f.ending.status(), f.seen),
+        Err(_) => (RecordStatus::UpstreamFailed, Seen::default()),
     };
-    settler.settle(status, relayed).await;
+    settler.settle(status, seen).await;
     if let Some((usage, _, estimated)) = settler.billed {
         ex.log.usage = Some(usage);
         ex.log.usage_estimated = estimated;
@@ -180,6 +156,54 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     Ok(())
 }
 
+/// Several instances with Redis use leases for what this instance's share does not cover.
+fn leases_on(app: &App) -> bool {
+    app.settings.cluster.redis_url.is_some()
+}
+
+/// The key's rate. With leases, a refusal asks the control plane, which leases what this request needs
+/// and admits it there (so requests queued behind one another never count one lease twice).
+async fn admit_rate(
+    app: &Arc<App>,
+    key: &Arc<KeyEntry>,
+    now_ms: i64,
+) -> Result<Option<RateLimitInfo>, ApiError> {
+    if !leases_on(app) {
+        return limits::check_rate(key, app.settings.billing.default_rpm, now_ms);
+    }
+    let rpm = key.rate_limit_rpm.unwrap_or(app.settings.billing.default_rpm);
+    let share =
+        u32::try_from(Share::with_leases(app.settings.cluster.instances).of(u64::from(rpm))).unwrap_or(0);
+    match limits::check_rate_leased(key, rpm, share, now_ms) {
+        Err(refused @ ApiError::RateLimited(_)) => {
+            let k = Arc::clone(key);
+            app.control.call(move |st| st.lease_rate(&k, rpm, share, now_ms)).await.unwrap_or(Err(refused))
+        }
+        other => other,
+    }
+}
+
+/// The request's hold. With leases, a refusal asks the control plane, which leases what this request
+/// needs and takes the hold there.
+async fn admit_hold(
+    app: &Arc<App>,
+    key: &Arc<KeyEntry>,
+    quote: &Quote,
+    now_ms: i64,
+) -> Result<limits::Admission, ApiError> {
+    match limits::hold(key, quote, now_ms, &app.holds) {
+        Err(
+            refused @ (ApiError::ChildKeyLimit { .. }
+            | ApiError::InsufficientBalance
+            | ApiError::BudgetInFlight { .. }),
+        ) if leases_on(app) => {
+            let (k, q, holds) = (Arc::clone(key), *quote, Arc::clone(&app.holds));
+            app.control.call(move |st| st.lease_for(&k, &q, now_ms, &holds)).await.unwrap_or(Err(refused))
+        }
+        other => other,
+    }
+}
+
 /// Sends the request to nodes until one answers, and relays that answer.
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
 async fn forward<S: Transport>(
@@ -187,14 +211,17 @@ async fn forward<S: Transport>(
     core: &Rc<Core>,
     model: &ModelSpec,
     endpoint: Endpoint,
-    inspected: &Inspected,
-    upstream_body: &[u8],
-    rewrite: Rewrite,
+    stream: bool,
+    cut_usage: bool,
+    upstream_body: &bytes::Bytes,
     settler: &mut Settler,
 ) -> Result<Forwarded, ApiError> {
     let app: &App = &core.app;
     let settings = &app.settings;
     let up = &settings.upstream;
+    let billing = &settings.billing;
+    let drain =
+        DrainBound { time: billing.drain_after_client_gone, bytes: billing.drain_after_client_gone_bytes };
     let max_attempts = up.max_attempts.get();
     let mut tried: Vec<NodeId> = Vec::new();
     let mut attempts = 0u32;
@@ -202,7 +229,6 @@ async fn forward<S: Transport>(
     let mut last_error: Option<ApiError> = None;
     let mut buf = core.take_relay_buffer();
     let mut request = core.take_bytes();
-    let stream = inspected.stream;
 
     let outcome = loop {
         if attempts >= max_attempts {
@@ -257,22 +283,29 @@ async fn forward<S: Transport>(
             Some(upstream_body.len()),
             &header_refs,
         );
-        request.extend_from_slice(upstream_body);
+        let separate_body = if upstream_body.len() <= MERGE_BODY_MAX {
+            request.extend_from_slice(upstream_body);
+            None
+        } else {
+            Some(upstream_body.clone())
+        };
 
         let rbuf_max = settings.read_buffer_bytes + settings.http.max_head_bytes;
         let write_timeout = settings.timeouts.write;
-        let mut client_side = ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout);
+        let mut client_side =
+            ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout, drain);
         let (res, req_back, buf_back) =
-            relay::exchange(&mut client_side, conn, request, buf, up.head_timeout).await;
+            relay::exchange(&mut client_side, conn, request, separate_body, buf, up.head_timeout).await;
         request = req_back;
         buf = buf_back;
+        let client_gone = client_side.is_gone();
+        if client_gone {
+            app.metrics.client_disconnects.fetch_add(1, Ordering::Relaxed);
+        }
         let answer = match res {
             Ok(a) => a,
-            Err(AttemptError::ClientGone) => {
-                app.metrics.client_disconnects.fetch_add(1, Ordering::Relaxed);
-                break Ok(None);
-            }
-            Err(e) if reused && e.is_stale_connection() => {
+            Err(AttemptError::ClientGone) => break Ok(None),
+            Err(e) if reused && e.is_stale_connection() && !client_gone => {
                 // The node had closed this idle connection; not the node's fault.
                 app.metrics.upstream_stale_connections.fetch_add(1, Ordering::Relaxed);
                 attempts -= 1;
@@ -285,6 +318,9 @@ async fn forward<S: Transport>(
             }
             Err(e) => {
                 app.nodes.report_failure(&node, "request failed");
+                if client_gone {
+                    break Ok(None);
+                }
                 tried.push(node.id);
                 last_error = Some(unavailable(502, format!("A node failed: {e}")));
                 continue;
@@ -294,14 +330,9 @@ async fn forward<S: Transport>(
         let status = answer.head.status;
         if !(200..300).contains(&status) {
             let retry_after = answer.head.retry_after.clone();
-            let (res, b) = relay::read_small_body(
-                &mut ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout),
-                answer,
-                buf,
-                MAX_NODE_ERROR_BYTES,
-                up.read_timeout,
-            )
-            .await;
+            let (res, b) =
+                relay::read_small_body(&mut client_side, answer, buf, MAX_NODE_ERROR_BYTES, up.read_timeout)
+                    .await;
             buf = b;
             let (err_body, reusable) = match res {
                 Ok(r) => r,
@@ -315,6 +346,9 @@ async fn forward<S: Transport>(
             if status == 429 || status >= 500 {
                 if status >= 500 {
                     app.nodes.report_failure(&node, "5xx answer");
+                }
+                if client_gone {
+                    break Ok(None);
                 }
                 tried.push(node.id);
                 last_error = Some(match status {
@@ -333,11 +367,7 @@ async fn forward<S: Transport>(
 
         // A success: relay it.
         let is_sse = stream && answer.head.is_event_stream();
-        let mode = if is_sse {
-            BodyMode::Sse { cut_usage: rewrite.force_include_usage && !inspected.include_usage }
-        } else {
-            BodyMode::Json
-        };
+        let mode = if is_sse { BodyMode::Sse { cut_usage } } else { BodyMode::Json };
         let (framing, response_framing) = match (mode, answer.head.body) {
             (_, ResponseBody::Empty) => (ClientFraming::Length, ResponseFraming::Length(0)),
             (BodyMode::Json, ResponseBody::Length(n)) => {
@@ -363,10 +393,6 @@ async fn forward<S: Transport>(
             }
             w.finish(response_framing, ex.keep_alive);
         }
-        let mut client_side = ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, write_timeout);
-        let mut before_final = async |usage: Option<Usage>, events: u64, bytes: u64| {
-            settler.settle(RecordStatus::Completed, Relayed { usage, events, bytes, stream: is_sse }).await;
-        };
         let (result, b, head) = relay::relay_body(
             &mut client_side,
             answer,
@@ -375,7 +401,8 @@ async fn forward<S: Transport>(
             framing,
             head,
             up.read_timeout,
-            &mut before_final,
+            billing.progress_tokens,
+            settler,
         )
         .await;
         buf = b;
@@ -391,20 +418,24 @@ async fn forward<S: Transport>(
         }
         ex.log.upstream = Some(Arc::clone(&node.label));
         drop(in_flight);
-        let relayed =
-            Relayed { usage: result.usage, events: result.data_events, bytes: result.bytes, stream: is_sse };
+        let seen = Seen { usage: result.usage, events: result.data_events, bytes: result.bytes };
         let ending = match &result.end {
             RelayEnd::Complete => {
                 app.nodes.report_success(&node);
                 Ending::Completed
             }
-            RelayEnd::ClientGone => {
-                app.metrics.client_disconnects.fetch_add(1, Ordering::Relaxed);
+            RelayEnd::ClientGone { drained } => {
+                if *drained {
+                    app.nodes.report_success(&node);
+                }
+                if !client_gone {
+                    app.metrics.client_disconnects.fetch_add(1, Ordering::Relaxed);
+                }
                 Ending::ClientGone
             }
             RelayEnd::UpstreamBroken(why) => {
                 app.nodes.report_failure(&node, "broke mid-answer");
-                if !result.head_sent {
+                if !result.head_sent && !client_gone {
                     tried.push(node.id);
                     last_error = Some(unavailable(502, format!("A node failed: {why}")));
                     continue;
@@ -413,7 +444,7 @@ async fn forward<S: Transport>(
             }
             RelayEnd::UpstreamTimedOut => {
                 app.nodes.report_failure(&node, "stalled mid-answer");
-                if !result.head_sent {
+                if !result.head_sent && !client_gone {
                     break Err(Some(ApiError::UpstreamTimeout));
                 }
                 Ending::Timeout
@@ -422,20 +453,16 @@ async fn forward<S: Transport>(
         if !result.client_keep_alive {
             ex.keep_alive = false;
         }
-        break Ok(Some(Forwarded { ending, relayed, status }));
+        break Ok(Some(Forwarded { ending, seen, status }));
     };
     core.put_relay_buffer(buf);
     core.put_bytes(request);
     match outcome {
         Ok(Some(f)) => Ok(f),
         Ok(None) => {
-            // The client left before anything was sent.
+            // The client left before any answer came (within the drain bound).
             ex.keep_alive = false;
-            Ok(Forwarded {
-                ending: Ending::ClientGone,
-                relayed: Relayed { stream, ..Relayed::default() },
-                status: 499,
-            })
+            Ok(Forwarded { ending: Ending::ClientGone, seen: Seen::default(), status: 499 })
         }
         Err(Some(e)) => Err(e),
         Err(None) => Err(ApiError::UpstreamUnavailable {

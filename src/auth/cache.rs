@@ -26,6 +26,8 @@ pub struct KeyEntry {
     pub rate_limit_rpm: Option<u32>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// Its own fit policy (`None`: the config's).
+    pub fit_max_tokens: Option<crate::limits::fit::FitPolicy>,
     /// Rate and spend of this key (kept across changes of the key).
     pub counters: Arc<KeyCounters>,
     /// The balance of the account that pays.
@@ -44,6 +46,7 @@ impl KeyEntry {
             limit_monthly_ngonka: row.limit_monthly_ngonka,
             rate_limit_rpm: row.rate_limit_rpm,
             expires_at: row.expires_at,
+            fit_max_tokens: row.fit_max_tokens,
             counters,
             account,
         }

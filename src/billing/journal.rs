@@ -244,6 +244,15 @@ impl Journal {
         }
     }
 
+    /// Writes `record` without waiting for it (a progress mark: the request's final record, which is
+    /// waited for, supersedes it). Dropped when the journal is overloaded.
+    pub fn append_unacknowledged(&self, record: &UsageRecord) {
+        let Ok(frame) = encode(record) else { return };
+        if self.tx.try_send(Entry { frame, ack: None }).is_err() {
+            log::debug!(target: "journal", "{}: progress mark dropped (journal busy)", record.request_id);
+        }
+    }
+
     /// Asks the writer thread to finish what is queued and stop.
     pub fn close(&self) {
         let _ = self.tx.try_send(Entry { frame: Vec::new(), ack: None });
@@ -279,6 +288,7 @@ impl Writer {
     fn run(mut self, rx: Receiver<Entry>) {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut acks = Vec::new();
+        let mut frames = 0u64;
         let mut dirty = false;
         let mut last_sync = Instant::now();
         loop {
@@ -294,17 +304,17 @@ impl Writer {
             };
             let mut stop = false;
             if let Some(e) = first {
-                stop |= self.take(e, &mut buf, &mut acks);
+                stop |= self.take(e, &mut buf, &mut acks, &mut frames);
                 while buf.len() < 4 * 1024 * 1024 {
                     match rx.try_recv() {
-                        Ok(e) => stop |= self.take(e, &mut buf, &mut acks),
+                        Ok(e) => stop |= self.take(e, &mut buf, &mut acks, &mut frames),
                         Err(_) => break,
                     }
                 }
             }
             if !buf.is_empty() {
                 let result = self.write(&buf);
-                let n = acks.len() as u64;
+                let n = std::mem::take(&mut frames);
                 buf.clear();
                 self.stats.failing.store(result.is_err(), Ordering::Relaxed);
                 match result {
@@ -362,11 +372,13 @@ impl Writer {
         e: Entry,
         buf: &mut Vec<u8>,
         acks: &mut Vec<futures_channel::oneshot::Sender<Result<(), String>>>,
+        frames: &mut u64,
     ) -> bool {
         if e.frame.is_empty() {
             return true;
         }
         buf.extend_from_slice(&e.frame);
+        *frames += 1;
         if let Some(a) = e.ack {
             acks.push(a);
         }

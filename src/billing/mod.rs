@@ -1,6 +1,8 @@
-//! Billing: what a request used ([`usage`]), its record ([`record`]) and the local journal that keeps
-//! records until the store has them ([`journal`]).
+//! Billing: what a request used ([`usage`]), estimates when the node said nothing ([`estimate`]), its
+//! record ([`record`]), its settlement ([`settle`]) and the local journal that keeps records until the
+//! store has them ([`journal`]).
 
+pub mod estimate;
 pub mod journal;
 pub mod record;
 pub mod settle;

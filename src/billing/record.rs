@@ -13,6 +13,10 @@ pub enum RecordStatus {
     UpstreamFailed,
     /// The node stopped answering.
     Timeout,
+    /// A progress mark of an answer still being relayed: what it had cost so far. The request's final
+    /// record replaces it; one that stays is an answer the gateway was stopped in the middle of (a
+    /// crash), billed for what had been relayed.
+    Interrupted,
 }
 
 impl RecordStatus {
@@ -22,6 +26,7 @@ impl RecordStatus {
             Self::ClientGone => "client_gone",
             Self::UpstreamFailed => "upstream_failed",
             Self::Timeout => "timeout",
+            Self::Interrupted => "interrupted",
         }
     }
 
@@ -31,6 +36,7 @@ impl RecordStatus {
             "client_gone" => Self::ClientGone,
             "upstream_failed" => Self::UpstreamFailed,
             "timeout" => Self::Timeout,
+            "interrupted" => Self::Interrupted,
             _ => return None,
         })
     }
@@ -38,7 +44,8 @@ impl RecordStatus {
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
-    /// Unique: the store applies each request id once.
+    /// Unique: the store keeps one record per request id. A request's final record replaces its
+    /// progress marks ([`RecordStatus::Interrupted`]); anything else with a known id is applied once.
     pub request_id: String,
     pub account_id: String,
     pub key_id: String,
@@ -57,4 +64,14 @@ pub struct UsageRecord {
     /// The UTC day and month the cost counts in (those of admission).
     pub day: i64,
     pub month: i64,
+}
+
+impl UsageRecord {
+    /// Whether this record replaces `stored`, the record the store already has for its request id: a
+    /// final record replaces a progress mark, a later progress mark an earlier one; nothing replaces a
+    /// final record.
+    pub fn replaces(&self, stored: RecordStatus, stored_cost: u64) -> bool {
+        stored == RecordStatus::Interrupted
+            && (self.status != RecordStatus::Interrupted || self.cost_ngonka >= stored_cost)
+    }
 }

@@ -1,57 +1,36 @@
 //! Settlement: a request's hold is replaced by its real cost, and its usage record is journaled, once,
-//! on whatever ending it had.
+//! on whatever ending it had; while its answer is relayed, progress marks are journaled too.
 //!
 //! # Rules
-//! - Completed: the node's reported usage × prices. Without a reported usage, an estimate (prompt: a
-//!   quarter of the body's bytes; completion: the stream's content events, or a quarter of the answer's
-//!   bytes), and the record says it was estimated.
-//! - The client left: the prompt plus the completion tokens relayed so far (estimated unless reported).
-//! - The node failed or stalled: nothing, unless tokens were already relayed to the client (then as
-//!   for a client that left).
-//!
-//! Billing never exceeds the hold (see [`crate::limits`]).
+//! - The node reported usage: its tokens × prices, whatever the ending (a client that left still pays for
+//!   what the node generated: the relay drains the answer to learn its usage).
+//! - No usage reported: an estimate, and the record says so. The prompt from its text
+//!   ([`super::estimate`]); the completion from what the node sent (content events of a stream, a quarter
+//!   of the bytes of anything else). A node that failed or stalled before sending any content costs
+//!   nothing.
+//! - The bill is what it is, above the hold too (see [`crate::limits`]).
+//! - Every `journal.progress_tokens` relayed, a progress mark ([`RecordStatus::Interrupted`]) with what
+//!   the answer has cost so far is journaled without waiting; the final record replaces it. A crash
+//!   between two marks loses at most that many tokens of an answer.
 
 use super::Usage;
+use super::estimate::PromptText;
 use super::record::{RecordStatus, UsageRecord};
 use crate::app::App;
 use crate::auth::cache::KeyEntry;
 use crate::config::ModelSpec;
 use crate::limits::{self, Hold};
+use crate::upstream::relay::{RelayHooks, Seen};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What a relay saw, for billing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Relayed {
-    /// The node's reported usage, if any.
-    pub usage: Option<Usage>,
-    /// SSE content events relayed (≈ completion tokens).
-    pub events: u64,
-    /// Body bytes relayed.
-    pub bytes: u64,
-    pub stream: bool,
-}
-
-/// The tokens to bill and whether they are estimated.
-pub fn billed_tokens(status: RecordStatus, relayed: Relayed, body_len: usize) -> (Usage, bool) {
-    if let Some(u) = relayed.usage {
-        return (u, false);
-    }
-    let prompt = (body_len as u64).div_ceil(4);
-    let completion = if relayed.stream { relayed.events } else { relayed.bytes.div_ceil(4) };
+/// The completion tokens to bill for what the node sent without a usage, and whether there is anything
+/// to bill at all.
+fn completion_sent(status: RecordStatus, seen: Seen, stream: bool) -> Option<u64> {
+    let sent = if stream { seen.events } else { seen.bytes.div_ceil(4) };
     match status {
-        RecordStatus::Completed => (Usage { prompt_tokens: prompt, completion_tokens: completion }, true),
-        RecordStatus::ClientGone => {
-            let completion = if relayed.stream { relayed.events } else { 0 };
-            (Usage { prompt_tokens: prompt, completion_tokens: completion }, true)
-        }
-        RecordStatus::UpstreamFailed | RecordStatus::Timeout => {
-            if relayed.stream && relayed.events > 0 {
-                (Usage { prompt_tokens: prompt, completion_tokens: relayed.events }, true)
-            } else {
-                (Usage::default(), false)
-            }
-        }
+        RecordStatus::Completed | RecordStatus::ClientGone | RecordStatus::Interrupted => Some(sent),
+        RecordStatus::UpstreamFailed | RecordStatus::Timeout => (stream && seen.events > 0).then_some(sent),
     }
 }
 
@@ -65,7 +44,11 @@ pub struct Settler {
     request_id: String,
     started_ms: i64,
     started: Instant,
-    body_len: usize,
+    stream: bool,
+    /// The body as sent, for the prompt estimate.
+    body: bytes::Bytes,
+    /// The prompt estimate without a tokenizer, once needed.
+    prompt_estimate: Option<u64>,
     /// What was billed, once settled: (tokens, cost, estimated).
     pub billed: Option<(Usage, u64, bool)>,
 }
@@ -80,39 +63,38 @@ impl Settler {
         request_id: String,
         started_ms: i64,
         started: Instant,
-        body_len: usize,
+        stream: bool,
+        body: bytes::Bytes,
     ) -> Self {
-        Self { app, key, model, hold: Some(hold), request_id, started_ms, started, body_len, billed: None }
-    }
-
-    pub fn is_settled(&self) -> bool {
-        self.hold.is_none()
-    }
-
-    /// Settles the hold and writes the usage record to the journal; later calls do nothing. Returns
-    /// once the record is as durable as `journal.wait` asks.
-    pub async fn settle(&mut self, status: RecordStatus, relayed: Relayed) {
-        let Some(hold) = self.hold.take() else { return };
-        let (tokens, estimated) = billed_tokens(status, relayed, self.body_len);
-        let cost = limits::cost(&self.model, tokens.prompt_tokens, tokens.completion_tokens);
-        let (day, month) = hold.windows();
-        let billed = hold.settle(cost);
-        if billed < cost {
-            log::warn!(
-                target: "billing",
-                "{}: usage reported above the request's worst case ({cost} > {billed} ngonka); billed the hold",
-                self.request_id
-            );
+        Self {
+            app,
+            key,
+            model,
+            hold: Some(hold),
+            request_id,
+            started_ms,
+            started,
+            stream,
+            body,
+            prompt_estimate: None,
+            billed: None,
         }
-        self.billed = Some((tokens, billed, estimated));
-        let record = UsageRecord {
+    }
+
+    fn prompt_estimate(&mut self) -> u64 {
+        *self.prompt_estimate.get_or_insert_with(|| PromptText::of_body(&self.body).estimate())
+    }
+
+    fn record(&self, status: RecordStatus, tokens: Usage, cost: u64, estimated: bool) -> Option<UsageRecord> {
+        let (day, month) = self.hold.as_ref()?.windows();
+        Some(UsageRecord {
             request_id: self.request_id.clone(),
             account_id: self.key.account_id.to_string(),
             key_id: self.key.id.to_string(),
             model: self.model.id.clone(),
             prompt_tokens: tokens.prompt_tokens,
             completion_tokens: tokens.completion_tokens,
-            cost_ngonka: billed,
+            cost_ngonka: cost,
             status,
             estimated,
             latency_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -120,10 +102,74 @@ impl Settler {
             finished_ms: self.app.clock.now_ms(),
             day,
             month,
+        })
+    }
+
+    /// Settles the hold and writes the usage record to the journal; later calls do nothing. Returns
+    /// once the record is as durable as `journal.wait` asks.
+    pub async fn settle(&mut self, status: RecordStatus, seen: Seen) {
+        if self.hold.is_none() {
+            return;
+        }
+        let (tokens, estimated) = match (seen.usage, completion_sent(status, seen, self.stream)) {
+            (Some(u), _) => (u, false),
+            (None, None) => (Usage::default(), false),
+            (None, Some(completion)) => {
+                let prompt = if self.app.tokenizers.has(&self.model.id) {
+                    self.app.tokenizers.count(&self.model.id, PromptText::of_body(&self.body)).await.0
+                } else {
+                    self.prompt_estimate()
+                };
+                (Usage { prompt_tokens: prompt, completion_tokens: completion }, true)
+            }
         };
-        if let Err(e) = self.app.journal.append(&record).await {
+        let cost = limits::cost(&self.model, tokens.prompt_tokens, tokens.completion_tokens);
+        let record = self.record(status, tokens, cost, estimated);
+        if let Some(hold) = self.hold.take() {
+            if cost > hold.amount() {
+                log::warn!(
+                    target: "billing",
+                    "{}: billed {cost} ngonka, above the request's hold of {} (the node generated more than it was asked for)",
+                    self.request_id,
+                    hold.amount()
+                );
+            }
+            hold.settle(cost);
+        }
+        self.billed = Some((tokens, cost, estimated));
+        if let Some(record) = record
+            && let Err(e) = self.app.journal.append(&record).await
+        {
             log::error!(target: "billing", "{}: usage record not journaled: {e}", self.request_id);
         }
+    }
+
+    /// Journals what the answer has cost so far, without waiting (see the module docs).
+    pub fn progress(&mut self, seen: Seen) {
+        if self.hold.is_none() {
+            return;
+        }
+        let (tokens, estimated) = match seen.usage {
+            Some(u) => (u, false),
+            None => {
+                let completion = completion_sent(RecordStatus::Interrupted, seen, self.stream).unwrap_or(0);
+                (Usage { prompt_tokens: self.prompt_estimate(), completion_tokens: completion }, true)
+            }
+        };
+        let cost = limits::cost(&self.model, tokens.prompt_tokens, tokens.completion_tokens);
+        if let Some(record) = self.record(RecordStatus::Interrupted, tokens, cost, estimated) {
+            self.app.journal.append_unacknowledged(&record);
+        }
+    }
+}
+
+impl RelayHooks for Settler {
+    async fn before_final(&mut self, seen: Seen) {
+        self.settle(RecordStatus::Completed, seen).await;
+    }
+
+    fn progress(&mut self, seen: Seen) {
+        Settler::progress(self, seen);
     }
 }
 
@@ -132,32 +178,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn billing_rules() {
-        let reported = Usage { prompt_tokens: 10, completion_tokens: 20 };
-        let r = |usage, events, bytes, stream| Relayed { usage, events, bytes, stream };
+    fn what_the_node_sent_is_billed() {
+        let seen = |events, bytes| Seen { usage: None, events, bytes };
+        assert_eq!(completion_sent(RecordStatus::Completed, seen(7, 999), true), Some(7));
+        assert_eq!(completion_sent(RecordStatus::Completed, seen(0, 400), false), Some(100));
         assert_eq!(
-            billed_tokens(RecordStatus::Completed, r(Some(reported), 0, 0, true), 400),
-            (reported, false)
+            completion_sent(RecordStatus::ClientGone, seen(0, 4000), false),
+            Some(1000),
+            "a client that left pays for what the node sent"
         );
-        assert_eq!(
-            billed_tokens(RecordStatus::Completed, r(None, 7, 0, true), 400),
-            (Usage { prompt_tokens: 100, completion_tokens: 7 }, true)
-        );
-        assert_eq!(
-            billed_tokens(RecordStatus::ClientGone, r(None, 3, 999, true), 401),
-            (Usage { prompt_tokens: 101, completion_tokens: 3 }, true)
-        );
-        assert_eq!(
-            billed_tokens(RecordStatus::UpstreamFailed, r(None, 0, 0, true), 400),
-            (Usage::default(), false)
-        );
-        assert_eq!(
-            billed_tokens(RecordStatus::Timeout, r(None, 2, 0, true), 400),
-            (Usage { prompt_tokens: 100, completion_tokens: 2 }, true)
-        );
-        assert_eq!(
-            billed_tokens(RecordStatus::UpstreamFailed, r(None, 0, 500, false), 400),
-            (Usage::default(), false)
-        );
+        assert_eq!(completion_sent(RecordStatus::ClientGone, seen(3, 999), true), Some(3));
+        assert_eq!(completion_sent(RecordStatus::UpstreamFailed, seen(0, 0), true), None);
+        assert_eq!(completion_sent(RecordStatus::UpstreamFailed, seen(0, 500), false), None);
+        assert_eq!(completion_sent(RecordStatus::Timeout, seen(2, 0), true), Some(2));
+        assert_eq!(completion_sent(RecordStatus::Interrupted, seen(0, 40), false), Some(10));
     }
 }

@@ -33,6 +33,7 @@ pub struct KeySpec {
     pub limit_monthly_ngonka: Option<u64>,
     pub rate_limit_rpm: Option<u32>,
     pub expires_at: Option<i64>,
+    pub fit_max_tokens: Option<crate::limits::fit::FitPolicy>,
 }
 
 /// A change to a child key: `None` leaves a field, `Some(None)` clears it.
@@ -44,6 +45,7 @@ pub struct KeyPatch {
     pub rate_limit_rpm: Option<Option<u32>>,
     pub expires_at: Option<Option<i64>>,
     pub status: Option<KeyStatus>,
+    pub fit_max_tokens: Option<Option<crate::limits::fit::FitPolicy>>,
 }
 
 /// A lifecycle action on a key.
@@ -94,6 +96,7 @@ impl ControlState {
             limit_monthly_ngonka: None,
             rate_limit_rpm: None,
             expires_at: None,
+            fit_max_tokens: None,
             created_at: at,
             updated_at: at,
             version: 0,
@@ -140,6 +143,7 @@ impl ControlState {
             limit_monthly_ngonka: None,
             rate_limit_rpm: None,
             expires_at: None,
+            fit_max_tokens: None,
             created_at: at,
             updated_at: at,
             version: 0,
@@ -225,6 +229,7 @@ impl ControlState {
             limit_monthly_ngonka: spec.limit_monthly_ngonka,
             rate_limit_rpm: spec.rate_limit_rpm,
             expires_at: spec.expires_at,
+            fit_max_tokens: spec.fit_max_tokens,
             created_at: at,
             updated_at: at,
             version: 0,
@@ -343,6 +348,9 @@ impl ControlState {
         }
         if let Some(s) = patch.status {
             row.status = s;
+        }
+        if let Some(p) = patch.fit_max_tokens {
+            row.fit_max_tokens = p;
         }
         let stored = self.write_keys(&[row])?;
         stored.into_iter().next().ok_or_else(|| ApiError::Internal("no row written".into()))

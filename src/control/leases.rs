@@ -3,10 +3,13 @@
 
 use super::ControlState;
 use crate::auth::cache::KeyEntry;
+use crate::error::{ApiError, RateLimitInfo};
 use crate::limits::clock::{day_index, month_index};
 use crate::limits::counters::KeyCounters;
+use crate::limits::fit::Quote;
 use crate::limits::lease::{LeaseClient, Scope};
 use crate::limits::window::WindowCounter;
+use crate::limits::{self, Admission, HoldGauges};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,48 +158,57 @@ impl ControlState {
         scopes
     }
 
-    /// A core's hold of `amount` was refused: leases what is missing where it is missing. True when
-    /// every scope has room for `amount` afterwards (the core tries once more).
-    pub fn lease_for(&mut self, key: &KeyEntry, amount: u64, now_ms: i64) -> bool {
-        if self.leases.is_none() {
-            return false;
+    /// A core's hold of `quote` was refused: takes the hold here, leasing first what is missing where it
+    /// is missing. Each refused request that asks leases what it needs and takes its own hold in the
+    /// same step, so requests queued behind one another never count one lease twice.
+    pub fn lease_for(
+        &mut self,
+        key: &Arc<KeyEntry>,
+        quote: &Quote,
+        now_ms: i64,
+        gauges: &Arc<HoldGauges>,
+    ) -> Result<Admission, ApiError> {
+        if let Ok(admitted) = limits::hold(key, quote, now_ms, gauges) {
+            return Ok(admitted);
         }
-        let mut enough = true;
-        for scope in Self::scopes_of(key, now_ms) {
-            let (room, _) = self.scope_room(&scope);
-            if room < amount {
-                let want = self.slice(&scope).max(amount - room);
-                let granted = self.lease_scope(&scope, want);
-                enough &= room + granted >= amount;
+        if self.leases.is_some() {
+            let amount = quote.cost(quote.max_tokens);
+            for scope in Self::scopes_of(key, now_ms) {
+                let (room, _) = self.scope_room(&scope);
+                if room < amount {
+                    let want = self.slice(&scope).max(amount - room);
+                    self.lease_scope(&scope, want);
+                }
             }
         }
-        enough
+        limits::hold(key, quote, now_ms, gauges)
     }
 
-    /// A core refused a request of `key` by rate: leases requests of the current minute. True when
-    /// there is room for one now (the core tries once more).
-    pub fn lease_rate(&mut self, key: &KeyEntry, now_ms: i64) -> bool {
-        if self.leases.is_none() {
-            return false;
+    /// A core refused a request of `key` by rate: leases requests of the current minute when there is no
+    /// room, and admits the request here.
+    pub fn lease_rate(
+        &mut self,
+        key: &KeyEntry,
+        rpm: u32,
+        share_of_rpm: u32,
+        now_ms: i64,
+    ) -> Result<Option<RateLimitInfo>, ApiError> {
+        if self.leases.is_some() {
+            let scope = Scope::Minute(key.id.to_string(), now_ms.div_euclid(60_000));
+            let (room, _) = self.scope_room(&scope);
+            if room < 1 {
+                let want = self.slice(&scope);
+                self.lease_scope(&scope, want);
+            }
         }
-        let scope = Scope::Minute(key.id.to_string(), now_ms.div_euclid(60_000));
-        let (room, _) = self.scope_room(&scope);
-        if room >= 1 {
-            return true;
-        }
-        let want = self.slice(&scope);
-        self.lease_scope(&scope, want) >= 1
+        limits::check_rate_leased(key, rpm, share_of_rpm, now_ms)
     }
 
     /// Periodic: finds this instance's leases again once Redis answers, renews hot scopes ahead of
     /// need, gives back what cold scopes do not use.
     pub fn tick_leases(&mut self) {
+        self.publish_lease_gauges();
         let Some(leases) = self.leases.as_mut() else { return };
-        let leased: u64 = leases.leased.values().sum();
-        self.gauges.redis_up.store(i64::from(leases.is_up()), std::sync::atomic::Ordering::Relaxed);
-        self.gauges
-            .leased
-            .store(i64::try_from(leased).unwrap_or(i64::MAX), std::sync::atomic::Ordering::Relaxed);
         if !leases.synced {
             self.sync_leases();
             return;
@@ -233,6 +245,16 @@ impl ControlState {
                 }
             }
         }
+    }
+
+    /// What `/metrics` shows of Redis and the leases, as the control plane knows it now.
+    fn publish_lease_gauges(&self) {
+        let Some(leases) = self.leases.as_ref() else { return };
+        let leased: u64 = leases.leased.values().sum();
+        self.gauges.redis_up.store(i64::from(leases.is_up()), std::sync::atomic::Ordering::Relaxed);
+        self.gauges
+            .leased
+            .store(i64::try_from(leased).unwrap_or(i64::MAX), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Returns the unused part of this instance's lease of `scope` to the pool.
@@ -285,7 +307,11 @@ impl ControlState {
             }
         }
         let Some(leases) = self.leases.as_mut() else { return };
-        let Ok(found) = leases.client.leased(&scopes) else { return };
+        let found = leases.client.leased(&scopes);
+        // Whether Redis answered shows at once, not only after the first tick.
+        self.publish_lease_gauges();
+        let Ok(found) = found else { return };
+        let Some(leases) = self.leases.as_mut() else { return };
         leases.synced = true;
         let mut total = 0u64;
         for (scope, mine) in scopes.into_iter().zip(found) {
@@ -297,6 +323,7 @@ impl ControlState {
                 self.apply_grant(&scope, mine);
             }
         }
+        self.publish_lease_gauges();
         log::info!(target: "limits", "leases in sync with redis ({total} ngonka leased by this instance)");
     }
 

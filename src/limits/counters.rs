@@ -94,12 +94,13 @@ impl AccountCounters {
         }
     }
 
-    /// Ends a hold of `hold`, of which `billed` (≤ `hold`) is spent.
+    /// Ends a hold of `hold`, of which `billed` is spent; a bill above the hold is taken from the
+    /// balance too (which may then go below zero: the node was paid for it).
     pub fn release(&self, hold: u64, billed: u64) {
         let hold = to_i64(hold);
-        let billed = to_i64(billed).min(hold);
+        let billed = to_i64(billed);
         self.held.fetch_sub(hold, Ordering::AcqRel);
-        self.available.fetch_add(hold - billed, Ordering::AcqRel);
+        self.available.fetch_add(hold.saturating_sub(billed), Ordering::AcqRel);
     }
 
     pub fn credit(&self, amount: i64) {
@@ -134,8 +135,9 @@ mod tests {
         a.release(600, 100);
         assert_eq!((a.available(), a.held(), a.balance()), (500, 400, 900));
         a.release(400, 999);
-        assert_eq!(a.balance(), 500, "billing is capped at the hold");
-        a.credit(50);
+        assert_eq!(a.balance(), -99, "a bill above its hold is billed in full");
+        assert_eq!(a.available(), -99);
+        a.credit(649);
         assert_eq!(a.balance(), 550);
     }
 

@@ -2,20 +2,28 @@
 //! monthly limits and its account's balance, taken before any upstream call and settled on every ending.
 //!
 //! # Design
-//! [`admit`] checks the rate ([`gcra`]) and takes the holds ([`counters`], [`window`]); it touches no
-//! store and takes no lock. A [`Hold`] gives back whatever it did not bill when it is settled, and when it
-//! is dropped unsettled (an early return, a panic) it gives back everything: a hold is never left behind.
-//! Billing is capped at the hold, so a node that reports more usage than the request could produce still
-//! cannot push spend past a limit.
+//! [`check_rate`] checks the rate ([`gcra`]); [`hold`] takes the holds ([`counters`], [`window`]),
+//! fitting the request's `max_tokens` to what is left when its policy allows ([`fit`]). Neither touches
+//! a store or takes a lock. A [`Hold`] gives back whatever it did not bill when it is settled, and when
+//! it is dropped unsettled (an early return, a panic) it gives back everything: a hold is never left
+//! behind. A bill above its hold (a node that generated more than the request allowed) is billed in
+//! full and counted ([`HoldGauges::over_hold`]): the node was paid for it, so the key's owner pays too.
+//!
+//! A refusal says why: 402 when spend itself leaves no room for the request (retrying cannot help), 429
+//! `budget_in_flight` when only other requests' holds are in the way (they are released as those
+//! requests end, so retrying does help).
 //!
 //! # Worst case
 //! Prompt tokens are bounded by the request body's length in bytes (each token of a byte-level BPE
 //! tokenizer covers at least one byte of the text, and the JSON around each message is longer than the
-//! chat template's added tokens); completion tokens by `n × max_tokens`, where a request without a limit
-//! gets `limits.default_max_tokens` added to what is forwarded, so the bound also holds at the node.
+//! chat template's added tokens); completion tokens by `choices × max_tokens`, where `choices` is what
+//! the node generates (`n`; on `/v1/completions`, `n` or `best_of` for every prompt of a prompt list) and
+//! the `max_tokens` the node honours is always written into the forwarded body, so the bound also holds
+//! at the node.
 
 pub mod clock;
 pub mod counters;
+pub mod fit;
 pub mod gcra;
 pub mod lease;
 pub mod share;
@@ -25,14 +33,20 @@ use crate::auth::cache::KeyEntry;
 use crate::config::ModelSpec;
 use crate::error::{ApiError, RateLimitInfo};
 use clock::{day_index, month_index};
+use fit::Quote;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Gauges of holds in flight, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct HoldGauges {
     pub count: AtomicI64,
     pub ngonka: AtomicI64,
+    /// Requests billed above their hold, and what they were billed past it.
+    pub over_hold: AtomicU64,
+    pub over_hold_ngonka: AtomicU64,
+    /// Requests sent with a `max_tokens` lowered to what their budgets allowed.
+    pub fitted: AtomicU64,
 }
 
 /// Cost in ngonka of `prompt` and `completion` tokens at `model`'s prices (saturating).
@@ -42,23 +56,21 @@ pub fn cost(model: &ModelSpec, prompt: u64, completion: u64) -> u64 {
     u64::try_from(c).unwrap_or(u64::MAX)
 }
 
-/// The worst-case token counts of a request (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorstCase {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
-
-pub fn worst_case(
+/// A request's quote (see the module docs): its prompt bounded by `body_len`, `choices` completions of
+/// `max_tokens` each, fitted down to `fit_floor` when that is `Some`.
+pub fn quote(
+    model: &ModelSpec,
     body_len: usize,
-    max_tokens: Option<u64>,
-    n: u64,
-    default_max_tokens: u64,
-    has_completion: bool,
-) -> WorstCase {
-    let completion =
-        if has_completion { n.max(1).saturating_mul(max_tokens.unwrap_or(default_max_tokens)) } else { 0 };
-    WorstCase { prompt_tokens: body_len as u64, completion_tokens: completion }
+    choices: u64,
+    max_tokens: u64,
+    fit_floor: Option<u64>,
+) -> Quote {
+    Quote {
+        prompt_ngonka: cost(model, body_len as u64, 0),
+        per_token_ngonka: model.price_completion_ngonka.saturating_mul(choices),
+        max_tokens,
+        fit_floor,
+    }
 }
 
 /// A request's claim on its key's and account's budgets, until settled.
@@ -82,27 +94,33 @@ impl Hold {
         (self.day, self.month)
     }
 
-    /// Replaces the hold by the real cost; returns what is billed (`actual`, capped at the hold).
-    pub fn settle(mut self, actual: u64) -> u64 {
-        self.finish(actual)
+    /// Replaces the hold by the real cost, `actual`, which is billed in full (above the hold too).
+    pub fn settle(mut self, actual: u64) {
+        self.finish(actual);
     }
 
-    fn finish(&mut self, actual: u64) -> u64 {
+    fn finish(&mut self, actual: u64) {
         if self.settled {
-            return 0;
+            return;
         }
         self.settled = true;
-        let billed = actual.min(self.amount);
-        let back = self.amount - billed;
         let c = &self.key.counters;
-        c.daily_used.sub(self.day, back);
-        c.monthly_used.sub(self.month, back);
-        c.daily_spent.add(self.day, billed);
-        c.monthly_spent.add(self.month, billed);
-        self.key.account.release(self.amount, billed);
+        if actual <= self.amount {
+            let back = self.amount - actual;
+            c.daily_used.sub(self.day, back);
+            c.monthly_used.sub(self.month, back);
+        } else {
+            let past = actual - self.amount;
+            c.daily_used.add(self.day, past);
+            c.monthly_used.add(self.month, past);
+            self.gauges.over_hold.fetch_add(1, Ordering::Relaxed);
+            self.gauges.over_hold_ngonka.fetch_add(past, Ordering::Relaxed);
+        }
+        c.daily_spent.add(self.day, actual);
+        c.monthly_spent.add(self.month, actual);
+        self.key.account.release(self.amount, actual);
         self.gauges.count.fetch_sub(1, Ordering::Relaxed);
         self.gauges.ngonka.fetch_sub(i64::try_from(self.amount).unwrap_or(i64::MAX), Ordering::Relaxed);
-        billed
     }
 }
 
@@ -113,12 +131,6 @@ impl Drop for Hold {
             self.finish(0);
         }
     }
-}
-
-/// What admission granted.
-#[derive(Debug)]
-pub struct Admitted {
-    pub hold: Hold,
 }
 
 /// Checks the key's rate. `default_rpm` applies to keys without their own limit (0: none).
@@ -161,43 +173,138 @@ pub fn check_rate_leased(
     }
 }
 
-/// Holds `amount` against the key's daily and monthly limits and its account's balance, or refuses
-/// with the exact 402 of DESIGN §1.
-pub fn hold(
-    key: &Arc<KeyEntry>,
-    amount: u64,
-    now_ms: i64,
-    gauges: &Arc<HoldGauges>,
-) -> Result<Hold, ApiError> {
-    let day = day_index(now_ms);
-    let month = month_index(now_ms);
+/// What one budget of a key has: the most it may use now (its share of the limit or balance, plus what
+/// was leased), what is used (held + spent) and what of that is held by requests in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BudgetState {
+    limit: u64,
+    used: u64,
+    held: u64,
+}
+
+impl BudgetState {
+    /// What a new hold may take now.
+    fn room(self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// What would be left if every request in flight ended without spending anything.
+    fn room_without_holds(self) -> u64 {
+        self.limit.saturating_sub(self.used.saturating_sub(self.held))
+    }
+}
+
+/// The daily, monthly (`None` without a limit) and balance budgets of `key` now.
+fn budgets(key: &KeyEntry, day: i64, month: i64) -> [Option<BudgetState>; 3] {
     let c = &key.counters;
-    // What this instance may use: its share of the limit (all of it for a single instance) plus what it
-    // leased (several instances with Redis).
+    let window = |limit: Option<u64>,
+                  used: &window::WindowCounter,
+                  spent: &window::WindowCounter,
+                  leased: &window::WindowCounter,
+                  w: i64| {
+        limit.map(|l| {
+            let used = used.get(w);
+            BudgetState {
+                limit: l.saturating_add(leased.get(w)),
+                used,
+                held: used.saturating_sub(spent.get(w)),
+            }
+        })
+    };
+    let available = key.account.available();
+    let held = key.account.held().max(0) as u64;
+    [
+        window(key.limit_daily_ngonka, &c.daily_used, &c.daily_spent, &c.daily_leased, day),
+        window(key.limit_monthly_ngonka, &c.monthly_used, &c.monthly_spent, &c.monthly_leased, month),
+        Some(BudgetState {
+            limit: (available.max(0) as u64).saturating_add(held),
+            used: held.saturating_add(available.min(0).unsigned_abs()),
+            held,
+        }),
+    ]
+}
+
+/// Takes `amount` from every budget of `key`, or nothing.
+fn take(key: &KeyEntry, amount: u64, day: i64, month: i64) -> bool {
+    let c = &key.counters;
     let daily_limit = key.limit_daily_ngonka.map_or(u64::MAX, |l| l.saturating_add(c.daily_leased.get(day)));
     let monthly_limit =
         key.limit_monthly_ngonka.map_or(u64::MAX, |l| l.saturating_add(c.monthly_leased.get(month)));
-    let refuse = |daily_used: u64, monthly_used: u64| ApiError::ChildKeyLimit {
-        daily_remaining: key.limit_daily_ngonka.map_or(u64::MAX, |_| daily_limit.saturating_sub(daily_used)),
-        monthly_remaining: key
-            .limit_monthly_ngonka
-            .map_or(u64::MAX, |_| monthly_limit.saturating_sub(monthly_used)),
-    };
-    if let Err(used) = c.daily_used.try_add(day, amount, daily_limit) {
-        return Err(refuse(used, c.monthly_used.get(month)));
+    if c.daily_used.try_add(day, amount, daily_limit).is_err() {
+        return false;
     }
-    if let Err(used) = c.monthly_used.try_add(month, amount, monthly_limit) {
+    if c.monthly_used.try_add(month, amount, monthly_limit).is_err() {
         c.daily_used.sub(day, amount);
-        return Err(refuse(c.daily_used.get(day), used));
+        return false;
     }
     if !key.account.try_hold(amount) {
         c.daily_used.sub(day, amount);
         c.monthly_used.sub(month, amount);
-        return Err(ApiError::InsufficientBalance);
+        return false;
     }
-    gauges.count.fetch_add(1, Ordering::Relaxed);
-    gauges.ngonka.fetch_add(i64::try_from(amount).unwrap_or(i64::MAX), Ordering::Relaxed);
-    Ok(Hold { key: Arc::clone(key), amount, day, month, gauges: Arc::clone(gauges), settled: false })
+    true
+}
+
+/// What admission granted: the hold, and the completion tokens per choice the request is sent with
+/// (`quote.max_tokens`, or fewer when it was fitted).
+#[derive(Debug)]
+pub struct Admission {
+    pub hold: Hold,
+    pub max_tokens: u64,
+}
+
+/// Holds `quote` against the key's daily and monthly limits and its account's balance, fitting its
+/// `max_tokens` down to what is left when the quote allows it; or refuses with the error of DESIGN §1:
+/// 402 `child_key_limit` / `insufficient_balance` when spend leaves no room, 429 `budget_in_flight` when
+/// only holds of requests in flight do.
+pub fn hold(
+    key: &Arc<KeyEntry>,
+    quote: &Quote,
+    now_ms: i64,
+    gauges: &Arc<HoldGauges>,
+) -> Result<Admission, ApiError> {
+    let (day, month) = (day_index(now_ms), month_index(now_ms));
+    let mut max_tokens = quote.max_tokens;
+    // A fitted amount can be taken by another request between the look and the take: look again.
+    for _ in 0..4 {
+        if take(key, quote.cost(max_tokens), day, month) {
+            if max_tokens < quote.max_tokens {
+                gauges.fitted.fetch_add(1, Ordering::Relaxed);
+            }
+            let amount = quote.cost(max_tokens);
+            gauges.count.fetch_add(1, Ordering::Relaxed);
+            gauges.ngonka.fetch_add(i64::try_from(amount).unwrap_or(i64::MAX), Ordering::Relaxed);
+            let hold =
+                Hold { key: Arc::clone(key), amount, day, month, gauges: Arc::clone(gauges), settled: false };
+            return Ok(Admission { hold, max_tokens });
+        }
+        if quote.fit_floor.is_none() {
+            break;
+        }
+        let room = budgets(key, day, month).iter().flatten().map(|b| b.room()).min().unwrap_or(u64::MAX);
+        match quote.fit(room) {
+            Some(fitted) => max_tokens = fitted,
+            None => break,
+        }
+    }
+    Err(refusal(key, quote.cost(quote.least_tokens()), day, month))
+}
+
+/// Why a hold of `needed` was refused.
+fn refusal(key: &KeyEntry, needed: u64, day: i64, month: i64) -> ApiError {
+    let [daily, monthly, balance] = budgets(key, day, month);
+    let no_room = |b: Option<BudgetState>| b.is_some_and(|b| b.room_without_holds() < needed);
+    if no_room(daily) || no_room(monthly) {
+        return ApiError::ChildKeyLimit {
+            daily_remaining: daily.map(BudgetState::room),
+            monthly_remaining: monthly.map(BudgetState::room),
+        };
+    }
+    if no_room(balance) {
+        return ApiError::InsufficientBalance;
+    }
+    let held = [daily, monthly, balance].iter().flatten().filter(|b| b.room() < needed).map(|b| b.held).max();
+    ApiError::BudgetInFlight { held_ngonka: held.unwrap_or(0) }
 }
 
 /// A child key's spend and what is left, for its listing: `(daily_spent, monthly_spent,
@@ -231,6 +338,7 @@ mod tests {
             limit_monthly_ngonka: monthly,
             rate_limit_rpm: None,
             expires_at: None,
+            fit_max_tokens: None,
             counters: Arc::new(KeyCounters::default()),
             account: Arc::new(AccountCounters::new(balance)),
         })
@@ -238,35 +346,97 @@ mod tests {
 
     const T: i64 = 1_795_300_000_000;
 
+    /// A fixed amount, never fitted.
+    fn fixed(amount: u64) -> Quote {
+        Quote { prompt_ngonka: amount, per_token_ngonka: 0, max_tokens: 0, fit_floor: None }
+    }
+
+    fn take_fixed(k: &Arc<KeyEntry>, amount: u64, now: i64, g: &Arc<HoldGauges>) -> Result<Hold, ApiError> {
+        hold(k, &fixed(amount), now, g).map(|a| a.hold)
+    }
+
     #[test]
     fn refusals_carry_what_remains() {
         let g = Arc::new(HoldGauges::default());
         let k = key(Some(100), Some(500), 10_000);
-        let h = hold(&k, 80, T, &g).unwrap();
-        match hold(&k, 30, T, &g) {
+        take_fixed(&k, 80, T, &g).unwrap().settle(80);
+        match take_fixed(&k, 30, T, &g) {
             Err(ApiError::ChildKeyLimit { daily_remaining, monthly_remaining }) => {
-                assert_eq!((daily_remaining, monthly_remaining), (20, 420));
+                assert_eq!((daily_remaining, monthly_remaining), (Some(20), Some(420)));
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(h.settle(50), 50);
-        assert_eq!(key_spend(&k, T), (50, 50, Some(50), Some(450)));
+        assert_eq!(key_spend(&k, T), (80, 80, Some(20), Some(420)));
         assert_eq!(g.count.load(Ordering::Relaxed), 0);
         let poor = key(None, None, 10);
-        assert!(matches!(hold(&poor, 11, T, &g), Err(ApiError::InsufficientBalance)));
+        assert!(matches!(take_fixed(&poor, 11, T, &g), Err(ApiError::InsufficientBalance)));
         assert_eq!(key_spend(&poor, T), (0, 0, None, None), "a refused hold leaves nothing behind");
+        let monthly_only = key(None, Some(5), 10_000);
+        match take_fixed(&monthly_only, 6, T, &g) {
+            Err(ApiError::ChildKeyLimit { daily_remaining, monthly_remaining }) => {
+                assert_eq!(
+                    (daily_remaining, monthly_remaining),
+                    (None, Some(5)),
+                    "no limit is None, not a sentinel"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn dropped_holds_release_everything_and_billing_is_capped() {
+    fn only_holds_in_the_way_is_a_retryable_429_and_spend_is_a_402() {
+        let g = Arc::new(HoldGauges::default());
+        let k = key(Some(100), None, 10_000);
+        let first = take_fixed(&k, 70, T, &g).unwrap();
+        match take_fixed(&k, 50, T, &g) {
+            Err(ApiError::BudgetInFlight { held_ngonka }) => assert_eq!(held_ngonka, 70),
+            other => panic!("holds in flight must give 429: {other:?}"),
+        }
+        first.settle(70);
+        assert!(matches!(take_fixed(&k, 50, T, &g), Err(ApiError::ChildKeyLimit { .. })), "spent: 402");
+        let poor = key(None, None, 100);
+        let h = take_fixed(&poor, 80, T, &g).unwrap();
+        assert!(matches!(take_fixed(&poor, 50, T, &g), Err(ApiError::BudgetInFlight { .. })));
+        assert!(matches!(take_fixed(&poor, 101, T, &g), Err(ApiError::InsufficientBalance)));
+        drop(h);
+    }
+
+    #[test]
+    fn a_request_that_does_not_fit_is_sent_with_what_fits() {
+        let g = Arc::new(HoldGauges::default());
+        // A daily limit far below the default worst case (10 + 4096 × 20).
+        let k = key(Some(5_000), None, 1_000_000);
+        let q = Quote { prompt_ngonka: 10, per_token_ngonka: 20, max_tokens: 4096, fit_floor: Some(16) };
+        let a = hold(&k, &q, T, &g).unwrap();
+        assert_eq!(a.max_tokens, (5_000 - 10) / 20);
+        assert_eq!(a.hold.amount(), 10 + 20 * a.max_tokens);
+        assert_eq!(g.fitted.load(Ordering::Relaxed), 1);
+        // Now the rest of the day is held: only another request's hold is in the way.
+        assert!(matches!(hold(&k, &q, T, &g), Err(ApiError::BudgetInFlight { .. })));
+        a.hold.settle(10 + 20 * 10);
+        let b = hold(&k, &q, T, &g).unwrap();
+        assert!(b.max_tokens < 4096 && b.max_tokens >= 16);
+        b.hold.settle(0);
+        let no_fit = Quote { fit_floor: None, ..q };
+        assert!(matches!(hold(&k, &no_fit, T, &g), Err(ApiError::ChildKeyLimit { .. })));
+    }
+
+    #[test]
+    fn dropped_holds_release_everything_and_a_bill_above_the_hold_is_billed_in_full() {
         let g = Arc::new(HoldGauges::default());
         let k = key(Some(100), None, 1_000);
-        drop(hold(&k, 100, T, &g).unwrap());
+        drop(take_fixed(&k, 100, T, &g).unwrap());
         assert_eq!(k.account.balance(), 1_000);
         assert_eq!(key_spend(&k, T).2, Some(100));
-        let h = hold(&k, 40, T, &g).unwrap();
-        assert_eq!(h.settle(70), 40, "never more than the hold");
-        assert_eq!(k.account.balance(), 960);
+        let h = take_fixed(&k, 40, T, &g).unwrap();
+        h.settle(70);
+        assert_eq!(k.account.balance(), 930, "billed in full, not capped at the hold");
+        assert_eq!(key_spend(&k, T), (70, 70, Some(30), None));
+        assert_eq!(
+            (g.over_hold.load(Ordering::Relaxed), g.over_hold_ngonka.load(Ordering::Relaxed)),
+            (1, 30)
+        );
     }
 
     #[test]
@@ -274,29 +444,29 @@ mod tests {
         let g = Arc::new(HoldGauges::default());
         let k = key(Some(100), Some(150), 1_000_000);
         let midnight = clock::days_from_civil(2026, 11, 30) * clock::DAY_MS + clock::DAY_MS;
-        hold(&k, 100, midnight - 1, &g).unwrap().settle(100);
-        assert!(hold(&k, 1, midnight - 1, &g).is_err(), "day used up");
-        let h = hold(&k, 100, midnight, &g).unwrap();
+        take_fixed(&k, 100, midnight - 1, &g).unwrap().settle(100);
+        assert!(take_fixed(&k, 1, midnight - 1, &g).is_err(), "day used up");
+        let h = take_fixed(&k, 100, midnight, &g).unwrap();
         assert_eq!(h.windows(), (clock::day_index(midnight), clock::month_index(midnight)));
-        assert_eq!(h.settle(100), 100);
+        h.settle(100);
         // 2026-12-01 is also a new month, so the monthly limit started over as well.
         assert_eq!(key_spend(&k, midnight), (100, 100, Some(0), Some(50)));
     }
 
     #[test]
-    fn worst_case_bounds() {
-        assert_eq!(
-            worst_case(500, Some(10), 2, 4096, true),
-            WorstCase { prompt_tokens: 500, completion_tokens: 20 }
-        );
-        assert_eq!(worst_case(500, None, 1, 4096, true).completion_tokens, 4096);
-        assert_eq!(worst_case(500, None, 1, 4096, false).completion_tokens, 0);
+    fn quotes_count_every_choice() {
         let m = ModelSpec {
             id: "m".into(),
             context_length: None,
             price_prompt_ngonka: 3,
-            price_completion_ngonka: u64::MAX,
+            price_completion_ngonka: 7,
+            tokenizer: None,
         };
-        assert_eq!(cost(&m, 1, 2), u64::MAX);
+        let q = quote(&m, 500, 6, 10, None);
+        assert_eq!(q.cost(q.max_tokens), 500 * 3 + 6 * 10 * 7);
+        assert_eq!(quote(&m, 500, 0, 0, None).cost(0), 1500, "embeddings: the prompt only");
+        let dear = ModelSpec { price_completion_ngonka: u64::MAX, ..m };
+        assert_eq!(cost(&dear, 1, 2), u64::MAX);
+        assert_eq!(quote(&dear, 1, 2, 3, None).cost(3), u64::MAX);
     }
 }

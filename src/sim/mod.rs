@@ -45,6 +45,8 @@ pub struct SimParams {
     pub drop_rate: f64,
     /// Share of answers that stop half-way and hang.
     pub stall_rate: f64,
+    /// A misbehaving node: completion tokens generated past the `max_tokens` it was sent.
+    pub overrun_tokens: u64,
 }
 
 impl Default for SimParams {
@@ -57,6 +59,7 @@ impl Default for SimParams {
             capacity_rate: 0.0,
             drop_rate: 0.0,
             stall_rate: 0.0,
+            overrun_tokens: 0,
         }
     }
 }

@@ -370,6 +370,29 @@ pub fn prompt_of(req: &Value, chat: bool) -> (String, usize) {
     }
 }
 
+/// The prompts of a completions request, as vLLM takes them: a string, token ids, or a list of either
+/// (one completion each).
+fn completion_prompts(req: &Value) -> Vec<String> {
+    match req.get("prompt") {
+        Some(Value::Array(items)) if items.iter().any(|i| i.is_string() || i.is_array()) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(other) => vec![other.to_string()],
+        None => vec![String::new()],
+    }
+}
+
+/// What each choice of an answer says.
+struct Choice {
+    index: usize,
+    tokens: Vec<String>,
+}
+
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
 async fn generate<S: Transport>(
     sim: &Sim,
@@ -382,18 +405,43 @@ async fn generate<S: Transport>(
     fault: MidFault,
     rng: &std::cell::Cell<u64>,
 ) -> bool {
-    let (prompt, messages) = prompt_of(req, chat);
-    let max_tokens = req
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| req.get("max_tokens").and_then(Value::as_u64))
-        .unwrap_or(u64::MAX);
-    let n = params.completion_tokens.min(max_tokens);
+    // vLLM's semantics: chat honours `max_completion_tokens`, else `max_tokens`; completions read only
+    // `max_tokens`. `n` choices per prompt (`best_of` generated on completions); a completions prompt
+    // list gets choices per prompt.
+    let max_tokens = if chat {
+        req.get("max_completion_tokens")
+            .and_then(Value::as_u64)
+            .or_else(|| req.get("max_tokens").and_then(Value::as_u64))
+    } else {
+        req.get("max_tokens").and_then(Value::as_u64)
+    }
+    .unwrap_or(u64::MAX);
+    let n_per_prompt = req.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128) as usize;
+    let generated_per_prompt =
+        req.get("best_of").and_then(Value::as_u64).map_or(n_per_prompt, |b| (b as usize).max(n_per_prompt));
+    let per_choice = params.completion_tokens.min(max_tokens).saturating_add(params.overrun_tokens);
     let finish = if max_tokens < params.completion_tokens { "length" } else { "stop" };
-    let tokens = text::tokens(prompt.as_bytes(), n as usize);
-    let prompt_tokens = text::prompt_tokens(prompt.len(), messages);
-    let usage =
-        json!({"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n});
+    let prompts: Vec<(String, usize)> = if chat {
+        vec![prompt_of(req, true)]
+    } else {
+        completion_prompts(req).into_iter().map(|p| (p, 0)).collect()
+    };
+    let mut choices = Vec::new();
+    let mut prompt_tokens = 0u64;
+    for (p, (prompt, messages)) in prompts.iter().enumerate() {
+        prompt_tokens += text::prompt_tokens(prompt.len(), *messages);
+        for c in 0..n_per_prompt {
+            let seed = if c == 0 { prompt.clone() } else { format!("{prompt}#{c}") };
+            choices.push(Choice {
+                index: p * n_per_prompt + c,
+                tokens: text::tokens(seed.as_bytes(), per_choice as usize),
+            });
+        }
+    }
+    let completion_tokens = per_choice * (prompts.len() * generated_per_prompt) as u64;
+    let n = per_choice;
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens});
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = req
         .get("stream_options")
@@ -411,17 +459,21 @@ async fn generate<S: Transport>(
     };
 
     // The finished answer, kept for `GET /v1/chat/completions/{id}` (streamed answers too).
-    let text = tokens.concat();
-    let body = if chat {
-        json!({"id": id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": usage})
-    } else {
-        json!({"id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
-            "usage": usage})
-    };
-    let body = body.to_string();
+    let choice_json: Vec<Value> = choices
+        .iter()
+        .map(|c| {
+            let text = c.tokens.concat();
+            if chat {
+                json!({"index": c.index, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+            } else {
+                json!({"index": c.index, "text": text, "logprobs": null, "finish_reason": finish})
+            }
+        })
+        .collect();
+    let object = if chat { "chat.completion" } else { "text_completion" };
+    let body = json!({"id": id, "object": object, "created": created, "model": model,
+        "choices": choice_json, "usage": usage})
+    .to_string();
     if fault == MidFault::None {
         sim.remember(&id, body.clone());
     }
@@ -455,8 +507,9 @@ async fn generate<S: Transport>(
     }
     let usage_null = if include_usage { r#","usage":null"# } else { "" };
     let model_json = Value::String(model.to_owned()).to_string();
+    let chunk_object = if chat { "chat.completion.chunk" } else { "text_completion" };
     let mut event = Vec::with_capacity(512);
-    for (i, tok) in tokens.iter().enumerate() {
+    for i in 0..n as usize {
         monoio::time::sleep_until(start + ttft + per_token * i as u32).await;
         if fault != MidFault::None && i as u64 == n / 2 {
             if fault == MidFault::Stall {
@@ -464,25 +517,28 @@ async fn generate<S: Transport>(
             }
             return false;
         }
-        let tok_json = Value::String(tok.clone()).to_string();
         event.clear();
-        if chat {
-            let role = if i == 0 { r#""role":"assistant","# } else { "" };
-            event.extend_from_slice(
-                format!(
-                    r#"data: {{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model_json},"choices":[{{"index":0,"delta":{{{role}"content":{tok_json}}},"finish_reason":null}}]{usage_null}}}"#
-                )
-                .as_bytes(),
-            );
-        } else {
-            event.extend_from_slice(
-                format!(
-                    r#"data: {{"id":"{id}","object":"text_completion","created":{created},"model":{model_json},"choices":[{{"index":0,"text":{tok_json},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
-                )
-                .as_bytes(),
-            );
+        for c in &choices {
+            let tok_json = Value::String(c.tokens[i].clone()).to_string();
+            let index = c.index;
+            if chat {
+                let role = if i == 0 { r#""role":"assistant","# } else { "" };
+                event.extend_from_slice(
+                    format!(
+                        r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"delta":{{{role}"content":{tok_json}}},"finish_reason":null}}]{usage_null}}}"#
+                    )
+                    .as_bytes(),
+                );
+            } else {
+                event.extend_from_slice(
+                    format!(
+                        r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"text":{tok_json},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
+                    )
+                    .as_bytes(),
+                );
+            }
+            event.extend_from_slice(b"\n\n");
         }
-        event.extend_from_slice(b"\n\n");
         encode_chunk(out, &event);
         if !send(io, out).await {
             sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
@@ -490,16 +546,18 @@ async fn generate<S: Transport>(
         }
     }
     event.clear();
-    if chat {
-        event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model_json},"choices":[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
-    } else {
-        event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"text_completion","created":{created},"model":{model_json},"choices":[{{"index":0,"text":"","logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
+    for c in &choices {
+        let index = c.index;
+        if chat {
+            event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"delta":{{}},"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
+        } else {
+            event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"text":"","logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
+        }
+        event.extend_from_slice(b"\n\n");
     }
-    event.extend_from_slice(b"\n\n");
     if include_usage {
-        let object = if chat { "chat.completion.chunk" } else { "text_completion" };
         event.extend_from_slice(
-            format!(r#"data: {{"id":"{id}","object":"{object}","created":{created},"model":{model_json},"choices":[],"usage":{usage}}}"#)
+            format!(r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[],"usage":{usage}}}"#)
                 .as_bytes(),
         );
         event.extend_from_slice(b"\n\n");

@@ -59,6 +59,8 @@ pub struct KeyRow {
     pub rate_limit_rpm: Option<u32>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// Whether its requests' `max_tokens` are fitted to what is left; `None` = the config's default.
+    pub fit_max_tokens: Option<crate::limits::fit::FitPolicy>,
     pub created_at: i64,
     pub updated_at: i64,
     /// Set by the store on every write; increases store-wide.

@@ -22,6 +22,7 @@ use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
 use crate::billing::journal::JournalPos;
 use crate::billing::record::{RecordStatus, UsageRecord};
 use crate::config::PostgresSettings;
+use crate::limits::fit::FitPolicy;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
@@ -118,6 +119,8 @@ const MIGRATIONS: &[&str] = &[
          spent_ngonka BIGINT NOT NULL,
          PRIMARY KEY (instance_id, scope, id, period, period_index)
      );",
+    // 2: a key's own fit policy (NULL: the config's).
+    "ALTER TABLE keys ADD COLUMN fit_max_tokens TEXT;",
 ];
 
 type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -181,7 +184,7 @@ impl r2d2_postgres::r2d2::CustomizeConnection<Client, postgres::Error> for Searc
 }
 
 const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka, \
-     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version";
+     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version, fit_max_tokens";
 
 fn key_from_row(row: &Row) -> StoreResult<KeyRow> {
     let kind: String = row.try_get(2).map_err(err)?;
@@ -211,6 +214,10 @@ fn key_from_row(row: &Row) -> StoreResult<KeyRow> {
         created_at: row.try_get(12).map_err(err)?,
         updated_at: row.try_get(13).map_err(err)?,
         version: row.try_get(14).map_err(err)?,
+        fit_max_tokens: match row.try_get::<_, Option<String>>(15).map_err(err)? {
+            Some(p) => Some(FitPolicy::parse(&p).ok_or_else(|| bad("fit_max_tokens", &p))?),
+            None => None,
+        },
     })
 }
 
@@ -305,13 +312,15 @@ impl PostgresStore {
         let rpm = row.rate_limit_rpm.map(i64::from);
         tx.execute(
             "INSERT INTO keys (id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka,
-                               limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                               limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version,
+                               fit_max_tokens)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              ON CONFLICT (id) DO UPDATE SET
                  name = excluded.name, prefix = excluded.prefix, hash = excluded.hash, status = excluded.status,
                  limit_daily_ngonka = excluded.limit_daily_ngonka, limit_monthly_ngonka = excluded.limit_monthly_ngonka,
                  rate_limit_rpm = excluded.rate_limit_rpm, expires_at = excluded.expires_at,
-                 updated_at = excluded.updated_at, version = excluded.version",
+                 updated_at = excluded.updated_at, version = excluded.version,
+                 fit_max_tokens = excluded.fit_max_tokens",
             &[
                 &row.id,
                 &row.account_id,
@@ -328,6 +337,7 @@ impl PostgresStore {
                 &row.created_at,
                 &row.updated_at,
                 &version,
+                &row.fit_max_tokens.map(|p| p.as_str()),
             ],
         )
         .map_err(err)?;
@@ -518,6 +528,35 @@ impl Store for PostgresStore {
             if n == 1 {
                 inserted += 1;
                 totals.add(r, cost);
+                continue;
+            }
+            // The request has a record: a final one replaces its progress mark (by the difference).
+            let row = tx
+                .query_one(
+                    "SELECT status, cost_ngonka FROM usage WHERE request_id = $1 FOR UPDATE",
+                    &[&r.request_id],
+                )
+                .map_err(err)?;
+            let (status, stored_cost): (String, i64) = (row.get(0), row.get(1));
+            let stored = RecordStatus::parse(&status).unwrap_or(RecordStatus::Completed);
+            if r.replaces(stored, stored_cost.max(0) as u64) {
+                tx.execute(
+                    "UPDATE usage SET prompt_tokens = $2, completion_tokens = $3, cost_ngonka = $4, status = $5,
+                         estimated = $6, latency_ms = $7, finished_ms = $8
+                     WHERE request_id = $1",
+                    &[
+                        &r.request_id,
+                        &to_i64(r.prompt_tokens, "tokens")?,
+                        &to_i64(r.completion_tokens, "tokens")?,
+                        &cost,
+                        &r.status.as_str(),
+                        &r.estimated,
+                        &to_i64(r.latency_ms, "latency")?,
+                        &r.finished_ms,
+                    ],
+                )
+                .map_err(err)?;
+                totals.add(r, cost - stored_cost);
             }
         }
         // Sorted (BTreeMap): concurrent instances lock the same rows in the same order.

@@ -10,13 +10,14 @@
 
 use super::{KeyRow, KeyTableState};
 use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
+use crate::limits::fit::FitPolicy;
 use rkyv::rancor::Error as RkyvError;
 use rkyv::{Archive, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"GGKEYS01";
+const MAGIC: &[u8; 8] = b"GGKEYS02";
 const HEADER: usize = 8 + 8 + 32;
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -36,6 +37,8 @@ struct SnapKey {
     created_at: i64,
     updated_at: i64,
     version: i64,
+    /// 0 = the config's default, then `FitPolicy` by `fit_code`.
+    fit_max_tokens: u8,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug)]
@@ -52,6 +55,12 @@ fn kind_code(k: KeyKind) -> u8 {
         KeyKind::Child => 2,
         KeyKind::AccountToken => 3,
     }
+}
+
+const FIT_POLICIES: [FitPolicy; 3] = [FitPolicy::Unset, FitPolicy::Always, FitPolicy::Never];
+
+fn fit_code(p: Option<FitPolicy>) -> u8 {
+    p.and_then(|p| FIT_POLICIES.iter().position(|q| *q == p)).map_or(0, |i| i as u8 + 1)
 }
 
 fn status_code(s: KeyStatus) -> u8 {
@@ -80,6 +89,7 @@ impl SnapKey {
             created_at: r.created_at,
             updated_at: r.updated_at,
             version: r.version,
+            fit_max_tokens: fit_code(r.fit_max_tokens),
         }
     }
 
@@ -106,6 +116,10 @@ impl SnapKey {
             created_at: self.created_at,
             updated_at: self.updated_at,
             version: self.version,
+            fit_max_tokens: match self.fit_max_tokens {
+                0 => None,
+                code => Some(*FIT_POLICIES.get(usize::from(code) - 1)?),
+            },
         })
     }
 }
@@ -216,6 +230,7 @@ mod tests {
             limit_monthly_ngonka: None,
             rate_limit_rpm: Some(7),
             expires_at: Some(1_900_000_000),
+            fit_max_tokens: [None, Some(FitPolicy::Always), Some(FitPolicy::Never)][i as usize % 3],
             created_at: 1,
             updated_at: 2,
             version: i,

@@ -10,6 +10,7 @@ use super::{GroupBy, InstanceSpend, KeySpend, SpendTotals, UsageQuery, UsageSumm
 use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
 use crate::billing::journal::JournalPos;
 use crate::billing::record::{RecordStatus, UsageRecord};
+use crate::limits::fit::FitPolicy;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
@@ -89,6 +90,8 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (key_id, period, period_index)
      );
      INSERT INTO meta (name, value) VALUES ('journal_seq', 0), ('journal_offset', 0);",
+    // 3: a key's own fit policy (NULL: the config's).
+    "ALTER TABLE keys ADD COLUMN fit_max_tokens TEXT;",
 ];
 
 pub struct SqliteStore {
@@ -128,7 +131,7 @@ fn to_i64(v: u64, what: &str) -> StoreResult<i64> {
 }
 
 const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka, \
-     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version";
+     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version, fit_max_tokens";
 
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
     let kind: String = row.get(2)?;
@@ -161,6 +164,10 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
         created_at: row.get(12)?,
         updated_at: row.get(13)?,
         version: row.get(14)?,
+        fit_max_tokens: match row.get::<_, Option<String>>(15)? {
+            Some(p) => Some(FitPolicy::parse(&p).ok_or_else(|| bad("fit_max_tokens", &p))?),
+            None => None,
+        },
     })
 }
 
@@ -225,13 +232,15 @@ impl SqliteStore {
         let limit = |v: Option<u64>, what: &str| v.map(|v| to_i64(v, what)).transpose();
         tx.execute(
             "INSERT INTO keys (id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka,
-                               limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                               limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version,
+                               fit_max_tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT(id) DO UPDATE SET
                  name = excluded.name, prefix = excluded.prefix, hash = excluded.hash, status = excluded.status,
                  limit_daily_ngonka = excluded.limit_daily_ngonka, limit_monthly_ngonka = excluded.limit_monthly_ngonka,
                  rate_limit_rpm = excluded.rate_limit_rpm, expires_at = excluded.expires_at,
-                 updated_at = excluded.updated_at, version = excluded.version",
+                 updated_at = excluded.updated_at, version = excluded.version,
+                 fit_max_tokens = excluded.fit_max_tokens",
             params![
                 row.id,
                 row.account_id,
@@ -248,6 +257,7 @@ impl SqliteStore {
                 row.created_at,
                 row.updated_at,
                 version,
+                row.fit_max_tokens.map(|p| p.as_str()),
             ],
         )
         .map_err(err)?;
@@ -418,6 +428,16 @@ impl Store for SqliteStore {
                      ON CONFLICT(request_id) DO NOTHING",
                 )
                 .map_err(err)?;
+            let mut existing = tx
+                .prepare_cached("SELECT status, cost_ngonka FROM usage WHERE request_id = ?1")
+                .map_err(err)?;
+            let mut replace = tx
+                .prepare_cached(
+                    "UPDATE usage SET prompt_tokens = ?2, completion_tokens = ?3, cost_ngonka = ?4, status = ?5,
+                         estimated = ?6, latency_ms = ?7, finished_ms = ?8
+                     WHERE request_id = ?1",
+                )
+                .map_err(err)?;
             let mut balance = tx
                 .prepare_cached("UPDATE accounts SET balance_ngonka = balance_ngonka - ?2 WHERE id = ?1")
                 .map_err(err)?;
@@ -451,6 +471,26 @@ impl Store for SqliteStore {
                 if n == 1 {
                     inserted += 1;
                     totals.add(r, cost);
+                    continue;
+                }
+                // The request has a record: a final one replaces its progress mark (by the difference).
+                let (status, stored_cost): (String, i64) =
+                    existing.query_row([&r.request_id], |row| Ok((row.get(0)?, row.get(1)?))).map_err(err)?;
+                let stored = RecordStatus::parse(&status).unwrap_or(RecordStatus::Completed);
+                if r.replaces(stored, stored_cost.max(0) as u64) {
+                    replace
+                        .execute(params![
+                            r.request_id,
+                            to_i64(r.prompt_tokens, "tokens")?,
+                            to_i64(r.completion_tokens, "tokens")?,
+                            cost,
+                            r.status.as_str(),
+                            r.estimated,
+                            to_i64(r.latency_ms, "latency")?,
+                            r.finished_ms,
+                        ])
+                        .map_err(err)?;
+                    totals.add(r, cost - stored_cost);
                 }
             }
             for (account, cost) in &totals.balances {

@@ -8,9 +8,12 @@
 //! allocation per read. An SSE event split across reads is held back until its blank line arrives (the
 //! client could not act on half an event anyway); that rare path copies through a side buffer.
 //!
-//! While it waits on the node, the relay also watches the client socket for readability: a hang-up stops
-//! the upstream read at once (cancelled and awaited, so buffers come back) and the node connection is
-//! closed rather than left generating for nobody. Bytes of a pipelined next request are kept.
+//! While it waits on the node, the relay also watches the client socket for readability: a hang-up is
+//! noticed at once (the upstream read is cancelled and awaited, so buffers come back). Bytes of a
+//! pipelined next request are kept. A client that leaves (hangs up, or stops reading until a write times
+//! out) does not end the exchange with the node: what the node generated is paid for, so its answer is
+//! still read, not relayed, within a bound ([`DrainBound`]) until its usage arrives; past the bound the
+//! node connection is closed and what it sent is counted.
 //!
 //! The client's response head is held until the first payload and sent in the same write. Until then
 //! nothing has reached the client, so a node that fails first can still be replaced by another.
@@ -47,6 +50,13 @@ pub fn relay_buffer(capacity: usize) -> Vec<u8> {
     buf
 }
 
+/// How long, and how many bytes of it, a node's answer is still read after the client left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainBound {
+    pub time: Duration,
+    pub bytes: u64,
+}
+
 /// The client half of a relay.
 #[derive(Debug)]
 pub struct ClientSide<'a, S> {
@@ -56,11 +66,41 @@ pub struct ClientSide<'a, S> {
     pub rbuf_max: usize,
     pub write_timeout: Duration,
     watching: bool,
+    drain: DrainBound,
+    /// When the client went away, if it did.
+    gone_at: Option<Instant>,
 }
 
 impl<'a, S: Transport> ClientSide<'a, S> {
-    pub fn new(io: &'a mut S, rbuf: &'a mut ReadBuf, rbuf_max: usize, write_timeout: Duration) -> Self {
-        Self { io, rbuf, rbuf_max, write_timeout, watching: true }
+    pub fn new(
+        io: &'a mut S,
+        rbuf: &'a mut ReadBuf,
+        rbuf_max: usize,
+        write_timeout: Duration,
+        drain: DrainBound,
+    ) -> Self {
+        Self { io, rbuf, rbuf_max, write_timeout, watching: true, drain, gone_at: None }
+    }
+
+    /// Whether the client has gone away.
+    pub fn is_gone(&self) -> bool {
+        self.gone_at.is_some()
+    }
+
+    /// The client went away now (or earlier): from here on the node's answer is only drained.
+    fn leave(&mut self) {
+        if self.gone_at.is_none() {
+            self.gone_at = Some(Instant::now());
+        }
+        self.watching = false;
+    }
+
+    /// The deadline of a read that must also end within the drain bound once the client is gone.
+    fn bounded(&self, deadline: Instant) -> Instant {
+        match self.gone_at {
+            Some(gone) => deadline.min(gone + self.drain.time),
+            None => deadline,
+        }
     }
 
     /// The client socket turned readable: take what is there. `false` when the client has gone.
@@ -122,8 +162,9 @@ async fn read_upstream<S: Transport>(
         Deadline,
         Client(io::Result<()>),
     }
+    let deadline = client.bounded(deadline);
     let why = loop {
-        let watching = client.watching;
+        let watching = client.watching && !client.is_gone();
         let woke = monoio::select! {
             (up, res, buf) = &mut read => Woke::Read(up, res, buf),
             _ = monoio::time::sleep_until(deadline) => Woke::Deadline,
@@ -192,18 +233,29 @@ pub struct Answer {
     pub leftover: usize,
 }
 
-/// Sends `request` on `up` and waits for the response head (skipping 1xx heads).
-/// `buf` must come from [`relay_buffer`]; it is returned with any body bytes after its headroom.
+/// Sends `request` (the head, and the body too unless it comes as `body`) on `up` and waits for the response
+/// head (skipping 1xx heads). A client that leaves meanwhile does not end the wait: the node's answer is
+/// still due, and is drained (see the module docs); only past the drain bound does the wait end with
+/// [`AttemptError::ClientGone`]. `buf` must come from [`relay_buffer`]; it is returned with any body bytes
+/// after its headroom.
 pub async fn exchange<S: Transport>(
     client: &mut ClientSide<'_, S>,
     mut up: UpstreamIo,
     request: Vec<u8>,
+    body: Option<bytes::Bytes>,
     mut buf: Vec<u8>,
     head_timeout: Duration,
 ) -> (Result<Answer, AttemptError>, Vec<u8>, Vec<u8>) {
     let (res, request) = write_all_deadline(&mut up, request, client.write_timeout).await;
     if let Err(e) = res {
         return (Err(AttemptError::Send(e)), request, buf);
+    }
+    if let Some(body) = body {
+        // A large body goes from where it is (shared, not copied) after the head.
+        let (res, _) = write_all_deadline(&mut up, body, client.write_timeout).await;
+        if let Err(e) = res {
+            return (Err(AttemptError::Send(e)), request, buf);
+        }
     }
     buf.truncate(HEADROOM);
     let deadline = Instant::now() + head_timeout;
@@ -215,8 +267,12 @@ pub async fn exchange<S: Transport>(
             UpRead::Data(_) => {}
             UpRead::Eof => return (Err(AttemptError::Closed), request, buf),
             UpRead::Failed(e) => return (Err(AttemptError::Read(e)), request, buf),
+            UpRead::TimedOut if client.is_gone() => return (Err(AttemptError::ClientGone), request, buf),
             UpRead::TimedOut => return (Err(AttemptError::HeadTimeout), request, buf),
-            UpRead::ClientGone => return (Err(AttemptError::ClientGone), request, buf),
+            UpRead::ClientGone => {
+                client.leave();
+                continue;
+            }
         }
         match parse_response_head(&buf[HEADROOM..]) {
             Ok(head) if (100..200).contains(&head.status) => {
@@ -262,7 +318,10 @@ pub enum ClientFraming {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayEnd {
     Complete,
-    ClientGone,
+    /// The client left; `drained` when the node's answer was still read to its end afterwards.
+    ClientGone {
+        drained: bool,
+    },
     UpstreamBroken(String),
     UpstreamTimedOut,
 }
@@ -272,10 +331,10 @@ pub enum RelayEnd {
 pub struct RelayResult {
     pub end: RelayEnd,
     pub usage: Option<Usage>,
-    /// SSE data events relayed (content, role, finish): the completion tokens relayed, when the node gave
-    /// no usage.
+    /// SSE data events the node sent (content, role, finish): the completion tokens it generated, when it
+    /// gave no usage.
     pub data_events: u64,
-    /// Body bytes relayed.
+    /// Body bytes the node sent (relayed, or drained after the client left).
     pub bytes: u64,
     /// `before_final` ran (the usage record was settled before the last bytes).
     pub final_ran: bool,
@@ -491,13 +550,34 @@ impl Emitter {
     }
 }
 
+/// What the node has sent so far, for settlement and progress marks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The node's reported usage, once it came.
+    pub usage: Option<Usage>,
+    /// SSE data events (≈ completion tokens of a stream).
+    pub events: u64,
+    /// Body bytes.
+    pub bytes: u64,
+}
+
+/// What the relay tells the request's owner while it runs.
+#[expect(async_fn_in_trait, reason = "implemented and awaited on one core; no Send bound is wanted")]
+pub trait RelayHooks {
+    /// Runs once, right before the client is sent the bytes that complete the answer (the `[DONE]`
+    /// event of a stream, the end of a Content-Length body, or the last chunk): settlement journals the
+    /// usage record there, so a client that received a complete answer always has a record. It does not
+    /// run when the answer breaks off or the client has left.
+    async fn before_final(&mut self, seen: Seen);
+
+    /// Runs as the answer goes on, at least every `progress_every` completion tokens (content events of
+    /// a stream, a quarter of the bytes of anything else), relayed or drained.
+    fn progress(&mut self, seen: Seen);
+}
+
 /// Relays the body of `answer` to the client behind `client_head` (a complete response head whose
-/// framing matches `framing`). `buf` is the relay buffer holding `answer.leftover` body bytes.
-///
-/// `before_final` runs once, right before the client is sent the bytes that complete the answer (the
-/// `[DONE]` event of a stream, the end of a Content-Length body, or the last chunk), with the usage, the
-/// content events and the bytes seen so far: settlement journals the usage record there, so a client
-/// that received a complete answer always has a record. It does not run when the answer breaks off.
+/// framing matches `framing`). `buf` is the relay buffer holding `answer.leftover` body bytes. When the
+/// client has left (or leaves), the rest of the answer is drained within the client side's bound.
 #[expect(clippy::too_many_arguments, reason = "one relay's whole context")]
 pub async fn relay_body<S: Transport>(
     client: &mut ClientSide<'_, S>,
@@ -507,7 +587,8 @@ pub async fn relay_body<S: Transport>(
     framing: ClientFraming,
     client_head: Vec<u8>,
     read_timeout: Duration,
-    before_final: &mut impl AsyncFnMut(Option<Usage>, u64, u64),
+    progress_every: u64,
+    hooks: &mut impl RelayHooks,
 ) -> (RelayResult, Vec<u8>, Vec<u8>) {
     let Answer { mut up, head, leftover } = answer;
     let mut decoder = (head.body == ResponseBody::Chunked).then(ChunkedDecoder::new);
@@ -521,6 +602,11 @@ pub async fn relay_body<S: Transport>(
     let mut data_len = leftover;
     let mut body_done = head.body == ResponseBody::Empty;
     let mut trailing_garbage = false;
+    let is_sse = matches!(mode, BodyMode::Sse { .. });
+    let tokens_seen = |f: &Filter| if is_sse { f.data_events } else { f.bytes / 4 };
+    let mut next_mark = progress_every.max(1);
+    // Bytes the node had sent when the client left: the drain bound counts from there.
+    let mut bytes_at_leave = client.is_gone().then_some(0u64);
 
     let end = loop {
         if data_len > 0 {
@@ -545,26 +631,54 @@ pub async fn relay_body<S: Transport>(
             };
             let out = filter.filter(&mut buf, payload_len);
             filter.bytes += payload_len as u64;
-            if !final_ran && (filter.done_seen || (body_done && framing == ClientFraming::Length)) {
-                before_final(filter.usage(), filter.data_events, filter.bytes).await;
-                final_ran = true;
+            let seen = Seen { usage: filter.usage(), events: filter.data_events, bytes: filter.bytes };
+            if tokens_seen(&filter) >= next_mark {
+                hooks.progress(seen);
+                next_mark = tokens_seen(&filter) + progress_every.max(1);
             }
-            let (res, b) = emitter.emit(client, &mut filter, buf, out).await;
-            buf = b;
+            if client.is_gone() {
+                // Nobody to relay to: what the node sends is only counted.
+                if let Out::Held(n) = out {
+                    filter.held.drain(..n);
+                }
+            } else {
+                if !final_ran && (filter.done_seen || (body_done && framing == ClientFraming::Length)) {
+                    hooks.before_final(seen).await;
+                    final_ran = true;
+                }
+                let (res, b) = emitter.emit(client, &mut filter, buf, out).await;
+                buf = b;
+                if res.is_err() {
+                    client.leave();
+                    bytes_at_leave = Some(filter.bytes);
+                }
+            }
             buf.truncate(HEADROOM);
-            if res.is_err() {
-                break RelayEnd::ClientGone;
-            }
+            data_len = 0;
         }
         if body_done {
-            break RelayEnd::Complete;
+            break if client.is_gone() { RelayEnd::ClientGone { drained: true } } else { RelayEnd::Complete };
+        }
+        if bytes_at_leave.is_some_and(|at| filter.bytes.saturating_sub(at) >= client.drain.bytes) {
+            break RelayEnd::ClientGone { drained: false };
         }
         let (u, b, r) = read_upstream(client, up, buf, Instant::now() + read_timeout).await;
         up = u;
         buf = b;
         match r {
             UpRead::Data(n) => data_len = n,
-            UpRead::Eof if head.body == ResponseBody::UntilClose => break RelayEnd::Complete,
+            UpRead::Eof if head.body == ResponseBody::UntilClose => {
+                break if client.is_gone() {
+                    RelayEnd::ClientGone { drained: true }
+                } else {
+                    RelayEnd::Complete
+                };
+            }
+            UpRead::ClientGone => {
+                client.leave();
+                bytes_at_leave = Some(filter.bytes);
+            }
+            _ if client.is_gone() => break RelayEnd::ClientGone { drained: false },
             UpRead::Eof => {
                 break RelayEnd::UpstreamBroken("the node closed the connection mid-answer".into());
             }
@@ -572,16 +686,15 @@ pub async fn relay_body<S: Transport>(
                 break RelayEnd::UpstreamBroken(format!("reading from the node failed: {e}"));
             }
             UpRead::TimedOut => break RelayEnd::UpstreamTimedOut,
-            UpRead::ClientGone => break RelayEnd::ClientGone,
         }
     };
 
-    let is_sse = matches!(mode, BodyMode::Sse { .. });
     let mut client_keep_alive = true;
     match &end {
         RelayEnd::Complete => {
             if !final_ran {
-                before_final(filter.usage(), filter.data_events, filter.bytes).await;
+                let seen = Seen { usage: filter.usage(), events: filter.data_events, bytes: filter.bytes };
+                hooks.before_final(seen).await;
                 final_ran = true;
             }
             if emitter.finish(client, &mut filter, None).await.is_err() {
@@ -609,7 +722,8 @@ pub async fn relay_body<S: Transport>(
     if framing == ClientFraming::Close {
         client_keep_alive = false;
     }
-    let reusable = (end == RelayEnd::Complete && head.keep_alive && !trailing_garbage).then_some(up);
+    let ended_cleanly = matches!(end, RelayEnd::Complete | RelayEnd::ClientGone { drained: true });
+    let reusable = (ended_cleanly && head.keep_alive && !trailing_garbage).then_some(up);
     let result = RelayResult {
         end,
         usage: filter.usage(),
