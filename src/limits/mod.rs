@@ -254,7 +254,7 @@ pub struct Admission {
 }
 
 /// Holds `quote` against the key's daily and monthly limits and its account's balance, fitting its
-/// `max_tokens` down to what is left when the quote allows it; or refuses with the error of DESIGN §1:
+/// `max_tokens` down to what is left when the quote allows it; or refuses (the README's error table):
 /// 402 `child_key_limit` / `insufficient_balance` when spend leaves no room, 429 `budget_in_flight` when
 /// only holds of requests in flight do.
 pub fn hold(
