@@ -32,8 +32,9 @@ pub enum ApiError {
     KeyPaused,
     #[error("Management keys cannot be used for inference; create a child key.")]
     ManagementKeyNotAllowed,
+    /// What is left of the key's daily and monthly limits; `None`: that window has no limit.
     #[error("This child key has reached its spending limit.")]
-    ChildKeyLimit { daily_remaining: u64, monthly_remaining: u64 },
+    ChildKeyLimit { daily_remaining: Option<u64>, monthly_remaining: Option<u64> },
     #[error("The account balance cannot cover this request.")]
     InsufficientBalance,
     #[error("Rate limit reached: {} requests per minute.", .0.limit)]
@@ -191,8 +192,10 @@ impl ApiError {
         err.insert("code".into(), self.code().map_or(Value::Null, |c| Value::String(c.to_owned())));
         err.insert("param".into(), self.param().map_or(Value::Null, |p| Value::String(p.to_owned())));
         if let Self::ChildKeyLimit { daily_remaining, monthly_remaining } = self {
-            err.insert("daily_remaining".into(), Value::String(daily_remaining.to_string()));
-            err.insert("monthly_remaining".into(), Value::String(monthly_remaining.to_string()));
+            // Money as a decimal string; a window without a limit is `null`, never a sentinel number.
+            let remaining = |v: &Option<u64>| v.map_or(Value::Null, |n| Value::String(n.to_string()));
+            err.insert("daily_remaining".into(), remaining(daily_remaining));
+            err.insert("monthly_remaining".into(), remaining(monthly_remaining));
         }
         serde_json::to_vec(&json!({ "error": err })).unwrap_or_default()
     }
@@ -213,7 +216,7 @@ mod tests {
 
     #[test]
     fn child_key_limit_body_is_exact() {
-        let e = ApiError::ChildKeyLimit { daily_remaining: 0, monthly_remaining: 500_000_000 };
+        let e = ApiError::ChildKeyLimit { daily_remaining: Some(0), monthly_remaining: Some(500_000_000) };
         let v: Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(e.status(), 402);
         assert_eq!(v["error"]["type"], "child_key_limit");
@@ -221,6 +224,15 @@ mod tests {
         assert_eq!(v["error"]["daily_remaining"], "0");
         assert_eq!(v["error"]["monthly_remaining"], "500000000");
         assert!(v["error"]["message"].is_string());
+    }
+
+    #[test]
+    fn child_key_limit_body_shows_a_window_without_a_limit_as_null() {
+        let e = ApiError::ChildKeyLimit { daily_remaining: Some(0), monthly_remaining: None };
+        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["daily_remaining"], "0");
+        assert!(v["error"]["monthly_remaining"].is_null(), "{v}");
+        assert!(!String::from_utf8_lossy(&e.body()).contains(&u64::MAX.to_string()));
     }
 
     #[test]

@@ -219,6 +219,31 @@ fn management_and_child_keys() {
 }
 
 #[test]
+fn a_child_key_refusal_shows_a_window_without_a_limit_as_null() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    let tok = gw.account_token.clone();
+    let mid = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A daily limit far below any request's hold; no monthly limit.
+    let r = gw.api(
+        &tok,
+        "POST",
+        &format!("/api/management/keys/{mid}/children"),
+        Some(json!({"name": "c", "limit_daily_ngonka": "1"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = chat(&gw, r.json()["key"].as_str().unwrap());
+    assert_eq!((r.status, code(&r).as_str()), (402, "child_key_limit"), "{}", r.text());
+    let err = &r.json()["error"];
+    assert_eq!(err["daily_remaining"], "1", "{err}");
+    assert!(err["monthly_remaining"].is_null(), "a window without a limit is null: {err}");
+    assert!(!r.text().contains(&u64::MAX.to_string()), "{}", r.text());
+}
+
+#[test]
 fn bad_fields_are_named() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);

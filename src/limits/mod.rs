@@ -178,10 +178,8 @@ pub fn hold(
     let monthly_limit =
         key.limit_monthly_ngonka.map_or(u64::MAX, |l| l.saturating_add(c.monthly_leased.get(month)));
     let refuse = |daily_used: u64, monthly_used: u64| ApiError::ChildKeyLimit {
-        daily_remaining: key.limit_daily_ngonka.map_or(u64::MAX, |_| daily_limit.saturating_sub(daily_used)),
-        monthly_remaining: key
-            .limit_monthly_ngonka
-            .map_or(u64::MAX, |_| monthly_limit.saturating_sub(monthly_used)),
+        daily_remaining: key.limit_daily_ngonka.map(|_| daily_limit.saturating_sub(daily_used)),
+        monthly_remaining: key.limit_monthly_ngonka.map(|_| monthly_limit.saturating_sub(monthly_used)),
     };
     if let Err(used) = c.daily_used.try_add(day, amount, daily_limit) {
         return Err(refuse(used, c.monthly_used.get(month)));
@@ -245,7 +243,7 @@ mod tests {
         let h = hold(&k, 80, T, &g).unwrap();
         match hold(&k, 30, T, &g) {
             Err(ApiError::ChildKeyLimit { daily_remaining, monthly_remaining }) => {
-                assert_eq!((daily_remaining, monthly_remaining), (20, 420));
+                assert_eq!((daily_remaining, monthly_remaining), (Some(20), Some(420)));
             }
             other => panic!("{other:?}"),
         }
