@@ -55,6 +55,12 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{0}")]
     Conflict(String),
+    /// A credit's reference was used before with another amount.
+    #[error(
+        "This reference already credited {credited_ngonka} ngonka to this account; a credit of another \
+         amount needs a reference of its own."
+    )]
+    CreditReferenceConflict { credited_ngonka: i64 },
     /// No node could serve: 502 when nodes failed, 503 (with `Retry-After`) when none was available.
     #[error("{message}")]
     UpstreamUnavailable { status: u16, message: String, retry_after_secs: Option<u32> },
@@ -81,7 +87,7 @@ impl ApiError {
             Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => 403,
             Self::ModelNotFound(_) | Self::NotFound(_) => 404,
             Self::MethodNotAllowed => 405,
-            Self::Conflict(_) => 409,
+            Self::Conflict(_) | Self::CreditReferenceConflict { .. } => 409,
             Self::PayloadTooLarge => 413,
             Self::RequestTimeout => 408,
             Self::RateLimited(_) => 429,
@@ -108,7 +114,8 @@ impl ApiError {
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge
             | Self::RequestTimeout
-            | Self::Conflict(_) => "invalid_request_error",
+            | Self::Conflict(_)
+            | Self::CreditReferenceConflict { .. } => "invalid_request_error",
             Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout => "upstream_error",
             Self::Upstream { kind, .. } => kind,
             Self::Internal(_) | Self::Unavailable(_) => "server_error",
@@ -133,6 +140,7 @@ impl ApiError {
             Self::PayloadTooLarge => "request_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
+            Self::CreditReferenceConflict { .. } => "credit_reference_conflict",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Upstream { code, .. } => return code.as_deref(),
@@ -145,6 +153,7 @@ impl ApiError {
         match self {
             Self::BadRequest { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) => Some("model"),
+            Self::CreditReferenceConflict { .. } => Some("reference"),
             _ => None,
         }
     }

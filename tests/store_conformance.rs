@@ -17,7 +17,9 @@ use gonka_gateway::billing::record::{RecordStatus, UsageRecord};
 use gonka_gateway::config::PostgresSettings;
 use gonka_gateway::store::postgres::{PostgresStore, spawn_change_feed};
 use gonka_gateway::store::sqlite::{SqliteStore, Synchronous};
-use gonka_gateway::store::{AccountRow, Change, GroupBy, KeyRow, PriceRow, Store, StoreError, UsageQuery};
+use gonka_gateway::store::{
+    AccountRow, Change, CreditOutcome, GroupBy, KeyRow, PriceRow, Store, StoreError, UsageQuery,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,6 +55,8 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     keys_round_trip_every_field(&mut *make());
     hashes_are_unique(&mut *make());
     credits_are_idempotent_per_reference(&mut *make());
+    a_reference_reused_with_another_amount_is_a_conflict_and_changes_nothing(&mut *make());
+    a_credit_that_would_overflow_is_refused_and_changes_nothing(&mut *make());
     prices_upsert(&mut *make());
     usage_applies_once_with_its_spend(&mut *make());
 }
@@ -176,17 +180,44 @@ fn hashes_are_unique(s: &mut dyn Store) {
 fn credits_are_idempotent_per_reference(s: &mut dyn Store) {
     s.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
     s.insert_account(&account("acc_b"), &key("key_tb", "acc_b", KeyKind::AccountToken, 2)).unwrap();
-    let a = s.credit("acc_a", 500, "inv-1", 1).unwrap();
-    assert!(a.applied);
-    assert_eq!(a.balance_ngonka, 500);
-    let again = s.credit("acc_a", 500, "inv-1", 2).unwrap();
-    assert!(!again.applied);
-    assert_eq!(again.balance_ngonka, 500);
+    assert_eq!(s.credit("acc_a", 500, "inv-1", 1).unwrap(), CreditOutcome::Applied { balance_ngonka: 500 });
+    assert_eq!(s.credit("acc_a", 500, "inv-1", 2).unwrap(), CreditOutcome::Repeated { balance_ngonka: 500 });
     // References are per account.
-    assert!(s.credit("acc_b", 7, "inv-1", 3).unwrap().applied);
-    assert_eq!(s.credit("acc_a", 1, "inv-2", 4).unwrap().balance_ngonka, 501);
+    assert_eq!(s.credit("acc_b", 7, "inv-1", 3).unwrap(), CreditOutcome::Applied { balance_ngonka: 7 });
+    assert_eq!(s.credit("acc_a", 1, "inv-2", 4).unwrap(), CreditOutcome::Applied { balance_ngonka: 501 });
     assert!(matches!(s.credit("acc_none", 1, "x", 5), Err(StoreError::NotFound(_))));
     assert_eq!(s.account("acc_b").unwrap().unwrap().balance_ngonka, 7);
+}
+
+fn a_reference_reused_with_another_amount_is_a_conflict_and_changes_nothing(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    s.credit("acc_a", 500, "inv-1", 1).unwrap();
+    assert_eq!(
+        s.credit("acc_a", 700, "inv-1", 2).unwrap(),
+        CreditOutcome::ReferenceConflict { credited_ngonka: 500 }
+    );
+    assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, 500);
+    assert_eq!(s.account_credit("acc_a").unwrap(), 500, "the first credit stays as it was");
+    assert_eq!(s.credit("acc_a", 500, "inv-1", 3).unwrap(), CreditOutcome::Repeated { balance_ngonka: 500 });
+}
+
+fn a_credit_that_would_overflow_is_refused_and_changes_nothing(s: &mut dyn Store) {
+    // The balance would pass i64::MAX.
+    let rich = AccountRow { balance_ngonka: i64::MAX - 5, ..account("acc_a") };
+    s.insert_account(&rich, &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    assert_eq!(s.credit("acc_a", 10, "big", 1).unwrap(), CreditOutcome::WouldOverflow);
+    assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, i64::MAX - 5);
+    // The refusal did not use up its reference.
+    assert_eq!(s.credit("acc_a", 5, "big", 2).unwrap(), CreditOutcome::Applied { balance_ngonka: i64::MAX });
+    // The credit total would pass i64::MAX, though usage brought the balance down.
+    s.insert_account(&account("acc_b"), &key("key_tb", "acc_b", KeyKind::AccountToken, 2)).unwrap();
+    s.credit("acc_b", i64::MAX, "all", 3).unwrap();
+    let spent = UsageRecord { account_id: "acc_b".into(), ..record("r1", "key_tb", 100, 20_000) };
+    s.apply_usage(&[spent], JournalPos { seq: 1, offset: 1 }).unwrap();
+    assert_eq!(s.account("acc_b").unwrap().unwrap().balance_ngonka, i64::MAX - 100);
+    assert_eq!(s.credit("acc_b", 50, "more", 4).unwrap(), CreditOutcome::WouldOverflow);
+    assert_eq!(s.account_credit("acc_b").unwrap(), i64::MAX, "sums stay exact");
+    assert_eq!(s.account("acc_b").unwrap().unwrap().balance_ngonka, i64::MAX - 100);
 }
 
 fn prices_upsert(s: &mut dyn Store) {
