@@ -9,6 +9,7 @@ use crate::api::{admin, inference, models};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::{Method, RequestHead};
+use crate::metrics::ModelLabel;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
@@ -113,7 +114,9 @@ async fn ready<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
 fn finish<S: Transport>(ex: &Exchange<'_, S>) {
     let core = &ex.conn.core;
     let route = if ex.log.route.is_empty() { "unknown" } else { ex.log.route };
-    core.app.metrics.record(route, ex.log.status, ex.log.model.as_deref());
+    // Only the gateway's own models become metric labels; a client's made-up name counts as `other`.
+    let model = ModelLabel::of(ex.log.model.as_deref(), |m| core.app.models.load().get(m).is_some());
+    core.app.metrics.record(route, ex.log.status, model);
     if !core.app.settings.access_log || route == "health" {
         return;
     }
