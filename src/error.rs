@@ -43,6 +43,13 @@ pub enum ApiError {
     BadRequest { message: String, param: Option<String> },
     #[error("The model `{0}` does not exist or is not served by this gateway.")]
     ModelNotFound(String),
+    /// Prices set for a model that is neither configured nor listed by a node.
+    #[error(
+        "The model `{0}` is not in the config's [[models]] and no node lists it. To add a model, add a \
+         [[models]] entry (id, context_length, prices) to the config file and restart; a model served \
+         by a node that lists its models can be priced here directly."
+    )]
+    ModelNotConfigured(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -85,7 +92,7 @@ impl ApiError {
             Self::InvalidApiKey | Self::KeyExpired => 401,
             Self::ChildKeyLimit { .. } | Self::InsufficientBalance => 402,
             Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => 403,
-            Self::ModelNotFound(_) | Self::NotFound(_) => 404,
+            Self::ModelNotFound(_) | Self::ModelNotConfigured(_) | Self::NotFound(_) => 404,
             Self::MethodNotAllowed => 405,
             Self::Conflict(_) | Self::CreditReferenceConflict { .. } => 409,
             Self::PayloadTooLarge => 413,
@@ -110,6 +117,7 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limit_error",
             Self::BadRequest { .. }
             | Self::ModelNotFound(_)
+            | Self::ModelNotConfigured(_)
             | Self::NotFound(_)
             | Self::MethodNotAllowed
             | Self::PayloadTooLarge
@@ -133,7 +141,7 @@ impl ApiError {
             Self::InsufficientBalance => "insufficient_balance",
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::BadRequest { .. } => "invalid_request_error",
-            Self::ModelNotFound(_) => "model_not_found",
+            Self::ModelNotFound(_) | Self::ModelNotConfigured(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
             Self::Forbidden(code, _) => code,
             Self::MethodNotAllowed => "method_not_allowed",

@@ -159,6 +159,11 @@ enum ModelsCmd {
         #[arg(long)]
         price_completion_ngonka: String,
     },
+    /// Removes a model's stored prices: a configured model goes back to its config prices, a model
+    /// only the store had is gone.
+    Delete {
+        model: String,
+    },
     List,
 }
 
@@ -328,6 +333,7 @@ fn run_admin(args: AdminArgs) -> ExitCode {
         AdminCmd::Models(ModelsCmd::Set { model, price_prompt_ngonka, price_completion_ngonka }) => {
             C::ModelSet { model, price_prompt_ngonka, price_completion_ngonka }
         }
+        AdminCmd::Models(ModelsCmd::Delete { model }) => C::ModelDelete { model },
         AdminCmd::Models(ModelsCmd::List) => C::ModelList,
     };
     let target = AdminTarget { url: args.url, token: args.token };

@@ -58,6 +58,7 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     a_reference_reused_with_another_amount_is_a_conflict_and_changes_nothing(&mut *make());
     a_credit_that_would_overflow_is_refused_and_changes_nothing(&mut *make());
     prices_upsert(&mut *make());
+    a_stored_price_can_be_deleted(&mut *make());
     usage_applies_once_with_its_spend(&mut *make());
 }
 
@@ -230,6 +231,22 @@ fn prices_upsert(s: &mut dyn Store) {
     assert_eq!(prices[0].price_completion_ngonka, 3);
 }
 
+fn a_stored_price_can_be_deleted(s: &mut dyn Store) {
+    for model in ["org/a", "org/b"] {
+        let row = PriceRow {
+            model: model.into(),
+            price_prompt_ngonka: 1,
+            price_completion_ngonka: 2,
+            updated_at: 1,
+        };
+        s.upsert_price(&row).unwrap();
+    }
+    assert!(s.delete_price("org/a").unwrap());
+    assert!(!s.delete_price("org/a").unwrap(), "nothing left to delete");
+    assert!(!s.delete_price("org/none").unwrap());
+    assert_eq!(s.prices().unwrap().iter().map(|p| p.model.as_str()).collect::<Vec<_>>(), ["org/b"]);
+}
+
 #[test]
 fn sqlite_in_memory_conforms() {
     conformance(&|| Box::new(SqliteStore::open_in_memory().unwrap()));
@@ -353,6 +370,8 @@ fn postgres_change_feed_reports_another_stores_writes() {
         PriceRow { model: "m".into(), price_prompt_ngonka: 1, price_completion_ngonka: 2, updated_at: 1 };
     writer.upsert_price(&row).unwrap();
     assert_eq!(next(), Change::Prices, "a credit that was not applied tells nobody");
+    assert!(writer.delete_price("m").unwrap());
+    assert_eq!(next(), Change::Prices, "a deleted price reaches the other instances");
     println!("three changes delivered in {:?}", t.elapsed());
     stop.store(true, Ordering::SeqCst);
     feed.join().unwrap();

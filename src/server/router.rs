@@ -49,6 +49,18 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
             ex.respond_json(200, &body).await;
             Ok(())
         }
+        (Method::Get, path) if path.starts_with("/v1/models/") => {
+            ex.log.route = "models";
+            let core = ex.core();
+            let now = crate::clock::unix_secs() as i64;
+            crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
+            let raw = &path["/v1/models/".len()..];
+            let id = models::id_from_path(raw)
+                .ok_or_else(|| ApiError::ModelNotFound(raw.chars().take(256).collect()))?;
+            let body = models::retrieve(&core.app, &id).ok_or(ApiError::ModelNotFound(id))?;
+            ex.respond_json(200, &body).await;
+            Ok(())
+        }
         (Method::Get, "/healthz") => health(ex).await,
         (Method::Get, "/readyz") => ready(ex).await,
         (_, path) => {

@@ -184,6 +184,8 @@ pub trait Store: Send {
     ) -> StoreResult<CreditOutcome>;
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()>;
+    /// Removes the stored price of `model`; whether there was one.
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool>;
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>>;
 
     /// In one transaction: inserts the records not yet present (by request id), and for each one

@@ -486,6 +486,17 @@ impl Store for PostgresStore {
         tx.commit().map_err(err)
     }
 
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        let n = tx.execute("DELETE FROM prices WHERE model = $1", &[&model]).map_err(err)?;
+        if n > 0 {
+            self.notify(&mut tx, "prices")?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(n > 0)
+    }
+
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>> {
         let mut conn = self.conn()?;
         let rows = conn

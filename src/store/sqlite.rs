@@ -409,6 +409,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool> {
+        let n = self.conn.execute("DELETE FROM prices WHERE model = ?1", [model]).map_err(err)?;
+        Ok(n > 0)
+    }
+
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>> {
         let mut stmt = self
             .conn
