@@ -54,8 +54,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Forbidden(&'static str, String),
-    #[error("Method not allowed.")]
-    MethodNotAllowed,
+    /// `allow`: the methods the path answers, the `Allow` header of the 405 (`"GET, HEAD"`).
+    #[error("Method not allowed; this path answers {allow}.")]
+    MethodNotAllowed { allow: &'static str },
     #[error("Request body too large.")]
     PayloadTooLarge,
     #[error("Timed out reading the request.")]
@@ -93,7 +94,7 @@ impl ApiError {
             Self::ChildKeyLimit { .. } | Self::InsufficientBalance => 402,
             Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => 403,
             Self::ModelNotFound(_) | Self::ModelNotConfigured(_) | Self::NotFound(_) => 404,
-            Self::MethodNotAllowed => 405,
+            Self::MethodNotAllowed { .. } => 405,
             Self::Conflict(_) | Self::CreditReferenceConflict { .. } => 409,
             Self::PayloadTooLarge => 413,
             Self::RequestTimeout => 408,
@@ -119,7 +120,7 @@ impl ApiError {
             | Self::ModelNotFound(_)
             | Self::ModelNotConfigured(_)
             | Self::NotFound(_)
-            | Self::MethodNotAllowed
+            | Self::MethodNotAllowed { .. }
             | Self::PayloadTooLarge
             | Self::RequestTimeout
             | Self::Conflict(_)
@@ -144,7 +145,7 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::ModelNotConfigured(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
             Self::Forbidden(code, _) => code,
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge => "request_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
@@ -197,6 +198,7 @@ impl ApiError {
                 vec![("Retry-After", s.to_string())]
             }
             Self::Unavailable(_) => vec![("Retry-After", "1".to_owned())],
+            Self::MethodNotAllowed { allow } => vec![("Allow", (*allow).to_owned())],
             _ => Vec::new(),
         }
     }
@@ -256,6 +258,12 @@ mod tests {
     fn budget_errors_are_402_not_429() {
         assert_eq!(ApiError::InsufficientBalance.status(), 402);
         assert_eq!(ApiError::InsufficientBalance.code(), Some("insufficient_balance"));
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let e = ApiError::MethodNotAllowed { allow: "GET, HEAD" };
+        assert_eq!((e.status(), e.headers()), (405, vec![("Allow", "GET, HEAD".to_owned())]));
     }
 
     #[test]

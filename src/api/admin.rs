@@ -79,7 +79,7 @@ fn record_json(r: &crate::billing::record::UsageRecord) -> Value {
 pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Result<(), ApiError> {
     let core = ex.core();
     let control = core.app.control.clone();
-    match (ex.head.method, segs) {
+    match (super::route_method(ex.head.method), segs) {
         (Method::Post, ["accounts"]) => {
             let mut f = Fields::parse(&ex.read_body().await?)?;
             let name = f.required_name("name")?;
