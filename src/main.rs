@@ -250,9 +250,9 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(&e.to_string()),
             };
-            say(&format!("OPENAI_BASE_URL={}", ready.base_url));
-            say(&format!("OPENAI_API_KEY={}", ready.api_key));
-            say(&format!("ADMIN_TOKEN={}", ready.admin_token));
+            for line in ready.lines() {
+                say(&line);
+            }
             let result = ready.running.run_until_signal();
             ready.sim.stop();
             gonka_gateway::logging::flush();

@@ -14,6 +14,45 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_gonka-gateway");
 pub const MODEL: &str = "gonka/sim-small";
 
+/// Ports tests listen on themselves: below the kernel's ephemeral range (32768 and up), where no
+/// outgoing connection of another test can take one meanwhile.
+pub const TEST_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// A random port of [`TEST_PORTS`] that nothing listens on right now on 127.0.0.1 (a probe bind). Another
+/// process may still take it before the caller binds it: see [`with_free_ports`].
+pub fn free_port() -> u16 {
+    bind_free_port().local_addr().unwrap().port()
+}
+
+/// A listener on 127.0.0.1 at a random free port of [`TEST_PORTS`].
+pub fn bind_free_port() -> std::net::TcpListener {
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..1000 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = TEST_PORTS.start + u16::try_from(random % span).unwrap();
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
+}
+
+/// Runs `start` with `n` free ports until it does not fail for a port that was taken meanwhile (its
+/// error mentions "in use"); any other error panics.
+pub fn with_free_ports<T>(n: usize, mut start: impl FnMut(&[u16]) -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        match start(&ports) {
+            Ok(v) => return v,
+            Err(e) if e.contains("in use") => last = e,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("ports kept being taken: {last}");
+}
+
 /// A child process killed on drop; its stdout lines arrive on a channel, stderr goes to a file.
 pub struct Proc {
     pub child: Child,
@@ -46,13 +85,22 @@ impl Proc {
 
     /// Waits for a stdout line starting with `prefix` and returns the rest.
     pub fn wait_line(&mut self, prefix: &str) -> String {
+        self.try_wait_line(prefix).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The same; when the process ends (or 30 s pass) without printing it, an error with its stderr.
+    pub fn try_wait_line(&mut self, prefix: &str) -> Result<String, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line[prefix.len()..].to_owned(),
+                Ok(line) if line.starts_with(prefix) => return Ok(line[prefix.len()..].to_owned()),
                 Ok(_) => {}
-                Err(_) => panic!("no {prefix} line; stderr: {}", self.stderr()),
+                Err(_) => {
+                    // The stdout reader ends with the process; let it finish writing stderr.
+                    let _ = self.wait_exit(Duration::from_secs(2));
+                    return Err(format!("no {prefix} line; stderr: {}", self.stderr()));
+                }
             }
         }
     }
