@@ -158,10 +158,7 @@ fn errors_are_openai_shaped() {
 fn a_dead_node_is_skipped_and_ejected() {
     let sim = Sim::start(&[]);
     // A port nobody listens on.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/v1", l.local_addr().unwrap())
-    };
+    let dead = format!("http://127.0.0.1:{}/v1", free_port());
     let gw = Gateway::start(&[dead.clone(), sim.urls[0].clone()]);
     for i in 0..20 {
         let r =

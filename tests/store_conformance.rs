@@ -2,7 +2,8 @@
 //! backend is conformant when all of them pass: SQLite (in memory and on disk) and PostgreSQL (the
 //! server on 127.0.0.1:5432, or `GATEWAY_TEST_PG_URL`; each store in a schema of its own, dropped after).
 //! PostgreSQL also shows what only a shared store needs: journal positions and spend per instance, the
-//! change feed, and key versions that a reader catching up by version never skips.
+//! change feed, and key versions that a reader catching up by version never skips. Each PostgreSQL test
+//! first checks that the server answers, and says how to start it when it does not.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,6 +11,8 @@
     clippy::disallowed_methods,
     reason = "tests fail loudly and block freely on their own threads"
 )]
+
+mod utils;
 
 use gonka_gateway::auth::keys::{KeyHash, KeyKind, KeyStatus};
 use gonka_gateway::billing::journal::JournalPos;
@@ -313,12 +316,14 @@ impl Drop for Schemas {
 
 #[test]
 fn postgres_conforms() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     conformance(&|| Box::new(schemas.store("a").1));
 }
 
 #[test]
 fn postgres_keeps_journal_positions_and_spend_per_instance() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     let (schema, mut a) = schemas.store("a");
     let mut b = PostgresStore::open(&pg_settings(&schema, "b")).unwrap();
@@ -343,6 +348,7 @@ fn postgres_keeps_journal_positions_and_spend_per_instance() {
 
 #[test]
 fn postgres_change_feed_reports_another_stores_writes() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     let (schema, mut writer) = schemas.store("a");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -379,6 +385,7 @@ fn postgres_change_feed_reports_another_stores_writes() {
 
 #[test]
 fn postgres_key_versions_never_let_a_catching_up_reader_skip_a_row() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     let (schema, mut first) = schemas.store("a");
     first.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
