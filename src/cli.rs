@@ -34,7 +34,22 @@ pub enum AdminCommand {
     KeyCreate { account: String, name: String, kind: String },
     KeyAction { id: String, action: String },
     ModelSet { model: String, price_prompt_ngonka: String, price_completion_ngonka: String },
+    ModelDelete { model: String },
     ModelList,
+}
+
+/// A model id as a path: each byte that is not unreserved (RFC 3986) or `/` percent-encoded, so any id
+/// reaches the admin API as it was typed.
+fn model_path(model: &str) -> String {
+    let mut out = String::from("/admin/models/");
+    for b in model.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl AdminCommand {
@@ -61,12 +76,13 @@ impl AdminCommand {
             Self::KeyAction { id, action } => c("POST", format!("/admin/keys/{id}/{action}"), None),
             Self::ModelSet { model, price_prompt_ngonka, price_completion_ngonka } => c(
                 "PUT",
-                format!("/admin/models/{model}"),
+                model_path(model),
                 Some(json!({
                     "price_prompt_ngonka": price_prompt_ngonka,
                     "price_completion_ngonka": price_completion_ngonka,
                 })),
             ),
+            Self::ModelDelete { model } => c("DELETE", model_path(model), None),
             Self::ModelList => c("GET", "/admin/models".into(), None),
         }
     }
@@ -135,5 +151,7 @@ mod tests {
         assert_eq!(c.body, Some(json!({"amount_ngonka": "5", "reference": "r"})));
         let c = AdminCommand::KeyAction { id: "key_1".into(), action: "pause".into() }.call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/keys/key_1/pause", None));
+        let c = AdminCommand::ModelDelete { model: "org/Model 1+x".into() }.call();
+        assert_eq!((c.method, c.path.as_str(), c.body), ("DELETE", "/admin/models/org/Model%201%2Bx", None));
     }
 }

@@ -287,6 +287,9 @@ pub struct ServerFile {
     pub relay_buffer_bytes: usize,
     /// Listen backlog.
     pub backlog: i32,
+    /// Browser origins allowed to call the public listener (CORS): `["*"]` any origin (never with
+    /// credentials), one origin such as `"https://app.example.com"`, or `[]` for no CORS at all.
+    pub cors_allow_origins: Vec<String>,
     /// `[server.tls]`: serve HTTPS on the public listener.
     pub tls: ServerTlsFile,
 }
@@ -333,6 +336,7 @@ impl Default for ServerFile {
             read_buffer_bytes: 4096,
             relay_buffer_bytes: 8192,
             backlog: 4096,
+            cors_allow_origins: vec!["*".into()],
             tls: ServerTlsFile::default(),
         }
     }
@@ -686,6 +690,34 @@ pub struct Settings {
     pub billing: BillingSettings,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
+    /// The `Access-Control-Allow-Origin` of public answers (`*` or one origin); `None`: no CORS.
+    pub cors_allow_origin: Option<String>,
+}
+
+/// `server.cors_allow_origins` as the one `Access-Control-Allow-Origin` value it gives.
+fn cors_allow_origin(origins: &[String]) -> Result<Option<String>, ConfigError> {
+    match origins {
+        [] => Ok(None),
+        [one] if one == "*" => Ok(Some(one.clone())),
+        [one] => {
+            let (scheme, host) = one.split_once("://").unwrap_or(("", ""));
+            let valid = matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            if valid {
+                Ok(Some(one.clone()))
+            } else {
+                Err(invalid(format!(
+                    "server.cors_allow_origins: {one:?} is not an origin (scheme://host[:port], no path)"
+                )))
+            }
+        }
+        // The answer must name the request's own origin when several are allowed, and the gateway does
+        // not read a request's Origin header (yet).
+        _ => Err(invalid(
+            "server.cors_allow_origins: give [\"*\"], one origin, or [] (several origins are not supported)",
+        )),
+    }
 }
 
 fn ms(v: u64, name: &str) -> Result<Duration, ConfigError> {
@@ -972,6 +1004,7 @@ impl ConfigFile {
             billing,
             log_level,
             access_log: self.log.access_log,
+            cors_allow_origin: cors_allow_origin(&s.cors_allow_origins)?,
         })
     }
 }
@@ -1038,6 +1071,21 @@ mod tests {
         assert_eq!(u.authority(), "[::1]:9000");
         assert_eq!(u.base_path, "");
         assert!(NodeUrl::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn cors_allow_origins_give_one_allow_origin_or_none() {
+        let cors = |v: &[&str]| cors_allow_origin(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(cors(&["*"]).unwrap().as_deref(), Some("*"));
+        assert_eq!(cors(&[]).unwrap(), None);
+        assert_eq!(
+            cors(&["https://app.example.com:8443"]).unwrap().as_deref(),
+            Some("https://app.example.com:8443")
+        );
+        assert!(cors(&["https://app.example.com/"]).is_err(), "a path is no origin");
+        assert!(cors(&["app.example.com"]).is_err());
+        assert!(cors(&["*", "https://a.example"]).is_err());
+        assert_eq!(ConfigFile::default().validate().unwrap().cors_allow_origin.as_deref(), Some("*"));
     }
 
     #[test]

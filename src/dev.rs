@@ -28,7 +28,7 @@ pub const DEV_MODELS: [(&str, u64, u64, u64); 2] = [
     ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", 262_144, 500, 2_000),
 ];
 
-/// What `dev` prints once it is ready.
+/// What `dev` has running once it is ready.
 #[derive(Debug)]
 pub struct DevReady {
     pub base_url: String,
@@ -36,6 +36,42 @@ pub struct DevReady {
     pub admin_token: String,
     pub running: crate::runtime::Running,
     pub sim: sim::SimHandle,
+}
+
+impl DevReady {
+    /// The lines `dev` prints, each `NAME=value`, so `export` of them sets up the OpenAI and Anthropic
+    /// SDKs and the `admin` command.
+    pub fn lines(&self) -> Vec<String> {
+        ready_lines(self.running.public_addr, self.running.admin_addr, &self.api_key, &self.admin_token)
+    }
+}
+
+/// A URL a client on this machine reaches `addr` by: an unspecified address (`0.0.0.0`, `::`) is
+/// reached on loopback.
+fn client_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `ANTHROPIC_BASE_URL` (the root: the Anthropic SDK adds `/v1`
+/// itself), `ADMIN_TOKEN`, and what the `admin` command reads: `GATEWAY_ADMIN_URL`,
+/// `GATEWAY_ADMIN_TOKEN`.
+pub fn ready_lines(public: SocketAddr, admin: SocketAddr, api_key: &str, admin_token: &str) -> Vec<String> {
+    let root = client_url(public);
+    vec![
+        format!("OPENAI_BASE_URL={root}/v1"),
+        format!("OPENAI_API_KEY={api_key}"),
+        format!("ANTHROPIC_BASE_URL={root}"),
+        format!("ADMIN_TOKEN={admin_token}"),
+        format!("GATEWAY_ADMIN_URL={}", client_url(admin)),
+        format!("GATEWAY_ADMIN_TOKEN={admin_token}"),
+    ]
 }
 
 /// Starts the simulator and the gateway.
@@ -116,7 +152,7 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
     let boot = crate::runtime::Boot::new(settings, admin_token.clone());
     let (running, api_key) = crate::runtime::start(boot, move |st| demo_account(st, &data_dir))?;
     Ok(DevReady {
-        base_url: format!("http://{}/v1", running.public_addr),
+        base_url: format!("{}/v1", client_url(running.public_addr)),
         api_key,
         admin_token,
         running,
@@ -190,4 +226,31 @@ fn write_secret(path: &Path, value: &str) -> io::Result<()> {
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(value.as_bytes())?;
     f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_lines_are_what_the_sdks_and_the_admin_command_read() {
+        let lines = ready_lines(
+            "0.0.0.0:9080".parse().unwrap(),
+            "127.0.0.1:9081".parse().unwrap(),
+            "gk-prx-k",
+            "gadm-t",
+        );
+        assert_eq!(
+            lines,
+            [
+                "OPENAI_BASE_URL=http://127.0.0.1:9080/v1",
+                "OPENAI_API_KEY=gk-prx-k",
+                "ANTHROPIC_BASE_URL=http://127.0.0.1:9080",
+                "ADMIN_TOKEN=gadm-t",
+                "GATEWAY_ADMIN_URL=http://127.0.0.1:9081",
+                "GATEWAY_ADMIN_TOKEN=gadm-t",
+            ]
+        );
+        assert_eq!(client_url("[::]:1".parse().unwrap()), "http://[::1]:1");
+    }
 }

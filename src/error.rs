@@ -32,6 +32,7 @@ pub enum ApiError {
     KeyPaused,
     #[error("Management keys cannot be used for inference; create a child key.")]
     ManagementKeyNotAllowed,
+    /// What is left of the key's daily and monthly limits; `None`: that window has no limit.
     #[error("This child key has reached its spending limit.")]
     /// What remains of each window; `None` for a window without a limit.
     ChildKeyLimit { daily_remaining: Option<u64>, monthly_remaining: Option<u64> },
@@ -48,18 +49,32 @@ pub enum ApiError {
     BadRequest { message: String, param: Option<String> },
     #[error("The model `{0}` does not exist or is not served by this gateway.")]
     ModelNotFound(String),
+    /// Prices set for a model that is neither configured nor listed by a node.
+    #[error(
+        "The model `{0}` is not in the config's [[models]] and no node lists it. To add a model, add a \
+         [[models]] entry (id, context_length, prices) to the config file and restart; a model served \
+         by a node that lists its models can be priced here directly."
+    )]
+    ModelNotConfigured(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Forbidden(&'static str, String),
-    #[error("Method not allowed.")]
-    MethodNotAllowed,
+    /// `allow`: the methods the path answers, the `Allow` header of the 405 (`"GET, HEAD"`).
+    #[error("Method not allowed; this path answers {allow}.")]
+    MethodNotAllowed { allow: &'static str },
     #[error("Request body too large.")]
     PayloadTooLarge,
     #[error("Timed out reading the request.")]
     RequestTimeout,
     #[error("{0}")]
     Conflict(String),
+    /// A credit's reference was used before with another amount.
+    #[error(
+        "This reference already credited {credited_ngonka} ngonka to this account; a credit of another \
+         amount needs a reference of its own."
+    )]
+    CreditReferenceConflict { credited_ngonka: i64 },
     /// No node could serve: 502 when nodes failed, 503 (with `Retry-After`) when none was available.
     #[error("{message}")]
     UpstreamUnavailable { status: u16, message: String, retry_after_secs: Option<u32> },
@@ -84,9 +99,9 @@ impl ApiError {
             Self::InvalidApiKey | Self::KeyExpired => 401,
             Self::ChildKeyLimit { .. } | Self::InsufficientBalance => 402,
             Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => 403,
-            Self::ModelNotFound(_) | Self::NotFound(_) => 404,
-            Self::MethodNotAllowed => 405,
-            Self::Conflict(_) => 409,
+            Self::ModelNotFound(_) | Self::ModelNotConfigured(_) | Self::NotFound(_) => 404,
+            Self::MethodNotAllowed { .. } => 405,
+            Self::Conflict(_) | Self::CreditReferenceConflict { .. } => 409,
             Self::PayloadTooLarge => 413,
             Self::RequestTimeout => 408,
             Self::RateLimited(_) | Self::BudgetInFlight { .. } => 429,
@@ -109,11 +124,13 @@ impl ApiError {
             Self::RateLimited(_) | Self::BudgetInFlight { .. } => "rate_limit_error",
             Self::BadRequest { .. }
             | Self::ModelNotFound(_)
+            | Self::ModelNotConfigured(_)
             | Self::NotFound(_)
-            | Self::MethodNotAllowed
+            | Self::MethodNotAllowed { .. }
             | Self::PayloadTooLarge
             | Self::RequestTimeout
-            | Self::Conflict(_) => "invalid_request_error",
+            | Self::Conflict(_)
+            | Self::CreditReferenceConflict { .. } => "invalid_request_error",
             Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout => "upstream_error",
             Self::Upstream { kind, .. } => kind,
             Self::Internal(_) | Self::Unavailable(_) => "server_error",
@@ -132,13 +149,14 @@ impl ApiError {
             Self::RateLimited(_) => "rate_limit_exceeded",
             Self::BudgetInFlight { .. } => "budget_in_flight",
             Self::BadRequest { .. } => "invalid_request_error",
-            Self::ModelNotFound(_) => "model_not_found",
+            Self::ModelNotFound(_) | Self::ModelNotConfigured(_) => "model_not_found",
             Self::NotFound(_) => "not_found",
             Self::Forbidden(code, _) => code,
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge => "request_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
+            Self::CreditReferenceConflict { .. } => "credit_reference_conflict",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Upstream { code, .. } => return code.as_deref(),
@@ -151,6 +169,7 @@ impl ApiError {
         match self {
             Self::BadRequest { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) => Some("model"),
+            Self::CreditReferenceConflict { .. } => Some("reference"),
             _ => None,
         }
     }
@@ -186,6 +205,7 @@ impl ApiError {
                 vec![("Retry-After", s.to_string())]
             }
             Self::Unavailable(_) | Self::BudgetInFlight { .. } => vec![("Retry-After", "1".to_owned())],
+            Self::MethodNotAllowed { allow } => vec![("Allow", (*allow).to_owned())],
             _ => Vec::new(),
         }
     }
@@ -247,9 +267,24 @@ mod tests {
     }
 
     #[test]
+    fn child_key_limit_body_shows_a_window_without_a_limit_as_null() {
+        let e = ApiError::ChildKeyLimit { daily_remaining: Some(0), monthly_remaining: None };
+        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["daily_remaining"], "0");
+        assert!(v["error"]["monthly_remaining"].is_null(), "{v}");
+        assert!(!String::from_utf8_lossy(&e.body()).contains(&u64::MAX.to_string()));
+    }
+
+    #[test]
     fn budget_errors_are_402_not_429() {
         assert_eq!(ApiError::InsufficientBalance.status(), 402);
         assert_eq!(ApiError::InsufficientBalance.code(), Some("insufficient_balance"));
+    }
+
+    #[test]
+    fn method_not_allowed_carries_allow() {
+        let e = ApiError::MethodNotAllowed { allow: "GET, HEAD" };
+        assert_eq!((e.status(), e.headers()), (405, vec![("Allow", "GET, HEAD".to_owned())]));
     }
 
     #[test]

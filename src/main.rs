@@ -159,6 +159,11 @@ enum ModelsCmd {
         #[arg(long)]
         price_completion_ngonka: String,
     },
+    /// Removes a model's stored prices: a configured model goes back to its config prices, a model
+    /// only the store had is gone.
+    Delete {
+        model: String,
+    },
     List,
 }
 
@@ -248,9 +253,9 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(&e.to_string()),
             };
-            say(&format!("OPENAI_BASE_URL={}", ready.base_url));
-            say(&format!("OPENAI_API_KEY={}", ready.api_key));
-            say(&format!("ADMIN_TOKEN={}", ready.admin_token));
+            for line in ready.lines() {
+                say(&line);
+            }
             let result = ready.running.run_until_signal();
             ready.sim.stop();
             gonka_gateway::logging::flush();
@@ -331,6 +336,7 @@ fn run_admin(args: AdminArgs) -> ExitCode {
         AdminCmd::Models(ModelsCmd::Set { model, price_prompt_ngonka, price_completion_ngonka }) => {
             C::ModelSet { model, price_prompt_ngonka, price_completion_ngonka }
         }
+        AdminCmd::Models(ModelsCmd::Delete { model }) => C::ModelDelete { model },
         AdminCmd::Models(ModelsCmd::List) => C::ModelList,
     };
     let target = AdminTarget { url: args.url, token: args.token };

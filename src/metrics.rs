@@ -3,6 +3,10 @@
 //! # Design
 //! Gauges are plain atomics. Labelled counters live in one shard per core (a mutex only the owning core
 //! takes, except while a scrape sums the shards), so recording never contends.
+//!
+//! Labels are bounded: a request's `model` becomes a label only when it is one of the gateway's models
+//! ([`ModelLabel::of`]); anything a client made up counts as `model="other"`, so no client can grow
+//! `/metrics` (or this process's memory) by sending new model names.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +21,44 @@ thread_local! {
 /// Which shard this thread records into (set once per core thread).
 pub fn set_thread_shard(index: usize) {
     SHARD.with(|s| s.set(index));
+}
+
+/// The `model` label of requests that named no model of this gateway.
+pub const OTHER_MODEL: &str = "other";
+
+/// Most distinct model labels per (route, status) in one shard, and the longest label: a backstop
+/// beyond [`ModelLabel::of`], so even a caller's mistake cannot make labels unbounded.
+const MAX_MODEL_LABELS: usize = 1024;
+const MAX_MODEL_LABEL_BYTES: usize = 256;
+
+/// What a request is counted under in the `model` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelLabel<'a> {
+    /// The request named no model (`model=""`).
+    None,
+    /// One of the gateway's models.
+    Known(&'a str),
+    /// A model the gateway does not have (`model="other"`).
+    Other,
+}
+
+impl<'a> ModelLabel<'a> {
+    /// `model` as a label: itself when `known` says the gateway has it, else [`ModelLabel::Other`].
+    pub fn of(model: Option<&'a str>, known: impl FnOnce(&str) -> bool) -> Self {
+        match model {
+            None => Self::None,
+            Some(m) if m.len() <= MAX_MODEL_LABEL_BYTES && known(m) => Self::Known(m),
+            Some(_) => Self::Other,
+        }
+    }
+
+    fn as_str(self) -> &'a str {
+        match self {
+            Self::None => "",
+            Self::Known(m) => m,
+            Self::Other => OTHER_MODEL,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,17 +150,21 @@ impl Metrics {
     }
 
     pub fn record_request(&self, route: &'static str, status: u16) {
-        self.record(route, status, None);
+        self.record(route, status, ModelLabel::None);
     }
 
-    pub fn record(&self, route: &'static str, status: u16, model: Option<&str>) {
-        let model = model.unwrap_or_default();
+    /// Counts one answered request.
+    pub fn record(&self, route: &'static str, status: u16, model: ModelLabel<'_>) {
         if let Ok(mut s) = self.shard().lock() {
             let by_model = s.requests.entry((route, status)).or_default();
-            match by_model.get_mut(model) {
+            let mut label = model.as_str();
+            if !by_model.contains_key(label) && by_model.len() >= MAX_MODEL_LABELS {
+                label = OTHER_MODEL;
+            }
+            match by_model.get_mut(label) {
                 Some(n) => *n += 1,
                 None => {
-                    by_model.insert(model.to_owned(), 1);
+                    by_model.insert(label.to_owned(), 1);
                 }
             }
         }
@@ -208,4 +254,37 @@ impl Metrics {
 /// Escapes a Prometheus label value.
 pub fn escape(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_models_become_labels() {
+        let m = Metrics::new(1);
+        let known = |id: &str| id == "a/known";
+        m.record("chat", 200, ModelLabel::of(Some("a/known"), known));
+        for i in 0..100 {
+            m.record("chat", 404, ModelLabel::of(Some(&format!("made-up-{i}")), known));
+        }
+        m.record("chat", 401, ModelLabel::of(None, known));
+        let text = m.render("");
+        assert!(text.contains("route=\"chat\",status=\"200\",model=\"a/known\"} 1"), "{text}");
+        assert!(text.contains("route=\"chat\",status=\"404\",model=\"other\"} 100"), "{text}");
+        assert!(text.contains("route=\"chat\",status=\"401\",model=\"\"} 1"), "{text}");
+        assert!(!text.contains("made-up"), "{text}");
+    }
+
+    #[test]
+    fn labels_stay_bounded_even_when_a_caller_passes_anything() {
+        let m = Metrics::new(1);
+        for i in 0..(MAX_MODEL_LABELS + 50) {
+            m.record("chat", 200, ModelLabel::Known(&format!("m{i}")));
+        }
+        let text = m.render("");
+        let series = text.lines().filter(|l| l.starts_with("gateway_requests_total{")).count();
+        assert_eq!(series, MAX_MODEL_LABELS + 1, "the first {MAX_MODEL_LABELS}, then `other`");
+        assert!(ModelLabel::of(Some(&"x".repeat(1 << 20)), |_| true) == ModelLabel::Other);
+    }
 }

@@ -409,6 +409,10 @@ impl Store for Flaky {
         self.check()?;
         self.inner.upsert_price(row)
     }
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.delete_price(model)
+    }
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>> {
         self.inner.prices()
     }

@@ -2,6 +2,9 @@
 //! their own per test), nginx from Debian's package in front (round robin), the simulator behind.
 //! Limits and balances hold exactly across both, a change on one reaches the other within a second,
 //! a kill -9 of one loses no record, a cut to PostgreSQL is ridden out on the journal.
+//!
+//! Needs PostgreSQL (and, for the leases tests, Redis) running locally: each test checks first and says
+//! how to start them. nginx is installed on first use when missing (`utils::nginx_binary`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,14 +24,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use utils::{ADMIN_TOKEN, MODEL, Proc, Resp, Sim, chat_body, eventually, http};
+use utils::{
+    ADMIN_TOKEN, GatewayApi, MODEL, Proc, Resp, Sim, bind_free_port, chat_body, eventually, http,
+    nginx_binary, require_postgres, require_redis, with_free_ports,
+};
 
 const PG: &str = "127.0.0.1:5432";
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const KEY_SECRET: &str = "cluster-test-key-secret-0123456789abcdef";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A fresh schema name; the instances create it.
 fn schema() -> String {
@@ -38,12 +41,9 @@ fn schema() -> String {
 }
 
 fn drop_schema(schema: &str) {
-    let _ = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc"])
-        .arg(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    if let Ok(mut client) = postgres::Client::connect(PG_URL, postgres::NoTls) {
+        let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+    }
 }
 
 /// A TCP proxy (to PostgreSQL or Redis) the test can cut (every connection closed, new ones refused)
@@ -56,7 +56,7 @@ struct CutProxy {
 
 impl CutProxy {
     fn start(target: &'static str) -> CutProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener: TcpListener = bind_free_port();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
@@ -110,12 +110,27 @@ struct Instance {
     config: PathBuf,
 }
 
+impl GatewayApi for Instance {
+    fn public(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+    fn admin_address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+    }
+}
+
 impl Instance {
-    fn start(&mut self) {
+    /// Starts the instance; an error (with its stderr) when it did not get ready.
+    fn try_start(&mut self) -> Result<(), String> {
         let envs = [("TEST_ADMIN_TOKEN", ADMIN_TOKEN), ("GATEWAY_KEY_SECRET", KEY_SECRET)];
         let mut proc = Proc::spawn(&["serve", "--config", self.config.to_str().unwrap()], &self.dir, &envs);
-        proc.wait_line("GATEWAY_LISTEN=");
+        proc.try_wait_line("GATEWAY_LISTEN=")?;
         self.proc = Some(proc);
+        Ok(())
+    }
+
+    fn start(&mut self) {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn kill_9(&mut self) {
@@ -125,28 +140,85 @@ impl Instance {
     }
 
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        self.public()
+    }
+}
+
+/// nginx in front of the instances, one process (`master_process off`) so stopping it leaves no worker
+/// behind.
+struct Nginx {
+    child: Child,
+}
+
+impl Nginx {
+    /// nginx on `port`, balancing round robin over `upstreams`; an error (its stderr) when it did not
+    /// start.
+    fn start(dir: &Path, port: u16, upstreams: [u16; 2]) -> Result<Nginx, String> {
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "master_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
+                 upstream gw {{ server 127.0.0.1:{pa} max_fails=0; server 127.0.0.1:{pb} max_fails=0; keepalive 64; }}\n\
+                 server {{ listen 127.0.0.1:{port};\n  location / {{ proxy_pass http://gw; proxy_http_version 1.1;\n\
+                 proxy_set_header Connection \"\"; proxy_buffering off; proxy_next_upstream error timeout; }} }}\n}}\n",
+                d = dir.display(),
+                pa = upstreams[0],
+                pb = upstreams[1],
+            ),
+        )
+        .unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+        let child = Command::new(nginx_binary())
+            .args(["-p", dir.to_str().unwrap(), "-c", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut nginx = Nginx { child };
+        let lb = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if nginx.child.try_wait().unwrap().is_some() {
+                let log = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+                return Err(format!("nginx did not start: {}{}", log("stderr.log"), log("logs/error.log")));
+            }
+            if TcpStream::connect(lb).is_ok() {
+                return Ok(nginx);
+            }
+            if Instant::now() > deadline {
+                nginx.stop();
+                return Err("nginx did not start listening within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
-    fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let auth = format!("Bearer {ADMIN_TOKEN}");
-        let body = body.map(|b| b.to_string());
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.admin_port));
-        http(addr, method, path, &[("Authorization", &auth)], body.as_deref().map(str::as_bytes))
+    /// SIGTERM (a fast shutdown), then SIGKILL if it has not exited after 5 s; returns once it is gone.
+    fn stop(&mut self) {
+        if self.child.try_wait().is_ok_and(|s| s.is_some()) {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.child.try_wait().is_ok_and(|s| s.is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
 
-    /// A gauge or counter from `/metrics`.
-    fn metric(&self, name: &str) -> f64 {
-        let text = self.admin("GET", "/metrics", None).text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
-            .unwrap_or_else(|| panic!("no {name} in /metrics"))
-    }
-
-    fn api(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let auth = format!("Bearer {token}");
-        let body = body.map(|b| b.to_string());
-        http(self.addr(), method, path, &[("Authorization", &auth)], body.as_deref().map(str::as_bytes))
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -154,7 +226,7 @@ struct Cluster {
     a: Instance,
     b: Instance,
     lb: SocketAddr,
-    nginx: Child,
+    nginx: Nginx,
     schema: String,
     _sim: Sim,
     _dir: tempfile::TempDir,
@@ -162,8 +234,7 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.nginx.kill();
-        let _ = self.nginx.wait();
+        self.nginx.stop();
         self.a.proc.take();
         self.b.proc.take();
         drop_schema(&self.schema);
@@ -178,15 +249,6 @@ impl Drop for Cluster {
     }
 }
 
-fn nginx_binary() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return PathBuf::from(p);
-        }
-    }
-    panic!("nginx is not installed (apt-get install nginx; .ci/run installs it)");
-}
-
 impl Cluster {
     /// Two instances (`a`, `b`) on `store_port` (PostgreSQL or a proxy to it), nginx in front.
     fn start(store_port: u16, sim_args: &[&str]) -> Cluster {
@@ -198,8 +260,7 @@ impl Cluster {
         let sim = Sim::start(sim_args);
         let dir = tempfile::tempdir().unwrap();
         let schema = schema();
-        let mk = |id: &str| {
-            let (port, admin_port) = (free_port(), free_port());
+        let instance = |id: &str, port: u16, admin_port: u16| {
             let idir = dir.path().join(id);
             std::fs::create_dir_all(&idir).unwrap();
             let config = idir.join("gateway.toml");
@@ -224,72 +285,35 @@ impl Cluster {
             .unwrap();
             Instance { proc: None, port, admin_port, dir: idir, config }
         };
-        let (mut a, mut b) = (mk("a"), mk("b"));
-        a.start();
-        b.start();
-        let lb_port = free_port();
+        // Fixed ports below the ephemeral range; new ones when another process took one meanwhile.
+        let started = |id: &str| {
+            with_free_ports(2, |p| {
+                let mut i = instance(id, p[0], p[1]);
+                i.try_start().map(|()| i)
+            })
+        };
+        let (a, b) = (started("a"), started("b"));
         let ndir = dir.path().join("nginx");
-        std::fs::create_dir_all(ndir.join("logs")).unwrap();
-        let conf = ndir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
-                 events {{ worker_connections 4096; }}\n\
-                 http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n\
-                 fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n\
-                 upstream gw {{ server 127.0.0.1:{pa} max_fails=0; server 127.0.0.1:{pb} max_fails=0; keepalive 64; }}\n\
-                 server {{ listen 127.0.0.1:{lb_port};\n  location / {{ proxy_pass http://gw; proxy_http_version 1.1;\n\
-                 proxy_set_header Connection \"\"; proxy_buffering off; proxy_next_upstream error timeout; }} }}\n}}\n",
-                d = ndir.display(),
-                pa = a.port,
-                pb = b.port,
-            ),
-        )
-        .unwrap();
-        let nginx = Command::new(nginx_binary())
-            .args(["-p", ndir.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lb = SocketAddr::from(([127, 0, 0, 1], lb_port));
-        assert!(
-            eventually(Duration::from_secs(10), || TcpStream::connect(lb).is_ok()),
-            "nginx did not start"
-        );
+        let (nginx, lb) = with_free_ports(1, |p| {
+            Nginx::start(&ndir, p[0], [a.port, b.port]).map(|n| (n, SocketAddr::from(([127, 0, 0, 1], p[0]))))
+        });
         Cluster { a, b, lb, nginx, schema, _sim: sim, _dir: dir }
     }
 
     /// An account (made through `a`) credited with `credit`; its id and token.
     fn account(&self, credit: u64) -> (String, String) {
-        let r = self.a.admin("POST", "/admin/accounts", Some(json!({"name": "cluster"})));
-        assert_eq!(r.status, 201, "{}", r.text());
-        let v = r.json();
-        let (id, token) = (v["id"].as_str().unwrap().to_owned(), v["token"].as_str().unwrap().to_owned());
-        let r = self.a.admin(
-            "POST",
-            &format!("/admin/accounts/{id}/credits"),
-            Some(json!({"amount_ngonka": credit.to_string(), "reference": "initial"})),
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
+        let (id, token) = self.a.create_account("cluster");
+        self.a.credit(&id, credit, "initial");
         (id, token)
     }
 
     /// Every usage record of an account, after both instances applied their journals.
     fn records(&self, account: &str) -> Vec<Value> {
-        let r = self.a.admin(
-            "GET",
-            &format!("/admin/accounts/{account}/usage?from=1970-01-01&to=2100-01-01&limit=100000"),
-            None,
-        );
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()["data"].as_array().unwrap().clone()
+        self.a.usage_records(account)
     }
 
     fn balance(&self, account: &str) -> i64 {
-        let r = self.a.admin("GET", &format!("/admin/accounts/{account}"), None);
-        r.json()["balance_ngonka"].as_str().unwrap().parse().unwrap()
+        self.a.balance(account)
     }
 }
 
@@ -334,6 +358,7 @@ fn settled_records(c: &Cluster, account: &str, n: usize) -> Vec<Value> {
 
 #[test]
 fn limits_and_balances_hold_exactly_across_two_instances_behind_nginx() {
+    require_postgres(PG_URL);
     let c = Cluster::start(5432, &["--completion-tokens", "16"]);
     // A child key with a daily limit; it reaches the other instance through the change feed.
     let daily = 60_000u64;
@@ -368,6 +393,7 @@ fn limits_and_balances_hold_exactly_across_two_instances_behind_nginx() {
 
 #[test]
 fn a_pause_on_one_instance_stops_the_key_on_the_other_within_a_second() {
+    require_postgres(PG_URL);
     let c = Cluster::start(5432, &["--completion-tokens", "1"]);
     let (_acc, tok) = c.account(1_000_000_000_000);
     let created = c.a.api(&tok, "POST", "/api/keys", Some(json!({"name": "k"}))).json();
@@ -414,6 +440,7 @@ fn a_pause_on_one_instance_stops_the_key_on_the_other_within_a_second() {
 
 #[test]
 fn the_rpm_limit_holds_across_both_instances() {
+    require_postgres(PG_URL);
     let c = Cluster::start(5432, &["--completion-tokens", "1"]);
     let rpm = 20;
     // Known to b before the burst, without spending any of its rate.
@@ -434,6 +461,8 @@ fn the_rpm_limit_holds_across_both_instances() {
 
 #[test]
 fn kill_9_of_one_instance_loses_nothing_and_the_other_keeps_serving() {
+    require_postgres(PG_URL);
+    require_redis();
     let mut c = Cluster::start_with(5432, Some(6379), &["--completion-tokens", "4"]);
     let (acc, key) = managed_key(&c, 1_000_000_000_000, 4);
     let stop = Arc::new(AtomicBool::new(false));
@@ -491,6 +520,7 @@ fn kill_9_of_one_instance_loses_nothing_and_the_other_keeps_serving() {
 
 #[test]
 fn a_cut_to_postgres_is_ridden_out_and_replayed_exactly_once() {
+    require_postgres(PG_URL);
     let proxy = CutProxy::start(PG);
     let c = Cluster::start(proxy.port, &["--completion-tokens", "4"]);
     let (acc, key) = managed_key(&c, 1_000_000_000_000, 4);
@@ -559,6 +589,8 @@ fn child_key(c: &Cluster, limits: Value) -> (String, String) {
 
 #[test]
 fn leases_let_one_busy_instance_spend_past_its_share_but_never_past_the_limit() {
+    require_postgres(PG_URL);
+    require_redis();
     let c = Cluster::start_with(5432, Some(6379), &["--completion-tokens", "16"]);
     let daily = 60_000u64;
     let (acc, child) = child_key(&c, json!({"limit_daily_ngonka": daily.to_string()}));
@@ -584,6 +616,8 @@ fn leases_let_one_busy_instance_spend_past_its_share_but_never_past_the_limit() 
 
 #[test]
 fn a_redis_cut_leaves_each_instance_what_it_holds_and_limits_still_hold() {
+    require_postgres(PG_URL);
+    require_redis();
     let redis = CutProxy::start(REDIS);
     let c = Cluster::start_with(5432, Some(redis.port), &["--completion-tokens", "16"]);
     let daily = 60_000u64;
@@ -623,6 +657,8 @@ fn inside_one_minute(secs: u64) {
 
 #[test]
 fn with_redis_the_rpm_limit_is_leased_per_minute_and_holds_across_both() {
+    require_postgres(PG_URL);
+    require_redis();
     let c = Cluster::start_with(5432, Some(6379), &["--completion-tokens", "1"]);
     let rpm = 20;
     let (_, spread) = child_key(&c, json!({"rate_limit_rpm": rpm}));

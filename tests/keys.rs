@@ -219,6 +219,31 @@ fn management_and_child_keys() {
 }
 
 #[test]
+fn a_child_key_refusal_shows_a_window_without_a_limit_as_null() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    let tok = gw.account_token.clone();
+    let mid = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A daily limit far below any request's hold; no monthly limit.
+    let r = gw.api(
+        &tok,
+        "POST",
+        &format!("/api/management/keys/{mid}/children"),
+        Some(json!({"name": "c", "limit_daily_ngonka": "1"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = chat(&gw, r.json()["key"].as_str().unwrap());
+    assert_eq!((r.status, code(&r).as_str()), (402, "child_key_limit"), "{}", r.text());
+    let err = &r.json()["error"];
+    assert_eq!(err["daily_remaining"], "1", "{err}");
+    assert!(err["monthly_remaining"].is_null(), "a window without a limit is null: {err}");
+    assert!(!r.text().contains(&u64::MAX.to_string()), "{}", r.text());
+}
+
+#[test]
 fn bad_fields_are_named() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
@@ -385,6 +410,68 @@ fn quota_and_credits() {
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("reference")));
     let r = http(gw.admin_addr, "GET", "/admin/accounts", &[("Authorization", "Bearer wrong")], None);
     assert_eq!(r.status, 401);
+}
+
+/// `POST /admin/accounts/{id}/credits` with `amount` and `reference`.
+fn credit_call(gw: &Gateway, id: &str, amount: &str, reference: &str) -> Resp {
+    gw.admin(
+        "POST",
+        &format!("/admin/accounts/{id}/credits"),
+        Some(json!({"amount_ngonka": amount, "reference": reference})),
+    )
+}
+
+#[test]
+fn a_zero_credit_is_refused_and_leaves_its_reference_to_the_real_payment() {
+    let gw = Gateway::start(&[]);
+    let (id, _) = gw.create_account("payer");
+    let r = credit_call(&gw, &id, "0", "invoice-7");
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("amount_ngonka")), "{}", r.text());
+    let r = credit_call(&gw, &id, "700", "invoice-7");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.json()["credited"].as_bool(), r.json()["balance_ngonka"].as_str()),
+        (Some(true), Some("700"))
+    );
+}
+
+#[test]
+fn a_credit_reference_reused_with_another_amount_is_a_409_and_the_same_amount_a_retry() {
+    let gw = Gateway::start(&[]);
+    let (id, _) = gw.create_account("payer");
+    assert_eq!(credit_call(&gw, &id, "700", "invoice-1").status, 200);
+    let r = credit_call(&gw, &id, "900", "invoice-1");
+    assert_eq!(r.status, 409, "{}", r.text());
+    let err = &r.json()["error"];
+    assert_eq!(
+        (err["code"].as_str(), err["param"].as_str()),
+        (Some("credit_reference_conflict"), Some("reference"))
+    );
+    assert!(err["message"].as_str().unwrap().contains("700"), "{err}");
+    let r = credit_call(&gw, &id, "700", "invoice-1");
+    assert_eq!(r.status, 200, "the same credit again is an idempotent retry: {}", r.text());
+    assert_eq!(
+        (r.json()["credited"].as_bool(), r.json()["balance_ngonka"].as_str()),
+        (Some(false), Some("700"))
+    );
+    assert_eq!(gw.balance(&id), 700);
+}
+
+#[test]
+fn a_credit_that_would_overflow_the_balance_is_a_clear_400() {
+    let gw = Gateway::start(&[]);
+    let (id, _) = gw.create_account("whale");
+    let max = i64::MAX.to_string();
+    assert_eq!(credit_call(&gw, &id, &max, "all-of-it").status, 200);
+    let r = credit_call(&gw, &id, "1", "one-more");
+    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("amount_ngonka")), "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    for internal in ["store", "sqlite", "SQL", "Real", "column"] {
+        assert!(!message.contains(internal), "no store internals in {message:?}");
+    }
+    assert_eq!(gw.balance(&id), i64::MAX);
+    // The refusal recorded nothing under its reference: the same call is refused again, not a retry.
+    assert_eq!(credit_call(&gw, &id, "1", "one-more").status, 400);
 }
 
 /// Keys in every state, and a balance; returns (active, paused, rotated-away, rotated-new, archived).

@@ -48,7 +48,7 @@ fn metrics_move_with_traffic() {
     assert_eq!(value(&after, &ok), 5.0);
     assert!(!before.contains(&ok));
     assert_eq!(
-        value(&after, "gateway_requests_total{route=\"chat_completions\",status=\"404\",model=\"nope\"}"),
+        value(&after, "gateway_requests_total{route=\"chat_completions\",status=\"404\",model=\"other\"}"),
         1.0
     );
     assert_eq!(
@@ -89,4 +89,48 @@ fn metrics_move_with_traffic() {
         assert!(!done[field].is_null(), "{field} in {done}");
     }
     assert!(!log.contains(&gw.api_key));
+}
+
+#[test]
+fn unknown_model_names_add_no_metric_series_and_metrics_stay_small() {
+    let gw = Gateway::start_with(GatewayOpts {
+        extra: "[limits]\ndefault_rpm = 0\n".into(),
+        ..GatewayOpts::default()
+    });
+    // One request with a made-up name first, so `model="other"` exists before the measurement.
+    let body = |name: &str| json!({"model": name, "messages": [{"role": "user", "content": "x"}]});
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &gw.auth(), &body("warm-up")).status, 404);
+    // (Counted just after the answer is written.)
+    let other = "gateway_requests_total{route=\"chat_completions\",status=\"404\",model=\"other\"}";
+    assert!(eventually(std::time::Duration::from_secs(2), || gw.metrics().contains(other)));
+    let before = gw.metrics();
+    for i in 0..100 {
+        // 1 MiB names, each different.
+        let name = format!("{i:03}{}", "x".repeat((1 << 20) - 3));
+        let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &body(&name));
+        assert_eq!(r.status, 404, "{}", &r.text()[..r.text().len().min(300)]);
+    }
+    let mut after = String::new();
+    assert!(eventually(std::time::Duration::from_secs(2), || {
+        after = gw.metrics();
+        after.contains(&format!("{other} 101"))
+    }));
+    // (Not counting the scrapes' own series, which appear as they are answered.)
+    let series = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("gateway_requests_total{") && !l.contains("route=\"metrics\""))
+            .count()
+    };
+    assert_eq!(series(&after), series(&before), "no new series");
+    assert_eq!(
+        value(&after, "gateway_requests_total{route=\"chat_completions\",status=\"404\",model=\"other\"}"),
+        101.0
+    );
+    assert!(
+        after.len() < before.len() + 1024,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
+    assert!(after.len() < 64 * 1024, "/metrics is {} bytes", after.len());
 }

@@ -2,7 +2,8 @@
 //! backend is conformant when all of them pass: SQLite (in memory and on disk) and PostgreSQL (the
 //! server on 127.0.0.1:5432, or `GATEWAY_TEST_PG_URL`; each store in a schema of its own, dropped after).
 //! PostgreSQL also shows what only a shared store needs: journal positions and spend per instance, the
-//! change feed, and key versions that a reader catching up by version never skips.
+//! change feed, and key versions that a reader catching up by version never skips. Each PostgreSQL test
+//! first checks that the server answers, and says how to start it when it does not.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,13 +12,17 @@
     reason = "tests fail loudly and block freely on their own threads"
 )]
 
+mod utils;
+
 use gonka_gateway::auth::keys::{KeyHash, KeyKind, KeyStatus};
 use gonka_gateway::billing::journal::JournalPos;
 use gonka_gateway::billing::record::{RecordStatus, UsageRecord};
 use gonka_gateway::config::PostgresSettings;
 use gonka_gateway::store::postgres::{PostgresStore, spawn_change_feed};
 use gonka_gateway::store::sqlite::{SqliteStore, Synchronous};
-use gonka_gateway::store::{AccountRow, Change, GroupBy, KeyRow, PriceRow, Store, StoreError, UsageQuery};
+use gonka_gateway::store::{
+    AccountRow, Change, CreditOutcome, GroupBy, KeyRow, PriceRow, Store, StoreError, UsageQuery,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -54,7 +59,10 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     keys_round_trip_every_field(&mut *make());
     hashes_are_unique(&mut *make());
     credits_are_idempotent_per_reference(&mut *make());
+    a_reference_reused_with_another_amount_is_a_conflict_and_changes_nothing(&mut *make());
+    a_credit_that_would_overflow_is_refused_and_changes_nothing(&mut *make());
     prices_upsert(&mut *make());
+    a_stored_price_can_be_deleted(&mut *make());
     usage_applies_once_with_its_spend(&mut *make());
 }
 
@@ -177,17 +185,44 @@ fn hashes_are_unique(s: &mut dyn Store) {
 fn credits_are_idempotent_per_reference(s: &mut dyn Store) {
     s.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
     s.insert_account(&account("acc_b"), &key("key_tb", "acc_b", KeyKind::AccountToken, 2)).unwrap();
-    let a = s.credit("acc_a", 500, "inv-1", 1).unwrap();
-    assert!(a.applied);
-    assert_eq!(a.balance_ngonka, 500);
-    let again = s.credit("acc_a", 500, "inv-1", 2).unwrap();
-    assert!(!again.applied);
-    assert_eq!(again.balance_ngonka, 500);
+    assert_eq!(s.credit("acc_a", 500, "inv-1", 1).unwrap(), CreditOutcome::Applied { balance_ngonka: 500 });
+    assert_eq!(s.credit("acc_a", 500, "inv-1", 2).unwrap(), CreditOutcome::Repeated { balance_ngonka: 500 });
     // References are per account.
-    assert!(s.credit("acc_b", 7, "inv-1", 3).unwrap().applied);
-    assert_eq!(s.credit("acc_a", 1, "inv-2", 4).unwrap().balance_ngonka, 501);
+    assert_eq!(s.credit("acc_b", 7, "inv-1", 3).unwrap(), CreditOutcome::Applied { balance_ngonka: 7 });
+    assert_eq!(s.credit("acc_a", 1, "inv-2", 4).unwrap(), CreditOutcome::Applied { balance_ngonka: 501 });
     assert!(matches!(s.credit("acc_none", 1, "x", 5), Err(StoreError::NotFound(_))));
     assert_eq!(s.account("acc_b").unwrap().unwrap().balance_ngonka, 7);
+}
+
+fn a_reference_reused_with_another_amount_is_a_conflict_and_changes_nothing(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    s.credit("acc_a", 500, "inv-1", 1).unwrap();
+    assert_eq!(
+        s.credit("acc_a", 700, "inv-1", 2).unwrap(),
+        CreditOutcome::ReferenceConflict { credited_ngonka: 500 }
+    );
+    assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, 500);
+    assert_eq!(s.account_credit("acc_a").unwrap(), 500, "the first credit stays as it was");
+    assert_eq!(s.credit("acc_a", 500, "inv-1", 3).unwrap(), CreditOutcome::Repeated { balance_ngonka: 500 });
+}
+
+fn a_credit_that_would_overflow_is_refused_and_changes_nothing(s: &mut dyn Store) {
+    // The balance would pass i64::MAX.
+    let rich = AccountRow { balance_ngonka: i64::MAX - 5, ..account("acc_a") };
+    s.insert_account(&rich, &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    assert_eq!(s.credit("acc_a", 10, "big", 1).unwrap(), CreditOutcome::WouldOverflow);
+    assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, i64::MAX - 5);
+    // The refusal did not use up its reference.
+    assert_eq!(s.credit("acc_a", 5, "big", 2).unwrap(), CreditOutcome::Applied { balance_ngonka: i64::MAX });
+    // The credit total would pass i64::MAX, though usage brought the balance down.
+    s.insert_account(&account("acc_b"), &key("key_tb", "acc_b", KeyKind::AccountToken, 2)).unwrap();
+    s.credit("acc_b", i64::MAX, "all", 3).unwrap();
+    let spent = UsageRecord { account_id: "acc_b".into(), ..record("r1", "key_tb", 100, 20_000) };
+    s.apply_usage(&[spent], JournalPos { seq: 1, offset: 1 }).unwrap();
+    assert_eq!(s.account("acc_b").unwrap().unwrap().balance_ngonka, i64::MAX - 100);
+    assert_eq!(s.credit("acc_b", 50, "more", 4).unwrap(), CreditOutcome::WouldOverflow);
+    assert_eq!(s.account_credit("acc_b").unwrap(), i64::MAX, "sums stay exact");
+    assert_eq!(s.account("acc_b").unwrap().unwrap().balance_ngonka, i64::MAX - 100);
 }
 
 fn prices_upsert(s: &mut dyn Store) {
@@ -198,6 +233,22 @@ fn prices_upsert(s: &mut dyn Store) {
     let prices = s.prices().unwrap();
     assert_eq!(prices.len(), 1);
     assert_eq!(prices[0].price_completion_ngonka, 3);
+}
+
+fn a_stored_price_can_be_deleted(s: &mut dyn Store) {
+    for model in ["org/a", "org/b"] {
+        let row = PriceRow {
+            model: model.into(),
+            price_prompt_ngonka: 1,
+            price_completion_ngonka: 2,
+            updated_at: 1,
+        };
+        s.upsert_price(&row).unwrap();
+    }
+    assert!(s.delete_price("org/a").unwrap());
+    assert!(!s.delete_price("org/a").unwrap(), "nothing left to delete");
+    assert!(!s.delete_price("org/none").unwrap());
+    assert_eq!(s.prices().unwrap().iter().map(|p| p.model.as_str()).collect::<Vec<_>>(), ["org/b"]);
 }
 
 #[test]
@@ -266,12 +317,14 @@ impl Drop for Schemas {
 
 #[test]
 fn postgres_conforms() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     conformance(&|| Box::new(schemas.store("a").1));
 }
 
 #[test]
 fn postgres_keeps_journal_positions_and_spend_per_instance() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     let (schema, mut a) = schemas.store("a");
     let mut b = PostgresStore::open(&pg_settings(&schema, "b")).unwrap();
@@ -296,6 +349,7 @@ fn postgres_keeps_journal_positions_and_spend_per_instance() {
 
 #[test]
 fn postgres_change_feed_reports_another_stores_writes() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     let (schema, mut writer) = schemas.store("a");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -323,6 +377,8 @@ fn postgres_change_feed_reports_another_stores_writes() {
         PriceRow { model: "m".into(), price_prompt_ngonka: 1, price_completion_ngonka: 2, updated_at: 1 };
     writer.upsert_price(&row).unwrap();
     assert_eq!(next(), Change::Prices, "a credit that was not applied tells nobody");
+    assert!(writer.delete_price("m").unwrap());
+    assert_eq!(next(), Change::Prices, "a deleted price reaches the other instances");
     println!("three changes delivered in {:?}", t.elapsed());
     stop.store(true, Ordering::SeqCst);
     feed.join().unwrap();
@@ -330,6 +386,7 @@ fn postgres_change_feed_reports_another_stores_writes() {
 
 #[test]
 fn postgres_key_versions_never_let_a_catching_up_reader_skip_a_row() {
+    utils::require_postgres(&pg_url());
     let schemas = Schemas::default();
     let (schema, mut first) = schemas.store("a");
     first.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();

@@ -56,7 +56,7 @@ pub fn list(data: Vec<Value>) -> Value {
 /// Routes `/api/...`. `segs` are the path segments after `api`.
 pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Result<(), ApiError> {
     ex.log.route = "account";
-    let method = ex.head.method;
+    let method = super::route_method(ex.head.method);
     match (method, segs) {
         (Method::Post, ["keys"]) => create_top(ex, KeyKind::Managed).await,
         (Method::Get, ["keys"]) => list_top(ex, KeyKind::Managed).await,

@@ -3,14 +3,14 @@
 
 use super::account::{key_json, list};
 use super::fields::Fields;
-use crate::app::App;
+use crate::app::{App, ModelEntry};
 use crate::auth::keys::KeyKind;
 use crate::control::ControlState;
 use crate::control::accounts::{KeyAction, KeySpec};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
-use crate::http::request::{percent_decode, query_param};
+use crate::http::request::query_param;
 use crate::server::exchange::Exchange;
 use crate::store::AccountRow;
 use serde_json::{Value, json};
@@ -30,14 +30,32 @@ fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
     })
 }
 
-fn model_json(m: &crate::config::ModelSpec) -> Value {
+/// A model as the admin sees it: `configured` says whether it is in the config's `[[models]]` (a
+/// DELETE then only removes its stored price) or exists only by its stored price.
+fn model_json(m: &ModelEntry) -> Value {
     json!({
-        "id": m.id,
+        "id": m.spec.id,
         "object": "model",
-        "context_length": m.context_length,
-        "price_prompt_ngonka": m.price_prompt_ngonka.to_string(),
-        "price_completion_ngonka": m.price_completion_ngonka.to_string(),
+        "created": m.created,
+        "configured": m.configured,
+        "context_length": m.spec.context_length,
+        "price_prompt_ngonka": m.spec.price_prompt_ngonka.to_string(),
+        "price_completion_ngonka": m.spec.price_completion_ngonka.to_string(),
     })
+}
+
+/// A model id from the path segments after `models/` (ids contain `/`; percent-decoded).
+fn model_id(rest: &[&str]) -> Result<String, ApiError> {
+    super::models::id_from_path(&rest.join("/"))
+        .ok_or_else(|| ApiError::bad_request("Invalid model id in the path.", None))
+}
+
+/// Whether prices may be set for `model`: it is in the config's `[[models]]`, or a node that lists its
+/// models lists it. Anything else is most likely a typo, which would be advertised and billed as a model
+/// no node serves.
+fn can_be_priced(app: &App, model: &str) -> bool {
+    app.settings.models.iter().any(|m| m.id == model)
+        || app.nodes.nodes().iter().any(|n| n.models.iter().any(|m| m == model))
 }
 
 fn record_json(r: &crate::billing::record::UsageRecord) -> Value {
@@ -61,7 +79,7 @@ fn record_json(r: &crate::billing::record::UsageRecord) -> Value {
 pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Result<(), ApiError> {
     let core = ex.core();
     let control = core.app.control.clone();
-    match (ex.head.method, segs) {
+    match (super::route_method(ex.head.method), segs) {
         (Method::Post, ["accounts"]) => {
             let mut f = Fields::parse(&ex.read_body().await?)?;
             let name = f.required_name("name")?;
@@ -181,9 +199,10 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             ex.respond_json(200, &list(models.list.iter().map(model_json).collect())).await;
         }
         (Method::Put, ["models", rest @ ..]) if !rest.is_empty() => {
-            let model = percent_decode(&rest.join("/"))
-                .filter(|m| !m.is_empty() && m.len() <= 256)
-                .ok_or_else(|| ApiError::bad_request("Invalid model id in the path.", None))?;
+            let model = model_id(rest)?;
+            if !can_be_priced(&core.app, &model) {
+                return Err(ApiError::ModelNotConfigured(model));
+            }
             let mut f = Fields::parse(&ex.read_body().await?)?;
             let required = |v: Option<Option<u64>>, name: &str| {
                 v.flatten().ok_or_else(|| ApiError::bad_request(format!("`{name}` is required."), Some(name)))
@@ -197,8 +216,44 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 price_completion_ngonka: completion,
                 updated_at: crate::clock::unix_secs() as i64,
             };
-            let spec = control.call(move |st| st.set_price(row)).await??;
-            ex.respond_json(200, &model_json(&spec)).await;
+            let entry = control
+                .call(move |st| {
+                    let spec = st.set_price(row)?;
+                    st.models
+                        .load()
+                        .entry(&spec.id)
+                        .cloned()
+                        .ok_or_else(|| ApiError::Internal("price not applied".into()))
+                })
+                .await??;
+            ex.respond_json(200, &model_json(&entry)).await;
+        }
+        (Method::Delete, ["models", rest @ ..]) if !rest.is_empty() => {
+            let model = model_id(rest)?;
+            let id = model.clone();
+            let (removed, entry) = control
+                .call(move |st| {
+                    let removed = st.store.delete_price(&id)?;
+                    if removed {
+                        st.reload_prices()?;
+                    }
+                    Ok::<_, ApiError>((removed, st.models.load().entry(&id).cloned()))
+                })
+                .await??;
+            match entry {
+                // A configured model stays, at its config prices.
+                Some(entry) => {
+                    let mut body = model_json(&entry);
+                    body["deleted"] = json!(false);
+                    body["price_override_removed"] = json!(removed);
+                    ex.respond_json(200, &body).await;
+                }
+                None if removed => {
+                    let body = json!({"id": model, "object": "model", "deleted": true, "price_override_removed": true});
+                    ex.respond_json(200, &body).await;
+                }
+                None => return Err(ApiError::ModelNotFound(model)),
+            }
         }
         (Method::Post, ["keys", id, action]) => {
             let action = KeyAction::parse(action)

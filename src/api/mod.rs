@@ -8,3 +8,14 @@ pub mod fields;
 pub mod inference;
 pub mod models;
 pub mod usage;
+
+use crate::http::request::Method;
+
+/// The method a request is routed by: `HEAD` is answered by the `GET` handler (the exchange sends its
+/// head without the body).
+pub fn route_method(method: Method) -> Method {
+    match method {
+        Method::Head => Method::Get,
+        m => m,
+    }
+}

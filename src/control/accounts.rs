@@ -69,6 +69,14 @@ impl KeyAction {
     }
 }
 
+/// What a credit answers: whether it credited now (false: a retry of one already made), and the
+/// account's live balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credited {
+    pub applied: bool,
+    pub balance_ngonka: i64,
+}
+
 /// A key row and, when it was just created or rotated, its secret (shown once).
 #[derive(Debug, Clone)]
 pub struct KeyWithSecret {
@@ -154,25 +162,44 @@ impl ControlState {
         Ok(KeyWithSecret { row, secret: Some(secret.secret) })
     }
 
-    /// Credits an account once per `reference`.
-    pub fn credit(
-        &mut self,
-        account_id: &str,
-        amount: u64,
-        reference: &str,
-    ) -> Result<CreditOutcome, ApiError> {
-        let amount = i64::try_from(amount)
-            .map_err(|_| ApiError::bad_request("`amount_ngonka` is too large.", Some("amount_ngonka")))?;
-        let outcome = self.store.credit(account_id, amount, reference, now())?;
+    /// Credits an account once per `reference`: the same reference with the same amount again is a
+    /// harmless retry (`applied: false`); with another amount it is a 409, since that is another
+    /// payment that must not be dropped. A zero credit is refused, so it cannot use up a reference.
+    pub fn credit(&mut self, account_id: &str, amount: u64, reference: &str) -> Result<Credited, ApiError> {
+        let too_large = || {
+            ApiError::bad_request(
+                format!(
+                    "This credit would take the account's balance past the most the gateway keeps \
+                     ({} ngonka).",
+                    i64::MAX
+                ),
+                Some("amount_ngonka"),
+            )
+        };
+        if amount == 0 {
+            return Err(ApiError::bad_request(
+                "`amount_ngonka` must be greater than 0.",
+                Some("amount_ngonka"),
+            ));
+        }
+        let amount = i64::try_from(amount).map_err(|_| too_large())?;
+        let applied = match self.store.credit(account_id, amount, reference, now())? {
+            CreditOutcome::Applied { .. } => true,
+            CreditOutcome::Repeated { .. } => false,
+            CreditOutcome::ReferenceConflict { credited_ngonka } => {
+                return Err(ApiError::CreditReferenceConflict { credited_ngonka });
+            }
+            CreditOutcome::WouldOverflow => return Err(too_large()),
+        };
         if self.share.is_split() {
             // Several instances: every one (this one too) takes its share of the new total.
             self.refresh_credit(account_id)?;
-        } else if outcome.applied {
+        } else if applied {
             self.account_counters(account_id).credit(amount);
         }
         // The live balance: the store's lags behind usage still in the journal.
         let (balance_ngonka, _) = self.account_balance(account_id)?;
-        Ok(CreditOutcome { applied: outcome.applied, balance_ngonka })
+        Ok(Credited { applied, balance_ngonka })
     }
 
     /// Creates a managed or management key, or (with `parent`) a child key of that management key.

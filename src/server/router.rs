@@ -1,15 +1,23 @@
 //! Routing: one match per listener from (method, path) to a handler. A handler's error becomes its
 //! OpenAI-shaped answer here; every exchange ends with one access-log line.
+//!
+//! `HEAD` is routed to the `GET` handlers (the exchange then sends the head without the body); a 405
+//! names the methods of its path in `Allow`. On the public listener, with `server.cors_allow_origins`
+//! set, every answer carries `Access-Control-Allow-Origin` and exposes the headers clients read, and an
+//! `OPTIONS` preflight is answered 204 with what browsers ask before calling the API.
 
 use super::ListenerKind;
 use super::conn::Conn;
 use super::exchange::Exchange;
 use crate::api::body::Endpoint;
-use crate::api::{admin, inference, models};
+use crate::api::{admin, inference, models, route_method};
 use crate::error::ApiError;
-use crate::http::io::Transport;
+use crate::http::io::{Transport, write_all_deadline};
 use crate::http::request::{Method, RequestHead};
+use crate::http::response::HeadWriter;
+use crate::metrics::ModelLabel;
 use serde_json::json;
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 /// Answers one request. Returns whether the connection may carry another.
@@ -28,8 +36,44 @@ pub async fn dispatch<S: Transport>(conn: &mut Conn<S>, head: RequestHead) -> bo
     ex.keep_alive
 }
 
+/// The methods a public path answers (a 405's `Allow`); `None` for a path the gateway does not have.
+fn public_methods(path: &str) -> Option<&'static str> {
+    match path {
+        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => Some("POST"),
+        "/" | "/v1/models" | "/healthz" | "/readyz" => Some("GET, HEAD"),
+        p if p.starts_with("/v1/models/") => Some("GET, HEAD"),
+        _ => None,
+    }
+}
+
+/// What browsers may read of an answer besides the CORS-safelisted headers.
+const CORS_EXPOSE_HEADERS: &str = "x-request-id, x-client-request-id, x-ratelimit-limit-requests, \
+    x-ratelimit-remaining-requests, x-ratelimit-reset-requests, retry-after";
+/// Every method of the public API.
+const CORS_ALLOW_METHODS: &str = "GET, HEAD, POST, PATCH, DELETE, OPTIONS";
+/// The request headers the OpenAI and Anthropic SDKs (Stainless-generated) and browser chat clients
+/// send. `authorization` must be named (the `*` wildcard never covers it); `*` covers the rest in
+/// browsers that know it, since a preflight's `Access-Control-Request-Headers` is not read.
+const CORS_ALLOW_HEADERS: &str = "authorization, content-type, content-encoding, x-api-key, \
+    anthropic-version, anthropic-beta, anthropic-dangerous-direct-browser-access, openai-beta, \
+    openai-organization, openai-project, x-client-request-id, x-request-id, idempotency-key, \
+    x-stainless-arch, x-stainless-async, x-stainless-custom-poll-interval, x-stainless-helper-method, \
+    x-stainless-lang, x-stainless-os, x-stainless-package-version, x-stainless-poll-helper, \
+    x-stainless-read-timeout, x-stainless-retry-count, x-stainless-runtime, x-stainless-runtime-version, \
+    x-stainless-timeout, *";
+/// How long a browser may cache a preflight's answer (browsers cap it lower: Chromium at 2 h).
+const CORS_MAX_AGE_SECS: &str = "86400";
+
 async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
-    let method = ex.head.method;
+    let core = ex.core();
+    if let Some(origin) = core.app.settings.cors_allow_origin.as_deref() {
+        ex.headers.push(("Access-Control-Allow-Origin", origin.to_owned()));
+        ex.headers.push(("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS.to_owned()));
+        if ex.head.method == Method::Options {
+            return preflight(ex).await;
+        }
+    }
+    let method = route_method(ex.head.method);
     if let Some(rest) = ex.head.path.strip_prefix("/api/") {
         let path = rest.to_owned();
         let segs: Vec<&str> = path.split('/').collect();
@@ -41,37 +85,86 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         (Method::Post, "/v1/embeddings") => inference::handle(ex, Endpoint::Embeddings).await,
         (Method::Get, "/v1/models") => {
             ex.log.route = "models";
-            let core = ex.core();
             let now = crate::clock::unix_secs() as i64;
             crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
             let body = models::list(&core.app);
             ex.respond_json(200, &body).await;
             Ok(())
         }
+        (Method::Get, path) if path.starts_with("/v1/models/") => {
+            ex.log.route = "models";
+            let now = crate::clock::unix_secs() as i64;
+            crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
+            let raw = &path["/v1/models/".len()..];
+            let id = models::id_from_path(raw)
+                .ok_or_else(|| ApiError::ModelNotFound(raw.chars().take(256).collect()))?;
+            let body = models::retrieve(&core.app, &id).ok_or(ApiError::ModelNotFound(id))?;
+            ex.respond_json(200, &body).await;
+            Ok(())
+        }
+        (Method::Get, "/") => {
+            ex.log.route = "health";
+            ex.respond_json(200, &json!({"status": "ok", "service": "gonka-gateway"})).await;
+            Ok(())
+        }
         (Method::Get, "/healthz") => health(ex).await,
         (Method::Get, "/readyz") => ready(ex).await,
         (_, path) => {
             ex.log.route = "unknown";
-            let known = [
-                "/v1/chat/completions",
-                "/v1/completions",
-                "/v1/embeddings",
-                "/v1/models",
-                "/healthz",
-                "/readyz",
-            ];
-            if known.contains(&path) {
-                Err(ApiError::MethodNotAllowed)
-            } else {
-                Err(ApiError::NotFound(format!("Unknown path: {path}")))
+            match public_methods(path) {
+                Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
+                None => Err(ApiError::NotFound(format!("Unknown path: {}", bounded(path)))),
             }
         }
     }
 }
 
+/// A CORS preflight: 204 with what the browser may send. Preflights carry no credentials, so none are
+/// asked for.
+async fn preflight<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
+    ex.log.route = "preflight";
+    let mut headers = vec![
+        ("Access-Control-Allow-Methods", CORS_ALLOW_METHODS.to_owned()),
+        ("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS.to_owned()),
+        ("Access-Control-Max-Age", CORS_MAX_AGE_SECS.to_owned()),
+    ];
+    if let Some(allow) = public_methods(&ex.head.path) {
+        headers.push(("Allow", allow.to_owned()));
+    }
+    respond_no_content(ex, &headers).await;
+    Ok(())
+}
+
+/// A 204: the head `Exchange::respond` writes, without `Content-Type` and `Content-Length` (RFC 9110
+/// §8.6 forbids a Content-Length on a 204).
+async fn respond_no_content<S: Transport>(ex: &mut Exchange<'_, S>, headers: &[(&str, String)]) {
+    ex.log.status = 204;
+    let core = ex.core();
+    let mut out = core.take_bytes();
+    {
+        let mut w = HeadWriter::new(&mut out, 204);
+        w.header("x-request-id", ex.request_id.as_bytes());
+        if let Some(id) = &ex.head.client_request_id {
+            w.header("x-client-request-id", id.as_bytes());
+        }
+        for (name, value) in headers.iter().chain(ex.headers.iter()) {
+            w.header(name, value.as_bytes());
+        }
+        if !ex.keep_alive {
+            w.header("Connection", b"close");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    let (res, out) = write_all_deadline(&mut ex.conn.io, out, core.app.settings.timeouts.write).await;
+    core.put_bytes(out);
+    if res.is_err() {
+        ex.keep_alive = false;
+    }
+}
+
 async fn admin_routes<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
     let core = ex.core();
-    let method = ex.head.method;
+    let method = route_method(ex.head.method);
     if (method, ex.head.path.as_str()) == (Method::Get, "/healthz") {
         return health(ex).await;
     }
@@ -89,7 +182,8 @@ async fn admin_routes<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiE
             ex.respond(200, "text/plain; version=0.0.4", text.as_bytes(), &[]).await;
             Ok(())
         }
-        (_, path) => Err(ApiError::NotFound(format!("Unknown admin path: {path}"))),
+        (_, "/metrics" | "/healthz") => Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" }),
+        (_, path) => Err(ApiError::NotFound(format!("Unknown admin path: {}", bounded(path)))),
     }
 }
 
@@ -113,7 +207,9 @@ async fn ready<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
 fn finish<S: Transport>(ex: &Exchange<'_, S>) {
     let core = &ex.conn.core;
     let route = if ex.log.route.is_empty() { "unknown" } else { ex.log.route };
-    core.app.metrics.record(route, ex.log.status, ex.log.model.as_deref());
+    // Only the gateway's own models become metric labels; a client's made-up name counts as `other`.
+    let model = ModelLabel::of(ex.log.model.as_deref(), |m| core.app.models.load().get(m).is_some());
+    core.app.metrics.record(route, ex.log.status, model);
     if !core.app.settings.access_log || route == "health" {
         return;
     }
@@ -121,13 +217,13 @@ fn finish<S: Transport>(ex: &Exchange<'_, S>) {
     let line = json!({
         "ts": crate::clock::unix_secs(),
         "request_id": ex.request_id,
-        "client_request_id": ex.head.client_request_id,
+        "client_request_id": ex.head.client_request_id.as_deref().map(bounded),
         "method": format!("{:?}", ex.head.method).to_uppercase(),
-        "path": ex.head.path,
+        "path": bounded(&ex.head.path),
         "status": ex.log.status,
         "route": route,
         "key_id": ex.log.key_id,
-        "model": ex.log.model,
+        "model": ex.log.model.as_deref().map(bounded),
         "stream": ex.log.stream,
         "prompt_tokens": ex.log.usage.map(|u| u.prompt_tokens),
         "completion_tokens": ex.log.usage.map(|u| u.completion_tokens),
@@ -139,4 +235,40 @@ fn finish<S: Transport>(ex: &Exchange<'_, S>) {
         "peer": ex.conn.peer.to_string(),
     });
     log::info!(target: "access", "{line}");
+}
+
+/// The longest client-supplied string an access-log line (or an error message) repeats, in bytes.
+const MAX_LOGGED_BYTES: usize = 256;
+
+/// `s` cut to [`MAX_LOGGED_BYTES`] on a character boundary, `…` marking the cut: a client's strings
+/// (a model name can be megabytes) never make a log line unbounded.
+fn bounded(s: &str) -> Cow<'_, str> {
+    if s.len() <= MAX_LOGGED_BYTES {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(format!("{}…", &s[..s.floor_char_boundary(MAX_LOGGED_BYTES)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_client_strings_are_bounded_on_a_char_boundary() {
+        assert_eq!(bounded("gonka/sim-small"), "gonka/sim-small");
+        let long = "é".repeat(1000);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_LOGGED_BYTES + "…".len(), "{}", cut.len());
+        assert!(cut.ends_with('…') && cut.starts_with("éé"));
+        assert_eq!(bounded(&"x".repeat(MAX_LOGGED_BYTES)).len(), MAX_LOGGED_BYTES, "no cut at the limit");
+    }
+
+    #[test]
+    fn every_routed_public_path_has_its_methods() {
+        for p in ["/", "/v1/models", "/v1/models/a/b", "/healthz", "/readyz"] {
+            assert_eq!(public_methods(p), Some("GET, HEAD"), "{p}");
+        }
+        assert_eq!(public_methods("/v1/chat/completions"), Some("POST"));
+        assert_eq!(public_methods("/v1/nothing"), None);
+    }
 }

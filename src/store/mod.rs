@@ -74,12 +74,17 @@ pub struct KeyTableState {
     pub count: i64,
 }
 
-/// The result of a credit.
+/// What a credit did. Only `Applied` changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CreditOutcome {
-    /// False when the reference had been used before (nothing was credited this time).
-    pub applied: bool,
-    pub balance_ngonka: i64,
+pub enum CreditOutcome {
+    /// Credited now; the balance after it.
+    Applied { balance_ngonka: i64 },
+    /// The reference had credited this same amount before: nothing changed (a retry).
+    Repeated { balance_ngonka: i64 },
+    /// The reference had credited another amount before: nothing changed.
+    ReferenceConflict { credited_ngonka: i64 },
+    /// The balance or the account's credit total would pass `i64::MAX`: nothing changed.
+    WouldOverflow,
 }
 
 /// A model's prices as stored (overriding the config file).
@@ -168,7 +173,10 @@ pub trait Store: Send {
     fn keys_since(&mut self, version: i64) -> StoreResult<Vec<KeyRow>>;
     fn key_table_state(&mut self) -> StoreResult<KeyTableState>;
 
-    /// Adds `amount` to the account's balance unless `reference` was used for this account before.
+    /// Adds `amount` (> 0) to the account's balance, once per (account, `reference`): a reference used
+    /// before changes nothing, whatever its amount (`Repeated` or `ReferenceConflict`). Refuses
+    /// (`WouldOverflow`) a credit that would take the balance or the account's credit total past
+    /// `i64::MAX`, so every sum the store keeps stays exact.
     fn credit(
         &mut self,
         account_id: &str,
@@ -178,6 +186,8 @@ pub trait Store: Send {
     ) -> StoreResult<CreditOutcome>;
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()>;
+    /// Removes the stored price of `model`; whether there was one.
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool>;
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>>;
 
     /// In one transaction: inserts the records not yet present (by request id), and for each one

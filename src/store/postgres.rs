@@ -423,30 +423,58 @@ impl Store for PostgresStore {
     ) -> StoreResult<CreditOutcome> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(err)?;
-        if tx.query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&account_id]).map_err(err)?.is_none() {
+        // The account row is locked: credits to one account, from any instance, run one at a time, so
+        // the overflow check below sees the balance and credit total the update will change.
+        let Some(row) = tx
+            .query_opt("SELECT balance_ngonka FROM accounts WHERE id = $1 FOR UPDATE", &[&account_id])
+            .map_err(err)?
+        else {
             return Err(StoreError::NotFound(format!("account {account_id}")));
-        }
-        let inserted = tx
-            .execute(
-                "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (account_id, reference) DO NOTHING",
-                &[&account_id, &reference, &amount, &at],
+        };
+        let balance: i64 = row.try_get(0).map_err(err)?;
+        let before = tx
+            .query_opt(
+                "SELECT amount_ngonka FROM credits WHERE account_id = $1 AND reference = $2",
+                &[&account_id, &reference],
             )
             .map_err(err)?;
-        if inserted == 1 {
-            tx.execute(
-                "UPDATE accounts SET balance_ngonka = balance_ngonka + $2 WHERE id = $1",
+        if let Some(r) = before {
+            let credited: i64 = r.try_get(0).map_err(err)?;
+            return Ok(if credited == amount {
+                CreditOutcome::Repeated { balance_ngonka: balance }
+            } else {
+                CreditOutcome::ReferenceConflict { credited_ngonka: credited }
+            });
+        }
+        // Summed as NUMERIC: no overflow while checking for one.
+        let total_fits: bool = tx
+            .query_one(
+                "SELECT COALESCE(SUM(amount_ngonka), 0) + $2::BIGINT <= 9223372036854775807
+                 FROM credits WHERE account_id = $1",
                 &[&account_id, &amount],
             )
-            .map_err(err)?;
-            self.notify(&mut tx, &format!("credits:{account_id}"))?;
-        }
-        let balance: i64 = tx
-            .query_one("SELECT balance_ngonka FROM accounts WHERE id = $1", &[&account_id])
             .map_err(err)?
-            .get(0);
+            .try_get(0)
+            .map_err(err)?;
+        if balance.checked_add(amount).is_none() || !total_fits {
+            return Ok(CreditOutcome::WouldOverflow);
+        }
+        tx.execute(
+            "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES ($1, $2, $3, $4)",
+            &[&account_id, &reference, &amount, &at],
+        )
+        .map_err(err)?;
+        let balance: i64 = tx
+            .query_one(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka + $2 WHERE id = $1 RETURNING balance_ngonka",
+                &[&account_id, &amount],
+            )
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)?;
+        self.notify(&mut tx, &format!("credits:{account_id}"))?;
         tx.commit().map_err(err)?;
-        Ok(CreditOutcome { applied: inserted == 1, balance_ngonka: balance })
+        Ok(CreditOutcome::Applied { balance_ngonka: balance })
     }
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
@@ -466,6 +494,17 @@ impl Store for PostgresStore {
         .map_err(err)?;
         self.notify(&mut tx, "prices")?;
         tx.commit().map_err(err)
+    }
+
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        let n = tx.execute("DELETE FROM prices WHERE model = $1", &[&model]).map_err(err)?;
+        if n > 0 {
+            self.notify(&mut tx, "prices")?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(n > 0)
     }
 
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>> {

@@ -353,32 +353,53 @@ impl Store for SqliteStore {
         at: i64,
     ) -> StoreResult<CreditOutcome> {
         let tx = self.conn.transaction().map_err(err)?;
-        let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM accounts WHERE id = ?1", [account_id], |r| r.get(0))
+        let balance: Option<i64> = tx
+            .query_row("SELECT balance_ngonka FROM accounts WHERE id = ?1", [account_id], |r| r.get(0))
             .optional()
             .map_err(err)?;
-        if exists.is_none() {
+        let Some(balance) = balance else {
             return Err(StoreError::NotFound(format!("account {account_id}")));
+        };
+        let before: Option<i64> = tx
+            .query_row(
+                "SELECT amount_ngonka FROM credits WHERE account_id = ?1 AND reference = ?2",
+                params![account_id, reference],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        match before {
+            Some(credited) if credited == amount => {
+                return Ok(CreditOutcome::Repeated { balance_ngonka: balance });
+            }
+            Some(credited) => return Ok(CreditOutcome::ReferenceConflict { credited_ngonka: credited }),
+            None => {}
         }
-        let inserted = tx
-            .execute(
-                "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(account_id, reference) DO NOTHING",
-                params![account_id, reference, amount, at],
+        let total: i64 = tx
+            .query_row(
+                "SELECT COALESCE(SUM(amount_ngonka), 0) FROM credits WHERE account_id = ?1",
+                [account_id],
+                |r| r.get(0),
             )
             .map_err(err)?;
-        if inserted == 1 {
-            tx.execute(
-                "UPDATE accounts SET balance_ngonka = balance_ngonka + ?2 WHERE id = ?1",
-                params![account_id, amount],
-            )
-            .map_err(err)?;
+        if balance.checked_add(amount).is_none() || total.checked_add(amount).is_none() {
+            return Ok(CreditOutcome::WouldOverflow);
         }
+        // The control plane is the store's only writer: nothing inserts this reference meanwhile.
+        tx.execute(
+            "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![account_id, reference, amount, at],
+        )
+        .map_err(err)?;
         let balance: i64 = tx
-            .query_row("SELECT balance_ngonka FROM accounts WHERE id = ?1", [account_id], |r| r.get(0))
+            .query_row(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka + ?2 WHERE id = ?1 RETURNING balance_ngonka",
+                params![account_id, amount],
+                |r| r.get(0),
+            )
             .map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(CreditOutcome { applied: inserted == 1, balance_ngonka: balance })
+        Ok(CreditOutcome::Applied { balance_ngonka: balance })
     }
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
@@ -396,6 +417,11 @@ impl Store for SqliteStore {
             )
             .map_err(err)?;
         Ok(())
+    }
+
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool> {
+        let n = self.conn.execute("DELETE FROM prices WHERE model = ?1", [model]).map_err(err)?;
+        Ok(n > 0)
     }
 
     fn prices(&mut self) -> StoreResult<Vec<PriceRow>> {

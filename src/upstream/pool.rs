@@ -5,6 +5,12 @@
 //! or configuration changes it). Each node carries atomics only: outstanding requests, consecutive
 //! failures, and the time until which it is ejected. A pick is a scan of a short list, least outstanding
 //! first, with a per-request rotation so ties spread; no lock, no store, no other core.
+//!
+//! Ejection never empties a model's pool (the "panic threshold" of Envoy, nginx's rule that the last
+//! server of a group is never marked down): when every node serving the model that this request has not
+//! tried yet is ejected, the least busy of those is picked anyway. A node that answers only some requests
+//! then still answers them, instead of every request getting a 503 until its rest is over; one that
+//! succeeds is healthy again at once.
 
 use crate::clock::monotonic_ms;
 use crate::config::{NodeKind, NodeSpec, NodeUrl};
@@ -115,7 +121,7 @@ pub enum Pick {
     Node(Arc<Node>),
     /// No configured node serves the model.
     NoneServes,
-    /// Nodes serve it, but all are ejected or already tried.
+    /// Nodes serve it, but this request tried them all.
     NoneAvailable,
 }
 
@@ -180,27 +186,30 @@ impl NodePool {
         self.nodes.store(Arc::new(nodes));
     }
 
-    /// Least outstanding healthy node serving `model`, not in `exclude`; `rotation` spreads ties.
+    /// The least outstanding healthy node serving `model`, not in `exclude`; when every such node is
+    /// ejected, the least outstanding ejected one (see the module docs). `rotation` spreads ties.
     pub fn pick(&self, model: &str, exclude: &[NodeId], rotation: usize) -> Pick {
         let nodes = self.nodes.load();
         let now = monotonic_ms();
         let n = nodes.len();
         let mut serves = false;
-        let mut best: Option<&Arc<Node>> = None;
+        let mut healthy: Option<&Arc<Node>> = None;
+        let mut ejected: Option<&Arc<Node>> = None;
         for i in 0..n {
             let node = &nodes[(rotation + i) % n];
             if !node.serves(model) {
                 continue;
             }
             serves = true;
-            if exclude.contains(&node.id) || node.is_ejected(now) {
+            if exclude.contains(&node.id) {
                 continue;
             }
+            let best = if node.is_ejected(now) { &mut ejected } else { &mut healthy };
             if best.is_none_or(|b| node.outstanding() < b.outstanding()) {
-                best = Some(node);
+                *best = Some(node);
             }
         }
-        match best {
+        match healthy.or(ejected) {
             Some(node) => Pick::Node(Arc::clone(node)),
             None if serves => Pick::NoneAvailable,
             None => Pick::NoneServes,
@@ -279,12 +288,42 @@ mod tests {
     fn ejects_after_consecutive_failures_and_recovers() {
         let pool = NodePool::new(vec![node(0, &[]), node(1, &[])], 2, 60_000);
         let nodes = pool.nodes();
+        let _busy = InFlight::new(Arc::clone(&nodes[1]));
         pool.report_failure(&nodes[0], "test");
-        assert!(matches!(pool.pick("x", &[NodeId(1)], 0), Pick::Node(_)), "one failure does not eject");
+        assert!(
+            matches!(pool.pick("x", &[], 0), Pick::Node(n) if n.id == NodeId(0)),
+            "one failure does not eject"
+        );
         pool.report_failure(&nodes[0], "test");
-        assert!(matches!(pool.pick("x", &[NodeId(1)], 0), Pick::NoneAvailable));
+        for r in 0..4 {
+            let pick = pool.pick("x", &[], r);
+            assert!(matches!(pick, Pick::Node(n) if n.id == NodeId(1)), "a healthy node first, even busier");
+        }
         pool.report_success(&nodes[0]);
-        assert!(matches!(pool.pick("x", &[NodeId(1)], 0), Pick::Node(_)));
+        assert!(matches!(pool.pick("x", &[], 0), Pick::Node(n) if n.id == NodeId(0)), "healthy again");
+    }
+
+    #[test]
+    fn when_every_untried_node_is_ejected_the_least_busy_ejected_one_is_picked() {
+        let pool = NodePool::new(vec![node(0, &[]), node(1, &[]), node(2, &["other"])], 1, 60_000);
+        let nodes = pool.nodes();
+        // The only node: ejected, still picked (nginx never marks a group's last server down).
+        let single = NodePool::new(vec![node(0, &[])], 1, 60_000);
+        single.report_failure(&single.nodes()[0], "test");
+        assert!(single.nodes()[0].is_ejected(monotonic_ms()));
+        assert!(matches!(single.pick("x", &[], 0), Pick::Node(n) if n.id == NodeId(0)));
+        assert!(matches!(single.pick("x", &[NodeId(0)], 0), Pick::NoneAvailable), "tried: none left");
+        // All ejected: the least outstanding of them, never one this request already tried.
+        pool.report_failure(&nodes[0], "test");
+        pool.report_failure(&nodes[1], "test");
+        let _busy = InFlight::new(Arc::clone(&nodes[0]));
+        for r in 0..3 {
+            assert!(matches!(pool.pick("x", &[], r), Pick::Node(n) if n.id == NodeId(1)));
+        }
+        assert!(matches!(pool.pick("x", &[NodeId(1)], 0), Pick::Node(n) if n.id == NodeId(0)));
+        assert!(matches!(pool.pick("x", &[NodeId(0), NodeId(1)], 0), Pick::NoneAvailable));
+        // A healthy node serving another model does not count.
+        assert!(matches!(pool.pick("other", &[], 0), Pick::Node(n) if n.id == NodeId(2)));
     }
 
     #[test]

@@ -14,6 +14,45 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_gonka-gateway");
 pub const MODEL: &str = "gonka/sim-small";
 
+/// Ports tests listen on themselves: below the kernel's ephemeral range (32768 and up), where no
+/// outgoing connection of another test can take one meanwhile.
+pub const TEST_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// A random port of [`TEST_PORTS`] that nothing listens on right now on 127.0.0.1 (a probe bind). Another
+/// process may still take it before the caller binds it: see [`with_free_ports`].
+pub fn free_port() -> u16 {
+    bind_free_port().local_addr().unwrap().port()
+}
+
+/// A listener on 127.0.0.1 at a random free port of [`TEST_PORTS`].
+pub fn bind_free_port() -> std::net::TcpListener {
+    use std::hash::{BuildHasher, Hasher};
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..1000 {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = TEST_PORTS.start + u16::try_from(random % span).unwrap();
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
+}
+
+/// Runs `start` with `n` free ports until it does not fail for a port that was taken meanwhile (its
+/// error mentions "in use"); any other error panics.
+pub fn with_free_ports<T>(n: usize, mut start: impl FnMut(&[u16]) -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        match start(&ports) {
+            Ok(v) => return v,
+            Err(e) if e.contains("in use") => last = e,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("ports kept being taken: {last}");
+}
+
 /// A child process killed on drop; its stdout lines arrive on a channel, stderr goes to a file.
 pub struct Proc {
     pub child: Child,
@@ -46,13 +85,22 @@ impl Proc {
 
     /// Waits for a stdout line starting with `prefix` and returns the rest.
     pub fn wait_line(&mut self, prefix: &str) -> String {
+        self.try_wait_line(prefix).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The same; when the process ends (or 30 s pass) without printing it, an error with its stderr.
+    pub fn try_wait_line(&mut self, prefix: &str) -> Result<String, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line[prefix.len()..].to_owned(),
+                Ok(line) if line.starts_with(prefix) => return Ok(line[prefix.len()..].to_owned()),
                 Ok(_) => {}
-                Err(_) => panic!("no {prefix} line; stderr: {}", self.stderr()),
+                Err(_) => {
+                    // The stdout reader ends with the process; let it finish writing stderr.
+                    let _ = self.wait_exit(Duration::from_secs(2));
+                    return Err(format!("no {prefix} line; stderr: {}", self.stderr()));
+                }
             }
         }
     }
@@ -598,50 +646,145 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A Python interpreter with the official `openai` SDK installed (a venv under `target/`, created on
-/// first use and shared by every test run).
-pub fn python_with_openai() -> PathBuf {
+/// Runs `f` once across every test process (nextest runs each test in a process of its own): the first
+/// to take the lock directory `target/<name>.lock` runs it while the others wait, then each sees `done()`.
+fn once_across_processes(name: &str, done: impl Fn() -> bool, f: impl FnOnce()) {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let venv = target.join("test-venv");
-    let python = venv.join("bin/python");
-    // The marker holds the requirements the venv was built from; other requirements rebuild it.
-    let ready = venv.join(".ready");
-    let requirements_text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt"))
-            .unwrap();
-    let lock = target.join("test-venv.lock");
     std::fs::create_dir_all(&target).unwrap();
+    let lock = target.join(format!("{name}.lock"));
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        if std::fs::read_to_string(&ready).is_ok_and(|r| r == requirements_text) {
-            return python;
+        if done() {
+            return;
         }
         if std::fs::create_dir(&lock).is_ok() {
             break;
         }
-        assert!(Instant::now() < deadline, "waited too long for another test to build the venv");
+        // A lock older than any install is one whose process was killed.
+        let age = std::fs::metadata(&lock).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a > Duration::from_secs(900)) {
+            let _ = std::fs::remove_dir(&lock);
+        }
+        assert!(Instant::now() < deadline, "waited too long for another test to finish {name}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/requirements.txt");
-    let ok = (|| {
-        if !python.exists() {
-            let s = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().ok()?;
-            if !s.success() {
-                return None;
+    struct Unlock(PathBuf);
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _unlock = Unlock(lock);
+    if !done() {
+        f();
+    }
+}
+
+/// nginx (Debian's package), installed with apt-get on first use when missing (needs root and the
+/// package mirrors; `apt-get update` only when the lists are too old to find it).
+pub fn nginx_binary() -> PathBuf {
+    let find = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
+    once_across_processes(
+        "test-nginx-install",
+        || find().is_some(),
+        || {
+            let install = || {
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q", "nginx"])
+                    .env("DEBIAN_FRONTEND", "noninteractive")
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !install() {
+                let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
+                install();
+            }
+        },
+    );
+    find().unwrap_or_else(|| {
+        panic!(
+            "nginx is not installed and `apt-get install -y -q nginx` did not install it (it needs root and \
+             network access to the package mirrors)"
+        )
+    })
+}
+
+/// Panics, saying how to start it, unless PostgreSQL answers at `url` (the conformance and several-
+/// instances tests need it: 127.0.0.1:5432, user postgres, trust auth, database `test`).
+pub fn require_postgres(url: &str) {
+    let config: postgres::Config = url.parse().unwrap();
+    let reachable = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => {
+            let port = config.get_ports().first().copied().unwrap_or(5432);
+            let addr = format!("{host}:{port}");
+            let to = |a: SocketAddr| TcpStream::connect_timeout(&a, Duration::from_secs(2));
+            match std::net::ToSocketAddrs::to_socket_addrs(&addr.as_str()).map(|mut a| a.next()) {
+                Ok(Some(a)) => to(a).map(drop).map_err(|e| format!("{addr}: {e}")),
+                _ => Err(format!("{addr}: cannot resolve")),
             }
         }
-        let s = Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
-            .arg(&requirements)
-            .status()
-            .ok()?;
-        s.success().then_some(())
-    })();
-    if ok.is_some() {
-        std::fs::write(&ready, &requirements_text).unwrap();
+        _ => Ok(()),
+    };
+    if let Err(e) = reachable {
+        panic!(
+            "PostgreSQL is not reachable at {e}. These tests need a local PostgreSQL (user postgres, trust \
+             auth, database test); start it with:\n    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        );
     }
-    let _ = std::fs::remove_dir(&lock);
-    assert!(ok.is_some(), "could not install the Python test requirements into {}", venv.display());
+    if let Err(e) = postgres::Client::connect(url, postgres::NoTls) {
+        let why = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned());
+        let db = config.get_dbname().unwrap_or("postgres");
+        panic!(
+            "PostgreSQL at {url} refused the tests' connection: {why}. They connect as user postgres \
+             (trust auth) to database {db}; create it with:\n    createdb -h 127.0.0.1 -U postgres {db}"
+        );
+    }
+}
+
+/// Panics, saying how to start it, unless Redis answers at 127.0.0.1:6379 (the leases tests need it).
+pub fn require_redis() {
+    let addr: SocketAddr = "127.0.0.1:6379".parse().unwrap();
+    if let Err(e) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        panic!(
+            "Redis is not reachable at {addr} ({e}). The tests of several instances with leases need a local \
+             Redis; start it with:\n    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" \
+             --appendonly no"
+        );
+    }
+}
+
+/// A Python interpreter with the official `openai` SDK installed (a venv under `target/`, created on
+/// first use and shared by every test run).
+pub fn python_with_openai() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/test-venv");
+    let python = venv.join("bin/python");
+    // The marker holds the requirements the venv was built from; other requirements rebuild it.
+    let ready = venv.join(".ready");
+    let requirements = root.join("tests/python/requirements.txt");
+    let requirements_text = std::fs::read_to_string(&requirements).unwrap();
+    let is_ready = || std::fs::read_to_string(&ready).is_ok_and(|r| r == requirements_text);
+    once_across_processes("test-venv", is_ready, || {
+        let ok = (|| {
+            if !python.exists() {
+                let s = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().ok()?;
+                if !s.success() {
+                    return None;
+                }
+            }
+            let s = Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+                .arg(&requirements)
+                .status()
+                .ok()?;
+            s.success().then_some(())
+        })();
+        if ok.is_some() {
+            std::fs::write(&ready, &requirements_text).unwrap();
+        }
+    });
+    assert!(is_ready(), "could not install the Python test requirements into {}", venv.display());
     python
 }
 
