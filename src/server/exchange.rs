@@ -7,7 +7,7 @@ use crate::billing::Usage;
 use crate::error::ApiError;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
-use crate::http::request::{BodyFraming, RequestHead};
+use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{HeadWriter, ResponseFraming};
 use monoio::buf::IoBufMut;
 use std::rc::Rc;
@@ -173,7 +173,8 @@ impl<'c, S: Transport> Exchange<'c, S> {
         }
     }
 
-    /// Writes a complete answer that is not relayed.
+    /// Writes a complete answer that is not relayed. A HEAD request gets the head a GET would get,
+    /// `Content-Length` included, and no body (relayed answers are for POST routes only).
     pub async fn respond(
         &mut self,
         status: u16,
@@ -196,7 +197,9 @@ impl<'c, S: Transport> Exchange<'c, S> {
             }
             w.finish(ResponseFraming::Length(body.len()), self.keep_alive);
         }
-        out.extend_from_slice(body);
+        if self.head.method != Method::Head {
+            out.extend_from_slice(body);
+        }
         let timeout = core.app.settings.timeouts.write;
         let (res, out) = write_all_deadline(&mut self.conn.io, out, timeout).await;
         core.put_bytes(out);

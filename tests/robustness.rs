@@ -1,0 +1,76 @@
+//! Issue 11: every answer is paid for, every process owns its data, bad input costs the gateway little.
+//! One process per data directory and per address, bounded connections and body memory, strict but
+//! standard request targets, private data files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    reason = "tests fail loudly and block freely on their own threads"
+)]
+
+mod utils;
+
+use std::time::Duration;
+use utils::*;
+
+/// Splits `bytes` into its HTTP answers: (head text, body) each, using the Content-Length of each head
+/// except for answers to HEAD, which `heads` marks.
+fn answers(bytes: &[u8], heads: &[bool]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    for &is_head in heads {
+        let end = rest.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete head") + 4;
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let body_len = if is_head { 0 } else { len };
+        out.push((head, rest[end..end + body_len].to_vec()));
+        rest = &rest[end + body_len..];
+    }
+    assert!(rest.is_empty(), "bytes after the last answer: {}", String::from_utf8_lossy(rest));
+    out
+}
+
+#[test]
+fn absolute_form_request_targets_are_served() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    let body = chat_body("absolute", 3, false).to_string();
+    let req = format!(
+        "POST http://{}/v1/chat/completions HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        gw.addr,
+        gw.addr,
+        gw.auth(),
+        body.len()
+    );
+    let (out, closed) = raw(gw.addr, req.as_bytes(), Duration::from_secs(10));
+    assert!(closed);
+    assert_eq!(statuses(&out), [200], "{}", String::from_utf8_lossy(&out));
+    let req =
+        format!("GET http://{}/healthz?probe=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", gw.addr);
+    let (out, _) = raw(gw.addr, req.as_bytes(), Duration::from_secs(5));
+    assert_eq!(statuses(&out), [200], "{}", String::from_utf8_lossy(&out));
+}
+
+#[test]
+fn answers_to_head_carry_the_length_but_no_body() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    // Two HEADs, then a GET, pipelined on one connection: the second and third answers start exactly
+    // where the head of the one before ends.
+    let req = "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /v1/models HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (out, closed) = raw(gw.addr, req.as_bytes(), Duration::from_secs(5));
+    assert!(closed, "{}", String::from_utf8_lossy(&out));
+    let got = answers(&out, &[true, true, false]);
+    for (head, _) in &got[..2] {
+        assert!(head.starts_with("HTTP/1.1 "), "{head}");
+        let len: usize =
+            head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().trim().parse().unwrap();
+        assert!(len > 0, "the length of the body a GET would get: {head}");
+    }
+    assert!(got[2].0.starts_with("HTTP/1.1 200"), "{}", got[2].0);
+    assert_eq!(got[2].1, br#"{"status":"ok"}"#);
+}
