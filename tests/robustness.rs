@@ -11,7 +11,7 @@
 
 mod utils;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use utils::*;
 
 /// Splits `bytes` into its HTTP answers: (head text, body) each, using the Content-Length of each head
@@ -73,4 +73,21 @@ fn answers_to_head_carry_the_length_but_no_body() {
     }
     assert!(got[2].0.starts_with("HTTP/1.1 200"), "{}", got[2].0);
     assert_eq!(got[2].1, br#"{"status":"ok"}"#);
+}
+
+#[test]
+fn a_chunk_size_past_the_body_limit_is_refused_at_its_size_line() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start(&sim.urls);
+    for size in ["FFFFFFFF", "A00001", "ffffffffffffffff"] {
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\n",
+            gw.auth()
+        );
+        let started = Instant::now();
+        let (out, closed) = raw(gw.addr, req.as_bytes(), Duration::from_secs(5));
+        assert!(closed, "{size}: connection left open: {}", String::from_utf8_lossy(&out));
+        assert_eq!(statuses(&out), [413], "{size}: {}", String::from_utf8_lossy(&out));
+        assert!(started.elapsed() < Duration::from_secs(2), "{size}: took {:?}", started.elapsed());
+    }
 }

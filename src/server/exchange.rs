@@ -139,7 +139,10 @@ impl<'c, S: Transport> Exchange<'c, S> {
                         let d = decoder
                             .decode_in_place(self.conn.rbuf.data_mut())
                             .map_err(|e| ApiError::bad_request(format!("Invalid chunked body: {e}"), None))?;
-                        if body.len() + d.payload_len > max {
+                        // What the current chunk declares counts at once: a size line past the limit
+                        // is refused before any of its payload is waited for.
+                        let declared = (body.len() + d.payload_len) as u64 + decoder.chunk_remaining();
+                        if declared > max as u64 {
                             return Err(ApiError::PayloadTooLarge);
                         }
                         body.extend_from_slice(&self.conn.rbuf.data()[..d.payload_len]);
