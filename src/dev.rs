@@ -38,8 +38,10 @@ pub struct DevReady {
     pub sim: sim::SimHandle,
 }
 
-/// Starts the simulator and the gateway.
+/// Locks the data directory, then starts the simulator and the gateway.
 pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
+    // Before the simulator binds anything or a secret is written: one process per data directory.
+    let lock = crate::data_dir::DataDirLock::acquire(&opts.data_dir)?;
     let gonka = match opts.upstream_kind.as_str() {
         "openai" => false,
         "gonka" => true,
@@ -112,7 +114,8 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
     }
     let admin_token = admin_token(&settings)?;
     let data_dir = settings.data_dir.clone();
-    let boot = crate::runtime::Boot::new(settings, admin_token.clone());
+    let mut boot = crate::runtime::Boot::new(settings, admin_token.clone());
+    boot.lock = Some(lock);
     let (running, api_key) = crate::runtime::start(boot, move |st| demo_account(st, &data_dir))?;
     Ok(DevReady {
         base_url: format!("http://{}/v1", running.public_addr),

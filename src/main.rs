@@ -243,7 +243,7 @@ fn main() -> ExitCode {
             };
             let ready = match dev::start(&opts) {
                 Ok(r) => r,
-                Err(e) => return fail(&e.to_string()),
+                Err(e) => return fail(&format!("cannot start: {e}")),
             };
             say(&format!("OPENAI_BASE_URL={}", ready.base_url));
             say(&format!("OPENAI_API_KEY={}", ready.api_key));
@@ -262,11 +262,17 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e.to_string()),
             };
             gonka_gateway::logging::init(settings.log_level);
+            // Before the admin token may be written there: a directory another process holds is refused.
+            let lock = match gonka_gateway::data_dir::DataDirLock::acquire(&settings.data_dir) {
+                Ok(l) => l,
+                Err(e) => return fail(&format!("cannot start: {e}")),
+            };
             let admin_token = match dev::admin_token(&settings) {
                 Ok(t) => t,
                 Err(e) => return fail(&format!("admin token: {e}")),
             };
-            let boot = gonka_gateway::runtime::Boot::new(settings, admin_token);
+            let mut boot = gonka_gateway::runtime::Boot::new(settings, admin_token);
+            boot.lock = Some(lock);
             let running = match gonka_gateway::runtime::start(boot, |_| Ok(())) {
                 Ok((r, ())) => r,
                 Err(e) => return fail(&format!("cannot start: {e}")),

@@ -17,6 +17,7 @@ use crate::billing::journal::{Journal, JournalThread};
 use crate::config::Settings;
 use crate::control::health::HealthChecker;
 use crate::control::{ControlPlane, ControlState};
+use crate::data_dir::DataDirLock;
 use crate::error::ApiError;
 use crate::gonka::signer::GonkaSigner;
 use crate::http::tls::{ClientTls, ServerTls};
@@ -175,6 +176,8 @@ pub struct Running {
     journal: Option<JournalThread>,
     /// The store's change feed (PostgreSQL): its stop flag and thread.
     feed: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
+    /// The data directory, held for the whole life of the process (released last, on drop).
+    _data_dir: DataDirLock,
 }
 
 /// The secret keys are hashed under: from the environment, else generated once into the data dir.
@@ -198,6 +201,9 @@ pub struct Boot {
     /// The store to use instead of the configured one (tests wrap stores to inject failures).
     pub store: Option<Box<dyn Store>>,
     pub clock: Arc<dyn Clock>,
+    /// The data directory's lock when the caller took it already (before writing secrets there);
+    /// otherwise `start` takes it first.
+    pub lock: Option<DataDirLock>,
 }
 
 impl std::fmt::Debug for Boot {
@@ -208,18 +214,23 @@ impl std::fmt::Debug for Boot {
 
 impl Boot {
     pub fn new(settings: Settings, admin_token: String) -> Self {
-        Self { settings, admin_token, store: None, clock: Arc::new(SystemClock) }
+        Self { settings, admin_token, store: None, clock: Arc::new(SystemClock), lock: None }
     }
 }
 
-/// Binds the listeners, opens the journal and the store, fills the key cache, replays the journal,
-/// restores the counters, runs `setup` on the control state (before anything is served), then starts
-/// the control plane, the health thread and the workers.
+/// Locks the data directory, binds the listeners, opens the journal and the store, fills the key cache,
+/// replays the journal, restores the counters, runs `setup` on the control state (before anything is
+/// served), then starts the control plane, the health thread and the workers.
 pub fn start<T>(
     boot: Boot,
     setup: impl FnOnce(&mut ControlState) -> Result<T, ApiError>,
 ) -> io::Result<(Running, T)> {
-    let Boot { settings, admin_token, store, clock } = boot;
+    let Boot { settings, admin_token, store, clock, lock } = boot;
+    // Before anything is bound or opened: a second process on the same data directory stops here.
+    let data_dir = match lock {
+        Some(l) => l,
+        None => DataDirLock::acquire(&settings.data_dir)?,
+    };
     let n = settings.workers.get();
     // Each client stream holds two descriptors (client and node): use all the process may have.
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -328,6 +339,7 @@ pub fn start<T>(
         health: Some(health),
         journal: Some(journal_thread),
         feed,
+        _data_dir: data_dir,
     };
     Ok((running, extra))
 }

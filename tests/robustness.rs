@@ -91,3 +91,49 @@ fn a_chunk_size_past_the_body_limit_is_refused_at_its_size_line() {
         assert!(started.elapsed() < Duration::from_secs(2), "{size}: took {:?}", started.elapsed());
     }
 }
+
+/// `serve --config` with this config text in a directory of its own; waits for it to exit.
+fn serve_expecting_failure(config: &str) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut p = Proc::spawn(
+        &["serve", "--config", path.to_str().unwrap()],
+        dir.path(),
+        &[("TEST_ADMIN_TOKEN", ADMIN_TOKEN)],
+    );
+    let status = p.wait_exit(Duration::from_secs(15)).expect("the gateway exits instead of serving");
+    (status, p.stderr())
+}
+
+#[test]
+fn a_second_gateway_on_the_same_data_directory_exits_naming_it_and_its_holder() {
+    let sim = Sim::start(&[]);
+    let mut gw = Gateway::start(&sim.urls);
+    let data = gw.dir.path().join("data");
+    let holder = format!("pid {}", gw.proc.child.id());
+    // The same data directory and the very same addresses: the lock is checked before anything is bound.
+    let (status, err) = serve_expecting_failure(&format!(
+        "data_dir = \"{}\"\n[server]\nlisten = \"{}\"\n[admin]\nlisten = \"{}\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n",
+        data.display(),
+        gw.addr,
+        gw.admin_addr
+    ));
+    assert!(!status.success());
+    assert!(err.contains(&data.display().to_string()) && err.contains(&holder), "{err}");
+    assert!(!err.contains(&gw.addr.to_string()), "refused for its data directory, not an address: {err}");
+
+    let other = tempfile::tempdir().unwrap();
+    let data_arg = data.to_str().unwrap();
+    let args = ["dev", "--data", data_arg, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let mut dev = Proc::spawn(&args, other.path(), &[]);
+    let status = dev.wait_exit(Duration::from_secs(15)).expect("dev exits instead of serving");
+    assert!(!status.success());
+    let err = dev.stderr();
+    assert!(err.contains(&data.display().to_string()) && err.contains(&holder), "{err}");
+
+    // The holder kept serving, and its lock goes with it: a restart after kill -9 takes the directory.
+    assert_eq!(http(gw.addr, "GET", "/healthz", &[], None).status, 200);
+    gw.restart();
+    assert_eq!(http(gw.addr, "GET", "/healthz", &[], None).status, 200);
+}
