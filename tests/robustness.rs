@@ -11,6 +11,7 @@
 
 mod utils;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use utils::*;
 
@@ -92,11 +93,11 @@ fn a_chunk_size_past_the_body_limit_is_refused_at_its_size_line() {
     }
 }
 
-/// `serve --config` with this config text in a directory of its own; waits for it to exit.
-fn serve_expecting_failure(config: &str) -> (std::process::ExitStatus, String) {
+/// `serve --config` on `data_dir` with the rest of the config in `rest`; waits for it to exit.
+fn serve_expecting_failure(data_dir: &std::path::Path, rest: &str) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, config).unwrap();
+    std::fs::write(&path, format!("data_dir = \"{}\"\n{rest}", data_dir.display())).unwrap();
     let mut p = Proc::spawn(
         &["serve", "--config", path.to_str().unwrap()],
         dir.path(),
@@ -106,6 +107,21 @@ fn serve_expecting_failure(config: &str) -> (std::process::ExitStatus, String) {
     (status, p.stderr())
 }
 
+/// A listener of this test process on a port below the ephemeral range, with or without SO_REUSEPORT.
+fn foreign_listener(reuse_port: bool) -> (socket2::Socket, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    for port in (21000..32000).step_by(7) {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.set_reuse_port(reuse_port).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        if s.bind(&addr.into()).is_ok() && s.listen(16).is_ok() {
+            return (s, addr);
+        }
+    }
+    panic!("no free port");
+}
+
 #[test]
 fn a_second_gateway_on_the_same_data_directory_exits_naming_it_and_its_holder() {
     let sim = Sim::start(&[]);
@@ -113,12 +129,13 @@ fn a_second_gateway_on_the_same_data_directory_exits_naming_it_and_its_holder() 
     let data = gw.dir.path().join("data");
     let holder = format!("pid {}", gw.proc.child.id());
     // The same data directory and the very same addresses: the lock is checked before anything is bound.
-    let (status, err) = serve_expecting_failure(&format!(
-        "data_dir = \"{}\"\n[server]\nlisten = \"{}\"\n[admin]\nlisten = \"{}\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n",
-        data.display(),
-        gw.addr,
-        gw.admin_addr
-    ));
+    let (status, err) = serve_expecting_failure(
+        &data,
+        &format!(
+            "[server]\nlisten = \"{}\"\n[admin]\nlisten = \"{}\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n",
+            gw.addr, gw.admin_addr
+        ),
+    );
     assert!(!status.success());
     assert!(err.contains(&data.display().to_string()) && err.contains(&holder), "{err}");
     assert!(!err.contains(&gw.addr.to_string()), "refused for its data directory, not an address: {err}");
@@ -136,4 +153,68 @@ fn a_second_gateway_on_the_same_data_directory_exits_naming_it_and_its_holder() 
     assert_eq!(http(gw.addr, "GET", "/healthz", &[], None).status, 200);
     gw.restart();
     assert_eq!(http(gw.addr, "GET", "/healthz", &[], None).status, 200);
+}
+
+#[test]
+fn an_address_another_process_is_bound_to_is_a_start_failure_naming_it() {
+    // With SO_REUSEPORT a second group used to join the other process's port, the kernel splitting
+    // the connections between the two.
+    for reuse_port in [true, false] {
+        let (_held, taken) = foreign_listener(reuse_port);
+        let data = tempfile::tempdir().unwrap();
+        for (public, admin) in
+            [(taken.to_string(), "127.0.0.1:0".to_owned()), ("127.0.0.1:0".into(), taken.to_string())]
+        {
+            let (status, err) = serve_expecting_failure(
+                data.path(),
+                &format!(
+                    "[server]\nlisten = \"{public}\"\n[admin]\nlisten = \"{admin}\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n"
+                ),
+            );
+            assert!(!status.success());
+            assert!(err.contains(&format!("cannot start: {taken} is already in use")), "{err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data_arg = dir.path().join("data");
+        let taken_arg = taken.to_string();
+        for args in [
+            ["--listen", taken_arg.as_str(), "--admin-listen", "127.0.0.1:0"],
+            ["--listen", "127.0.0.1:0", "--admin-listen", taken_arg.as_str()],
+        ] {
+            let mut all = vec!["dev", "--data", data_arg.to_str().unwrap()];
+            all.extend(args);
+            let mut dev = Proc::spawn(&all, dir.path(), &[]);
+            let status = dev.wait_exit(Duration::from_secs(15)).expect("dev exits instead of serving");
+            assert!(!status.success());
+            let err = dev.stderr();
+            assert!(err.contains(&format!("cannot start: {taken} is already in use")), "{err}");
+        }
+    }
+}
+
+#[test]
+fn port_zero_listens_below_the_ephemeral_range() {
+    let sim = Sim::start(&["--extra-nodes", "2"]);
+    let gw = Gateway::start(&sim.urls);
+    let ports =
+        [gw.addr.port(), gw.admin_addr.port(), sim.addr(0).port(), sim.addr(1).port(), sim.addr(2).port()];
+    assert!(ports.iter().all(|p| (20000..32768).contains(p)), "{ports:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut dev = Proc::spawn(
+        &[
+            "dev",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+        &[],
+    );
+    let base: url::Url = dev.wait_line("OPENAI_BASE_URL=").parse().unwrap();
+    let port = base.port().unwrap();
+    assert!((20000..32768).contains(&port), "{port}");
 }
