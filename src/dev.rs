@@ -186,8 +186,8 @@ fn read_trimmed(path: &Path) -> Option<String> {
 fn write_secret(path: &Path, value: &str) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::data_dir::create_private(dir)?;
     }
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(value.as_bytes())?;

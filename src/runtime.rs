@@ -293,6 +293,8 @@ pub fn start<T>(
     let hasher = KeyHasher::new(key_hash_secret(&settings)?.as_bytes())?;
     let cache = Arc::new(KeyCache::new());
     let billing = &settings.billing;
+    // Created here so that it is private (0700); the journal creates only what is missing.
+    crate::data_dir::create_private(&billing.journal_dir)?;
     let (journal, journal_thread) =
         Journal::open(&billing.journal_dir, billing.journal_wait, billing.journal_fsync_interval)?;
     let mut store = match store {

@@ -218,3 +218,68 @@ fn port_zero_listens_below_the_ephemeral_range() {
     let port = base.port().unwrap();
     assert!((20000..32768).contains(&port), "{port}");
 }
+
+/// Every file under `dir` with its mode, and every directory (the path ends in `/`).
+fn modes(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        out.push((format!("{}/", d.display()), std::fs::metadata(&d).unwrap().permissions().mode() & 0o777));
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                out.push((entry.path().display().to_string(), meta.permissions().mode() & 0o777));
+            }
+        }
+    }
+    out
+}
+
+fn assert_private(dir: &std::path::Path, expected_files: &[&str]) {
+    let found = modes(dir);
+    for name in expected_files {
+        assert!(found.iter().any(|(p, _)| p.ends_with(name)), "{name} is missing: {found:?}");
+    }
+    for (path, mode) in &found {
+        let want = if path.ends_with('/') { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{path} is {mode:o}: {found:?}");
+    }
+}
+
+#[test]
+fn every_file_in_the_data_directory_is_private() {
+    let sim = Sim::start(&[]);
+    let mut gw = Gateway::start(&sim.urls);
+    let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("private", 3, false));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = gw.dir.path().join("data");
+    let running = ["gateway.lock", "gateway.db", "gateway.db-wal", "gateway.db-shm", "key_secret", ".log"];
+    assert_private(&data, &running);
+    // A clean stop writes the key snapshot.
+    gw.proc.signal("TERM");
+    assert!(gw.proc.wait_exit(Duration::from_secs(10)).unwrap().success());
+    assert_private(&data, &["gateway.lock", "gateway.db", "key_secret", "keys.snapshot", ".log"]);
+
+    // dev's own files (the demo key, the admin token) too.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut dev = Proc::spawn(
+        &[
+            "dev",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        dir.path(),
+        &[],
+    );
+    dev.wait_line("ADMIN_TOKEN=");
+    assert_private(&data, &["gateway.lock", "gateway.db", "admin_token", "dev_api_key", "dev_account"]);
+}
