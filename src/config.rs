@@ -253,6 +253,9 @@ pub struct ServerFile {
     pub relay_buffer_bytes: usize,
     /// Listen backlog.
     pub backlog: i32,
+    /// Client connections the public listener holds at once; past it a connection is answered 503 and
+    /// closed. 0 = derived from the open-files limit (see [`crate::server::limits`]).
+    pub max_connections: usize,
     /// `[server.tls]`: serve HTTPS on the public listener.
     pub tls: ServerTlsFile,
 }
@@ -299,6 +302,7 @@ impl Default for ServerFile {
             read_buffer_bytes: 4096,
             relay_buffer_bytes: 8192,
             backlog: 4096,
+            max_connections: 0,
             tls: ServerTlsFile::default(),
         }
     }
@@ -313,11 +317,18 @@ pub struct AdminFile {
     /// Environment variable holding the admin token. When unset, a token is generated on first start and
     /// kept in `<data_dir>/admin_token`.
     pub token_env: String,
+    /// Connections the admin listener holds at once; their descriptors are kept out of the public
+    /// listener's budget, so a flood of public connections never takes the admin listener down.
+    pub max_connections: usize,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".into(), token_env: "GATEWAY_ADMIN_TOKEN".into() }
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            token_env: "GATEWAY_ADMIN_TOKEN".into(),
+            max_connections: 256,
+        }
     }
 }
 
@@ -628,6 +639,9 @@ pub struct Settings {
     pub read_buffer_bytes: usize,
     pub relay_buffer_bytes: usize,
     pub backlog: i32,
+    /// `server.max_connections`: 0 = derived from the open-files limit at start.
+    pub max_connections: usize,
+    pub admin_max_connections: usize,
     /// `(certificate chain, key)` PEM paths when the public listener speaks HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub upstream: UpstreamSettings,
@@ -679,6 +693,9 @@ impl ConfigFile {
         }
         if s.max_head_bytes < 256 {
             return Err(invalid("server.max_head_bytes must be at least 256"));
+        }
+        if self.admin.max_connections == 0 {
+            return Err(invalid("admin.max_connections must be at least 1"));
         }
         if s.read_buffer_bytes < 512 || s.relay_buffer_bytes < 1024 {
             return Err(invalid("server.read_buffer_bytes must be ≥ 512 and relay_buffer_bytes ≥ 1024"));
@@ -894,6 +911,8 @@ impl ConfigFile {
             read_buffer_bytes: s.read_buffer_bytes,
             relay_buffer_bytes: s.relay_buffer_bytes,
             backlog: s.backlog,
+            max_connections: s.max_connections,
+            admin_max_connections: self.admin.max_connections,
             tls: match (s.tls.cert_path.is_empty(), s.tls.key_path.is_empty()) {
                 (true, true) => None,
                 (false, false) => Some((PathBuf::from(&s.tls.cert_path), PathBuf::from(&s.tls.key_path))),

@@ -25,6 +25,7 @@ use crate::error::ApiError;
 use crate::gonka::signer::GonkaSigner;
 use crate::http::tls::{ClientTls, ServerTls};
 use crate::limits::clock::{Clock, SystemClock};
+use crate::server::limits::ServerLimits;
 use crate::server::{Core, ListenerKind, conn};
 use crate::store::Store;
 use arc_swap::ArcSwap;
@@ -282,11 +283,22 @@ pub fn start<T>(
         None => DataDirLock::acquire(&settings.data_dir)?,
     };
     let n = settings.workers.get();
-    // Each client stream holds two descriptors (client and node): use all the process may have.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => log::info!(target: "runtime", "open files limit: {limit}"),
-        Err(e) => log::warn!(target: "runtime", "cannot raise the open files limit: {e}"),
-    }
+    // Each client stream holds two descriptors (client and node): use all the process may have, and
+    // budget the listeners' connections out of it.
+    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!(target: "runtime", "cannot raise the open files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let limits = Arc::new(ServerLimits::new(&settings, nofile));
+    log::info!(
+        target: "runtime",
+        "open files limit {nofile}: at most {} public and {} admin connections",
+        limits.public_conns.max(),
+        limits.admin_conns.max()
+    );
     let (public_addr, public) = bind_group(settings.listen, n, settings.backlog)?;
     let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
 
@@ -377,8 +389,9 @@ pub fn start<T>(
         let app = Arc::clone(&app);
         let stop = Arc::clone(&stop);
         let tls = server_tls.clone();
+        let limits = Arc::clone(&limits);
         workers.push(spawn_runtime_thread(format!("core-{index}"), move || {
-            worker(app, index, public, admin, stop, tls)
+            worker(app, index, limits, public, admin, stop, tls)
         })?);
     }
     let running = Running {
@@ -438,13 +451,14 @@ impl Running {
 async fn worker(
     app: Arc<App>,
     index: usize,
+    limits: Arc<ServerLimits>,
     public: std::net::TcpListener,
     admin: std::net::TcpListener,
     stop: Arc<Signal>,
     tls: Option<ServerTls>,
 ) {
     crate::metrics::set_thread_shard(index);
-    let core = Rc::new(Core::new(Arc::clone(&app), index));
+    let core = Rc::new(Core::new(Arc::clone(&app), index, limits));
     let (public, admin) =
         match (monoio::net::TcpListener::from_std(public), monoio::net::TcpListener::from_std(admin)) {
             (Ok(p), Ok(a)) => (p, a),
@@ -481,17 +495,38 @@ async fn accept_loop(
     kind: ListenerKind,
     tls: Option<ServerTls>,
 ) {
+    let slots = match kind {
+        ListenerKind::Public => Arc::clone(&core.limits.public_conns),
+        ListenerKind::Admin => Arc::clone(&core.limits.admin_conns),
+    };
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(slot) = slots.try_take() else {
+                    if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        last_warned = Some(std::time::Instant::now());
+                        log::warn!(target: "runtime", "{kind:?} listener at its {} connections: refusing more", slots.max());
+                    }
+                    // A TLS client could not read a plain answer: it is only closed.
+                    if tls.is_none() {
+                        monoio::spawn(refuse(stream));
+                    }
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 match &tls {
                     None => {
-                        monoio::spawn(conn::serve(Rc::clone(&core), stream, peer, kind));
+                        let core = Rc::clone(&core);
+                        monoio::spawn(async move {
+                            let _slot = slot;
+                            conn::serve(core, stream, peer, kind).await;
+                        });
                     }
                     Some(tls) => {
                         let (core, tls) = (Rc::clone(&core), tls.clone());
                         monoio::spawn(async move {
+                            let _slot = slot;
                             // The handshake gets the head timeout: a client that never completes it is cut off.
                             match tls.accept(stream, core.app.settings.timeouts.head).await {
                                 Ok(s) => conn::serve(core, s, peer, kind).await,
@@ -507,6 +542,24 @@ async fn accept_loop(
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Answers a connection past its listener's budget `503` with `Retry-After: 1` and closes it, reading
+/// nothing from it. The answer fits any socket's send buffer, so the write does not wait in practice.
+async fn refuse(mut stream: monoio::net::TcpStream) {
+    use crate::http::response::{HeadWriter, ResponseFraming};
+    use monoio::io::AsyncWriteRent;
+    let body = ApiError::Unavailable("too many connections".into()).body();
+    let mut out = Vec::with_capacity(256 + body.len());
+    HeadWriter::new(&mut out, 503)
+        .header("Content-Type", b"application/json")
+        .header("Retry-After", b"1")
+        .finish(ResponseFraming::Length(body.len()), false);
+    out.extend_from_slice(&body);
+    let (res, _) = crate::http::io::write_all_deadline(&mut stream, out, Duration::from_secs(1)).await;
+    if res.is_ok() {
+        let _ = stream.shutdown().await;
     }
 }
 

@@ -11,7 +11,8 @@
 
 mod utils;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 use utils::*;
 
@@ -282,4 +283,112 @@ fn every_file_in_the_data_directory_is_private() {
     );
     dev.wait_line("ADMIN_TOKEN=");
     assert_private(&data, &["gateway.lock", "gateway.db", "admin_token", "dev_api_key", "dev_account"]);
+}
+
+/// Whether a fresh connection sending one request is answered 503 with `Retry-After` and closed.
+fn refused_at_once(addr: SocketAddr) -> bool {
+    let (out, closed) = raw(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&out);
+    closed && statuses(&out) == [503] && text.contains("Retry-After: 1")
+}
+
+/// A keep-alive connection that has been answered one request (so the gateway surely accepted it).
+fn answered_once(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(statuses(&buf[..n]), [200]);
+    s
+}
+
+fn healthz(addr: SocketAddr) -> Vec<u16> {
+    let (out, _) =
+        raw(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(5));
+    statuses(&out)
+}
+
+#[test]
+fn connections_past_server_max_connections_get_503_while_the_admin_listener_answers() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        server: "max_connections = 20\n".into(),
+        ..GatewayOpts::default()
+    });
+    // Twenty keep-alive connections, each answered once: all of them hold their slot now.
+    let mut idle: Vec<TcpStream> = (0..20).map(|_| answered_once(gw.addr)).collect();
+    for _ in 0..10 {
+        let started = Instant::now();
+        assert!(refused_at_once(gw.addr));
+        assert!(started.elapsed() < Duration::from_secs(1), "refused at once: {:?}", started.elapsed());
+    }
+    assert_eq!(healthz(gw.admin_addr), [200]);
+    assert!(gw.metrics().contains("gateway_"));
+    // Room again once idle connections leave.
+    idle.truncate(15);
+    assert!(eventually(Duration::from_secs(5), || healthz(gw.addr) == [200]));
+    drop(idle);
+}
+
+/// A `serve` process whose open-files limit is `nofile` (soft and hard, so it cannot raise it).
+struct Limited {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Limited {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_with_nofile(nofile: u64) -> (Limited, SocketAddr, SocketAddr) {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "workers = 2\ndata_dir = \"{}\"\n[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"TEST_ADMIN_TOKEN\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("TEST_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = |prefix: &str| -> SocketAddr {
+        let line = lines.next().expect("a ready line").unwrap();
+        line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line}")).parse().unwrap()
+    };
+    let public = addr("GATEWAY_LISTEN=");
+    let admin = addr("GATEWAY_ADMIN_LISTEN=");
+    (Limited { child, _dir: dir }, public, admin)
+}
+
+#[test]
+fn idle_connections_past_the_descriptor_budget_leave_the_admin_listener_answering() {
+    // 1200 descriptors: the derived budget is (1200 - 512 - 256) / 2 = 216 public connections.
+    let (_gw, public, admin) = serve_with_nofile(1200);
+    let idle: Vec<TcpStream> = (0..1400).map(|_| TcpStream::connect(public).unwrap()).collect();
+    assert!(
+        eventually(Duration::from_secs(10), || refused_at_once(public)),
+        "public refuses past its budget"
+    );
+    let started = Instant::now();
+    assert_eq!(healthz(admin), [200], "the admin listener still accepts");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(idle);
+    assert!(eventually(Duration::from_secs(10), || healthz(public) == [200]));
 }
