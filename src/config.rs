@@ -256,6 +256,12 @@ pub struct ServerFile {
     /// Client connections the public listener holds at once; past it a connection is answered 503 and
     /// closed. 0 = derived from the open-files limit (see [`crate::server::limits`]).
     pub max_connections: usize,
+    /// Memory for request bodies being read or held, all connections together, bytes. At least
+    /// `max_body_bytes`.
+    pub body_memory_bytes: usize,
+    /// How long a body that does not fit in `body_memory_bytes` waits for room before it is refused
+    /// (503, `Retry-After: 1`), ms.
+    pub body_memory_wait_ms: u64,
     /// `[server.tls]`: serve HTTPS on the public listener.
     pub tls: ServerTlsFile,
 }
@@ -303,6 +309,8 @@ impl Default for ServerFile {
             relay_buffer_bytes: 8192,
             backlog: 4096,
             max_connections: 0,
+            body_memory_bytes: 256 * 1024 * 1024,
+            body_memory_wait_ms: 2000,
             tls: ServerTlsFile::default(),
         }
     }
@@ -642,6 +650,10 @@ pub struct Settings {
     /// `server.max_connections`: 0 = derived from the open-files limit at start.
     pub max_connections: usize,
     pub admin_max_connections: usize,
+    /// Memory for request bodies, all cores together, bytes (≥ `http.max_body_bytes`).
+    pub body_memory_bytes: usize,
+    /// How long a body waits for room in `body_memory_bytes` before it is refused.
+    pub body_memory_wait: Duration,
     /// `(certificate chain, key)` PEM paths when the public listener speaks HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub upstream: UpstreamSettings,
@@ -693,6 +705,9 @@ impl ConfigFile {
         }
         if s.max_head_bytes < 256 {
             return Err(invalid("server.max_head_bytes must be at least 256"));
+        }
+        if s.body_memory_bytes < s.max_body_bytes {
+            return Err(invalid("server.body_memory_bytes must be at least server.max_body_bytes"));
         }
         if self.admin.max_connections == 0 {
             return Err(invalid("admin.max_connections must be at least 1"));
@@ -913,6 +928,8 @@ impl ConfigFile {
             backlog: s.backlog,
             max_connections: s.max_connections,
             admin_max_connections: self.admin.max_connections,
+            body_memory_bytes: s.body_memory_bytes,
+            body_memory_wait: Duration::from_millis(s.body_memory_wait_ms),
             tls: match (s.tls.cert_path.is_empty(), s.tls.key_path.is_empty()) {
                 (true, true) => None,
                 (false, false) => Some((PathBuf::from(&s.tls.cert_path), PathBuf::from(&s.tls.key_path))),

@@ -392,3 +392,150 @@ fn idle_connections_past_the_descriptor_budget_leave_the_admin_listener_answerin
     drop(idle);
     assert!(eventually(Duration::from_secs(10), || healthz(public) == [200]));
 }
+
+/// A field of `/proc/<pid>/status` in bytes (`VmRSS`, `VmHWM`).
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// One upload of `body` on its own connection: the body is written from a second thread while this one
+/// reads the answer, so an early refusal is read even while the body is still being sent.
+fn upload(addr: SocketAddr, auth: &str, body: std::sync::Arc<Vec<u8>>) -> (Vec<u8>, bool, Duration) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = w.write_all(&body);
+        })
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    let (out, closed) = read_until_close(&mut s, Duration::from_secs(90));
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    let _ = writer.join();
+    (out, closed, started.elapsed())
+}
+
+#[test]
+fn a_burst_of_large_uploads_stays_within_the_body_budget_and_memory_comes_back() {
+    const BUDGET: u64 = 64 * MIB;
+    const UPLOADS: usize = 300;
+    /// How close to the baseline RSS must come back.
+    const NEAR: u64 = 24 * MIB;
+    let sim = Sim::start(&[]);
+    let old = std::env::var("ROBUST_OLD").is_ok();
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        server: if old { String::new() } else { format!("body_memory_bytes = {BUDGET}\n") },
+        // Every upload reaches the body: no rate limit in the way.
+        extra: "[limits]\ndefault_rpm = 0\n".into(),
+        ..GatewayOpts::default()
+    });
+    let pid = gw.proc.child.id();
+    // A valid chat body just under the 10 MiB limit (max_tokens set and no stream: forwarded as it is).
+    let filler = "lorem ".repeat((10 * MIB as usize - 1024) / 6);
+    let body = chat_body(&filler, 4, false).to_string().into_bytes();
+    assert!(body.len() as u64 <= 10 * MIB);
+    let body = std::sync::Arc::new(body);
+    // Warm up: the same path once, small and large, so the baseline holds what any request needs.
+    assert_eq!(post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("warm", 4, false)).status, 200);
+    let (out, _, _) = upload(gw.addr, &gw.auth(), std::sync::Arc::clone(&body));
+    assert_eq!(statuses(&out), [200], "{}", String::from_utf8_lossy(&out));
+    // The baseline: what the gateway holds while it serves ordinary requests after that (an allocator
+    // gives freed memory back as it goes on allocating).
+    let small = |gw: &Gateway| {
+        let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body("small", 4, false));
+        assert_eq!(r.status, 200, "{}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+        proc_status_bytes(pid, "VmRSS")
+    };
+    let warm = Instant::now();
+    let mut baseline = u64::MAX;
+    while warm.elapsed() < Duration::from_secs(4) {
+        baseline = baseline.min(small(&gw));
+    }
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = std::sync::Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(proc_status_bytes(pid, "VmRSS"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        })
+    };
+    let started = Instant::now();
+    let clients: Vec<_> = (0..UPLOADS)
+        .map(|_| {
+            let (addr, auth, body) = (gw.addr, gw.auth(), std::sync::Arc::clone(&body));
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || upload(addr, &auth, body))
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let burst = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap().max(proc_status_bytes(pid, "VmRSS"));
+
+    let (mut ok, mut refused) = (0, 0);
+    for (out, closed, took) in &results {
+        let text = String::from_utf8_lossy(out);
+        assert!(closed, "an upload hangs after {took:?}: {text}");
+        match statuses(out).as_slice() {
+            [200] => ok += 1,
+            [503] => {
+                assert!(text.contains("Retry-After: 1"), "{text}");
+                refused += 1;
+            }
+            other => panic!("{other:?} after {took:?}: {}", text.get(..300).unwrap_or(&text)),
+        }
+    }
+    // Memory after the burst, while the gateway goes on serving ordinary requests.
+    let mut after = proc_status_bytes(pid, "VmRSS");
+    let settle = Instant::now();
+    while after > baseline + NEAR && settle.elapsed() < Duration::from_secs(20) {
+        after = small(&gw);
+    }
+    let hwm = proc_status_bytes(pid, "VmHWM");
+    eprintln!(
+        "uploads {UPLOADS}: {ok} answered 200, {refused} refused 503, in {burst:?}; RSS baseline {} MiB, peak {} MiB (VmHWM {} MiB), after {} MiB ({:?} later)",
+        baseline / MIB,
+        peak / MIB,
+        hwm / MIB,
+        after / MIB,
+        settle.elapsed()
+    );
+    assert!(ok > 0 && refused > 0, "{ok} answered, {refused} refused");
+    // The margin: each body admitted is held a second time while it is sent to the node (the request
+    // written upstream), each of the 2 workers parses a copy of the body it inspects (its JSON scratch,
+    // three body-sized buffers), and the allocator gives freed memory back with a delay.
+    let margin = BUDGET + 2 * 3 * 10 * MIB + 64 * MIB;
+    assert!(
+        peak <= baseline + BUDGET + margin,
+        "peak RSS {} MiB over baseline {} MiB",
+        peak / MIB,
+        baseline / MIB
+    );
+    assert!(
+        after <= baseline + NEAR,
+        "RSS after the burst {} MiB, baseline {} MiB",
+        after / MIB,
+        baseline / MIB
+    );
+}
