@@ -13,7 +13,8 @@
 //! - [`store`]: the durable store (SQLite) and the key snapshot.
 //! - [`data_dir`]: the data directory's lock (one process per directory) and its private modes.
 //! - [`app`]: state shared by all cores (settings, nodes, models, metrics).
-//! - [`server`]: the per-core context, the connection loop, one exchange, routing.
+//! - [`server`]: the per-core context, the connection loop, one exchange, routing, and the budgets all
+//!   cores share (connections per listener, request-body memory).
 //! - [`http`]: request heads, chunked bodies, response heads, SSE, timed socket I/O.
 //! - [`api`]: `/v1` inference and models, request-body inspection and rewrite, the account API
 //!   (`/api`), the admin API (`/admin`), strict field parsing.
