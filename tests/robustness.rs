@@ -431,8 +431,9 @@ fn upload(addr: SocketAddr, auth: &str, body: std::sync::Arc<Vec<u8>>) -> (Vec<u
 fn a_burst_of_large_uploads_stays_within_the_body_budget_and_memory_comes_back() {
     const BUDGET: u64 = 64 * MIB;
     const UPLOADS: usize = 300;
-    /// How close to the baseline RSS must come back.
-    const NEAR: u64 = 24 * MIB;
+    /// How close to the baseline RSS must come back: what one large request per worker may leave in
+    /// the allocator's caches (glibc's malloc kept 230 MiB here, the old code 520 MiB).
+    const NEAR: u64 = 48 * MIB;
     let sim = Sim::start(&[]);
     let old = std::env::var("ROBUST_OLD").is_ok();
     let gw = Gateway::start_with(GatewayOpts {
