@@ -6,8 +6,9 @@
 //! and so does an address another process is bound to: SO_REUSEPORT would otherwise let a second gateway
 //! join the first one's port and split its traffic, so a plain bind probes the address first. Port 0 is
 //! resolved once, to a free port below the kernel's ephemeral range ([`PICKED_PORTS`]), then shared by
-//! every worker's socket. Each worker builds
-//! its runtime with io_uring when the kernel allows it and falls back to epoll (logged) when it does not.
+//! every worker's socket. Each worker builds its runtime with io_uring when the kernel allows it and
+//! falls back to epoll (logged) when it does not. Before anything, the data directory is locked
+//! ([`crate::data_dir`]); [`Running`] holds the lock until the process is done with the directory.
 //!
 //! Shutdown: stop accepting, turn `/readyz` to 503, wake idle keep-alive connections so they close, let
 //! requests in flight finish until `server.shutdown_grace_ms`, then stop the control plane (which flushes
@@ -95,7 +96,7 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::Tc
     Ok(socket.into())
 }
 
-/// The ports a listener asked for on port 0 is given: below the kernel's ephemeral range (32768–60999
+/// Where a listener configured on port 0 gets its port: below the kernel's ephemeral range (32768–60999
 /// by default, `net.ipv4.ip_local_port_range`), from which client sockets get their source ports. A
 /// listener there could take a port an outgoing connection of this machine is about to be handed, and
 /// a restart could find its port held by one; the kernel's own pick for port 0 is in that range. The

@@ -540,3 +540,42 @@ fn a_burst_of_large_uploads_stays_within_the_body_budget_and_memory_comes_back()
         baseline / MIB
     );
 }
+
+#[test]
+fn a_body_that_does_not_fit_in_the_body_memory_waits_then_gets_503() {
+    let sim = Sim::start(&[]);
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        server: "max_body_bytes = 65536\nbody_memory_bytes = 65536\nbody_memory_wait_ms = 300\n".into(),
+        ..GatewayOpts::default()
+    });
+    // A chunked body being sent holds its reservation (64 KiB steps: here all of the memory).
+    let mut holder = TcpStream::connect(gw.addr).unwrap();
+    holder.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        holder,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3e8\r\n{}",
+        gw.auth(),
+        "a".repeat(500)
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let body = chat_body("fits later", 3, false).to_string();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        gw.auth(),
+        body.len()
+    );
+    let started = Instant::now();
+    let (out, closed) = raw(gw.addr, req.as_bytes(), Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&out);
+    assert!(closed && statuses(&out) == [503] && text.contains("Retry-After: 1"), "{text}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2), "{waited:?}");
+    // The holder's body ends (not JSON: 400); its memory is back and the same request fits.
+    write!(holder, "{}\r\n0\r\n\r\n", "a".repeat(500)).unwrap();
+    let (out, _) = read_until_close(&mut holder, Duration::from_secs(5));
+    assert_eq!(statuses(&out), [400], "{}", String::from_utf8_lossy(&out));
+    let (out, _) = raw(gw.addr, req.as_bytes(), Duration::from_secs(10));
+    assert_eq!(statuses(&out), [200], "{}", String::from_utf8_lossy(&out));
+}
