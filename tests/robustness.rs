@@ -435,10 +435,9 @@ fn a_burst_of_large_uploads_stays_within_the_body_budget_and_memory_comes_back()
     /// the allocator's caches (glibc's malloc kept 230 MiB here, the old code 520 MiB).
     const NEAR: u64 = 48 * MIB;
     let sim = Sim::start(&[]);
-    let old = std::env::var("ROBUST_OLD").is_ok();
     let gw = Gateway::start_with(GatewayOpts {
         node_urls: sim.urls.clone(),
-        server: if old { String::new() } else { format!("body_memory_bytes = {BUDGET}\n") },
+        server: format!("body_memory_bytes = {BUDGET}\n"),
         // Every upload reaches the body: no rate limit in the way.
         extra: "[limits]\ndefault_rpm = 0\n".into(),
         ..GatewayOpts::default()
