@@ -290,6 +290,15 @@ pub struct ServerFile {
     /// Browser origins allowed to call the public listener (CORS): `["*"]` any origin (never with
     /// credentials), one origin such as `"https://app.example.com"`, or `[]` for no CORS at all.
     pub cors_allow_origins: Vec<String>,
+    /// Client connections the public listener holds at once; past it a connection is answered 503 and
+    /// closed. 0 = derived from the open-files limit (see [`crate::server::limits`]).
+    pub max_connections: usize,
+    /// Memory for request bodies being read or held, all connections together, bytes. At least
+    /// `max_body_bytes`.
+    pub body_memory_bytes: usize,
+    /// How long a body that does not fit in `body_memory_bytes` waits for room before it is refused
+    /// (503, `Retry-After: 1`), ms.
+    pub body_memory_wait_ms: u64,
     /// `[server.tls]`: serve HTTPS on the public listener.
     pub tls: ServerTlsFile,
 }
@@ -337,6 +346,9 @@ impl Default for ServerFile {
             relay_buffer_bytes: 8192,
             backlog: 4096,
             cors_allow_origins: vec!["*".into()],
+            max_connections: 0,
+            body_memory_bytes: 256 * 1024 * 1024,
+            body_memory_wait_ms: 2000,
             tls: ServerTlsFile::default(),
         }
     }
@@ -351,11 +363,18 @@ pub struct AdminFile {
     /// Environment variable holding the admin token. When unset, a token is generated on first start and
     /// kept in `<data_dir>/admin_token`.
     pub token_env: String,
+    /// Connections the admin listener holds at once; their descriptors are kept out of the public
+    /// listener's budget, so a flood of public connections never takes the admin listener down.
+    pub max_connections: usize,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".into(), token_env: "GATEWAY_ADMIN_TOKEN".into() }
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            token_env: "GATEWAY_ADMIN_TOKEN".into(),
+            max_connections: 256,
+        }
     }
 }
 
@@ -680,6 +699,13 @@ pub struct Settings {
     pub read_buffer_bytes: usize,
     pub relay_buffer_bytes: usize,
     pub backlog: i32,
+    /// `server.max_connections`: 0 = derived from the open-files limit at start.
+    pub max_connections: usize,
+    pub admin_max_connections: usize,
+    /// Memory for request bodies, all cores together, bytes (≥ `http.max_body_bytes`).
+    pub body_memory_bytes: usize,
+    /// How long a body waits for room in `body_memory_bytes` before it is refused.
+    pub body_memory_wait: Duration,
     /// `(certificate chain, key)` PEM paths when the public listener speaks HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub upstream: UpstreamSettings,
@@ -759,6 +785,12 @@ impl ConfigFile {
         }
         if s.max_head_bytes < 256 {
             return Err(invalid("server.max_head_bytes must be at least 256"));
+        }
+        if s.body_memory_bytes < s.max_body_bytes {
+            return Err(invalid("server.body_memory_bytes must be at least server.max_body_bytes"));
+        }
+        if self.admin.max_connections == 0 {
+            return Err(invalid("admin.max_connections must be at least 1"));
         }
         if s.read_buffer_bytes < 512 || s.relay_buffer_bytes < 1024 {
             return Err(invalid("server.read_buffer_bytes must be ≥ 512 and relay_buffer_bytes ≥ 1024"));
@@ -991,6 +1023,10 @@ impl ConfigFile {
             read_buffer_bytes: s.read_buffer_bytes,
             relay_buffer_bytes: s.relay_buffer_bytes,
             backlog: s.backlog,
+            max_connections: s.max_connections,
+            admin_max_connections: self.admin.max_connections,
+            body_memory_bytes: s.body_memory_bytes,
+            body_memory_wait: Duration::from_millis(s.body_memory_wait_ms),
             tls: match (s.tls.cert_path.is_empty(), s.tls.key_path.is_empty()) {
                 (true, true) => None,
                 (false, false) => Some((PathBuf::from(&s.tls.cert_path), PathBuf::from(&s.tls.key_path))),

@@ -74,8 +74,10 @@ pub fn ready_lines(public: SocketAddr, admin: SocketAddr, api_key: &str, admin_t
     ]
 }
 
-/// Starts the simulator and the gateway.
+/// Locks the data directory, then starts the simulator and the gateway.
 pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
+    // Before the simulator binds anything or a secret is written: one process per data directory.
+    let lock = crate::data_dir::DataDirLock::acquire(&opts.data_dir)?;
     let gonka = match opts.upstream_kind.as_str() {
         "openai" => false,
         "gonka" => true,
@@ -149,7 +151,8 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
     }
     let admin_token = admin_token(&settings)?;
     let data_dir = settings.data_dir.clone();
-    let boot = crate::runtime::Boot::new(settings, admin_token.clone());
+    let mut boot = crate::runtime::Boot::new(settings, admin_token.clone());
+    boot.lock = Some(lock);
     let (running, api_key) = crate::runtime::start(boot, move |st| demo_account(st, &data_dir))?;
     Ok(DevReady {
         base_url: format!("{}/v1", client_url(running.public_addr)),
@@ -220,8 +223,8 @@ fn read_trimmed(path: &Path) -> Option<String> {
 fn write_secret(path: &Path, value: &str) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::data_dir::create_private(dir)?;
     }
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(value.as_bytes())?;

@@ -11,8 +11,10 @@
 //! - [`control`]: the control-plane thread (store I/O, the only writer of the key cache; account and key
 //!   operations) and the node health thread.
 //! - [`store`]: the durable store (SQLite) and the key snapshot.
+//! - [`data_dir`]: the data directory's lock (one process per directory) and its private modes.
 //! - [`app`]: state shared by all cores (settings, nodes, models, metrics).
-//! - [`server`]: the per-core context, the connection loop, one exchange, routing.
+//! - [`server`]: the per-core context, the connection loop, one exchange, routing, and the budgets all
+//!   cores share (connections per listener, request-body memory).
 //! - [`http`]: request heads, chunked bodies, response heads, SSE, timed socket I/O.
 //! - [`api`]: `/v1` inference and models, request-body inspection and rewrite, the account API
 //!   (`/api`), the admin API (`/admin`), strict field parsing.
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod data_dir;
 pub mod dev;
 pub mod error;
 pub mod gonka;

@@ -2,9 +2,13 @@
 //! of the public and admin addresses; the control-plane thread; signals and graceful shutdown.
 //!
 //! # Design
-//! Listeners are bound on the calling thread before any worker starts, so a bad address fails the start
-//! (and an ephemeral port 0 is resolved once, then shared by every worker's socket). Each worker builds
-//! its runtime with io_uring when the kernel allows it and falls back to epoll (logged) when it does not.
+//! Listeners are bound on the calling thread before any worker starts, so a bad address fails the start,
+//! and so does an address another process is bound to: SO_REUSEPORT would otherwise let a second gateway
+//! join the first one's port and split its traffic, so a plain bind probes the address first. Port 0 is
+//! resolved once, to a free port below the kernel's ephemeral range ([`PICKED_PORTS`]), then shared by
+//! every worker's socket. Each worker builds its runtime with io_uring when the kernel allows it and
+//! falls back to epoll (logged) when it does not. Before anything, the data directory is locked
+//! ([`crate::data_dir`]); [`Running`] holds the lock until the process is done with the directory.
 //!
 //! Shutdown: stop accepting, turn `/readyz` to 503, wake idle keep-alive connections so they close, let
 //! requests in flight finish until `server.shutdown_grace_ms`, then stop the control plane (which flushes
@@ -17,10 +21,12 @@ use crate::billing::journal::{Journal, JournalThread};
 use crate::config::Settings;
 use crate::control::health::HealthChecker;
 use crate::control::{ControlPlane, ControlState};
+use crate::data_dir::DataDirLock;
 use crate::error::ApiError;
 use crate::gonka::signer::GonkaSigner;
 use crate::http::tls::{ClientTls, ServerTls};
 use crate::limits::clock::{Clock, SystemClock};
+use crate::server::limits::ServerLimits;
 use crate::server::{Core, ListenerKind, conn};
 use crate::store::Store;
 use arc_swap::ArcSwap;
@@ -90,19 +96,66 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<std::net::Tc
     Ok(socket.into())
 }
 
-/// Binds `n` sockets on `addr` (port 0 is resolved by the first).
+/// Where a listener configured on port 0 gets its port: below the kernel's ephemeral range (32768–60999
+/// by default, `net.ipv4.ip_local_port_range`), from which client sockets get their source ports. A
+/// listener there could take a port an outgoing connection of this machine is about to be handed, and
+/// a restart could find its port held by one; the kernel's own pick for port 0 is in that range. The
+/// floor keeps clear of the ports services usually sit on.
+pub const PICKED_PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// Random ports tried before a port-0 listener gives up.
+const PICK_TRIES: usize = 256;
+
+/// Whether no socket of any process is bound to `addr`: a plain bind (SO_REUSEADDR, which forgives only
+/// connections in TIME_WAIT, and no SO_REUSEPORT) is refused by any listener there, SO_REUSEPORT or not.
+/// The group is bound right after, so another gateway cannot slip in by joining it.
+fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
+fn in_use(addr: SocketAddr, e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::AddrInUse => io::Error::new(e.kind(), format!("{addr} is already in use")),
+        _ => io::Error::new(e.kind(), format!("{addr}: {e}")),
+    }
+}
+
+fn random_port(range: &std::ops::Range<u16>) -> io::Result<u16> {
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).map_err(io_err)?;
+    Ok(range.start + u16::from_le_bytes(b) % (range.end - range.start))
+}
+
+/// Binds `n` SO_REUSEPORT sockets on `addr`, one per worker, after checking that nothing else is bound
+/// there: SO_REUSEPORT alone would let this process silently join another's port and the kernel split
+/// the traffic between them. Port 0 is a free port of [`PICKED_PORTS`], probed the same way.
 pub fn bind_group(
     addr: SocketAddr,
     n: usize,
     backlog: i32,
 ) -> io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
-    let first = bind_reuseport(addr, backlog)?;
-    let actual = first.local_addr()?;
-    let mut all = vec![first];
-    for _ in 1..n {
-        all.push(bind_reuseport(actual, backlog)?);
+    let bind_all = |at: SocketAddr| -> io::Result<Vec<std::net::TcpListener>> {
+        probe_free(at)?;
+        (0..n.max(1)).map(|_| bind_reuseport(at, backlog)).collect()
+    };
+    if addr.port() != 0 {
+        return bind_all(addr).map(|all| (addr, all)).map_err(|e| in_use(addr, e));
     }
-    Ok((actual, all))
+    for _ in 0..PICK_TRIES {
+        let at = SocketAddr::new(addr.ip(), random_port(&PICKED_PORTS)?);
+        match bind_all(at) {
+            Ok(all) => return Ok((at, all)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(in_use(at, e)),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no free port in {}..{} on {}", PICKED_PORTS.start, PICKED_PORTS.end, addr.ip()),
+    ))
 }
 
 /// Which I/O driver this kernel gives monoio.
@@ -175,6 +228,8 @@ pub struct Running {
     journal: Option<JournalThread>,
     /// The store's change feed (PostgreSQL): its stop flag and thread.
     feed: Option<(Arc<std::sync::atomic::AtomicBool>, JoinHandle<()>)>,
+    /// The data directory, held for the whole life of the process (released last, on drop).
+    _data_dir: DataDirLock,
 }
 
 /// The secret keys are hashed under: from the environment, else generated once into the data dir.
@@ -198,6 +253,9 @@ pub struct Boot {
     /// The store to use instead of the configured one (tests wrap stores to inject failures).
     pub store: Option<Box<dyn Store>>,
     pub clock: Arc<dyn Clock>,
+    /// The data directory's lock when the caller took it already (before writing secrets there);
+    /// otherwise `start` takes it first.
+    pub lock: Option<DataDirLock>,
 }
 
 impl std::fmt::Debug for Boot {
@@ -208,30 +266,48 @@ impl std::fmt::Debug for Boot {
 
 impl Boot {
     pub fn new(settings: Settings, admin_token: String) -> Self {
-        Self { settings, admin_token, store: None, clock: Arc::new(SystemClock) }
+        Self { settings, admin_token, store: None, clock: Arc::new(SystemClock), lock: None }
     }
 }
 
-/// Binds the listeners, opens the journal and the store, fills the key cache, replays the journal,
-/// restores the counters, runs `setup` on the control state (before anything is served), then starts
-/// the control plane, the health thread and the workers.
+/// Locks the data directory, binds the listeners, opens the journal and the store, fills the key cache,
+/// replays the journal, restores the counters, runs `setup` on the control state (before anything is
+/// served), then starts the control plane, the health thread and the workers.
 pub fn start<T>(
     boot: Boot,
     setup: impl FnOnce(&mut ControlState) -> Result<T, ApiError>,
 ) -> io::Result<(Running, T)> {
-    let Boot { settings, admin_token, store, clock } = boot;
+    let Boot { settings, admin_token, store, clock, lock } = boot;
+    // Before anything is bound or opened: a second process on the same data directory stops here.
+    let data_dir = match lock {
+        Some(l) => l,
+        None => DataDirLock::acquire(&settings.data_dir)?,
+    };
     let n = settings.workers.get();
-    // Each client stream holds two descriptors (client and node): use all the process may have.
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => log::info!(target: "runtime", "open files limit: {limit}"),
-        Err(e) => log::warn!(target: "runtime", "cannot raise the open files limit: {e}"),
-    }
+    // Each client stream holds two descriptors (client and node): use all the process may have, and
+    // budget the listeners' connections out of it.
+    let nofile = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            log::warn!(target: "runtime", "cannot raise the open files limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    };
+    let limits = Arc::new(ServerLimits::new(&settings, nofile));
+    log::info!(
+        target: "runtime",
+        "open files limit {nofile}: at most {} public and {} admin connections",
+        limits.public_conns.max(),
+        limits.admin_conns.max()
+    );
     let (public_addr, public) = bind_group(settings.listen, n, settings.backlog)?;
     let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
 
     let hasher = KeyHasher::new(key_hash_secret(&settings)?.as_bytes())?;
     let cache = Arc::new(KeyCache::new());
     let billing = &settings.billing;
+    // Created here so that it is private (0700); the journal creates only what is missing.
+    crate::data_dir::create_private(&billing.journal_dir)?;
     let (journal, journal_thread) =
         Journal::open(&billing.journal_dir, billing.journal_wait, billing.journal_fsync_interval)?;
     let mut store = match store {
@@ -318,8 +394,9 @@ pub fn start<T>(
         let app = Arc::clone(&app);
         let stop = Arc::clone(&stop);
         let tls = server_tls.clone();
+        let limits = Arc::clone(&limits);
         workers.push(spawn_runtime_thread(format!("core-{index}"), move || {
-            worker(app, index, public, admin, stop, tls)
+            worker(app, index, limits, public, admin, stop, tls)
         })?);
     }
     let running = Running {
@@ -332,6 +409,7 @@ pub fn start<T>(
         health: Some(health),
         journal: Some(journal_thread),
         feed,
+        _data_dir: data_dir,
     };
     Ok((running, extra))
 }
@@ -378,13 +456,14 @@ impl Running {
 async fn worker(
     app: Arc<App>,
     index: usize,
+    limits: Arc<ServerLimits>,
     public: std::net::TcpListener,
     admin: std::net::TcpListener,
     stop: Arc<Signal>,
     tls: Option<ServerTls>,
 ) {
     crate::metrics::set_thread_shard(index);
-    let core = Rc::new(Core::new(Arc::clone(&app), index));
+    let core = Rc::new(Core::new(Arc::clone(&app), index, limits));
     let (public, admin) =
         match (monoio::net::TcpListener::from_std(public), monoio::net::TcpListener::from_std(admin)) {
             (Ok(p), Ok(a)) => (p, a),
@@ -421,17 +500,38 @@ async fn accept_loop(
     kind: ListenerKind,
     tls: Option<ServerTls>,
 ) {
+    let slots = match kind {
+        ListenerKind::Public => Arc::clone(&core.limits.public_conns),
+        ListenerKind::Admin => Arc::clone(&core.limits.admin_conns),
+    };
+    let mut last_warned: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(slot) = slots.try_take() else {
+                    if last_warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        last_warned = Some(std::time::Instant::now());
+                        log::warn!(target: "runtime", "{kind:?} listener at its {} connections: refusing more", slots.max());
+                    }
+                    // A TLS client could not read a plain answer: it is only closed.
+                    if tls.is_none() {
+                        monoio::spawn(refuse(stream));
+                    }
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 match &tls {
                     None => {
-                        monoio::spawn(conn::serve(Rc::clone(&core), stream, peer, kind));
+                        let core = Rc::clone(&core);
+                        monoio::spawn(async move {
+                            let _slot = slot;
+                            conn::serve(core, stream, peer, kind).await;
+                        });
                     }
                     Some(tls) => {
                         let (core, tls) = (Rc::clone(&core), tls.clone());
                         monoio::spawn(async move {
+                            let _slot = slot;
                             // The handshake gets the head timeout: a client that never completes it is cut off.
                             match tls.accept(stream, core.app.settings.timeouts.head).await {
                                 Ok(s) => conn::serve(core, s, peer, kind).await,
@@ -447,6 +547,24 @@ async fn accept_loop(
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Answers a connection past its listener's budget `503` with `Retry-After: 1` and closes it, reading
+/// nothing from it. The answer fits any socket's send buffer, so the write does not wait in practice.
+async fn refuse(mut stream: monoio::net::TcpStream) {
+    use crate::http::response::{HeadWriter, ResponseFraming};
+    use monoio::io::AsyncWriteRent;
+    let body = ApiError::Unavailable("too many connections".into()).body();
+    let mut out = Vec::with_capacity(256 + body.len());
+    HeadWriter::new(&mut out, 503)
+        .header("Content-Type", b"application/json")
+        .header("Retry-After", b"1")
+        .finish(ResponseFraming::Length(body.len()), false);
+    out.extend_from_slice(&body);
+    let (res, _) = crate::http::io::write_all_deadline(&mut stream, out, Duration::from_secs(1)).await;
+    if res.is_ok() {
+        let _ = stream.shutdown().await;
     }
 }
 

@@ -31,8 +31,8 @@ pub fn load_or_create(path: &Path, make: impl FnOnce() -> io::Result<String>) ->
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::data_dir::create_private(dir)?;
     }
     let secret = make()?;
     use std::io::Write;

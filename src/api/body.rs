@@ -111,6 +111,16 @@ pub struct JsonScratch {
     tape: Option<simd_json::Tape<'static>>,
 }
 
+impl JsonScratch {
+    /// Frees the parse state when it grew past `keep` bytes (after a large body), so a core does not keep
+    /// three copies of the largest body it ever parsed.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.copy.capacity() > keep {
+            *self = Self::default();
+        }
+    }
+}
+
 impl std::fmt::Debug for JsonScratch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonScratch").field("copy_capacity", &self.copy.capacity()).finish()
@@ -474,6 +484,19 @@ mod tests {
                 .model,
             "z"
         );
+    }
+
+    #[test]
+    fn shrink_frees_a_scratch_grown_by_a_large_body() {
+        let mut scratch = JsonScratch::default();
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(4 << 20));
+        inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch).unwrap();
+        scratch.shrink(8 << 20);
+        assert!(scratch.copy.capacity() >= 4 << 20, "kept while within the bound");
+        scratch.shrink(1 << 20);
+        assert_eq!(scratch.copy.capacity(), 0);
+        assert_eq!(inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch).unwrap().model, "m");
     }
 
     #[test]

@@ -80,7 +80,9 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     if let Some(info) = rate {
         ex.headers.extend(rate_limit_headers(&info));
     }
-    let body = bytes::Bytes::from(ex.read_body().await?);
+    // The reservation of the body's memory is kept until the request ends (the body is forwarded from it).
+    let (body, mut body_memory) = ex.read_body().await?.into_parts();
+    let body = bytes::Bytes::from(body);
     let inspected = {
         let mut scratch = core.json_scratch.borrow_mut();
         body::inspect(endpoint, &body, &mut scratch)?
@@ -114,7 +116,14 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
     let upstream_body = if rewrite.is_noop() {
         body.clone()
     } else {
-        let mut out = Vec::with_capacity(body.len() + 64);
+        // The rewritten copy counts against the body memory too.
+        let copy = body.len() + 4096;
+        if !body_memory.grow_to(body_memory.bytes() + copy, app.settings.body_memory_wait).await {
+            return Err(ApiError::Unavailable(
+                "the memory for request bodies is in use; retry shortly".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(copy);
         body::rewrite(&body, &inspected, rewrite, &mut out)?;
         bytes::Bytes::from(out)
     };
@@ -145,6 +154,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, endpoint: Endpoint) 
         ex.log.usage = Some(usage);
         ex.log.usage_estimated = estimated;
     }
+    drop(body_memory);
     let forwarded = result?;
     ex.log.status = forwarded.status;
     ex.log.outcome = Some(match forwarded.ending {

@@ -189,7 +189,9 @@ impl Journal {
             Some((seq, path)) => (*seq, path.clone()),
             None => (1, dir.join(file_name(1))),
         };
-        let mut file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).mode(0o600).open(&path)?;
         let len = file.metadata()?.len();
         let valid = if len == 0 { 0 } else { valid_len(&path)? };
         if valid < len {
@@ -390,8 +392,12 @@ impl Writer {
         if self.size > 0 && self.size + bytes.len() as u64 > ROTATE_BYTES {
             self.file.sync_all()?;
             self.seq += 1;
-            self.file =
-                OpenOptions::new().create(true).append(true).open(self.dir.join(file_name(self.seq)))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(self.dir.join(file_name(self.seq)))?;
             self.size = 0;
             if let Ok(d) = File::open(&self.dir) {
                 let _ = d.sync_all();

@@ -89,6 +89,16 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Payload bytes the chunk being read still declares: what is left of its data, or on its size line
+    /// the size read so far (a lower bound while digits arrive). A reader with a body limit refuses as
+    /// soon as this would take the body past it, instead of waiting for payload it will never accept.
+    pub fn chunk_remaining(&self) -> u64 {
+        match self.state {
+            State::Size | State::Extension | State::SizeLf | State::Data => self.size,
+            _ => 0,
+        }
+    }
+
     /// Decodes `buf` in place. See the module docs.
     pub fn decode_in_place(&mut self, buf: &mut [u8]) -> Result<Decoded, ChunkedError> {
         let mut read = 0;
@@ -333,6 +343,24 @@ mod tests {
         let mut trailer = b"0\r\n".to_vec();
         trailer.extend(std::iter::repeat_n(b'a', MAX_TRAILER_BYTES + 1));
         assert_eq!(decode_stepped(&trailer, 64), Err(ChunkedError::TrailerTooLarge));
+    }
+
+    #[test]
+    fn chunk_remaining_is_the_declared_size_from_the_size_line_on() {
+        let mut d = ChunkedDecoder::new();
+        let mut buf = b"FFFF".to_vec();
+        d.decode_in_place(&mut buf).unwrap();
+        assert_eq!(d.chunk_remaining(), 0xFFFF, "digits so far, before the line ends");
+        let mut buf = b"FFFF\r\n".to_vec();
+        d.decode_in_place(&mut buf).unwrap();
+        assert_eq!(d.chunk_remaining(), 0xFFFF_FFFF);
+        let mut d = ChunkedDecoder::new();
+        let mut buf = b"5\r\nhel".to_vec();
+        let r = d.decode_in_place(&mut buf).unwrap();
+        assert_eq!((r.payload_len, d.chunk_remaining()), (3, 2));
+        let mut buf = b"lo\r\n".to_vec();
+        d.decode_in_place(&mut buf).unwrap();
+        assert_eq!(d.chunk_remaining(), 0);
     }
 
     #[test]

@@ -153,15 +153,10 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
         return Err(HeadError::HeadTooLarge);
     }
     let method = Method::parse(req.method.unwrap_or(""));
-    let target = req.path.unwrap_or("");
     let version_minor = req.version.unwrap_or(1);
-    if !(target.starts_with('/') || target == "*") {
-        return Err(HeadError::Malformed("request target must be an absolute path"));
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (target.to_owned(), None),
-    };
+    let (path, query) = target_path(req.path.unwrap_or(""))
+        .ok_or(HeadError::Malformed("request target must be an absolute path or an http(s) URI"))?;
+    let (path, query) = (path.to_owned(), query.map(str::to_owned));
 
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
@@ -259,6 +254,31 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
         client_request_id,
         head_len,
     })
+}
+
+/// The path and query of a request target: origin-form (`/v1/models?x=1`) as it is, absolute-form
+/// (`http://host:8080/v1/models?x=1`, which RFC 9112 §3.2.2 says a server must accept) without its
+/// scheme and authority. `None` for anything else, including an authority with userinfo.
+fn target_path(target: &str) -> Option<(&str, Option<&str>)> {
+    let origin = if target.starts_with('/') || target == "*" {
+        target
+    } else {
+        let (scheme, rest) = target.split_once("://")?;
+        if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+            return None;
+        }
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..end];
+        if authority.is_empty() || authority.contains('@') {
+            return None;
+        }
+        &rest[end..]
+    };
+    let (path, query) = match origin.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (origin, None),
+    };
+    Some((if path.is_empty() { "/" } else { path }, query))
 }
 
 /// A Content-Length value: digits only, or a list of identical digit strings (RFC 9110 §8.6).
@@ -373,12 +393,28 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nContent Length: 3\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 3\r\n\r\n",
             "POST / HTTP/1.1\r\n\r\n",
-            "POST http://x/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST ftp://x/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST http:///v1/models HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST http://user@x/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "POST v1/models HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
         for c in cases {
             let r = parse(c);
             assert!(matches!(r, Err(HeadError::Malformed(_))), "{c:?} gave {r:?}");
         }
+    }
+
+    #[test]
+    fn absolute_form_targets_give_their_path_and_query() {
+        let h = parse("POST http://127.0.0.1:8080/v1/chat/completions HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((h.path.as_str(), h.query), ("/v1/chat/completions", None));
+        let h =
+            parse("GET HTTPS://gw.example/api/usage?from=2026-01-01 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((h.path.as_str(), h.query.as_deref()), ("/api/usage", Some("from=2026-01-01")));
+        let h = parse("GET http://gw.example HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((h.path.as_str(), h.query), ("/", None));
+        let h = parse("GET http://gw.example?a=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!((h.path.as_str(), h.query.as_deref()), ("/", Some("a=1")));
     }
 
     #[test]

@@ -20,6 +20,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// The per-core JSON scratch kept after a request; a larger one (from a large body) is freed.
+const JSON_SCRATCH_KEEP_BYTES: usize = 1024 * 1024;
+
 /// One client connection.
 #[derive(Debug)]
 pub struct Conn<S> {
@@ -50,6 +53,10 @@ pub async fn serve<S: Transport>(core: Rc<Core>, io: S, peer: SocketAddr, kind: 
         match read_head(&mut conn).await {
             Ok(head) => {
                 let keep_alive = router::dispatch(&mut conn, head).await;
+                // No other task holds it between two awaits; `try_` only to never panic.
+                if let Ok(mut scratch) = conn.core.json_scratch.try_borrow_mut() {
+                    scratch.shrink(JSON_SCRATCH_KEEP_BYTES);
+                }
                 if !keep_alive {
                     break;
                 }

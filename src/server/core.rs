@@ -138,6 +138,8 @@ pub struct Core {
     pub drain: Drain,
     /// Client connections open on this core.
     pub conns_open: Cell<usize>,
+    /// The budgets all cores share (connections per listener).
+    pub limits: Arc<crate::server::limits::ServerLimits>,
     pub upstream_conns: RefCell<ConnPool>,
     rng: Cell<u64>,
     rotation: Cell<usize>,
@@ -151,7 +153,7 @@ pub struct Core {
 const MAX_POOLED_BUFFERS: usize = 256;
 
 impl Core {
-    pub fn new(app: Arc<App>, index: usize) -> Self {
+    pub fn new(app: Arc<App>, index: usize, limits: Arc<crate::server::limits::ServerLimits>) -> Self {
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
         let upstream = &app.settings.upstream;
@@ -161,6 +163,7 @@ impl Core {
             index,
             drain: Drain::default(),
             conns_open: Cell::new(0),
+            limits,
             upstream_conns: RefCell::new(pool),
             rng: Cell::new(u64::from_le_bytes(seed) | 1),
             rotation: Cell::new(index),

@@ -1,5 +1,5 @@
 //! One request and its answer: the request head, reading the body (lengths, chunks, 100-continue,
-//! limits, deadlines), and writing answers that are not relayed.
+//! limits, deadlines, its share of the process's body memory), and writing answers that are not relayed.
 
 use super::conn::Conn;
 use super::core::Core;
@@ -7,8 +7,9 @@ use crate::billing::Usage;
 use crate::error::ApiError;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
-use crate::http::request::{BodyFraming, RequestHead};
+use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{HeadWriter, ResponseFraming};
+use crate::server::limits::Reservation;
 use monoio::buf::IoBufMut;
 use std::rc::Rc;
 use std::time::Instant;
@@ -26,6 +27,35 @@ pub struct AccessLog {
     pub stream: bool,
     pub ttfb_us: Option<u64>,
     pub outcome: Option<&'static str>,
+}
+
+/// A request body in memory. It holds its share of `server.body_memory_bytes` until it is dropped, so
+/// keeping it alive (while the request is forwarded) keeps the bytes counted. Derefs to the bytes.
+#[derive(Debug, Default)]
+pub struct Body {
+    bytes: Vec<u8>,
+    _reservation: Reservation,
+}
+
+impl Body {
+    /// The bytes, and the reservation that must be kept as long as they (or a copy of them) are.
+    pub fn into_parts(self) -> (Vec<u8>, Reservation) {
+        (self.bytes, self._reservation)
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Chunked bodies reserve their memory in steps of at least this much.
+const CHUNKED_RESERVE_STEP: usize = 64 * 1024;
+
+fn no_body_memory() -> ApiError {
+    ApiError::Unavailable("the memory for request bodies is in use; retry shortly".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +103,9 @@ impl<'c, S: Transport> Exchange<'c, S> {
         Rc::clone(&self.conn.core)
     }
 
-    /// Reads the whole request body (at most `server.max_body_bytes`).
-    pub async fn read_body(&mut self) -> Result<Vec<u8>, ApiError> {
+    /// Reads the whole request body (at most `server.max_body_bytes`), after reserving its memory: a
+    /// body that finds no room within `server.body_memory_wait_ms` is refused with 503.
+    pub async fn read_body(&mut self) -> Result<Body, ApiError> {
         if self.body != BodyState::Unread {
             return Err(ApiError::Internal("request body read twice".into()));
         }
@@ -97,18 +128,22 @@ impl<'c, S: Transport> Exchange<'c, S> {
         Ok(())
     }
 
-    async fn read_body_inner(&mut self) -> Result<Vec<u8>, ApiError> {
+    async fn read_body_inner(&mut self) -> Result<Body, ApiError> {
         let core = Rc::clone(&self.conn.core);
         let settings = &core.app.settings;
         let max = settings.http.max_body_bytes;
-        let deadline = Instant::now() + settings.timeouts.body;
+        let memory = &core.limits.body_memory;
+        let wait = settings.body_memory_wait;
         match self.head.framing {
-            BodyFraming::Empty => Ok(Vec::new()),
+            BodyFraming::Empty => Ok(Body::default()),
             BodyFraming::Length(n) => {
                 let n = usize::try_from(n).map_err(|_| ApiError::PayloadTooLarge)?;
                 if n > max {
                     return Err(ApiError::PayloadTooLarge);
                 }
+                // All of it before a byte is read (and before 100 Continue invites the client to send).
+                let reservation = memory.reserve(n, wait).await.ok_or_else(no_body_memory)?;
+                let deadline = Instant::now() + settings.timeouts.body;
                 let buffered = self.conn.rbuf.len().min(n);
                 let mut body = Vec::with_capacity(n);
                 body.extend_from_slice(&self.conn.rbuf.data()[..buffered]);
@@ -129,23 +164,40 @@ impl<'c, S: Transport> Exchange<'c, S> {
                     body = slice.into_inner();
                     body_read_result(res)?;
                 }
-                Ok(body)
+                Ok(Body { bytes: body, _reservation: reservation })
             }
             BodyFraming::Chunked => {
+                let deadline = Instant::now() + settings.timeouts.body;
                 let mut decoder = ChunkedDecoder::new();
                 let mut body = Vec::new();
+                let mut reservation = memory.empty();
                 loop {
                     if !self.conn.rbuf.is_empty() {
                         let d = decoder
                             .decode_in_place(self.conn.rbuf.data_mut())
                             .map_err(|e| ApiError::bad_request(format!("Invalid chunked body: {e}"), None))?;
-                        if body.len() + d.payload_len > max {
+                        // What the current chunk declares counts at once: a size line past the limit
+                        // is refused before any of its payload is waited for.
+                        let declared = (body.len() + d.payload_len) as u64 + decoder.chunk_remaining();
+                        if declared > max as u64 {
                             return Err(ApiError::PayloadTooLarge);
+                        }
+                        // Reserved as it grows, doubling: the body's capacity never runs ahead of it.
+                        let needed = body.len() + d.payload_len;
+                        if needed > reservation.bytes() {
+                            let target = needed
+                                .max(reservation.bytes() * 2)
+                                .max(CHUNKED_RESERVE_STEP)
+                                .min(max.max(needed));
+                            if !reservation.grow_to(target, wait).await {
+                                return Err(no_body_memory());
+                            }
+                            body.reserve_exact(target - body.len());
                         }
                         body.extend_from_slice(&self.conn.rbuf.data()[..d.payload_len]);
                         self.conn.rbuf.consume(d.consumed);
                         if d.done {
-                            return Ok(body);
+                            return Ok(Body { bytes: body, _reservation: reservation });
                         }
                     }
                     self.send_continue().await?;
@@ -173,7 +225,8 @@ impl<'c, S: Transport> Exchange<'c, S> {
         }
     }
 
-    /// Writes a complete answer that is not relayed.
+    /// Writes a complete answer that is not relayed. A HEAD request gets the head a GET would get,
+    /// `Content-Length` included, and no body (relayed answers are for POST routes only).
     pub async fn respond(
         &mut self,
         status: u16,
@@ -196,7 +249,9 @@ impl<'c, S: Transport> Exchange<'c, S> {
             }
             w.finish(ResponseFraming::Length(body.len()), self.keep_alive);
         }
-        out.extend_from_slice(body);
+        if self.head.method != Method::Head {
+            out.extend_from_slice(body);
+        }
         let timeout = core.app.settings.timeouts.write;
         let (res, out) = write_all_deadline(&mut self.conn.io, out, timeout).await;
         core.put_bytes(out);

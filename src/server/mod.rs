@@ -1,9 +1,10 @@
 //! The listeners and the connection loop: accept on every core (SO_REUSEPORT), read request heads,
-//! route, answer, keep alive.
+//! route, answer, keep alive; the connection budgets every core shares.
 
 pub mod conn;
 pub mod core;
 pub mod exchange;
+pub mod limits;
 pub mod router;
 
 pub use core::Core;

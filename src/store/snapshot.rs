@@ -15,6 +15,7 @@ use rkyv::rancor::Error as RkyvError;
 use rkyv::{Archive, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"GGKEYS02";
@@ -186,11 +187,17 @@ pub fn decode(file: &[u8]) -> Result<(Vec<KeyRow>, KeyTableState), SnapshotError
 #[expect(clippy::disallowed_methods, reason = "the control plane owns snapshot files")]
 pub fn write(path: &Path, rows: &[KeyRow], state: KeyTableState) -> io::Result<()> {
     let bytes = encode(rows, state)?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::data_dir::create_private(dir)?;
     }
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    // Key hashes and limits: 0600, like every data file.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(crate::data_dir::FILE_MODE)
+        .open(&tmp)?;
     f.write_all(&bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;

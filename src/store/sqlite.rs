@@ -171,13 +171,31 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
     })
 }
 
+/// Creates the database file 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files the
+/// database file's mode), and makes the files of an existing database 0600 too.
+#[expect(clippy::disallowed_methods, reason = "the store lives on the control plane")]
+fn private_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = crate::data_dir::FILE_MODE;
+    std::fs::OpenOptions::new().create(true).append(true).mode(mode).open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(mode)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    #[expect(clippy::disallowed_methods, reason = "the store lives on the control plane")]
     pub fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::data_dir::create_private(dir)
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
+        private_files(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
