@@ -5,8 +5,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gonka_gateway::auth::cache::{KeyCache, KeyEntry};
-use gonka_gateway::auth::keys::{KeyHash, KeyHasher, KeyKind, KeyStatus};
-use gonka_gateway::store::KeyRow;
+use gonka_gateway::auth::keys::KeyHasher;
+use gonka_gateway::model::KeyRow;
+use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
 use std::hint::black_box;
 use std::sync::Arc;
 

@@ -15,12 +15,12 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gonka_gateway::auth::cache::KeyEntry;
-use gonka_gateway::auth::keys::{KeyKind, KeyStatus};
 use gonka_gateway::billing::journal::encode;
-use gonka_gateway::billing::record::{RecordStatus, UsageRecord};
 use gonka_gateway::limits::counters::{AccountCounters, KeyCounters};
 use gonka_gateway::limits::fit::Quote;
 use gonka_gateway::limits::{HoldGauges, check_rate, hold};
+use gonka_gateway::model::{KeyKind, KeyStatus};
+use gonka_gateway::model::{RecordStatus, UsageRecord};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -5,79 +5,17 @@
 use crate::auth::cache::KeyCache;
 use crate::auth::keys::KeyHasher;
 use crate::billing::journal::Journal;
-use crate::config::{ModelSpec, Settings};
+use crate::config::Settings;
 use crate::control::ControlHandle;
 use crate::limits::HoldGauges;
-use crate::limits::clock::Clock;
 use crate::metrics::Metrics;
-use crate::store::PriceRow;
+use crate::model::ModelTable;
+use crate::time::Clock;
 use crate::upstream::{Node, NodeId, NodePool};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-
-/// The models served, by id, with their prices.
-#[derive(Debug, Default, Clone)]
-pub struct ModelTable {
-    pub list: Vec<ModelEntry>,
-}
-
-/// One model of the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelEntry {
-    pub spec: ModelSpec,
-    /// In the config's `[[models]]` (a stored price only overrides its prices); otherwise the model
-    /// exists because a price for it is stored.
-    pub configured: bool,
-    /// Unix seconds, the OpenAI `created`: the process start for a configured model, the stored price's
-    /// `updated_at` for a model only the store has.
-    pub created: i64,
-}
-
-/// When this process built its first model table (at start-up), Unix seconds.
-static STARTED_UNIX_SECS: std::sync::LazyLock<i64> =
-    std::sync::LazyLock::new(|| i64::try_from(crate::clock::unix_secs()).unwrap_or(i64::MAX));
-
-impl ModelTable {
-    pub fn get(&self, id: &str) -> Option<&ModelSpec> {
-        self.entry(id).map(|e| &e.spec)
-    }
-
-    pub fn entry(&self, id: &str) -> Option<&ModelEntry> {
-        self.list.iter().find(|m| m.spec.id == id)
-    }
-
-    /// The configured models with stored prices laid over them (a stored price for a model the file
-    /// does not list adds that model).
-    pub fn from_config_and_prices(config: &[ModelSpec], prices: &[PriceRow]) -> Self {
-        let started = *STARTED_UNIX_SECS;
-        let mut list: Vec<ModelEntry> = config
-            .iter()
-            .map(|m| ModelEntry { spec: m.clone(), configured: true, created: started })
-            .collect();
-        for p in prices {
-            match list.iter_mut().find(|m| m.spec.id == p.model) {
-                Some(m) => {
-                    m.spec.price_prompt_ngonka = p.price_prompt_ngonka;
-                    m.spec.price_completion_ngonka = p.price_completion_ngonka;
-                }
-                None => list.push(ModelEntry {
-                    spec: ModelSpec {
-                        id: p.model.clone(),
-                        context_length: None,
-                        price_prompt_ngonka: p.price_prompt_ngonka,
-                        price_completion_ngonka: p.price_completion_ngonka,
-                        tokenizer: None,
-                    },
-                    configured: false,
-                    created: p.updated_at,
-                }),
-            }
-        }
-        Self { list }
-    }
-}
 
 /// What [`App::new`] is built from.
 #[derive(Debug)]
@@ -176,34 +114,5 @@ impl App {
             tokenizers,
             draining: AtomicBool::new(false),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn created_is_the_process_start_for_configured_models_and_the_price_time_for_stored_ones() {
-        let spec = |id: &str| ModelSpec {
-            id: id.into(),
-            context_length: Some(8),
-            price_prompt_ngonka: 1,
-            price_completion_ngonka: 2,
-            tokenizer: None,
-        };
-        let price = |model: &str, at: i64| PriceRow {
-            model: model.into(),
-            price_prompt_ngonka: 5,
-            price_completion_ngonka: 6,
-            updated_at: at,
-        };
-        let t = ModelTable::from_config_and_prices(&[spec("a")], &[price("a", 100), price("b", 200)]);
-        let (a, b) = (t.entry("a").unwrap(), t.entry("b").unwrap());
-        assert!(a.configured && !b.configured);
-        assert!(a.created > 1_700_000_000, "the process start: {}", a.created);
-        assert_eq!(b.created, 200);
-        assert_eq!((a.spec.price_prompt_ngonka, a.spec.context_length), (5, Some(8)), "prices overridden");
-        assert_eq!(t.get("b").map(|m| m.price_completion_ngonka), Some(6));
     }
 }

@@ -3,6 +3,7 @@
 //! shows every option with its default.
 
 use crate::http::{HttpLimits, request::MAX_HEADERS_CAP};
+use crate::model::ModelSpec;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -598,17 +599,6 @@ pub struct GonkaSettings {
     pub refresh: Duration,
 }
 
-/// A validated model.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSpec {
-    pub id: String,
-    pub context_length: Option<u64>,
-    pub price_prompt_ngonka: u64,
-    pub price_completion_ngonka: u64,
-    /// Its `tokenizer.json`, when configured.
-    pub tokenizer: Option<PathBuf>,
-}
-
 /// A PostgreSQL store shared by several instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresSettings {
@@ -636,7 +626,7 @@ pub struct BillingSettings {
     pub default_rpm: u32,
     pub default_max_tokens: u64,
     /// The fit policy of keys without their own.
-    pub fit_max_tokens: crate::limits::fit::FitPolicy,
+    pub fit_max_tokens: crate::model::FitPolicy,
     pub min_fit_tokens: u64,
     /// How long, and how many bytes of it, a node's answer is still read after the client left.
     pub drain_after_client_gone: Duration,
@@ -977,14 +967,12 @@ impl ConfigFile {
                 crate::limits::share::Share::new(cluster.instances).rpm(self.limits.default_rpm)
             },
             default_max_tokens: self.limits.default_max_tokens,
-            fit_max_tokens: crate::limits::fit::FitPolicy::parse(&self.limits.fit_max_tokens).ok_or_else(
-                || {
-                    invalid(format!(
-                        "limits.fit_max_tokens {:?} is not unset, always or never",
-                        self.limits.fit_max_tokens
-                    ))
-                },
-            )?,
+            fit_max_tokens: crate::model::FitPolicy::parse(&self.limits.fit_max_tokens).ok_or_else(|| {
+                invalid(format!(
+                    "limits.fit_max_tokens {:?} is not unset, always or never",
+                    self.limits.fit_max_tokens
+                ))
+            })?,
             min_fit_tokens: self.limits.min_fit_tokens.max(1),
             drain_after_client_gone: Duration::from_millis(self.billing.drain_after_client_gone_ms),
             drain_after_client_gone_bytes: self.billing.drain_after_client_gone_bytes,

@@ -1,11 +1,11 @@
 //! `gonka-gateway dev`: the gateway with an in-process simulated Gonka network, a data directory and
 //! demo credentials, ready in one command.
 
-use crate::auth::keys::{KeyKind, KeyStatus};
 use crate::config::{ConfigFile, ModelFile, NodeFile};
 use crate::control::ControlState;
 use crate::control::accounts::KeySpec;
 use crate::error::ApiError;
+use crate::model::{KeyKind, KeyStatus};
 use crate::sim::{self, SimConfig, SimParams};
 use std::io;
 use std::net::SocketAddr;
@@ -77,7 +77,7 @@ pub fn ready_lines(public: SocketAddr, admin: SocketAddr, api_key: &str, admin_t
 /// Locks the data directory, then starts the simulator and the gateway.
 pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
     // Before the simulator binds anything or a secret is written: one process per data directory.
-    let lock = crate::data_dir::DataDirLock::acquire(&opts.data_dir)?;
+    let lock = crate::rt::data_dir::DataDirLock::acquire(&opts.data_dir)?;
     let gonka = match opts.upstream_kind.as_str() {
         "openai" => false,
         "gonka" => true,
@@ -224,7 +224,7 @@ fn write_secret(path: &Path, value: &str) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::data_dir::create_private(dir)?;
+        crate::rt::data_dir::create_private(dir)?;
     }
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(value.as_bytes())?;

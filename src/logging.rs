@@ -47,7 +47,7 @@ impl log::Log for Logger {
             record.args().to_string()
         } else {
             serde_json::json!({
-                "ts": crate::clock::unix_secs(),
+                "ts": crate::time::unix_secs(),
                 "level": record.level().as_str().to_ascii_lowercase(),
                 "target": record.target(),
                 "msg": record.args().to_string(),

@@ -277,7 +277,7 @@ fn main() -> ExitCode {
             };
             gonka_gateway::logging::init(settings.log_level);
             // Before the admin token may be written there: a directory another process holds is refused.
-            let lock = match gonka_gateway::data_dir::DataDirLock::acquire(&settings.data_dir) {
+            let lock = match gonka_gateway::rt::data_dir::DataDirLock::acquire(&settings.data_dir) {
                 Ok(l) => l,
                 Err(e) => return fail(&format!("cannot start: {e}")),
             };

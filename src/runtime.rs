@@ -14,21 +14,23 @@
 //! requests in flight finish until `server.shutdown_grace_ms`, then stop the control plane (which flushes
 //! what it owns) and return.
 
-use crate::app::{App, AppParts, ModelTable};
+use crate::app::{App, AppParts};
+
 use crate::auth::cache::KeyCache;
 use crate::auth::keys::KeyHasher;
 use crate::billing::journal::{Journal, JournalThread};
 use crate::config::Settings;
 use crate::control::health::HealthChecker;
 use crate::control::{ControlPlane, ControlState};
-use crate::data_dir::DataDirLock;
 use crate::error::ApiError;
 use crate::gonka::signer::GonkaSigner;
 use crate::http::tls::{ClientTls, ServerTls};
-use crate::limits::clock::{Clock, SystemClock};
+use crate::model::ModelTable;
+use crate::rt::data_dir::DataDirLock;
 use crate::server::limits::ServerLimits;
 use crate::server::{Core, ListenerKind, conn};
 use crate::store::Store;
+use crate::time::{Clock, SystemClock};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::io;
@@ -307,7 +309,7 @@ pub fn start<T>(
     let cache = Arc::new(KeyCache::new());
     let billing = &settings.billing;
     // Created here so that it is private (0700); the journal creates only what is missing.
-    crate::data_dir::create_private(&billing.journal_dir)?;
+    crate::rt::data_dir::create_private(&billing.journal_dir)?;
     let (journal, journal_thread) =
         Journal::open(&billing.journal_dir, billing.journal_wait, billing.journal_fsync_interval)?;
     let mut store = match store {

@@ -32,7 +32,7 @@ pub fn load_or_create(path: &Path, make: impl FnOnce() -> io::Result<String>) ->
         Err(e) => return Err(e),
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::data_dir::create_private(dir)?;
+        crate::rt::data_dir::create_private(dir)?;
     }
     let secret = make()?;
     use std::io::Write;

@@ -10,10 +10,11 @@
 
 mod utils;
 
-use gonka_gateway::billing::journal::JournalPos;
-use gonka_gateway::billing::record::UsageRecord;
-use gonka_gateway::limits::clock::{Clock, DAY_MS, ManualClock, days_from_civil};
+use gonka_gateway::model::JournalPos;
+use gonka_gateway::model::usage::UsageRecord;
+use gonka_gateway::model::*;
 use gonka_gateway::store::*;
+use gonka_gateway::time::{Clock, DAY_MS, ManualClock, days_from_civil};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -429,7 +430,7 @@ impl Store for Flaky {
     fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>> {
         self.inner.account_credits()
     }
-    fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<gonka_gateway::store::InstanceSpend> {
+    fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<gonka_gateway::model::InstanceSpend> {
         self.inner.instance_spend(day, month)
     }
     fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>> {
@@ -452,7 +453,7 @@ fn store_write_failures_during_load_are_ridden_out_and_applied_once() {
             ..GatewayOpts::default()
         },
         move |inner| Box::new(Flaky { inner, failing: flag }),
-        Arc::new(gonka_gateway::limits::clock::SystemClock),
+        Arc::new(gonka_gateway::time::SystemClock),
     );
     let credit = 1_000_000_000_000_000u64;
     failing.store(true, Ordering::SeqCst);
@@ -523,7 +524,7 @@ fn no_request_is_admitted_while_the_journal_cannot_be_written() {
     let gw = InProc::start(
         GatewayOpts { node_urls: sim.urls.clone(), ..GatewayOpts::default() },
         |s| s,
-        Arc::new(gonka_gateway::limits::clock::SystemClock),
+        Arc::new(gonka_gateway::time::SystemClock),
     );
     let app = Arc::clone(&gw.running.as_ref().unwrap().app);
     app.journal.stats.failing.store(true, Ordering::Relaxed);

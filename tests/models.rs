@@ -10,8 +10,9 @@
 
 mod utils;
 
+use gonka_gateway::model::PriceRow;
+use gonka_gateway::store::Store;
 use gonka_gateway::store::sqlite::{SqliteStore, Synchronous};
-use gonka_gateway::store::{PriceRow, Store};
 use serde_json::{Value, json};
 use std::time::Duration;
 use utils::*;

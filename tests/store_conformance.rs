@@ -14,15 +14,14 @@
 
 mod utils;
 
-use gonka_gateway::auth::keys::{KeyHash, KeyKind, KeyStatus};
-use gonka_gateway::billing::journal::JournalPos;
-use gonka_gateway::billing::record::{RecordStatus, UsageRecord};
 use gonka_gateway::config::PostgresSettings;
+use gonka_gateway::model::JournalPos;
+use gonka_gateway::model::{AccountRow, CreditOutcome, GroupBy, KeyRow, PriceRow, UsageQuery};
+use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
+use gonka_gateway::model::{RecordStatus, UsageRecord};
 use gonka_gateway::store::postgres::{PostgresStore, spawn_change_feed};
 use gonka_gateway::store::sqlite::{SqliteStore, Synchronous};
-use gonka_gateway::store::{
-    AccountRow, Change, CreditOutcome, GroupBy, KeyRow, PriceRow, Store, StoreError, UsageQuery,
-};
+use gonka_gateway::store::{Change, Store, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -3,14 +3,14 @@
 //! the control plane; another account's key is always a 404.
 
 use super::fields::Fields;
-use crate::auth::keys::{KeyKind, KeyStatus};
 use crate::auth::{Caller, authenticate_account};
 use crate::control::accounts::{KeyAction, KeyPatch, KeySpec, KeyWithSecret};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
+use crate::model::KeyRow;
+use crate::model::{KeyKind, KeyStatus};
 use crate::server::exchange::Exchange;
-use crate::store::KeyRow;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
         "kind": row.kind.as_str(),
         "prefix": row.prefix,
         "status": row.status.as_str(),
-        "created_at": crate::clock::rfc3339(row.created_at),
+        "created_at": crate::time::rfc3339(row.created_at),
     });
     if matches!(row.kind, KeyKind::Managed | KeyKind::Child) {
         v["fit_max_tokens"] = json!(row.fit_max_tokens.map(|p| p.as_str()));
@@ -37,7 +37,7 @@ pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
         v["limit_daily_ngonka"] = opt_amount(row.limit_daily_ngonka);
         v["limit_monthly_ngonka"] = opt_amount(row.limit_monthly_ngonka);
         v["rate_limit_rpm"] = json!(row.rate_limit_rpm);
-        v["expires_at"] = row.expires_at.map_or(Value::Null, |t| Value::String(crate::clock::rfc3339(t)));
+        v["expires_at"] = row.expires_at.map_or(Value::Null, |t| Value::String(crate::time::rfc3339(t)));
     }
     if let Some(s) = secret {
         v["key"] = Value::String(s.to_owned());

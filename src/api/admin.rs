@@ -3,16 +3,17 @@
 
 use super::account::{key_json, list};
 use super::fields::Fields;
-use crate::app::{App, ModelEntry};
-use crate::auth::keys::KeyKind;
+use crate::app::App;
 use crate::control::ControlState;
 use crate::control::accounts::{KeyAction, KeySpec};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
 use crate::http::request::query_param;
+use crate::model::AccountRow;
+use crate::model::KeyKind;
+use crate::model::ModelEntry;
 use crate::server::exchange::Exchange;
-use crate::store::AccountRow;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -26,7 +27,7 @@ fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
         "name": a.name,
         "balance_ngonka": balance.to_string(),
         "held_ngonka": held.to_string(),
-        "created_at": crate::clock::rfc3339(a.created_at),
+        "created_at": crate::time::rfc3339(a.created_at),
     })
 }
 
@@ -58,7 +59,7 @@ fn can_be_priced(app: &App, model: &str) -> bool {
         || app.nodes.nodes().iter().any(|n| n.models.iter().any(|m| m == model))
 }
 
-fn record_json(r: &crate::billing::record::UsageRecord) -> Value {
+fn record_json(r: &crate::model::usage::UsageRecord) -> Value {
     json!({
         "request_id": r.request_id,
         "key_id": r.key_id,
@@ -69,7 +70,7 @@ fn record_json(r: &crate::billing::record::UsageRecord) -> Value {
         "status": r.status.as_str(),
         "estimated": r.estimated,
         "latency_ms": r.latency_ms,
-        "day": crate::limits::clock::day_string(r.day),
+        "day": crate::time::day_string(r.day),
         "started_at_ms": r.started_ms,
         "finished_at_ms": r.finished_ms,
     })
@@ -170,10 +171,10 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
         }
         (Method::Get, ["accounts", id, "usage"]) => {
             let query = ex.head.query.clone();
-            let today = crate::limits::clock::day_index(core.app.clock.now_ms());
+            let today = crate::time::day_index(core.app.clock.now_ms());
             let day = |name: &str, default: i64| -> Result<i64, ApiError> {
                 match query_param(query.as_deref(), name) {
-                    Some(s) => crate::limits::clock::parse_day(&s).ok_or_else(|| {
+                    Some(s) => crate::time::parse_day(&s).ok_or_else(|| {
                         ApiError::bad_request(format!("`{name}` must be YYYY-MM-DD."), Some(name))
                     }),
                     None => Ok(default),
@@ -210,11 +211,11 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             let prompt = required(f.amount("price_prompt_ngonka")?, "price_prompt_ngonka")?;
             let completion = required(f.amount("price_completion_ngonka")?, "price_completion_ngonka")?;
             f.finish()?;
-            let row = crate::store::PriceRow {
+            let row = crate::model::PriceRow {
                 model,
                 price_prompt_ngonka: prompt,
                 price_completion_ngonka: completion,
-                updated_at: crate::clock::unix_secs() as i64,
+                updated_at: crate::time::unix_secs() as i64,
             };
             let entry = control
                 .call(move |st| {
@@ -306,7 +307,7 @@ pub fn metrics(app: &App) -> String {
     let mut extra = String::new();
     extra.push_str("# HELP gateway_node_up 1 when the node is not ejected.\n# TYPE gateway_node_up gauge\n");
     let nodes = app.nodes.nodes();
-    let now = crate::clock::monotonic_ms();
+    let now = crate::time::monotonic_ms();
     for n in nodes.iter() {
         let _ = writeln!(
             extra,

@@ -2,7 +2,7 @@
 //! unknown fields are refused, and each refusal is a 400 that names the field (`param`).
 
 use crate::error::ApiError;
-use crate::limits::fit::FitPolicy;
+use crate::model::FitPolicy;
 use serde_json::{Map, Value};
 
 /// Largest ngonka amount the store can hold (`i64`).
@@ -108,7 +108,7 @@ impl Fields {
         match self.map.remove(key) {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
-            Some(Value::String(s)) => match crate::clock::parse_rfc3339(&s) {
+            Some(Value::String(s)) => match crate::time::parse_rfc3339(&s) {
                 Some(t) if t > now_unix => Ok(Some(Some(t))),
                 Some(_) => Err(bad(key, format!("`{key}` must be in the future."))),
                 None => {

@@ -5,15 +5,16 @@
 use super::body::{self, Endpoint, Rewrite};
 use crate::app::App;
 use crate::auth::cache::KeyEntry;
-use crate::billing::record::RecordStatus;
 use crate::billing::settle::Settler;
-use crate::config::{ModelSpec, NodeKind};
+use crate::config::NodeKind;
 use crate::error::{ApiError, RateLimitInfo, rate_limit_headers};
 use crate::http::io::Transport;
 use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::limits;
 use crate::limits::fit::Quote;
 use crate::limits::share::Share;
+use crate::model::ModelSpec;
+use crate::model::usage::RecordStatus;
 use crate::server::Core;
 use crate::server::exchange::Exchange;
 use crate::upstream::client::{self, ResponseBody};

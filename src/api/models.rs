@@ -1,8 +1,10 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the models this gateway serves, with context length and
 //! prices.
 
-use crate::app::{App, ModelEntry};
+use crate::app::App;
+
 use crate::http::request::percent_decode;
+use crate::model::ModelEntry;
 use serde_json::{Value, json};
 
 /// A model id from the rest of a path (`moonshotai/Kimi-K2.6`, or `moonshotai%2FKimi-K2.6` as some

@@ -5,9 +5,9 @@ use crate::control::ControlState;
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::query_param;
-use crate::limits::clock::{day_index, day_string, parse_day};
+use crate::model::{GroupBy, KeyRow, UsageQuery};
 use crate::server::exchange::Exchange;
-use crate::store::{GroupBy, KeyRow, UsageQuery};
+use crate::time::{day_index, day_string, parse_day};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -45,7 +45,7 @@ pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiEr
 /// A day from `YYYY-MM-DD` or RFC 3339.
 fn day_param(s: &str, param: &str) -> Result<i64, ApiError> {
     parse_day(s)
-        .or_else(|| crate::clock::parse_rfc3339(s).map(|t| day_index(t.saturating_mul(1000))))
+        .or_else(|| crate::time::parse_rfc3339(s).map(|t| day_index(t.saturating_mul(1000))))
         .ok_or_else(|| {
             ApiError::bad_request(
                 format!("`{param}` must be a date (YYYY-MM-DD) or an RFC 3339 time."),

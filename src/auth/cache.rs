@@ -7,9 +7,9 @@
 //! (`Arc<KeyEntry>`): a change replaces the entry, and the control plane does that before it answers the
 //! API call that made the change, so the next request on any core sees it.
 
-use super::keys::{KeyHash, KeyKind, KeyStatus};
 use crate::limits::counters::{AccountCounters, KeyCounters};
-use crate::store::KeyRow;
+use crate::model::KeyRow;
+use crate::model::{KeyHash, KeyKind, KeyStatus};
 use std::sync::Arc;
 
 /// What the data plane knows of a key, with the counters its requests are admitted against.
@@ -27,7 +27,7 @@ pub struct KeyEntry {
     /// Unix seconds.
     pub expires_at: Option<i64>,
     /// Its own fit policy (`None`: the config's).
-    pub fit_max_tokens: Option<crate::limits::fit::FitPolicy>,
+    pub fit_max_tokens: Option<crate::model::FitPolicy>,
     /// Rate and spend of this key (kept across changes of the key).
     pub counters: Arc<KeyCounters>,
     /// The balance of the account that pays.

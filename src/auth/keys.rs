@@ -5,100 +5,13 @@
 //! The HMAC is keyed once at start; each lookup clones the keyed state (the key schedule is not redone)
 //! and hashes ~50 bytes: see `benches/auth.rs`.
 
+use crate::model::{KeyHash, KeyKind};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::io;
 
 /// Random characters after a key's prefix.
 pub const SECRET_CHARS: usize = 40;
-
-/// What a key is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyKind {
-    /// `gk-prx-…`: inference, billed to its account; pause, resume, rotate, archive.
-    Managed,
-    /// `gm-…`: mints child keys; never valid for inference.
-    Management,
-    /// `gc-…`: inference with its own limits, billed to the management key's account.
-    Child,
-    /// `gka-…`: the account's own token for the account API.
-    AccountToken,
-}
-
-impl KeyKind {
-    pub fn secret_prefix(self) -> &'static str {
-        match self {
-            Self::Managed => "gk-prx-",
-            Self::Management => "gm-",
-            Self::Child => "gc-",
-            Self::AccountToken => "gka-",
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Managed => "managed",
-            Self::Management => "management",
-            Self::Child => "child",
-            Self::AccountToken => "account_token",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "managed" => Self::Managed,
-            "management" => Self::Management,
-            "child" => Self::Child,
-            "account_token" => Self::AccountToken,
-            _ => return None,
-        })
-    }
-
-    /// The kind a presented secret claims by its prefix (`gk-prx-` before `gka-`: both start with `gk`).
-    pub fn of_secret(secret: &str) -> Option<Self> {
-        [Self::Managed, Self::AccountToken, Self::Management, Self::Child]
-            .into_iter()
-            .find(|k| secret.starts_with(k.secret_prefix()))
-    }
-}
-
-/// A key's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyStatus {
-    Active,
-    Paused,
-    /// Permanent: nothing brings it back.
-    Archived,
-}
-
-impl KeyStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Paused => "paused",
-            Self::Archived => "archived",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "active" => Self::Active,
-            "paused" => Self::Paused,
-            "archived" => Self::Archived,
-            _ => return None,
-        })
-    }
-}
-
-/// HMAC-SHA256 of a key under the server secret: the only form in which keys are stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyHash(pub [u8; 32]);
-
-impl std::fmt::Debug for KeyHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeyHash({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
-    }
-}
 
 /// The keyed hasher, keyed once.
 #[derive(Clone)]

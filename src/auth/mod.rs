@@ -6,8 +6,9 @@ pub mod keys;
 
 use crate::app::App;
 use crate::error::ApiError;
+use crate::model::{KeyKind, KeyStatus};
 use cache::KeyEntry;
-use keys::{KeyKind, KeyStatus, bearer};
+use keys::bearer;
 use std::sync::Arc;
 
 /// The key an inference request is made with.

@@ -147,7 +147,7 @@ impl Tokenizers {
         }
         let (tx, rx) = crossbeam_channel::bounded::<Job>(QUEUE);
         std::thread::Builder::new().name("tokenizer".into()).spawn(move || {
-            crate::runtime::make_background_thread();
+            crate::rt::make_background_thread();
             for job in rx {
                 job();
             }

@@ -16,7 +16,8 @@
 //! the position it reached in the same transaction; fully applied files are deleted. A torn frame at the
 //! end of the last file (a crash mid-write) is cut off when the journal is reopened.
 
-use super::record::{ArchivedUsageRecord, UsageRecord};
+use crate::model::JournalPos;
+use crate::model::usage::{ArchivedUsageRecord, UsageRecord};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use rkyv::rancor::Error as RkyvError;
 use std::fs::{File, OpenOptions};
@@ -42,13 +43,6 @@ pub enum WaitFor {
     Write,
     /// The record is written and fsync'd (survives a power loss).
     Fsync,
-}
-
-/// A place in the journal: file sequence number and byte offset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct JournalPos {
-    pub seq: u64,
-    pub offset: u64,
 }
 
 /// Counters for `/metrics`.
@@ -205,7 +199,7 @@ impl Journal {
         let (sync_tx, sync_rx) = bounded::<File>(1);
         let sync_stats = Arc::clone(&stats);
         let syncer = std::thread::Builder::new().name("journal-sync".into()).spawn(move || {
-            crate::runtime::make_background_thread();
+            crate::rt::make_background_thread();
             for file in sync_rx {
                 sync_stats.fsyncs.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = file.sync_data() {
@@ -538,8 +532,8 @@ impl JournalReader {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, reason = "tests damage journal files on purpose")]
 mod tests {
-    use super::super::record::RecordStatus;
     use super::*;
+    use crate::model::RecordStatus;
 
     fn rec(i: u64) -> UsageRecord {
         UsageRecord {

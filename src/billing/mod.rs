@@ -4,8 +4,7 @@
 
 pub mod estimate;
 pub mod journal;
-pub mod record;
 pub mod settle;
 pub mod usage;
 
-pub use usage::{Usage, UsageScanner};
+pub use usage::UsageScanner;

@@ -13,13 +13,13 @@
 //!   the answer has cost so far is journaled without waiting; the final record replaces it. A crash
 //!   between two marks loses at most that many tokens of an answer.
 
-use super::Usage;
 use super::estimate::PromptText;
-use super::record::{RecordStatus, UsageRecord};
 use crate::app::App;
 use crate::auth::cache::KeyEntry;
-use crate::config::ModelSpec;
 use crate::limits::{self, Hold};
+use crate::model::ModelSpec;
+use crate::model::Usage;
+use crate::model::{RecordStatus, UsageRecord};
 use crate::upstream::relay::{RelayHooks, Seen};
 use std::sync::Arc;
 use std::time::Instant;

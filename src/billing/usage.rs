@@ -9,13 +9,7 @@
 //!
 //! # Performance
 //! Inside strings (where almost all bytes of a completion are) it skips ahead with `memchr2`.
-
-/// Prompt and completion tokens of one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
+use crate::model::Usage;
 
 /// A usage object longer than this is not a usage object.
 pub const MAX_USAGE_BYTES: usize = 4096;

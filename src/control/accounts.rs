@@ -2,12 +2,13 @@
 //! the store, then updates the mirror and the cache, in that order, before its caller answers.
 
 use super::ControlState;
-use crate::auth::keys::{self, KeyKind, KeyStatus};
+use crate::auth::keys;
 use crate::error::ApiError;
-use crate::store::{AccountRow, CreditOutcome, KeyRow};
+use crate::model::{AccountRow, CreditOutcome, KeyRow};
+use crate::model::{KeyKind, KeyStatus};
 
 fn now() -> i64 {
-    crate::clock::unix_secs() as i64
+    crate::time::unix_secs() as i64
 }
 
 fn new_id(prefix: &str) -> Result<String, ApiError> {
@@ -33,7 +34,7 @@ pub struct KeySpec {
     pub limit_monthly_ngonka: Option<u64>,
     pub rate_limit_rpm: Option<u32>,
     pub expires_at: Option<i64>,
-    pub fit_max_tokens: Option<crate::limits::fit::FitPolicy>,
+    pub fit_max_tokens: Option<crate::model::FitPolicy>,
 }
 
 /// A change to a child key: `None` leaves a field, `Some(None)` clears it.
@@ -45,7 +46,7 @@ pub struct KeyPatch {
     pub rate_limit_rpm: Option<Option<u32>>,
     pub expires_at: Option<Option<i64>>,
     pub status: Option<KeyStatus>,
-    pub fit_max_tokens: Option<Option<crate::limits::fit::FitPolicy>>,
+    pub fit_max_tokens: Option<Option<crate::model::FitPolicy>>,
 }
 
 /// A lifecycle action on a key.

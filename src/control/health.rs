@@ -22,7 +22,7 @@ impl HealthChecker {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name("health".into()).spawn(move || {
-            crate::runtime::make_background_thread();
+            crate::rt::make_background_thread();
             let interval = app.settings.upstream.probe_interval;
             let refresh = app.settings.upstream.gonka.as_ref().map(|g| g.refresh);
             let step = Duration::from_millis(20).min(interval);

@@ -4,12 +4,12 @@
 use super::ControlState;
 use crate::auth::cache::KeyEntry;
 use crate::error::{ApiError, RateLimitInfo};
-use crate::limits::clock::{day_index, month_index};
 use crate::limits::counters::KeyCounters;
 use crate::limits::fit::Quote;
 use crate::limits::lease::{LeaseClient, Scope};
 use crate::limits::window::WindowCounter;
 use crate::limits::{self, Admission, HoldGauges};
+use crate::time::{day_index, month_index};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

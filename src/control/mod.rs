@@ -83,7 +83,7 @@ pub struct ControlPlane {
 impl ControlPlane {
     pub fn start(mut state: ControlState, handle: ControlHandle, rx: Receiver<Job>) -> io::Result<Self> {
         let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
-            crate::runtime::make_background_thread();
+            crate::rt::make_background_thread();
             let tick = Duration::from_millis(100);
             let mut next_tick = Instant::now() + tick;
             while !state.stopping {

@@ -5,16 +5,19 @@
 //! then the usage journal is applied to the store (so nothing billed before a crash is lost); only then
 //! are balances and today's and this month's spend read back into the counters.
 
-use crate::app::ModelTable;
 use crate::auth::cache::{KeyCache, KeyEntry};
-use crate::auth::keys::{KeyHasher, KeyKind, KeyStatus};
-use crate::billing::journal::{JournalPos, JournalReader, JournalStats};
+use crate::auth::keys::KeyHasher;
+use crate::billing::journal::{JournalReader, JournalStats};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::limits::clock::{Clock, day_index, month_index};
 use crate::limits::counters::{AccountCounters, KeyCounters};
 use crate::limits::share::Share;
-use crate::store::{Change, KeyRow, Store, StoreError, snapshot};
+use crate::model::JournalPos;
+use crate::model::KeyRow;
+use crate::model::ModelTable;
+use crate::model::{KeyKind, KeyStatus};
+use crate::store::{Change, Store, StoreError, snapshot};
+use crate::time::{Clock, day_index, month_index};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -57,7 +60,7 @@ pub struct ControlState {
     pub journal_pos: JournalPos,
     /// The model table the cores read (prices), and the configured models it is built from.
     pub models: Arc<ArcSwap<ModelTable>>,
-    config_models: Vec<crate::config::ModelSpec>,
+    config_models: Vec<crate::model::ModelSpec>,
     journal_retry_at: Option<Instant>,
     snapshot_interval: Duration,
     reconcile_interval: Duration,
@@ -473,7 +476,7 @@ impl ControlState {
     }
 
     /// Stores a model's prices and publishes them to the cores.
-    pub fn set_price(&mut self, row: crate::store::PriceRow) -> Result<crate::config::ModelSpec, ApiError> {
+    pub fn set_price(&mut self, row: crate::model::PriceRow) -> Result<crate::model::ModelSpec, ApiError> {
         self.store.upsert_price(&row)?;
         self.reload_prices()?;
         self.models

@@ -6,7 +6,9 @@
 //! almost all are content chunks, recognised by one `memmem` search for `"usage"` that either misses or
 //! finds `"usage":null`; only the real usage chunk is parsed (a copy, with simd-json).
 
-use crate::billing::{Usage, usage::parse_usage_object};
+use crate::billing::usage::parse_usage_object;
+
+use crate::model::Usage;
 use memchr::memmem::Finder;
 use std::sync::LazyLock;
 

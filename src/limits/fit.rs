@@ -2,45 +2,6 @@
 //! limits or its account's balance, it is sent with a lower `max_tokens` (the most that fits) instead of
 //! being refused, so a small budget still gets (shorter) answers.
 
-/// Which requests are fitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FitPolicy {
-    /// Only requests that did not set `max_tokens` themselves.
-    Unset,
-    /// Every request, an explicit `max_tokens` too (coding agents send a large one as a ceiling).
-    Always,
-    /// None: a request that does not fit is refused.
-    Never,
-}
-
-impl FitPolicy {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "unset" => Self::Unset,
-            "always" => Self::Always,
-            "never" => Self::Never,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unset => "unset",
-            Self::Always => "always",
-            Self::Never => "never",
-        }
-    }
-
-    /// Whether a request may be fitted, given whether it set `max_tokens` itself.
-    pub fn allows(self, explicit_max_tokens: bool) -> bool {
-        match self {
-            Self::Unset => !explicit_max_tokens,
-            Self::Always => true,
-            Self::Never => false,
-        }
-    }
-}
-
 /// What a request asks of its budgets: its prompt's worst case, the price of one more completion token
 /// in every choice, and the completion tokens it asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,16 +44,6 @@ impl Quote {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policies() {
-        assert!(FitPolicy::Unset.allows(false) && !FitPolicy::Unset.allows(true));
-        assert!(FitPolicy::Always.allows(true) && !FitPolicy::Never.allows(false));
-        for p in [FitPolicy::Unset, FitPolicy::Always, FitPolicy::Never] {
-            assert_eq!(FitPolicy::parse(p.as_str()), Some(p));
-        }
-        assert_eq!(FitPolicy::parse("sometimes"), None);
-    }
 
     #[test]
     fn fits_the_most_tokens_the_room_pays_for() {

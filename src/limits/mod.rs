@@ -21,7 +21,6 @@
 //! the `max_tokens` the node honours is always written into the forwarded body, so the bound also holds
 //! at the node.
 
-pub mod clock;
 pub mod counters;
 pub mod fit;
 pub mod gcra;
@@ -30,9 +29,9 @@ pub mod share;
 pub mod window;
 
 use crate::auth::cache::KeyEntry;
-use crate::config::ModelSpec;
 use crate::error::{ApiError, RateLimitInfo};
-use clock::{day_index, month_index};
+use crate::model::ModelSpec;
+use crate::time::{day_index, month_index};
 use fit::Quote;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -325,7 +324,7 @@ pub fn key_spend(key: &KeyEntry, now_ms: i64) -> (u64, u64, Option<u64>, Option<
 mod tests {
     use super::counters::{AccountCounters, KeyCounters};
     use super::*;
-    use crate::auth::keys::{KeyKind, KeyStatus};
+    use crate::model::{KeyKind, KeyStatus};
 
     fn key(daily: Option<u64>, monthly: Option<u64>, balance: i64) -> Arc<KeyEntry> {
         Arc::new(KeyEntry {
@@ -443,11 +442,11 @@ mod tests {
     fn a_new_day_starts_from_zero_and_a_new_month_too() {
         let g = Arc::new(HoldGauges::default());
         let k = key(Some(100), Some(150), 1_000_000);
-        let midnight = clock::days_from_civil(2026, 11, 30) * clock::DAY_MS + clock::DAY_MS;
+        let midnight = crate::time::days_from_civil(2026, 11, 30) * crate::time::DAY_MS + crate::time::DAY_MS;
         take_fixed(&k, 100, midnight - 1, &g).unwrap().settle(100);
         assert!(take_fixed(&k, 1, midnight - 1, &g).is_err(), "day used up");
         let h = take_fixed(&k, 100, midnight, &g).unwrap();
-        assert_eq!(h.windows(), (clock::day_index(midnight), clock::month_index(midnight)));
+        assert_eq!(h.windows(), (crate::time::day_index(midnight), crate::time::month_index(midnight)));
         h.settle(100);
         // 2026-12-01 is also a new month, so the monthly limit started over as well.
         assert_eq!(key_spend(&k, midnight), (100, 100, Some(0), Some(50)));

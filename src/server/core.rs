@@ -187,7 +187,7 @@ impl Core {
     /// bits. Ids made later sort later, so the store's index on them grows at its end instead of being
     /// written all over; the random part keeps ids of the same millisecond, core and instance apart.
     pub fn request_id(&self) -> String {
-        let ms = crate::clock::unix_ms() & 0xffff_ffff_ffff;
+        let ms = crate::time::unix_ms() & 0xffff_ffff_ffff;
         format!("req_{ms:012x}{:04x}{:016x}", self.next_u64() & 0xffff, self.next_u64())
     }
 

@@ -3,12 +3,12 @@
 
 use super::conn::Conn;
 use super::core::Core;
-use crate::billing::Usage;
 use crate::error::ApiError;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
 use crate::http::request::{BodyFraming, Method, RequestHead};
 use crate::http::response::{HeadWriter, ResponseFraming};
+use crate::model::Usage;
 use crate::server::limits::Reservation;
 use monoio::buf::IoBufMut;
 use std::rc::Rc;

@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn body_memory_is_bounded_waits_for_room_and_comes_back_on_drop() {
-        let mut rt = crate::runtime::build_runtime(64).unwrap();
+        let mut rt = crate::rt::build_runtime(64).unwrap();
         rt.block_on(async {
             let memory = BodyMemory::new(100);
             let a = memory.reserve(60, Duration::ZERO).await.unwrap();

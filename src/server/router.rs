@@ -85,7 +85,7 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         (Method::Post, "/v1/embeddings") => inference::handle(ex, Endpoint::Embeddings).await,
         (Method::Get, "/v1/models") => {
             ex.log.route = "models";
-            let now = crate::clock::unix_secs() as i64;
+            let now = crate::time::unix_secs() as i64;
             crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
             let body = models::list(&core.app);
             ex.respond_json(200, &body).await;
@@ -93,7 +93,7 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         }
         (Method::Get, path) if path.starts_with("/v1/models/") => {
             ex.log.route = "models";
-            let now = crate::clock::unix_secs() as i64;
+            let now = crate::time::unix_secs() as i64;
             crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
             let raw = &path["/v1/models/".len()..];
             let id = models::id_from_path(raw)
@@ -215,7 +215,7 @@ fn finish<S: Transport>(ex: &Exchange<'_, S>) {
     }
     let latency_us = u64::try_from(ex.started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let line = json!({
-        "ts": crate::clock::unix_secs(),
+        "ts": crate::time::unix_secs(),
         "request_id": ex.request_id,
         "client_request_id": ex.head.client_request_id.as_deref().map(bounded),
         "method": format!("{:?}", ex.head.method).to_uppercase(),

@@ -449,7 +449,7 @@ async fn generate<S: Transport>(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let id = format!("{}-{:016x}", if chat { "chatcmpl" } else { "cmpl" }, (next_f64(rng) * 1e18) as u64);
-    let created = crate::clock::unix_secs();
+    let created = crate::time::unix_secs();
     let start = monoio::time::Instant::now();
     let ttft = Duration::from_millis(params.ttft_ms);
     let per_token = if params.tokens_per_s > 0.0 {

@@ -11,9 +11,11 @@ pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;
 
-use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
-use crate::billing::journal::JournalPos;
-use crate::billing::record::UsageRecord;
+use crate::model::JournalPos;
+use crate::model::usage::UsageRecord;
+use crate::model::{
+    AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, UsageQuery, UsageSummaryRow,
+};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -31,87 +33,11 @@ pub enum StoreError {
     Other(String),
 }
 
-/// An account.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountRow {
-    pub id: String,
-    pub name: String,
-    /// Credits minus settled usage, ngonka.
-    pub balance_ngonka: i64,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-/// A key, as stored: never the secret, only its keyed hash and display prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRow {
-    pub id: String,
-    pub account_id: String,
-    pub kind: KeyKind,
-    pub name: String,
-    pub prefix: String,
-    pub hash: KeyHash,
-    pub status: KeyStatus,
-    /// For a child key: its management key.
-    pub parent_id: Option<String>,
-    pub limit_daily_ngonka: Option<u64>,
-    pub limit_monthly_ngonka: Option<u64>,
-    pub rate_limit_rpm: Option<u32>,
-    /// Unix seconds.
-    pub expires_at: Option<i64>,
-    /// Whether its requests' `max_tokens` are fitted to what is left; `None` = the config's default.
-    pub fit_max_tokens: Option<crate::limits::fit::FitPolicy>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// Set by the store on every write; increases store-wide.
-    pub version: i64,
-}
-
 /// What the key table looks like, to decide whether a snapshot is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyTableState {
     pub max_version: i64,
     pub count: i64,
-}
-
-/// What a credit did. Only `Applied` changed anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreditOutcome {
-    /// Credited now; the balance after it.
-    Applied { balance_ngonka: i64 },
-    /// The reference had credited this same amount before: nothing changed (a retry).
-    Repeated { balance_ngonka: i64 },
-    /// The reference had credited another amount before: nothing changed.
-    ReferenceConflict { credited_ngonka: i64 },
-    /// The balance or the account's credit total would pass `i64::MAX`: nothing changed.
-    WouldOverflow,
-}
-
-/// A model's prices as stored (overriding the config file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PriceRow {
-    pub model: String,
-    pub price_prompt_ngonka: u64,
-    pub price_completion_ngonka: u64,
-    pub updated_at: i64,
-}
-
-/// What one key spent in the current day and month.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeySpend {
-    pub key_id: String,
-    pub day_spent: u64,
-    pub month_spent: u64,
-}
-
-/// What this instance (the one whose journal the store applies) has spent: the base of its share of
-/// every budget when several instances share the store (see `limits::share`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InstanceSpend {
-    /// Per account: the cost of every usage record this instance applied, ever.
-    pub accounts: Vec<(String, i64)>,
-    /// Per key: this instance's spend in the given day and month.
-    pub keys: Vec<KeySpend>,
 }
 
 /// What changed in the store, as told by a change feed.
@@ -125,33 +51,6 @@ pub enum Change {
     Credits(String),
     /// The feed (re)connected and may have missed notifications: catch up with everything.
     All,
-}
-
-/// How `GET /api/usage` groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    Day,
-    Model,
-    Key,
-}
-
-/// A usage query: one account, days `from_day..=to_day` (UTC day indexes).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageQuery {
-    pub account_id: String,
-    pub from_day: i64,
-    pub to_day: i64,
-    pub group_by: GroupBy,
-}
-
-/// One group of a usage summary; `group` is the day index as text, the model or the key id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageSummaryRow {
-    pub group: String,
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost_ngonka: u64,
 }
 
 /// The durable store. Blocking; control plane only.

@@ -16,13 +16,16 @@
 //!   its journal and retries. Connects give up after 2 s, so an outage never stalls the control plane
 //!   for long.
 
-use super::{AccountRow, Change, CreditOutcome, InstanceSpend, KeyRow, KeySpend, KeyTableState, PriceRow};
-use super::{GroupBy, SpendTotals, Store, StoreError, StoreResult, UsageQuery, UsageSummaryRow};
-use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
-use crate::billing::journal::JournalPos;
-use crate::billing::record::{RecordStatus, UsageRecord};
+use super::{Change, KeyTableState};
+
+use super::{SpendTotals, Store, StoreError, StoreResult};
 use crate::config::PostgresSettings;
-use crate::limits::fit::FitPolicy;
+use crate::model::FitPolicy;
+use crate::model::JournalPos;
+use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow};
+use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
+use crate::model::{KeyHash, KeyKind, KeyStatus};
+use crate::model::{RecordStatus, UsageRecord};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
@@ -278,7 +281,7 @@ impl PostgresStore {
             let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                &[&version, &crate::clock::unix_secs().cast_signed()],
+                &[&version, &crate::time::unix_secs().cast_signed()],
             )
             .map_err(err)?;
             log::info!(target: "store", "postgres: applied migration {} in schema {}", i + 1, self.schema);
@@ -821,7 +824,7 @@ pub fn spawn_change_feed(
     let config = config(&settings.url).map_err(|e| std::io::Error::other(e.to_string()))?;
     let channel = format!("{}_changes", settings.schema);
     std::thread::Builder::new().name("pg-feed".into()).spawn(move || {
-        crate::runtime::make_background_thread();
+        crate::rt::make_background_thread();
         let mut pause = Duration::from_millis(200);
         let mut was_up = true;
         while !stop.load(Ordering::SeqCst) {

@@ -8,9 +8,11 @@
 //! a fresh snapshot written. Written atomically (temporary file, fsync, rename) on clean shutdown and
 //! periodically.
 
-use super::{KeyRow, KeyTableState};
-use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
-use crate::limits::fit::FitPolicy;
+use super::KeyTableState;
+
+use crate::model::FitPolicy;
+use crate::model::KeyRow;
+use crate::model::{KeyHash, KeyKind, KeyStatus};
 use rkyv::rancor::Error as RkyvError;
 use rkyv::{Archive, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -188,7 +190,7 @@ pub fn decode(file: &[u8]) -> Result<(Vec<KeyRow>, KeyTableState), SnapshotError
 pub fn write(path: &Path, rows: &[KeyRow], state: KeyTableState) -> io::Result<()> {
     let bytes = encode(rows, state)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::data_dir::create_private(dir)?;
+        crate::rt::data_dir::create_private(dir)?;
     }
     let tmp = path.with_extension("tmp");
     // Key hashes and limits: 0600, like every data file.
@@ -196,7 +198,7 @@ pub fn write(path: &Path, rows: &[KeyRow], state: KeyTableState) -> io::Result<(
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(crate::data_dir::FILE_MODE)
+        .mode(crate::rt::data_dir::FILE_MODE)
         .open(&tmp)?;
     f.write_all(&bytes)?;
     f.sync_all()?;

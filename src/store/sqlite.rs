@@ -5,12 +5,15 @@
 //! loss: the WAL is fsync'd at each commit. `"normal"` syncs only at checkpoints: a crash of the process
 //! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
 
-use super::{AccountRow, CreditOutcome, KeyRow, KeyTableState, PriceRow, Store, StoreError, StoreResult};
-use super::{GroupBy, InstanceSpend, KeySpend, SpendTotals, UsageQuery, UsageSummaryRow};
-use crate::auth::keys::{KeyHash, KeyKind, KeyStatus};
-use crate::billing::journal::JournalPos;
-use crate::billing::record::{RecordStatus, UsageRecord};
-use crate::limits::fit::FitPolicy;
+use super::{KeyTableState, Store, StoreError, StoreResult};
+
+use super::SpendTotals;
+use crate::model::FitPolicy;
+use crate::model::JournalPos;
+use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow};
+use crate::model::{GroupBy, InstanceSpend, KeySpend, UsageQuery, UsageSummaryRow};
+use crate::model::{KeyHash, KeyKind, KeyStatus};
+use crate::model::{RecordStatus, UsageRecord};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
@@ -176,7 +179,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
 #[expect(clippy::disallowed_methods, reason = "the store lives on the control plane")]
 fn private_files(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mode = crate::data_dir::FILE_MODE;
+    let mode = crate::rt::data_dir::FILE_MODE;
     std::fs::OpenOptions::new().create(true).append(true).mode(mode).open(path)?;
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
@@ -192,7 +195,7 @@ fn private_files(path: &Path) -> std::io::Result<()> {
 impl SqliteStore {
     pub fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::data_dir::create_private(dir)
+            crate::rt::data_dir::create_private(dir)
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
         private_files(path).map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;

@@ -12,8 +12,8 @@
 //! then still answers them, instead of every request getting a 503 until its rest is over; one that
 //! succeeds is healthy again at once.
 
-use crate::clock::monotonic_ms;
 use crate::config::{NodeKind, NodeSpec, NodeUrl};
+use crate::time::monotonic_ms;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;

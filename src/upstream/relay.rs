@@ -22,10 +22,11 @@ use super::client::UpstreamIo;
 use super::client::{
     MAX_RESPONSE_HEAD_BYTES, ResponseBody, ResponseHead, ResponseHeadError, parse_response_head,
 };
-use crate::billing::{Usage, UsageScanner};
+use crate::billing::UsageScanner;
 use crate::http::chunked::{CHUNK_HEADER_MAX, ChunkedDecoder, LAST_CHUNK, write_size_line_backwards};
 use crate::http::io::{ReadBuf, ReadError, Transport, write_all_deadline};
 use crate::http::sse::{self, EventKind};
+use crate::model::Usage;
 use monoio::buf::IoBufMut;
 use monoio::io::{CancelHandle, CancelableAsyncReadRent, Canceller};
 use monoio::time::Instant;

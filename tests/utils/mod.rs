@@ -461,7 +461,7 @@ impl InProc {
     pub fn start(
         opts: GatewayOpts,
         wrap: impl FnOnce(Box<dyn gonka_gateway::store::Store>) -> Box<dyn gonka_gateway::store::Store>,
-        clock: std::sync::Arc<dyn gonka_gateway::limits::clock::Clock>,
+        clock: std::sync::Arc<dyn gonka_gateway::time::Clock>,
     ) -> InProc {
         let dir = tempfile::tempdir().unwrap();
         let file = gonka_gateway::config::ConfigFile::parse(&config_toml(&opts, dir.path())).unwrap();

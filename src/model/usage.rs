@@ -1,6 +1,13 @@
-//! One usage record per admitted request: what it used, what it cost, how it ended.
+//! Usage: the tokens a request used, its record, where the journal is, and what the store sums.
 
 use rkyv::{Archive, Deserialize, Serialize};
+
+/// Prompt and completion tokens of one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
 
 /// How a request ended.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,4 +81,56 @@ impl UsageRecord {
         stored == RecordStatus::Interrupted
             && (self.status != RecordStatus::Interrupted || self.cost_ngonka >= stored_cost)
     }
+}
+
+/// A place in the journal: file sequence number and byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct JournalPos {
+    pub seq: u64,
+    pub offset: u64,
+}
+
+/// What one key spent in the current day and month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpend {
+    pub key_id: String,
+    pub day_spent: u64,
+    pub month_spent: u64,
+}
+
+/// What this instance (the one whose journal the store applies) has spent: the base of its share of
+/// every budget when several instances share the store (see `limits::share`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceSpend {
+    /// Per account: the cost of every usage record this instance applied, ever.
+    pub accounts: Vec<(String, i64)>,
+    /// Per key: this instance's spend in the given day and month.
+    pub keys: Vec<KeySpend>,
+}
+
+/// How `GET /api/usage` groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Day,
+    Model,
+    Key,
+}
+
+/// A usage query: one account, days `from_day..=to_day` (UTC day indexes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageQuery {
+    pub account_id: String,
+    pub from_day: i64,
+    pub to_day: i64,
+    pub group_by: GroupBy,
+}
+
+/// One group of a usage summary; `group` is the day index as text, the model or the key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSummaryRow {
+    pub group: String,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_ngonka: u64,
 }

@@ -1,0 +1,169 @@
+//! Keys as the store keeps them and every layer speaks of them: kinds, states, keyed hashes, rows,
+//! and the fit policy a key may carry.
+
+/// What a key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// `gk-prx-…`: inference, billed to its account; pause, resume, rotate, archive.
+    Managed,
+    /// `gm-…`: mints child keys; never valid for inference.
+    Management,
+    /// `gc-…`: inference with its own limits, billed to the management key's account.
+    Child,
+    /// `gka-…`: the account's own token for the account API.
+    AccountToken,
+}
+
+impl KeyKind {
+    pub fn secret_prefix(self) -> &'static str {
+        match self {
+            Self::Managed => "gk-prx-",
+            Self::Management => "gm-",
+            Self::Child => "gc-",
+            Self::AccountToken => "gka-",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Managed => "managed",
+            Self::Management => "management",
+            Self::Child => "child",
+            Self::AccountToken => "account_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "managed" => Self::Managed,
+            "management" => Self::Management,
+            "child" => Self::Child,
+            "account_token" => Self::AccountToken,
+            _ => return None,
+        })
+    }
+
+    /// The kind a presented secret claims by its prefix (`gk-prx-` before `gka-`: both start with `gk`).
+    pub fn of_secret(secret: &str) -> Option<Self> {
+        [Self::Managed, Self::AccountToken, Self::Management, Self::Child]
+            .into_iter()
+            .find(|k| secret.starts_with(k.secret_prefix()))
+    }
+}
+
+/// A key's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    Active,
+    Paused,
+    /// Permanent: nothing brings it back.
+    Archived,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "active" => Self::Active,
+            "paused" => Self::Paused,
+            "archived" => Self::Archived,
+            _ => return None,
+        })
+    }
+}
+
+/// HMAC-SHA256 of a key under the server secret: the only form in which keys are stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyHash({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
+/// A key, as stored: never the secret, only its keyed hash and display prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: String,
+    pub account_id: String,
+    pub kind: KeyKind,
+    pub name: String,
+    pub prefix: String,
+    pub hash: KeyHash,
+    pub status: KeyStatus,
+    /// For a child key: its management key.
+    pub parent_id: Option<String>,
+    pub limit_daily_ngonka: Option<u64>,
+    pub limit_monthly_ngonka: Option<u64>,
+    pub rate_limit_rpm: Option<u32>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// Whether its requests' `max_tokens` are fitted to what is left; `None` = the config's default.
+    pub fit_max_tokens: Option<crate::model::FitPolicy>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Set by the store on every write; increases store-wide.
+    pub version: i64,
+}
+
+/// Which requests are fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FitPolicy {
+    /// Only requests that did not set `max_tokens` themselves.
+    Unset,
+    /// Every request, an explicit `max_tokens` too (coding agents send a large one as a ceiling).
+    Always,
+    /// None: a request that does not fit is refused.
+    Never,
+}
+
+impl FitPolicy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "unset" => Self::Unset,
+            "always" => Self::Always,
+            "never" => Self::Never,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unset => "unset",
+            Self::Always => "always",
+            Self::Never => "never",
+        }
+    }
+
+    /// Whether a request may be fitted, given whether it set `max_tokens` itself.
+    pub fn allows(self, explicit_max_tokens: bool) -> bool {
+        match self {
+            Self::Unset => !explicit_max_tokens,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies() {
+        assert!(FitPolicy::Unset.allows(false) && !FitPolicy::Unset.allows(true));
+        assert!(FitPolicy::Always.allows(true) && !FitPolicy::Never.allows(false));
+        for p in [FitPolicy::Unset, FitPolicy::Always, FitPolicy::Never] {
+            assert_eq!(FitPolicy::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(FitPolicy::parse("sometimes"), None);
+    }
+}
