@@ -6,6 +6,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use gonka_gateway::auth::cache::{KeyCache, KeyEntry};
 use gonka_gateway::auth::keys::KeyHasher;
+use gonka_gateway::limits::Budget;
 use gonka_gateway::model::KeyRow;
 use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
 use std::hint::black_box;
@@ -35,7 +36,17 @@ fn bench(c: &mut Criterion) {
             updated_at: 0,
             version: i64::from(i),
         };
-        let entry = KeyEntry::from_row(&row, Arc::default(), Arc::default());
+        let budget = Budget {
+            key_id: Arc::from(row.id.as_str()),
+            account_id: Arc::from(row.account_id.as_str()),
+            limit_daily_ngonka: None,
+            limit_monthly_ngonka: None,
+            rate_limit_rpm: None,
+            fit_max_tokens: None,
+            counters: Arc::default(),
+            account: Arc::default(),
+        };
+        let entry = KeyEntry::new(&row, Arc::new(budget));
         cache.put(row.hash, Arc::new(entry));
         if i == 54_321 {
             present = secret;

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmarks fail loudly")]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gonka_gateway::api::body::{Endpoint, JsonScratch, Rewrite, inspect, rewrite};
+use gonka_gateway::api::inference::inspect::{Endpoint, JsonScratch, Rewrite, inspect, rewrite};
 use std::hint::black_box;
 
 const SMALL: &[u8] = br#"{"model":"moonshotai/Kimi-K2.6","messages":[{"role":"user","content":"Say something short about the sea."}],"stream":true,"temperature":0.7}"#;

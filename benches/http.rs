@@ -51,14 +51,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("sse_scan_content_event", |b| {
         b.iter(|| {
             let end = sse::event_end(black_box(CONTENT_EVENT));
-            black_box(end.map(|e| sse::classify(&CONTENT_EVENT[..e])))
+            black_box(end.map(|e| gonka_gateway::billing::stream::classify(&CONTENT_EVENT[..e])))
         })
     });
     g.throughput(Throughput::Bytes(USAGE_EVENT.len() as u64));
     g.bench_function("sse_scan_usage_event", |b| {
         b.iter(|| {
             let end = sse::event_end(black_box(USAGE_EVENT));
-            black_box(end.map(|e| sse::classify(&USAGE_EVENT[..e])))
+            black_box(end.map(|e| gonka_gateway::billing::stream::classify(&USAGE_EVENT[..e])))
         })
     });
 

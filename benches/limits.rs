@@ -14,12 +14,10 @@
 )]
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gonka_gateway::auth::cache::KeyEntry;
 use gonka_gateway::billing::journal::encode;
 use gonka_gateway::limits::counters::{AccountCounters, KeyCounters};
 use gonka_gateway::limits::fit::Quote;
-use gonka_gateway::limits::{HoldGauges, check_rate, hold};
-use gonka_gateway::model::{KeyKind, KeyStatus};
+use gonka_gateway::limits::{Budget, HoldGauges, check_rate, hold};
 use gonka_gateway::model::{RecordStatus, UsageRecord};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -54,17 +52,13 @@ fn allocations_per_call(mut f: impl FnMut()) -> f64 {
     (ALLOCS.load(Ordering::Relaxed) - before) as f64 / f64::from(n)
 }
 
-fn key() -> Arc<KeyEntry> {
-    Arc::new(KeyEntry {
-        id: Arc::from("key_0123456789abcdefghij"),
+fn key() -> Arc<Budget> {
+    Arc::new(Budget {
+        key_id: Arc::from("key_0123456789abcdefghij"),
         account_id: Arc::from("acc_0123456789abcdefghij"),
-        kind: KeyKind::Child,
-        status: KeyStatus::Active,
-        parent_id: None,
         limit_daily_ngonka: Some(u64::MAX / 4),
         limit_monthly_ngonka: Some(u64::MAX / 2),
         rate_limit_rpm: Some(u32::MAX),
-        expires_at: None,
         fit_max_tokens: None,
         counters: Arc::new(KeyCounters::default()),
         account: Arc::new(AccountCounters::new(i64::MAX / 2)),

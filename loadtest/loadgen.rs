@@ -19,9 +19,10 @@
 )]
 
 use clap::Parser;
+use gonka_gateway::http::body::Framing;
 use gonka_gateway::http::chunked::ChunkedDecoder;
 use gonka_gateway::http::io::{ReadBuf, ReadError, write_all_deadline};
-use gonka_gateway::upstream::client::{ResponseBody, parse_response_head};
+use gonka_gateway::http::response::{ResponseHeadError, parse_response_head};
 use hdrhistogram::Histogram;
 use monoio::net::TcpStream;
 use serde_json::json;
@@ -132,7 +133,7 @@ async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std
                     rbuf.consume(h.head_len);
                     break h;
                 }
-                Err(gonka_gateway::upstream::client::ResponseHeadError::Incomplete) => {}
+                Err(ResponseHeadError::Incomplete) => {}
                 Err(e) => return Err(std::io::Error::other(e.to_string())),
             }
         }
@@ -140,9 +141,9 @@ async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std
     };
     let mut first_byte = None;
     let mut reusable = head.keep_alive;
-    match head.body {
-        ResponseBody::Empty => {}
-        ResponseBody::Length(n) => {
+    match head.framing {
+        Framing::Empty => {}
+        Framing::Length(n) => {
             let mut left = n;
             while left > 0 {
                 if rbuf.is_empty() {
@@ -154,7 +155,7 @@ async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std
                 left -= take;
             }
         }
-        ResponseBody::Chunked => {
+        Framing::Chunked => {
             let mut d = ChunkedDecoder::new();
             loop {
                 if !rbuf.is_empty() {
@@ -172,7 +173,7 @@ async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std
                 fill(io, rbuf).await?;
             }
         }
-        ResponseBody::UntilClose => {
+        Framing::UntilClose => {
             reusable = false;
             loop {
                 match rbuf.fill(io, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
@@ -550,7 +551,7 @@ fn main() {
     for _ in 0..threads {
         let (args, target, results) = (args.clone(), Arc::clone(&target), Arc::clone(&results));
         handles.push(std::thread::spawn(move || {
-            let Ok(mut rt) = gonka_gateway::runtime::build_runtime(4096) else { return };
+            let Ok(mut rt) = gonka_gateway::rt::build_runtime(4096) else { return };
             let out = rt.block_on(async move {
                 let t = Rc::new(Target { addr: target.addr, request: target.request.clone() });
                 let warmup = Duration::from_secs_f64(args.warmup_s);

@@ -1,9 +1,9 @@
 //! `gonka-gateway admin …`: account, credit and key administration from the shell, through the admin API
 //! (a small blocking HTTP/1.1 client; this runs in the CLI process, never on a core).
 
+use crate::http::client;
 use serde_json::{Value, json};
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
 use std::time::Duration;
 
 /// Where the admin API is and how to authenticate.
@@ -89,50 +89,33 @@ impl AdminCommand {
 }
 
 /// Sends one call; returns the status and the JSON body.
-#[expect(clippy::disallowed_methods, reason = "the CLI process blocks on its one request")]
 pub fn send(target: &AdminTarget, call: &AdminCall) -> io::Result<(u16, Value)> {
     let rest = target.url.strip_prefix("http://").ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the admin URL must start with http://")
     })?;
     let authority = rest.trim_end_matches('/');
-    let addr = authority
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("cannot resolve {authority}")))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = call.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!(
-        "{} {} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        call.method,
-        call.path,
-        target.token,
-        body.len()
-    );
-    if call.body.is_some() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str("\r\n");
-    req.push_str(&body);
-    stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(&raw) {
-        Ok(httparse::Status::Complete(n)) => n,
-        _ => {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed answer from the admin API"));
-        }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()),
+        None => (authority, Some(80)),
     };
-    let status = resp.code.unwrap_or(0);
-    let body = &raw[head_len..];
-    let value = if body.is_empty() {
+    let port =
+        port.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("bad port in {authority}")))?;
+    let body = call.body.as_ref().map(|b| b.to_string());
+    let auth = format!("Bearer {}", target.token);
+    let request = client::Request {
+        method: call.method,
+        path: &call.path,
+        headers: &[("Authorization", &auth)],
+        body: body.as_deref().map(str::as_bytes),
+    };
+    let to = client::Target { host, port, tls: false, addrs: &[] };
+    let answer = client::send(&to, &request, Duration::from_secs(30), None)?;
+    let value = if answer.body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(body).unwrap_or_else(|_| json!(String::from_utf8_lossy(body)))
+        serde_json::from_slice(&answer.body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&answer.body)))
     };
-    Ok((status, value))
+    Ok((answer.status, value))
 }
 
 #[cfg(test)]

@@ -563,11 +563,14 @@ impl NodeUrl {
         Ok(Self { tls, host, port, base_path })
     }
 
+    /// Where the blocking client sends to, at `addrs` (empty: resolved when sending).
+    pub fn target<'a>(&'a self, addrs: &'a [SocketAddr]) -> crate::http::client::Target<'a> {
+        crate::http::client::Target { host: &self.host, port: self.port, tls: self.tls, addrs }
+    }
+
     /// The `Host` header value.
     pub fn authority(&self) -> String {
-        let default = if self.tls { 443 } else { 80 };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == default { host } else { format!("{host}:{}", self.port) }
+        self.target(&[]).authority()
     }
 }
 

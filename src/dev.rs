@@ -5,7 +5,7 @@ use crate::config::{ConfigFile, ModelFile, NodeFile};
 use crate::control::ControlState;
 use crate::control::accounts::KeySpec;
 use crate::error::ApiError;
-use crate::model::{KeyKind, KeyStatus};
+use crate::model::KeyKind;
 use crate::sim::{self, SimConfig, SimParams};
 use std::io;
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ pub struct DevReady {
     pub base_url: String,
     pub api_key: String,
     pub admin_token: String,
-    pub running: crate::runtime::Running,
+    pub running: crate::gateway::Running,
     pub sim: sim::SimHandle,
 }
 
@@ -149,11 +149,11 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
             refresh: std::time::Duration::from_secs(30),
         });
     }
-    let admin_token = admin_token(&settings)?;
+    let admin_token = crate::gateway::admin_token(&settings)?;
     let data_dir = settings.data_dir.clone();
-    let mut boot = crate::runtime::Boot::new(settings, admin_token.clone());
+    let mut boot = crate::gateway::Boot::new(settings, admin_token.clone());
     boot.lock = Some(lock);
-    let (running, api_key) = crate::runtime::start(boot, move |st| demo_account(st, &data_dir))?;
+    let (running, api_key) = crate::gateway::start(boot, move |st| demo_account(st, &data_dir))?;
     Ok(DevReady {
         base_url: format!("{}/v1", client_url(running.public_addr)),
         api_key,
@@ -161,16 +161,6 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
         running,
         sim,
     })
-}
-
-/// The admin token: from the environment (`admin.token_env`), else generated once into the data dir.
-pub fn admin_token(settings: &crate::config::Settings) -> io::Result<String> {
-    match &settings.admin_token {
-        Some(t) => Ok(t.clone()),
-        None => crate::secret::load_or_create(&settings.data_dir.join("admin_token"), || {
-            Ok(format!("gadm-{}", crate::secret::random_base62(40)?))
-        }),
-    }
 }
 
 /// The demo account's starting balance: 1,000 GNK.
@@ -182,7 +172,7 @@ pub const DEV_CREDIT_NGONKA: u64 = 1_000 * 1_000_000_000;
 fn demo_account(st: &mut ControlState, data_dir: &Path) -> Result<String, ApiError> {
     let io = |e: io::Error| ApiError::Internal(e.to_string());
     let account_file = data_dir.join("dev_account");
-    let known = read_trimmed(&account_file).filter(|id| st.store.account(id).ok().flatten().is_some());
+    let known = read_trimmed(&account_file).filter(|id| st.has_account(id));
     let account_id = match known {
         Some(id) => id,
         None => {
@@ -193,15 +183,10 @@ fn demo_account(st: &mut ControlState, data_dir: &Path) -> Result<String, ApiErr
     };
     st.credit(&account_id, DEV_CREDIT_NGONKA, "dev-initial-credit")?;
     let key_file = data_dir.join("dev_api_key");
-    if let Some(secret) = read_trimmed(&key_file) {
-        let live = st.cache.get(&st.hasher.hash(&secret)).is_some_and(|k| {
-            k.kind == KeyKind::Managed
-                && k.status == KeyStatus::Active
-                && &*k.account_id == account_id.as_str()
-        });
-        if live {
-            return Ok(secret);
-        }
+    if let Some(secret) = read_trimmed(&key_file)
+        && st.is_live_key(&secret, KeyKind::Managed, &account_id)
+    {
+        return Ok(secret);
     }
     let key = st.create_key(
         &account_id,

@@ -281,13 +281,13 @@ fn main() -> ExitCode {
                 Ok(l) => l,
                 Err(e) => return fail(&format!("cannot start: {e}")),
             };
-            let admin_token = match dev::admin_token(&settings) {
+            let admin_token = match gonka_gateway::gateway::admin_token(&settings) {
                 Ok(t) => t,
                 Err(e) => return fail(&format!("admin token: {e}")),
             };
-            let mut boot = gonka_gateway::runtime::Boot::new(settings, admin_token);
+            let mut boot = gonka_gateway::gateway::Boot::new(settings, admin_token);
             boot.lock = Some(lock);
-            let running = match gonka_gateway::runtime::start(boot, |_| Ok(())) {
+            let running = match gonka_gateway::gateway::start(boot, |_| Ok(())) {
                 Ok((r, ())) => r,
                 Err(e) => return fail(&format!("cannot start: {e}")),
             };

@@ -352,10 +352,10 @@ fn postgres_change_feed_reports_another_stores_writes() {
     let schemas = Schemas::default();
     let (schema, mut writer) = schemas.store("a");
     let (tx, rx) = std::sync::mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = gonka_gateway::rt::shutdown::Shutdown::new();
     let feed = spawn_change_feed(
         &pg_settings(&schema, "b"),
-        Arc::clone(&stop),
+        stop.clone(),
         Box::new(move |c| {
             let _ = tx.send(c);
         }),
@@ -379,7 +379,7 @@ fn postgres_change_feed_reports_another_stores_writes() {
     assert!(writer.delete_price("m").unwrap());
     assert_eq!(next(), Change::Prices, "a deleted price reaches the other instances");
     println!("three changes delivered in {:?}", t.elapsed());
-    stop.store(true, Ordering::SeqCst);
+    stop.trigger();
     feed.join().unwrap();
 }
 

@@ -3,7 +3,7 @@
 //! the node bounded by the limit asked for, and the same model and stream flag.
 #![no_main]
 
-use gonka_gateway::api::body::{Endpoint, JsonScratch, Rewrite, inspect, rewrite};
+use gonka_gateway::api::inference::inspect::{Endpoint, JsonScratch, Rewrite, inspect, rewrite};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,13 +13,13 @@ fuzz_target!(|data: &[u8]| {
     assert!(head.head_len <= data.len());
     assert!(head.head_len <= limits.max_head_bytes);
     match head.framing {
-        BodyFraming::Chunked => {
+        Framing::Chunked => {
             let mut rest = data[head.head_len..].to_vec();
             if let Ok(d) = ChunkedDecoder::new().decode_in_place(&mut rest) {
                 assert!(d.payload_len <= d.consumed && d.consumed <= data.len() - head.head_len);
             }
         }
-        BodyFraming::Length(n) => assert!(n as usize <= limits.max_body_bytes),
-        BodyFraming::Empty => {}
+        Framing::Length(n) => assert!(n as usize <= limits.max_body_bytes),
+        Framing::Empty => {}
     }
 });

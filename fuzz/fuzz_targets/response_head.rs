@@ -2,7 +2,7 @@
 //! head lies within the input.
 #![no_main]
 
-use gonka_gateway::upstream::client::parse_response_head;
+use gonka_gateway::http::response::parse_response_head;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

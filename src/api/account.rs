@@ -3,14 +3,14 @@
 //! the control plane; another account's key is always a 404.
 
 use super::fields::Fields;
-use crate::auth::{Caller, authenticate_account};
+use crate::auth::Caller;
 use crate::control::accounts::{KeyAction, KeyPatch, KeySpec, KeyWithSecret};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
 use crate::model::KeyRow;
 use crate::model::{KeyKind, KeyStatus};
-use crate::server::exchange::Exchange;
+use crate::session::exchange::Exchange;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -82,7 +82,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
 
 fn account_caller<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
-    match authenticate_account(&core.app, ex.head.authorization.as_deref(), false, now_secs(&core))? {
+    match core.app.keys.authenticate_account(ex.head.authorization.as_deref(), false, now_secs(&core))? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
     }
@@ -94,7 +94,7 @@ fn children_caller<S: Transport>(
     management_key_id: &str,
 ) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
-    match authenticate_account(&core.app, ex.head.authorization.as_deref(), true, now_secs(&core))? {
+    match core.app.keys.authenticate_account(ex.head.authorization.as_deref(), true, now_secs(&core))? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { account_id, key_id } if &*key_id == management_key_id => Ok(account_id),
         Caller::ManagementKey { .. } => {
@@ -159,7 +159,7 @@ async fn act<S: Transport>(ex: &mut Exchange<'_, S>, id: &str, action: KeyAction
     Ok(())
 }
 
-fn now_secs(core: &crate::server::Core) -> i64 {
+fn now_secs(core: &crate::session::Core) -> i64 {
     core.app.clock.now_ms().div_euclid(1000)
 }
 

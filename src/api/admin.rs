@@ -13,7 +13,7 @@ use crate::http::request::query_param;
 use crate::model::AccountRow;
 use crate::model::KeyKind;
 use crate::model::ModelEntry;
-use crate::server::exchange::Exchange;
+use crate::session::exchange::Exchange;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -186,13 +186,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 .unwrap_or(10_000)
                 .min(100_000);
             let id = (*id).to_owned();
-            let records = control
-                .call(move |st| {
-                    st.account(&id)?;
-                    st.flush_journal()?;
-                    st.store.usage_records(&id, from, to, limit).map_err(ApiError::from)
-                })
-                .await??;
+            let records = control.call(move |st| st.usage_records(&id, from, to, limit)).await??;
             ex.respond_json(200, &list(records.iter().map(record_json).collect())).await;
         }
         (Method::Get, ["models"]) => {
@@ -217,30 +211,13 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 price_completion_ngonka: completion,
                 updated_at: crate::time::unix_secs() as i64,
             };
-            let entry = control
-                .call(move |st| {
-                    let spec = st.set_price(row)?;
-                    st.models
-                        .load()
-                        .entry(&spec.id)
-                        .cloned()
-                        .ok_or_else(|| ApiError::Internal("price not applied".into()))
-                })
-                .await??;
+            let entry = control.call(move |st| st.set_price(row)).await??;
             ex.respond_json(200, &model_json(&entry)).await;
         }
         (Method::Delete, ["models", rest @ ..]) if !rest.is_empty() => {
             let model = model_id(rest)?;
             let id = model.clone();
-            let (removed, entry) = control
-                .call(move |st| {
-                    let removed = st.store.delete_price(&id)?;
-                    if removed {
-                        st.reload_prices()?;
-                    }
-                    Ok::<_, ApiError>((removed, st.models.load().entry(&id).cloned()))
-                })
-                .await??;
+            let (removed, entry) = control.call(move |st| st.delete_price(&id)).await??;
             match entry {
                 // A configured model stays, at its config prices.
                 Some(entry) => {
@@ -262,11 +239,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             let id = (*id).to_owned();
             let k = control
                 .call(move |st| {
-                    let account = st
-                        .keys
-                        .get(&id)
-                        .map(|k| k.account_id.clone())
-                        .ok_or_else(|| ApiError::NotFound(format!("No key with id {id}.")))?;
+                    let account = st.key_account(&id)?;
                     st.key_action(
                         &account,
                         &id,
@@ -380,7 +353,7 @@ pub fn metrics(app: &App) -> String {
         &mut extra,
         "gateway_key_cache_entries",
         "Keys in the key cache.",
-        i64::try_from(app.keys.entry_count()).unwrap_or(i64::MAX),
+        i64::try_from(app.keys.len()).unwrap_or(i64::MAX),
     );
     gauge(
         &mut extra,

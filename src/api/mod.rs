@@ -3,7 +3,7 @@
 
 pub mod account;
 pub mod admin;
-pub mod body;
+
 pub mod fields;
 pub mod inference;
 pub mod models;

@@ -1,12 +1,12 @@
 //! Balance, usage and the spend shown on child keys (`/api/balance`, `/api/usage`).
 
-use crate::auth::{Caller, authenticate_account};
+use crate::auth::Caller;
 use crate::control::ControlState;
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::query_param;
 use crate::model::{GroupBy, KeyRow, UsageQuery};
-use crate::server::exchange::Exchange;
+use crate::session::exchange::Exchange;
 use crate::time::{day_index, day_string, parse_day};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ pub fn child_json(st: &mut ControlState, row: &KeyRow, secret: Option<&str>) -> 
 fn account_of<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
     let now = core.app.clock.now_ms().div_euclid(1000);
-    match authenticate_account(&core.app, ex.head.authorization.as_deref(), false, now)? {
+    match core.app.keys.authenticate_account(ex.head.authorization.as_deref(), false, now)? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
     }
@@ -81,14 +81,7 @@ pub async fn usage<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiErro
         }
     };
     let q = UsageQuery { account_id: account.to_string(), from_day, to_day, group_by };
-    let rows = core
-        .app
-        .control
-        .call(move |st| {
-            st.flush_journal()?;
-            st.store.usage_summary(&q).map_err(ApiError::from)
-        })
-        .await??;
+    let rows = core.app.control.call(move |st| st.usage_summary(&q)).await??;
     let data: Vec<Value> = rows
         .into_iter()
         .map(|r| {

@@ -7,49 +7,41 @@
 //! (`Arc<KeyEntry>`): a change replaces the entry, and the control plane does that before it answers the
 //! API call that made the change, so the next request on any core sees it.
 
-use crate::limits::counters::{AccountCounters, KeyCounters};
-use crate::model::KeyRow;
-use crate::model::{KeyHash, KeyKind, KeyStatus};
+use crate::limits::Budget;
+use crate::model::{KeyHash, KeyKind, KeyRow, KeyStatus};
 use std::sync::Arc;
 
-/// What the data plane knows of a key, with the counters its requests are admitted against.
+/// What the data plane knows of a key, with the budget its requests are admitted against.
 #[derive(Debug, Clone)]
 pub struct KeyEntry {
-    pub id: Arc<str>,
-    pub account_id: Arc<str>,
     pub kind: KeyKind,
     pub status: KeyStatus,
     /// A child key's management key.
     pub parent_id: Option<Arc<str>>,
-    pub limit_daily_ngonka: Option<u64>,
-    pub limit_monthly_ngonka: Option<u64>,
-    pub rate_limit_rpm: Option<u32>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
-    /// Its own fit policy (`None`: the config's).
-    pub fit_max_tokens: Option<crate::model::FitPolicy>,
-    /// Rate and spend of this key (kept across changes of the key).
-    pub counters: Arc<KeyCounters>,
-    /// The balance of the account that pays.
-    pub account: Arc<AccountCounters>,
+    /// Its limits and counters, and its account's balance.
+    pub budget: Arc<Budget>,
 }
 
 impl KeyEntry {
-    pub fn from_row(row: &KeyRow, counters: Arc<KeyCounters>, account: Arc<AccountCounters>) -> Self {
+    /// The entry of `row`, admitted against `budget` (whose limits the caller has set from the row).
+    pub fn new(row: &KeyRow, budget: Arc<Budget>) -> Self {
         Self {
-            id: Arc::from(row.id.as_str()),
-            account_id: Arc::from(row.account_id.as_str()),
             kind: row.kind,
             status: row.status,
             parent_id: row.parent_id.as_deref().map(Arc::from),
-            limit_daily_ngonka: row.limit_daily_ngonka,
-            limit_monthly_ngonka: row.limit_monthly_ngonka,
-            rate_limit_rpm: row.rate_limit_rpm,
             expires_at: row.expires_at,
-            fit_max_tokens: row.fit_max_tokens,
-            counters,
-            account,
+            budget,
         }
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.budget.key_id
+    }
+
+    pub fn account_id(&self) -> &Arc<str> {
+        &self.budget.account_id
     }
 
     pub fn is_expired(&self, now_unix: i64) -> bool {

@@ -1,60 +1,14 @@
-//! Authentication: key formats and hashing ([`keys`]), the in-memory key cache ([`cache`]), and the
-//! checks an inference or account request goes through.
+//! Authentication: key formats and hashing ([`keys`]), the in-memory key cache ([`cache`]), and
+//! [`Keys`], which checks an inference or account request's bearer against them.
 
 pub mod cache;
 pub mod keys;
 
-use crate::app::App;
 use crate::error::ApiError;
-use crate::model::{KeyKind, KeyStatus};
-use cache::KeyEntry;
-use keys::bearer;
+use crate::model::{KeyHash, KeyKind, KeyStatus};
+use cache::{KeyCache, KeyEntry};
+use keys::{KeyHasher, bearer};
 use std::sync::Arc;
-
-/// The key an inference request is made with.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub key: Arc<KeyEntry>,
-}
-
-impl Principal {
-    pub fn key_id(&self) -> &str {
-        &self.key.id
-    }
-}
-
-fn lookup(app: &App, token: &str) -> Option<Arc<KeyEntry>> {
-    // A token that does not look like any of our keys is refused without hashing.
-    KeyKind::of_secret(token)?;
-    app.keys.get(&app.hasher.hash(token))
-}
-
-/// Checks an inference request's key (DESIGN §1): unknown, rotated away or archived → 401
-/// `invalid_api_key`; expired → 401 `key_expired`; paused → 403 `key_paused`; a management key → 403
-/// `management_key_not_allowed`.
-pub fn authenticate_inference(
-    app: &App,
-    authorization: Option<&str>,
-    now_unix: i64,
-) -> Result<Principal, ApiError> {
-    let token = bearer(authorization).ok_or(ApiError::InvalidApiKey)?;
-    let key = lookup(app, token).ok_or(ApiError::InvalidApiKey)?;
-    match key.kind {
-        KeyKind::Management => return Err(ApiError::ManagementKeyNotAllowed),
-        KeyKind::AccountToken => return Err(ApiError::InvalidApiKey),
-        KeyKind::Managed | KeyKind::Child => {}
-    }
-    if key.status == KeyStatus::Archived {
-        return Err(ApiError::InvalidApiKey);
-    }
-    if key.is_expired(now_unix) {
-        return Err(ApiError::KeyExpired);
-    }
-    if key.status == KeyStatus::Paused {
-        return Err(ApiError::KeyPaused);
-    }
-    Ok(Principal { key })
-}
 
 /// Who calls the account API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,30 +27,107 @@ impl Caller {
     }
 }
 
-/// Checks an account-API bearer: the account token (`gka-`), or, where `allow_management` (the children
-/// endpoints), an active management key (`gm-`).
-pub fn authenticate_account(
-    app: &App,
-    authorization: Option<&str>,
-    allow_management: bool,
-    now_unix: i64,
-) -> Result<Caller, ApiError> {
-    let token = bearer(authorization).ok_or(ApiError::InvalidApiKey)?;
-    let key = lookup(app, token).ok_or(ApiError::InvalidApiKey)?;
-    if key.status == KeyStatus::Archived {
-        return Err(ApiError::InvalidApiKey);
+/// Every live key, and how a presented secret is looked up (its keyed hash).
+#[derive(Debug)]
+pub struct Keys {
+    cache: KeyCache,
+    hasher: KeyHasher,
+}
+
+impl Keys {
+    pub fn new(hasher: KeyHasher) -> Self {
+        Self { cache: KeyCache::new(), hasher }
     }
-    match key.kind {
-        KeyKind::AccountToken => Ok(Caller::Account { account_id: Arc::clone(&key.account_id) }),
-        KeyKind::Management if allow_management => {
-            if key.is_expired(now_unix) {
-                return Err(ApiError::KeyExpired);
-            }
-            if key.status == KeyStatus::Paused {
-                return Err(ApiError::KeyPaused);
-            }
-            Ok(Caller::ManagementKey { account_id: Arc::clone(&key.account_id), key_id: Arc::clone(&key.id) })
+
+    /// The keyed hash a secret is stored and looked up by.
+    pub fn hash(&self, secret: &str) -> KeyHash {
+        self.hasher.hash(secret)
+    }
+
+    /// The entry of a key by its hash.
+    pub fn get(&self, hash: &KeyHash) -> Option<Arc<KeyEntry>> {
+        self.cache.get(hash)
+    }
+
+    /// Control plane only: the key's entry, replacing any before it.
+    pub fn put(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
+        self.cache.put(hash, entry);
+    }
+
+    /// Control plane only.
+    pub fn remove(&self, hash: &KeyHash) {
+        self.cache.remove(hash);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lookup(&self, token: &str) -> Option<Arc<KeyEntry>> {
+        // A token that does not look like any of our keys is refused without hashing.
+        KeyKind::of_secret(token)?;
+        self.cache.get(&self.hasher.hash(token))
+    }
+
+    /// Checks an inference request's key: unknown, rotated away or archived → 401 `invalid_api_key`;
+    /// expired → 401 `key_expired`; paused → 403 `key_paused`; a management key → 403
+    /// `management_key_not_allowed`.
+    pub fn authenticate_inference(
+        &self,
+        authorization: Option<&str>,
+        now_unix: i64,
+    ) -> Result<Arc<KeyEntry>, ApiError> {
+        let token = bearer(authorization).ok_or(ApiError::InvalidApiKey)?;
+        let key = self.lookup(token).ok_or(ApiError::InvalidApiKey)?;
+        match key.kind {
+            KeyKind::Management => return Err(ApiError::ManagementKeyNotAllowed),
+            KeyKind::AccountToken => return Err(ApiError::InvalidApiKey),
+            KeyKind::Managed | KeyKind::Child => {}
         }
-        _ => Err(ApiError::InvalidApiKey),
+        if key.status == KeyStatus::Archived {
+            return Err(ApiError::InvalidApiKey);
+        }
+        if key.is_expired(now_unix) {
+            return Err(ApiError::KeyExpired);
+        }
+        if key.status == KeyStatus::Paused {
+            return Err(ApiError::KeyPaused);
+        }
+        Ok(key)
+    }
+
+    /// Checks an account-API bearer: the account token (`gka-`), or, where `allow_management` (the
+    /// children endpoints), an active management key (`gm-`).
+    pub fn authenticate_account(
+        &self,
+        authorization: Option<&str>,
+        allow_management: bool,
+        now_unix: i64,
+    ) -> Result<Caller, ApiError> {
+        let token = bearer(authorization).ok_or(ApiError::InvalidApiKey)?;
+        let key = self.lookup(token).ok_or(ApiError::InvalidApiKey)?;
+        if key.status == KeyStatus::Archived {
+            return Err(ApiError::InvalidApiKey);
+        }
+        match key.kind {
+            KeyKind::AccountToken => Ok(Caller::Account { account_id: Arc::clone(key.account_id()) }),
+            KeyKind::Management if allow_management => {
+                if key.is_expired(now_unix) {
+                    return Err(ApiError::KeyExpired);
+                }
+                if key.status == KeyStatus::Paused {
+                    return Err(ApiError::KeyPaused);
+                }
+                Ok(Caller::ManagementKey {
+                    account_id: Arc::clone(key.account_id()),
+                    key_id: Arc::clone(key.id()),
+                })
+            }
+            _ => Err(ApiError::InvalidApiKey),
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 pub mod estimate;
 pub mod journal;
-pub mod settle;
+pub mod stream;
 pub mod usage;
 
 pub use usage::UsageScanner;

@@ -98,7 +98,7 @@ impl ControlState {
             kind: KeyKind::AccountToken,
             name: "account token".into(),
             prefix: secret.prefix.clone(),
-            hash: self.hasher.hash(&secret.secret),
+            hash: self.keys.hash(&secret.secret),
             status: KeyStatus::Active,
             parent_id: None,
             limit_daily_ngonka: None,
@@ -129,7 +129,7 @@ impl ControlState {
         self.account(account_id)?;
         let at = now();
         let mut rows: Vec<KeyRow> = self
-            .keys
+            .rows
             .values()
             .filter(|k| {
                 k.account_id == account_id
@@ -145,7 +145,7 @@ impl ControlState {
             kind: KeyKind::AccountToken,
             name: "account token".into(),
             prefix: secret.prefix.clone(),
-            hash: self.hasher.hash(&secret.secret),
+            hash: self.keys.hash(&secret.secret),
             status: KeyStatus::Active,
             parent_id: None,
             limit_daily_ngonka: None,
@@ -214,7 +214,7 @@ impl ControlState {
         if kind == KeyKind::AccountToken {
             return Err(ApiError::bad_request("Account tokens are issued with the account.", Some("kind")));
         }
-        if !self.keys.values().any(|k| k.account_id == account_id)
+        if !self.rows.values().any(|k| k.account_id == account_id)
             && self.store.account(account_id)?.is_none()
         {
             return Err(ApiError::NotFound(format!("No account with id {account_id}.")));
@@ -222,7 +222,7 @@ impl ControlState {
         let parent_id = match (kind, parent) {
             (KeyKind::Child, Some(p)) => {
                 let parent = self
-                    .keys
+                    .rows
                     .get(p)
                     .filter(|k| k.account_id == account_id && k.kind == KeyKind::Management)
                     .ok_or_else(|| key_not_found(p))?;
@@ -250,7 +250,7 @@ impl ControlState {
             kind,
             name: spec.name,
             prefix: secret.prefix.clone(),
-            hash: self.hasher.hash(&secret.secret),
+            hash: self.keys.hash(&secret.secret),
             status: KeyStatus::Active,
             parent_id,
             limit_daily_ngonka: spec.limit_daily_ngonka,
@@ -275,13 +275,13 @@ impl ControlState {
         parent: Option<&str>,
     ) -> Result<Vec<KeyRow>, ApiError> {
         if let Some(p) = parent {
-            self.keys
+            self.rows
                 .get(p)
                 .filter(|k| k.account_id == account_id && k.kind == KeyKind::Management)
                 .ok_or_else(|| key_not_found(p))?;
         }
         let mut rows: Vec<KeyRow> = self
-            .keys
+            .rows
             .values()
             .filter(|k| {
                 k.account_id == account_id
@@ -296,7 +296,7 @@ impl ControlState {
 
     /// One of the account's keys whose kind is in `kinds`; anything else is a 404.
     pub fn owned_key(&self, account_id: &str, key_id: &str, kinds: &[KeyKind]) -> Result<KeyRow, ApiError> {
-        self.keys
+        self.rows
             .get(key_id)
             .filter(|k| k.account_id == account_id && kinds.contains(&k.kind))
             .cloned()
@@ -325,7 +325,7 @@ impl ControlState {
             KeyAction::Resume => updated.status = KeyStatus::Active,
             KeyAction::Rotate => {
                 let s = new_secret(key.kind)?;
-                updated.hash = self.hasher.hash(&s.secret);
+                updated.hash = self.keys.hash(&s.secret);
                 updated.prefix = s.prefix;
                 secret = Some(s.secret);
             }
@@ -333,7 +333,7 @@ impl ControlState {
                 updated.status = KeyStatus::Archived;
                 if key.kind == KeyKind::Management {
                     rows.extend(
-                        self.keys
+                        self.rows
                             .values()
                             .filter(|k| {
                                 k.parent_id.as_deref() == Some(key_id) && k.status != KeyStatus::Archived
@@ -400,7 +400,7 @@ impl ControlState {
     fn child(&self, account_id: &str, parent: &str, child_id: &str) -> Result<KeyRow, ApiError> {
         self.owned_key(account_id, parent, &[KeyKind::Management])?;
         let child = self
-            .keys
+            .rows
             .get(child_id)
             .filter(|k| {
                 k.account_id == account_id

@@ -4,16 +4,21 @@
 //! ([`health`]), so a slow probe never delays an API call.
 
 pub mod accounts;
-pub mod fetch;
 pub mod health;
 pub mod leases;
+mod leasing;
 pub mod state;
 
 pub use state::ControlState;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, RateLimitInfo};
+use crate::limits::admit::Lender;
+use crate::limits::fit::Quote;
+use crate::limits::{Admission, Budget, HoldGauges};
+use crate::rt::shutdown::Shutdown;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::io;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -76,17 +81,19 @@ pub fn channel() -> (ControlHandle, Receiver<Job>) {
 /// The running control-plane thread.
 #[derive(Debug)]
 pub struct ControlPlane {
-    handle: ControlHandle,
+    shutdown: Shutdown,
     thread: JoinHandle<()>,
 }
 
 impl ControlPlane {
-    pub fn start(mut state: ControlState, handle: ControlHandle, rx: Receiver<Job>) -> io::Result<Self> {
+    pub fn start(mut state: ControlState, rx: Receiver<Job>) -> io::Result<Self> {
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
         let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
             crate::rt::make_background_thread();
             let tick = Duration::from_millis(100);
             let mut next_tick = Instant::now() + tick;
-            while !state.stopping {
+            while !stop.is_triggered() {
                 let wait = next_tick.saturating_duration_since(Instant::now());
                 #[expect(clippy::disallowed_methods, reason = "the control plane is allowed to block")]
                 match rx.recv_timeout(wait) {
@@ -99,18 +106,44 @@ impl ControlPlane {
                     next_tick = Instant::now() + tick;
                 }
             }
+            // What was queued before the stop is still done.
+            while let Ok(job) = rx.try_recv() {
+                job(&mut state);
+            }
             state.shutdown();
         })?;
-        Ok(Self { handle, thread })
-    }
-
-    pub fn handle(&self) -> &ControlHandle {
-        &self.handle
+        Ok(Self { shutdown, thread })
     }
 
     /// Finishes queued work, writes what must survive (the key snapshot), and stops.
     pub fn stop(self) {
-        let _ = self.handle.call_blocking(|st| st.stopping = true);
+        self.shutdown.trigger();
         let _ = self.thread.join();
+    }
+}
+
+/// The control plane lends an instance more of its shared budgets (several instances with Redis): a
+/// refused request leases what it needs and is admitted there, in one job.
+impl Lender for ControlHandle {
+    async fn lease_rate(
+        &self,
+        budget: &Arc<Budget>,
+        rpm: u32,
+        share_of_rpm: u32,
+        now_ms: i64,
+    ) -> Option<Result<Option<RateLimitInfo>, ApiError>> {
+        let b = Arc::clone(budget);
+        self.call(move |st| st.lease_rate(&b, rpm, share_of_rpm, now_ms)).await.ok()
+    }
+
+    async fn lease_hold(
+        &self,
+        budget: &Arc<Budget>,
+        quote: Quote,
+        now_ms: i64,
+        gauges: &Arc<HoldGauges>,
+    ) -> Option<Result<Admission, ApiError>> {
+        let (b, g) = (Arc::clone(budget), Arc::clone(gauges));
+        self.call(move |st| st.lease_for(&b, &quote, now_ms, &g)).await.ok()
     }
 }

@@ -5,11 +5,12 @@
 //! then the usage journal is applied to the store (so nothing billed before a crash is lost); only then
 //! are balances and today's and this month's spend read back into the counters.
 
-use crate::auth::cache::{KeyCache, KeyEntry};
-use crate::auth::keys::KeyHasher;
+use crate::auth::Keys;
+use crate::auth::cache::KeyEntry;
 use crate::billing::journal::{JournalReader, JournalStats};
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::limits::Budget;
 use crate::limits::counters::{AccountCounters, KeyCounters};
 use crate::limits::share::Share;
 use crate::model::JournalPos;
@@ -41,50 +42,48 @@ impl From<StoreError> for ApiError {
 const APPLY_BATCH: usize = 64;
 
 pub struct ControlState {
-    pub store: Box<dyn Store>,
-    pub cache: Arc<KeyCache>,
-    pub hasher: KeyHasher,
-    pub clock: Arc<dyn Clock>,
+    pub(super) store: Box<dyn Store>,
+    /// The key cache the cores read: the control plane is its only writer.
+    pub(super) keys: Arc<Keys>,
+    pub(super) clock: Arc<dyn Clock>,
     /// Every key row, by id (archived ones included).
-    pub keys: HashMap<String, KeyRow>,
+    pub(super) rows: HashMap<String, KeyRow>,
     /// Counters by key id and by account id; cache entries share them.
-    pub key_counters: HashMap<String, Arc<KeyCounters>>,
-    pub account_counters: HashMap<String, Arc<AccountCounters>>,
+    pub(super) key_counters: HashMap<String, Arc<KeyCounters>>,
+    pub(super) account_counters: HashMap<String, Arc<AccountCounters>>,
     /// Highest key version applied to the mirror and the cache.
-    pub last_version: i64,
-    pub max_keys_per_account: usize,
-    pub snapshot_path: PathBuf,
-    journal: JournalReader,
-    journal_stats: Arc<JournalStats>,
+    pub(super) last_version: i64,
+    pub(super) max_keys_per_account: usize,
+    pub(super) snapshot_path: PathBuf,
+    pub(super) journal: JournalReader,
+    pub(super) journal_stats: Arc<JournalStats>,
     /// The journal position the store has.
-    pub journal_pos: JournalPos,
+    pub(super) journal_pos: JournalPos,
     /// The model table the cores read (prices), and the configured models it is built from.
-    pub models: Arc<ArcSwap<ModelTable>>,
-    config_models: Vec<crate::model::ModelSpec>,
-    journal_retry_at: Option<Instant>,
-    snapshot_interval: Duration,
-    reconcile_interval: Duration,
-    snapshot_dirty: bool,
-    last_snapshot: Instant,
-    last_reconcile: Instant,
+    pub(super) models: Arc<ArcSwap<ModelTable>>,
+    pub(super) config_models: Vec<crate::model::ModelSpec>,
+    pub(super) journal_retry_at: Option<Instant>,
+    pub(super) snapshot_interval: Duration,
+    pub(super) reconcile_interval: Duration,
+    pub(super) snapshot_dirty: bool,
+    pub(super) last_snapshot: Instant,
+    pub(super) last_reconcile: Instant,
     /// This instance's share of every budget (several instances on one store).
-    pub share: Share,
+    pub(super) share: Share,
     /// Everything credited to each account, as last read (several instances: shares follow it).
-    pub(crate) credit_totals: HashMap<String, i64>,
+    pub(super) credit_totals: HashMap<String, i64>,
     /// Several instances with Redis: what this instance leased (`limits::lease`).
-    pub leases: Option<super::leases::Leases>,
+    pub(super) leases: Option<super::leases::Leases>,
     /// Requests per minute of keys without their own limit.
-    pub default_rpm: u32,
+    pub(super) default_rpm: u32,
     /// Several instances: what `/metrics` shows of leases and the change feed.
-    pub gauges: Arc<super::leases::ClusterGauges>,
-    /// Set to end the control-plane loop.
-    pub stopping: bool,
+    pub(super) gauges: Arc<super::leases::ClusterGauges>,
 }
 
 impl std::fmt::Debug for ControlState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlState")
-            .field("keys", &self.keys.len())
+            .field("keys", &self.rows.len())
             .field("version", &self.last_version)
             .finish()
     }
@@ -102,8 +101,7 @@ impl ControlState {
     pub fn open(
         mut store: Box<dyn Store>,
         settings: &Settings,
-        cache: Arc<KeyCache>,
-        hasher: KeyHasher,
+        keys: Arc<Keys>,
         clock: Arc<dyn Clock>,
         journal_stats: Arc<JournalStats>,
         models: Arc<ArcSwap<ModelTable>>,
@@ -122,10 +120,9 @@ impl ControlState {
         let journal_pos = store.journal_pos()?;
         let mut state = Self {
             store,
-            cache,
-            hasher,
+            keys,
             clock,
-            keys: HashMap::with_capacity(rows.len()),
+            rows: HashMap::with_capacity(rows.len()),
             key_counters: HashMap::new(),
             account_counters: HashMap::new(),
             last_version: 0,
@@ -160,7 +157,6 @@ impl ControlState {
                 }
                 _ => None,
             },
-            stopping: false,
         };
         let replayed = state.apply_journal(Duration::from_secs(3600)).map_err(StoreError::Unavailable)?;
         if replayed > 0 {
@@ -168,6 +164,9 @@ impl ControlState {
         }
         state.restore_counters()?;
         state.apply_rows(&rows);
+        if state.leases.is_none() {
+            state.gauges.redis_up.store(-1, Ordering::Relaxed);
+        }
         if state.leases.is_some() {
             state.sync_leases();
         }
@@ -182,6 +181,11 @@ impl ControlState {
             state.write_snapshot();
         }
         Ok((state, source))
+    }
+
+    /// What `/metrics` shows of leases and the change feed (the cores read these).
+    pub fn gauges(&self) -> Arc<super::leases::ClusterGauges> {
+        Arc::clone(&self.gauges)
     }
 
     /// Balances and this day's and month's spend, from the store. With several instances: this
@@ -295,7 +299,7 @@ impl ControlState {
         let now = self.clock.now_ms();
         if !self.share.is_split() {
             let entry = self.key_entry(row);
-            return crate::limits::key_spend(&entry, now);
+            return crate::limits::key_spend(&entry.budget, now);
         }
         let _ = self.flush_journal();
         let (day, month) = (day_index(now), month_index(now));
@@ -321,37 +325,42 @@ impl ControlState {
     fn entry(&mut self, row: &KeyRow) -> Arc<KeyEntry> {
         let counters = Arc::clone(self.key_counters.entry(row.id.clone()).or_default());
         let account = self.account_counters(&row.account_id);
-        let mut entry = KeyEntry::from_row(row, counters, account);
-        if self.share.is_split() {
-            entry.limit_daily_ngonka = entry.limit_daily_ngonka.map(|l| self.share.of(l));
-            entry.limit_monthly_ngonka = entry.limit_monthly_ngonka.map(|l| self.share.of(l));
-            // With leases the cores split the rate themselves (a fixed share plus minute leases).
-            if !self.share.leased() {
-                entry.rate_limit_rpm = entry.rate_limit_rpm.map(|r| self.share.rpm(r));
-            }
-        }
-        Arc::new(entry)
+        let split = self.share.is_split();
+        let share = |l: u64| if split { self.share.of(l) } else { l };
+        // With leases the cores split the rate themselves (a fixed share plus minute leases).
+        let rpm = |r: u32| if split && !self.share.leased() { self.share.rpm(r) } else { r };
+        let budget = Budget {
+            key_id: Arc::from(row.id.as_str()),
+            account_id: Arc::from(row.account_id.as_str()),
+            limit_daily_ngonka: row.limit_daily_ngonka.map(share),
+            limit_monthly_ngonka: row.limit_monthly_ngonka.map(share),
+            rate_limit_rpm: row.rate_limit_rpm.map(rpm),
+            fit_max_tokens: row.fit_max_tokens,
+            counters,
+            account,
+        };
+        Arc::new(KeyEntry::new(row, Arc::new(budget)))
     }
 
     /// Applies stored rows to the mirror and the cache (a rotated key's old hash leaves the cache).
     pub fn apply_rows(&mut self, rows: &[KeyRow]) {
         for row in rows {
-            if let Some(old) = self.keys.get(&row.id) {
+            if let Some(old) = self.rows.get(&row.id) {
                 if old.version > row.version {
                     continue;
                 }
                 if old.hash != row.hash {
-                    self.cache.remove(&old.hash);
+                    self.keys.remove(&old.hash);
                 }
             }
             if row.status == KeyStatus::Archived {
-                self.cache.remove(&row.hash);
+                self.keys.remove(&row.hash);
             } else {
                 let entry = self.entry(row);
-                self.cache.put(row.hash, entry);
+                self.keys.put(row.hash, entry);
             }
             self.last_version = self.last_version.max(row.version);
-            self.keys.insert(row.id.clone(), row.clone());
+            self.rows.insert(row.id.clone(), row.clone());
         }
         if !rows.is_empty() {
             self.snapshot_dirty = true;
@@ -367,7 +376,7 @@ impl ControlState {
 
     /// The cache entry of a key (with its counters), for listings that show spend.
     pub fn key_entry(&mut self, row: &KeyRow) -> Arc<KeyEntry> {
-        self.cache.get(&row.hash).filter(|e| *e.id == *row.id).unwrap_or_else(|| self.entry(row))
+        self.keys.get(&row.hash).filter(|e| **e.id() == *row.id).unwrap_or_else(|| self.entry(row))
     }
 
     /// Applies journal records to the store until caught up or `budget` is spent. Returns how many were
@@ -412,8 +421,8 @@ impl ControlState {
 
     pub fn write_snapshot(&mut self) {
         let state =
-            crate::store::KeyTableState { max_version: self.last_version, count: self.keys.len() as i64 };
-        let mut rows: Vec<KeyRow> = self.keys.values().cloned().collect();
+            crate::store::KeyTableState { max_version: self.last_version, count: self.rows.len() as i64 };
+        let mut rows: Vec<KeyRow> = self.rows.values().cloned().collect();
         rows.sort_by_key(|r| r.version);
         match snapshot::write(&self.snapshot_path, &rows, state) {
             Ok(()) => self.snapshot_dirty = false,
@@ -465,7 +474,7 @@ impl ControlState {
 
     /// Keys of `account_id` that count against its quota.
     pub fn live_key_count(&self, account_id: &str) -> usize {
-        self.keys
+        self.rows
             .values()
             .filter(|k| {
                 k.account_id == account_id
@@ -476,13 +485,68 @@ impl ControlState {
     }
 
     /// Stores a model's prices and publishes them to the cores.
-    pub fn set_price(&mut self, row: crate::model::PriceRow) -> Result<crate::model::ModelSpec, ApiError> {
+    pub fn set_price(&mut self, row: crate::model::PriceRow) -> Result<crate::model::ModelEntry, ApiError> {
         self.store.upsert_price(&row)?;
         self.reload_prices()?;
         self.models
             .load()
-            .get(&row.model)
+            .entry(&row.model)
             .cloned()
             .ok_or_else(|| ApiError::Internal("price not applied".into()))
+    }
+
+    /// Removes a model's stored price (the config's price, if any, applies again): whether there was one,
+    /// and the model's entry now (`None` when only the store had it).
+    pub fn delete_price(
+        &mut self,
+        model: &str,
+    ) -> Result<(bool, Option<crate::model::ModelEntry>), ApiError> {
+        let removed = self.store.delete_price(model)?;
+        if removed {
+            self.reload_prices()?;
+        }
+        Ok((removed, self.models.load().entry(model).cloned()))
+    }
+
+    /// The records of an account in days `from_day..=to_day` (the journal applied first), at most `limit`.
+    pub fn usage_records(
+        &mut self,
+        account_id: &str,
+        from_day: i64,
+        to_day: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::model::UsageRecord>, ApiError> {
+        self.account(account_id)?;
+        self.flush_journal()?;
+        Ok(self.store.usage_records(account_id, from_day, to_day, limit)?)
+    }
+
+    /// An account's usage summed by day, model or key (the journal applied first).
+    pub fn usage_summary(
+        &mut self,
+        q: &crate::model::UsageQuery,
+    ) -> Result<Vec<crate::model::UsageSummaryRow>, ApiError> {
+        self.flush_journal()?;
+        Ok(self.store.usage_summary(q)?)
+    }
+
+    /// The account a key belongs to.
+    pub fn key_account(&self, key_id: &str) -> Result<String, ApiError> {
+        self.rows
+            .get(key_id)
+            .map(|k| k.account_id.clone())
+            .ok_or_else(|| ApiError::NotFound(format!("No key with id {key_id}.")))
+    }
+
+    /// Whether `secret` is a live key of `kind` of `account_id` (an active one, as the cache has it now).
+    pub fn is_live_key(&self, secret: &str, kind: crate::model::KeyKind, account_id: &str) -> bool {
+        self.keys.get(&self.keys.hash(secret)).is_some_and(|k| {
+            k.kind == kind && k.status == KeyStatus::Active && &**k.account_id() == account_id
+        })
+    }
+
+    /// Whether the store has an account with this id.
+    pub fn has_account(&mut self, id: &str) -> bool {
+        self.store.account(id).ok().flatten().is_some()
     }
 }

@@ -5,7 +5,6 @@
 //! chain's Transfer Agent allowlist (`/chain-api/productscience/inference/inference/params`,
 //! `params.transfer_agent_access_params.allowed_transfer_addresses`).
 
-use crate::config::{NodeKind, NodeSpec, NodeUrl};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -17,9 +16,18 @@ pub const PARAMS_PATH: &str = "/chain-api/productscience/inference/inference/par
 /// One node of the epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participant {
+    /// Its `gonka1…` address: the transfer address requests to it are signed for.
     pub address: String,
     pub inference_url: String,
+    /// Models it serves (a model it lists that the gateway does not price is refused anyway).
     pub models: Vec<String>,
+}
+
+impl Participant {
+    /// Its OpenAI base URL (the inference URL ending in `/v1`).
+    pub fn base_url(&self) -> String {
+        ensure_v1(&self.inference_url)
+    }
 }
 
 /// The usable participants of a participants answer.
@@ -69,32 +77,13 @@ pub fn ensure_v1(url: &str) -> String {
     if u.ends_with("/v1") { u.to_owned() } else { format!("{u}/v1") }
 }
 
-/// Node specs for the participants (allowed ones, when an allowlist is given). Models a participant
-/// lists but the gateway does not price are kept in its list; requests for them are refused anyway.
-pub fn node_specs(participants: &[Participant], allowlist: Option<&HashSet<String>>) -> Vec<NodeSpec> {
-    participants
-        .iter()
-        .filter(|p| allowlist.is_none_or(|a| a.contains(&p.address)))
-        .filter_map(|p| {
-            let url = NodeUrl::parse(&ensure_v1(&p.inference_url)).ok()?;
-            Some(NodeSpec {
-                url,
-                kind: NodeKind::Gonka,
-                api_key: None,
-                models: p.models.clone(),
-                transfer_address: Some(p.address.clone()),
-            })
-        })
-        .collect()
-}
-
 /// Runs discovery against the seeds in order; the first seed that answers decides. `get` fetches a
 /// path under a seed and returns the body of a 2xx answer.
-pub fn discover(
-    seeds: &[NodeUrl],
+pub fn discover<S: std::fmt::Display>(
+    seeds: &[S],
     use_allowlist: bool,
-    get: impl Fn(&NodeUrl, &str) -> Result<Vec<u8>, String>,
-) -> Result<Vec<NodeSpec>, String> {
+    get: impl Fn(&S, &str) -> Result<Vec<u8>, String>,
+) -> Result<Vec<Participant>, String> {
     let mut last = "no seeds configured".to_owned();
     for seed in seeds {
         let participants = match get(seed, PARTICIPANTS_PATH).and_then(|b| parse_participants(&b)) {
@@ -115,7 +104,10 @@ pub fn discover(
         } else {
             None
         };
-        return Ok(node_specs(&participants, allowlist.as_ref()));
+        return Ok(participants
+            .into_iter()
+            .filter(|p| allowlist.as_ref().is_none_or(|a| a.contains(&p.address)))
+            .collect());
     }
     Err(last)
 }
@@ -148,10 +140,8 @@ mod tests {
                 models: vec!["m1".into(), "m2".into()]
             }
         );
-        let specs = node_specs(&p, None);
-        assert_eq!(specs[0].url.to_string(), "http://10.0.0.1:8000/v1");
-        assert_eq!(specs[1].url.to_string(), "https://node-b.example/v1");
-        assert_eq!(specs[1].transfer_address.as_deref(), Some("gonka1bbb"));
+        assert_eq!(p[0].base_url(), "http://10.0.0.1:8000/v1");
+        assert_eq!(p[1].base_url(), "https://node-b.example/v1");
         assert!(parse_participants(b"{}").is_err());
         assert!(parse_participants(b"nope").is_err());
     }
@@ -162,19 +152,27 @@ mod tests {
             br#"{"params":{"transfer_agent_access_params":{"allowed_transfer_addresses":["gonka1bbb"]}}}"#,
         )
         .unwrap();
-        let p = parse_participants(PARTICIPANTS.as_bytes()).unwrap();
-        let specs = node_specs(&p, Some(&a));
-        assert_eq!(specs.len(), 1);
-        assert_eq!(specs[0].transfer_address.as_deref(), Some("gonka1bbb"));
+        assert!(a.contains("gonka1bbb") && a.len() == 1);
+        let allowed = discover(&["seed"], true, |_, path| {
+            Ok(if path == PARAMS_PATH {
+                br#"{"params":{"transfer_agent_access_params":{"allowed_transfer_addresses":["gonka1bbb"]}}}"#
+                    .to_vec()
+            } else {
+                PARTICIPANTS.as_bytes().to_vec()
+            })
+        })
+        .unwrap();
+        assert_eq!(allowed.len(), 1);
+        assert_eq!(allowed[0].address, "gonka1bbb");
         assert!(parse_allowlist(br#"{"params":{}}"#).is_err());
     }
 
     #[test]
     fn discovery_falls_through_dead_seeds() {
-        let seeds = [NodeUrl::parse("http://dead:1").unwrap(), NodeUrl::parse("http://live:2").unwrap()];
+        let seeds = ["http://dead:1", "http://live:2"];
         let specs = discover(&seeds, false, |seed, path| {
             assert_eq!(path, PARTICIPANTS_PATH);
-            if seed.host == "dead" { Err("refused".into()) } else { Ok(PARTICIPANTS.as_bytes().to_vec()) }
+            if seed.contains("dead") { Err("refused".into()) } else { Ok(PARTICIPANTS.as_bytes().to_vec()) }
         })
         .unwrap();
         assert_eq!(specs.len(), 2);

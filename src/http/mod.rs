@@ -6,7 +6,9 @@
 //! socket side only moves bytes between a [`io::ReadBuf`] and those parsers. `Incomplete` is ordinary
 //! control flow, not an error.
 
+pub mod body;
 pub mod chunked;
+pub mod client;
 pub mod date;
 pub mod io;
 pub mod request;
@@ -14,4 +16,5 @@ pub mod response;
 pub mod sse;
 pub mod tls;
 
-pub use request::{BodyFraming, HeadError, HttpLimits, Method, RequestHead};
+pub use body::{BodyDecoder, Framing};
+pub use request::{HeadError, HttpLimits, Method, RequestHead};

@@ -6,6 +6,8 @@
 //! Content-Length values, a Transfer-Encoding other than exactly `chunked`, a head over the size or
 //! header-count limit. The caller answers with [`HeadError::status`] and closes the connection.
 
+use super::body::Framing;
+
 /// The largest header count a configuration may allow (the parser's stack array).
 pub const MAX_HEADERS_CAP: usize = 256;
 
@@ -54,17 +56,6 @@ impl Method {
     }
 }
 
-/// How the request body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFraming {
-    /// No body (no Content-Length, no Transfer-Encoding).
-    Empty,
-    /// Exactly this many bytes follow the head.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
-
 /// A parsed request head: the few fields the gateway acts on, copied out of the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
@@ -75,7 +66,7 @@ pub struct RequestHead {
     pub query: Option<String>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version_minor: u8,
-    pub framing: BodyFraming,
+    pub framing: Framing,
     /// Whether the client allows the connection to stay open after this exchange.
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent.
@@ -231,13 +222,13 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
     }
     let framing = match (chunked, content_length) {
         (true, Some(_)) => return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding")),
-        (true, None) => BodyFraming::Chunked,
-        (false, Some(0)) | (false, None) => BodyFraming::Empty,
+        (true, None) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::Empty,
         (false, Some(n)) => {
             if n > limits.max_body_bytes as u64 {
                 return Err(HeadError::BodyTooLarge);
             }
-            BodyFraming::Length(n)
+            Framing::Length(n)
         }
     };
     let keep_alive = if version_minor == 0 { conn_keep_alive && !conn_close } else { !conn_close };
@@ -364,7 +355,7 @@ mod tests {
         assert_eq!(h.method, Method::Post);
         assert_eq!(h.path, "/v1/chat/completions");
         assert_eq!(h.query.as_deref(), Some("x=1"));
-        assert_eq!(h.framing, BodyFraming::Length(12));
+        assert_eq!(h.framing, Framing::Length(12));
         assert!(h.keep_alive);
         assert_eq!(h.authorization.as_deref(), Some("Bearer k"));
     }
@@ -421,7 +412,7 @@ mod tests {
     fn repeated_equal_lengths_are_accepted() {
         let h =
             parse("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").unwrap();
-        assert_eq!(h.framing, BodyFraming::Length(3));
+        assert_eq!(h.framing, Framing::Length(3));
     }
 
     #[test]

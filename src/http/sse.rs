@@ -1,19 +1,11 @@
-//! Server-sent events as OpenAI streams them: event boundaries, and which event is the usage chunk.
+//! Server-sent events, as framing only: where an event ends, what its data is, how to write one. What an
+//! event *means* (a usage chunk, a content delta) is for the layers that speak a dialect.
 //!
 //! # Design
 //! The relay keeps an incomplete trailing event until its blank line arrives (a client cannot act on half
-//! an event, so this costs no latency) and hands complete events here. [`classify`] looks at one event:
-//! almost all are content chunks, recognised by one `memmem` search for `"usage"` that either misses or
-//! finds `"usage":null`; only the real usage chunk is parsed (a copy, with simd-json).
+//! an event, so this costs no latency) and hands complete events on.
 
-use crate::billing::usage::parse_usage_object;
-
-use crate::model::Usage;
-use memchr::memmem::Finder;
-use std::sync::LazyLock;
-
-static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
-static CHOICES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
+use std::borrow::Cow;
 
 /// The index just past the blank line that ends the first complete event in `buf`, if any.
 /// Lines end in LF or CRLF.
@@ -36,22 +28,9 @@ pub fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
-/// What one complete event is, for billing and filtering.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// `data: [DONE]`.
-    Done,
-    /// A chunk carrying a non-null `usage`; `choices_empty` when it carries nothing else (the chunk
-    /// `stream_options.include_usage` adds, which the relay cuts when the client did not ask for it).
-    Usage { usage: Usage, choices_empty: bool },
-    /// Any other event with data (content, role, finish, error).
-    Data,
-    /// Comments, keep-alives, events without data.
-    Other,
-}
-
-/// Classifies one complete event (as delimited by [`event_end`]).
-pub fn classify(event: &[u8]) -> EventKind {
+/// The data of one complete event: its `data:` lines, joined with LF when there are several (per the
+/// SSE spec; rare, and only then copied). `None` for an event without data (comments, keep-alives).
+pub fn event_data(event: &[u8]) -> Option<Cow<'_, [u8]>> {
     let mut data: Option<&[u8]> = None;
     let mut joined: Vec<u8> = Vec::new();
     let mut lines = 0;
@@ -65,7 +44,6 @@ pub fn classify(event: &[u8]) -> EventKind {
         match lines {
             1 => data = Some(rest),
             2 => {
-                // Multi-line data is joined with LF, per the SSE spec. Rare; only then do we copy.
                 joined.extend_from_slice(data.unwrap_or_default());
                 joined.push(b'\n');
                 joined.extend_from_slice(rest);
@@ -76,68 +54,27 @@ pub fn classify(event: &[u8]) -> EventKind {
             }
         }
     }
-    let data = if lines > 1 { joined.as_slice() } else { data.unwrap_or_default() };
-    if lines == 0 {
-        return EventKind::Other;
+    match lines {
+        0 => None,
+        1 => data.map(Cow::Borrowed),
+        _ => Some(Cow::Owned(joined)),
     }
-    if data == b"[DONE]" {
-        return EventKind::Done;
-    }
-    if let Some(usage) = usage_of(data) {
-        return EventKind::Usage { usage, choices_empty: choices_empty(data) };
-    }
-    EventKind::Data
 }
 
-/// The non-null usage of a data payload, if it has one.
-fn usage_of(data: &[u8]) -> Option<Usage> {
-    let mut at = 0;
-    while let Some(p) = USAGE_KEY.find(&data[at..]) {
-        let after = at + p + b"\"usage\"".len();
-        let rest = skip_ws(&data[after..]);
-        if let Some(rest) = rest.strip_prefix(b":")
-            && skip_ws(rest).first() == Some(&b'{')
-        {
-            return usage_from_json(data);
-        }
-        at = after;
+/// Appends one event to `out`: an `event:` line when `name` is given, the data (one `data:` line per
+/// line of it), and the blank line that ends it.
+pub fn write_event(out: &mut Vec<u8>, name: Option<&str>, data: &[u8]) {
+    if let Some(name) = name {
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'\n');
     }
-    None
-}
-
-fn usage_from_json(data: &[u8]) -> Option<Usage> {
-    use simd_json::prelude::*;
-    let mut copy = data.to_vec();
-    let value = simd_json::to_borrowed_value(&mut copy).ok()?;
-    let usage = value.as_object()?.get("usage")?;
-    let mut raw = Vec::new();
-    usage.write(&mut raw).ok()?;
-    parse_usage_object(&raw)
-}
-
-fn choices_empty(data: &[u8]) -> bool {
-    let Some(p) = CHOICES_KEY.find(data) else {
-        return true;
-    };
-    let rest = skip_ws(&data[p + b"\"choices\"".len()..]);
-    let Some(rest) = rest.strip_prefix(b":") else {
-        return false;
-    };
-    let rest = skip_ws(rest);
-    if rest.starts_with(b"null") {
-        return true;
+    for line in data.split(|&b| b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line);
+        out.push(b'\n');
     }
-    let Some(rest) = rest.strip_prefix(b"[") else {
-        return false;
-    };
-    skip_ws(rest).first() == Some(&b']')
-}
-
-fn skip_ws(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t' | b'\r' | b'\n', rest @ ..] = s {
-        s = rest;
-    }
-    s
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -155,38 +92,13 @@ mod tests {
     }
 
     #[test]
-    fn classifies_openai_chunks() {
-        let content = br#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}
-
-"#;
-        assert_eq!(classify(content), EventKind::Data);
-        let usage = br#"data: {"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}
-
-"#;
-        assert_eq!(
-            classify(usage),
-            EventKind::Usage { usage: Usage { prompt_tokens: 5, completion_tokens: 7 }, choices_empty: true }
-        );
-        let both = br#"data: {"choices":[{"delta":{}}], "usage" : {"prompt_tokens":1,"completion_tokens":2}}
-
-"#;
-        assert!(matches!(classify(both), EventKind::Usage { choices_empty: false, .. }));
-        assert_eq!(classify(b"data: [DONE]\n\n"), EventKind::Done);
-        assert_eq!(classify(b": keep-alive\n\n"), EventKind::Other);
-    }
-
-    #[test]
-    fn joins_multi_line_data() {
-        let ev =
-            b"data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n";
-        assert!(matches!(classify(ev), EventKind::Usage { choices_empty: true, .. }));
-    }
-
-    #[test]
-    fn content_mentioning_usage_is_not_usage() {
-        let ev = br#"data: {"choices":[{"delta":{"content":"\"usage\": {"}}]}
-
-"#;
-        assert_eq!(classify(ev), EventKind::Data);
+    fn data_lines_are_joined_and_events_written() {
+        assert_eq!(event_data(b"data: {}\n\n").as_deref(), Some(&b"{}"[..]));
+        assert_eq!(event_data(b"data:a\r\ndata: b\r\n\r\n").as_deref(), Some(&b"a\nb"[..]));
+        assert_eq!(event_data(b": keep-alive\n\n"), None);
+        let mut out = Vec::new();
+        write_event(&mut out, Some("message_start"), b"{\"a\":1}");
+        assert_eq!(out, b"event: message_start\ndata: {\"a\":1}\n\n");
+        assert_eq!(event_end(&out), Some(out.len()));
     }
 }

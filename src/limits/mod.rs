@@ -21,6 +21,7 @@
 //! the `max_tokens` the node honours is always written into the forwarded body, so the bound also holds
 //! at the node.
 
+pub mod admit;
 pub mod counters;
 pub mod fit;
 pub mod gcra;
@@ -28,13 +29,32 @@ pub mod lease;
 pub mod share;
 pub mod window;
 
-use crate::auth::cache::KeyEntry;
 use crate::error::{ApiError, RateLimitInfo};
+use crate::model::FitPolicy;
 use crate::model::ModelSpec;
 use crate::time::{day_index, month_index};
+use counters::{AccountCounters, KeyCounters};
 use fit::Quote;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// What limits one key's requests: its limits (this instance's share of them) and the counters they are
+/// checked against. The key cache's entry of the key holds it; holds and leases take an `Arc` of it.
+#[derive(Debug)]
+pub struct Budget {
+    pub key_id: Arc<str>,
+    /// The account that pays.
+    pub account_id: Arc<str>,
+    pub limit_daily_ngonka: Option<u64>,
+    pub limit_monthly_ngonka: Option<u64>,
+    pub rate_limit_rpm: Option<u32>,
+    /// The key's own fit policy (`None`: the config's).
+    pub fit_max_tokens: Option<FitPolicy>,
+    /// Rate and spend of this key (kept across changes of the key).
+    pub counters: Arc<KeyCounters>,
+    /// The balance of the account that pays.
+    pub account: Arc<AccountCounters>,
+}
 
 /// Gauges of holds in flight, for `/metrics`.
 #[derive(Debug, Default)]
@@ -75,7 +95,7 @@ pub fn quote(
 /// A request's claim on its key's and account's budgets, until settled.
 #[derive(Debug)]
 pub struct Hold {
-    key: Arc<KeyEntry>,
+    key: Arc<Budget>,
     amount: u64,
     day: i64,
     month: i64,
@@ -126,14 +146,14 @@ impl Hold {
 impl Drop for Hold {
     fn drop(&mut self) {
         if !self.settled {
-            log::warn!(target: "limits", "a hold of key {} was dropped unsettled; released in full", self.key.id);
+            log::warn!(target: "limits", "a hold of key {} was dropped unsettled; released in full", self.key.key_id);
             self.finish(0);
         }
     }
 }
 
 /// Checks the key's rate. `default_rpm` applies to keys without their own limit (0: none).
-pub fn check_rate(key: &KeyEntry, default_rpm: u32, now_ms: i64) -> Result<Option<RateLimitInfo>, ApiError> {
+pub fn check_rate(key: &Budget, default_rpm: u32, now_ms: i64) -> Result<Option<RateLimitInfo>, ApiError> {
     let rpm = key.rate_limit_rpm.unwrap_or(default_rpm);
     if rpm == 0 {
         return Ok(None);
@@ -144,7 +164,7 @@ pub fn check_rate(key: &KeyEntry, default_rpm: u32, now_ms: i64) -> Result<Optio
 /// Several instances with leases: admits one request of `key` (limit `rpm`) in the current UTC minute
 /// against this instance's fixed share of the minute (`share_of_rpm`) plus what it leased for it.
 pub fn check_rate_leased(
-    key: &KeyEntry,
+    key: &Budget,
     rpm: u32,
     share_of_rpm: u32,
     now_ms: i64,
@@ -194,7 +214,7 @@ impl BudgetState {
 }
 
 /// The daily, monthly (`None` without a limit) and balance budgets of `key` now.
-fn budgets(key: &KeyEntry, day: i64, month: i64) -> [Option<BudgetState>; 3] {
+fn budgets(key: &Budget, day: i64, month: i64) -> [Option<BudgetState>; 3] {
     let c = &key.counters;
     let window = |limit: Option<u64>,
                   used: &window::WindowCounter,
@@ -224,7 +244,7 @@ fn budgets(key: &KeyEntry, day: i64, month: i64) -> [Option<BudgetState>; 3] {
 }
 
 /// Takes `amount` from every budget of `key`, or nothing.
-fn take(key: &KeyEntry, amount: u64, day: i64, month: i64) -> bool {
+fn take(key: &Budget, amount: u64, day: i64, month: i64) -> bool {
     let c = &key.counters;
     let daily_limit = key.limit_daily_ngonka.map_or(u64::MAX, |l| l.saturating_add(c.daily_leased.get(day)));
     let monthly_limit =
@@ -257,7 +277,7 @@ pub struct Admission {
 /// 402 `child_key_limit` / `insufficient_balance` when spend leaves no room, 429 `budget_in_flight` when
 /// only holds of requests in flight do.
 pub fn hold(
-    key: &Arc<KeyEntry>,
+    key: &Arc<Budget>,
     quote: &Quote,
     now_ms: i64,
     gauges: &Arc<HoldGauges>,
@@ -290,7 +310,7 @@ pub fn hold(
 }
 
 /// Why a hold of `needed` was refused.
-fn refusal(key: &KeyEntry, needed: u64, day: i64, month: i64) -> ApiError {
+fn refusal(key: &Budget, needed: u64, day: i64, month: i64) -> ApiError {
     let [daily, monthly, balance] = budgets(key, day, month);
     let no_room = |b: Option<BudgetState>| b.is_some_and(|b| b.room_without_holds() < needed);
     if no_room(daily) || no_room(monthly) {
@@ -308,7 +328,7 @@ fn refusal(key: &KeyEntry, needed: u64, day: i64, month: i64) -> ApiError {
 
 /// A child key's spend and what is left, for its listing: `(daily_spent, monthly_spent,
 /// daily_remaining, monthly_remaining)`; remaining is `None` without a limit.
-pub fn key_spend(key: &KeyEntry, now_ms: i64) -> (u64, u64, Option<u64>, Option<u64>) {
+pub fn key_spend(key: &Budget, now_ms: i64) -> (u64, u64, Option<u64>, Option<u64>) {
     let day = day_index(now_ms);
     let month = month_index(now_ms);
     let c = &key.counters;
@@ -322,21 +342,15 @@ pub fn key_spend(key: &KeyEntry, now_ms: i64) -> (u64, u64, Option<u64>, Option<
 
 #[cfg(test)]
 mod tests {
-    use super::counters::{AccountCounters, KeyCounters};
     use super::*;
-    use crate::model::{KeyKind, KeyStatus};
 
-    fn key(daily: Option<u64>, monthly: Option<u64>, balance: i64) -> Arc<KeyEntry> {
-        Arc::new(KeyEntry {
-            id: Arc::from("key_1"),
+    fn key(daily: Option<u64>, monthly: Option<u64>, balance: i64) -> Arc<Budget> {
+        Arc::new(Budget {
+            key_id: Arc::from("key_1"),
             account_id: Arc::from("acc_1"),
-            kind: KeyKind::Child,
-            status: KeyStatus::Active,
-            parent_id: None,
             limit_daily_ngonka: daily,
             limit_monthly_ngonka: monthly,
             rate_limit_rpm: None,
-            expires_at: None,
             fit_max_tokens: None,
             counters: Arc::new(KeyCounters::default()),
             account: Arc::new(AccountCounters::new(balance)),
@@ -350,7 +364,7 @@ mod tests {
         Quote { prompt_ngonka: amount, per_token_ngonka: 0, max_tokens: 0, fit_floor: None }
     }
 
-    fn take_fixed(k: &Arc<KeyEntry>, amount: u64, now: i64, g: &Arc<HoldGauges>) -> Result<Hold, ApiError> {
+    fn take_fixed(k: &Arc<Budget>, amount: u64, now: i64, g: &Arc<HoldGauges>) -> Result<Hold, ApiError> {
         hold(k, &fixed(amount), now, g).map(|a| a.hold)
     }
 

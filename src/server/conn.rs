@@ -3,7 +3,7 @@
 //! # Design
 //! A connection is one task on the core that accepted it. Pipelined requests are answered in order
 //! because the loop only looks at the next head once the current answer is written; their bytes simply
-//! wait in the read buffer. A connection waiting for its next request also waits on the core's drain
+//! wait in the read buffer. A connection waiting for its next request also waits on the shutdown
 //! signal, so shutdown closes idle keep-alive connections at once and lets busy ones finish.
 //!
 //! # Errors
@@ -11,27 +11,18 @@
 //! is then half-closed and drained briefly ("lingering close") so the client reads the answer instead of
 //! a reset.
 
-use super::core::Core;
-use super::{ListenerKind, router};
+use super::router;
 use crate::http::io::{ReadBuf, ReadError, Transport};
 use crate::http::request::{HeadError, RequestHead, parse_head};
 use crate::http::response::{HeadWriter, ResponseFraming};
+use crate::rt::shutdown::Wait;
+use crate::session::{Conn, Core, ListenerKind};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The per-core JSON scratch kept after a request; a larger one (from a large body) is freed.
 const JSON_SCRATCH_KEEP_BYTES: usize = 1024 * 1024;
-
-/// One client connection.
-#[derive(Debug)]
-pub struct Conn<S> {
-    pub io: S,
-    pub rbuf: ReadBuf,
-    pub peer: SocketAddr,
-    pub core: Rc<Core>,
-    pub kind: ListenerKind,
-}
 
 struct OpenGuard(Rc<Core>);
 
@@ -48,9 +39,12 @@ pub async fn serve<S: Transport>(core: Rc<Core>, io: S, peer: SocketAddr, kind: 
     core.app.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _guard = OpenGuard(Rc::clone(&core));
     let read_buffer_bytes = core.app.settings.read_buffer_bytes;
-    let mut conn = Conn { io, rbuf: ReadBuf::with_capacity(read_buffer_bytes), peer, core, kind };
+    let mut conn =
+        Conn { io, rbuf: ReadBuf::with_capacity(read_buffer_bytes), peer, core: Rc::clone(&core), kind };
+    // One wait on the shutdown signal for the whole connection: it registers once, not once a request.
+    let mut shutdown = std::pin::pin!(core.shutdown.wait());
     loop {
-        match read_head(&mut conn).await {
+        match read_head(&mut conn, &mut shutdown).await {
             Ok(head) => {
                 let keep_alive = router::dispatch(&mut conn, head).await;
                 // No other task holds it between two awaits; `try_` only to never panic.
@@ -60,7 +54,7 @@ pub async fn serve<S: Transport>(core: Rc<Core>, io: S, peer: SocketAddr, kind: 
                 if !keep_alive {
                     break;
                 }
-                if conn.core.drain.is_draining() {
+                if conn.core.shutdown.is_triggered() {
                     break;
                 }
                 conn.rbuf.shrink_idle(read_buffer_bytes);
@@ -74,8 +68,12 @@ pub async fn serve<S: Transport>(core: Rc<Core>, io: S, peer: SocketAddr, kind: 
     }
 }
 
-/// Reads the next request head. `Err(None)`: the connection ended quietly (closed, idle, draining).
-async fn read_head<S: Transport>(conn: &mut Conn<S>) -> Result<RequestHead, Option<HeadError>> {
+/// Reads the next request head; while the connection is idle, `shutdown` ends the wait. `Err(None)`: the
+/// connection ended quietly (closed, idle, shutting down).
+async fn read_head<S: Transport>(
+    conn: &mut Conn<S>,
+    shutdown: &mut std::pin::Pin<&mut Wait<'_>>,
+) -> Result<RequestHead, Option<HeadError>> {
     let settings = &conn.core.app.settings;
     let limits = settings.http;
     let timeouts = settings.timeouts;
@@ -102,10 +100,9 @@ async fn read_head<S: Transport>(conn: &mut Conn<S>) -> Result<RequestHead, Opti
         if timeout.is_zero() {
             return Err(None);
         }
-        let core = Rc::clone(&conn.core);
         let interrupt = async {
             if idle {
-                core.drain.wait().await;
+                shutdown.as_mut().await;
             } else {
                 std::future::pending::<()>().await;
             }

@@ -1,17 +1,6 @@
-//! The listeners and the connection loop: accept on every core (SO_REUSEPORT), read request heads,
-//! route, answer, keep alive; the connection budgets every core shares.
+//! The server: per core, accept on the listeners ([`accept`]), serve each connection ([`conn`]: read a
+//! head, route, answer, keep alive) and route a request to its handler ([`router`]).
 
+pub mod accept;
 pub mod conn;
-pub mod core;
-pub mod exchange;
-pub mod limits;
 pub mod router;
-
-pub use core::Core;
-
-/// Which listener a connection came in on; each has its own routes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    Public,
-    Admin,
-}

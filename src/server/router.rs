@@ -6,16 +6,16 @@
 //! set, every answer carries `Access-Control-Allow-Origin` and exposes the headers clients read, and an
 //! `OPTIONS` preflight is answered 204 with what browsers ask before calling the API.
 
-use super::ListenerKind;
-use super::conn::Conn;
-use super::exchange::Exchange;
-use crate::api::body::Endpoint;
+use crate::api::inference::dialect::Dialect;
+use crate::api::inference::inspect::Endpoint;
 use crate::api::{admin, inference, models, route_method};
 use crate::error::ApiError;
 use crate::http::io::{Transport, write_all_deadline};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::HeadWriter;
 use crate::metrics::ModelLabel;
+use crate::session::exchange::Exchange;
+use crate::session::{Conn, ListenerKind};
 use serde_json::json;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -80,13 +80,19 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         return crate::api::account::route(ex, &segs).await;
     }
     match (method, ex.head.path.as_str()) {
-        (Method::Post, "/v1/chat/completions") => inference::handle(ex, Endpoint::ChatCompletions).await,
-        (Method::Post, "/v1/completions") => inference::handle(ex, Endpoint::Completions).await,
-        (Method::Post, "/v1/embeddings") => inference::handle(ex, Endpoint::Embeddings).await,
+        (Method::Post, "/v1/chat/completions") => {
+            inference::handle(ex, Dialect::OpenAi(Endpoint::ChatCompletions)).await
+        }
+        (Method::Post, "/v1/completions") => {
+            inference::handle(ex, Dialect::OpenAi(Endpoint::Completions)).await
+        }
+        (Method::Post, "/v1/embeddings") => {
+            inference::handle(ex, Dialect::OpenAi(Endpoint::Embeddings)).await
+        }
         (Method::Get, "/v1/models") => {
             ex.log.route = "models";
             let now = crate::time::unix_secs() as i64;
-            crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
+            core.app.keys.authenticate_inference(ex.head.authorization.as_deref(), now)?;
             let body = models::list(&core.app);
             ex.respond_json(200, &body).await;
             Ok(())
@@ -94,7 +100,7 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         (Method::Get, path) if path.starts_with("/v1/models/") => {
             ex.log.route = "models";
             let now = crate::time::unix_secs() as i64;
-            crate::auth::authenticate_inference(&core.app, ex.head.authorization.as_deref(), now)?;
+            core.app.keys.authenticate_inference(ex.head.authorization.as_deref(), now)?;
             let raw = &path["/v1/models/".len()..];
             let id = models::id_from_path(raw)
                 .ok_or_else(|| ApiError::ModelNotFound(raw.chars().take(256).collect()))?;
@@ -196,7 +202,7 @@ async fn health<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
 async fn ready<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
     ex.log.route = "health";
     let core = ex.core();
-    if core.app.draining.load(Ordering::Relaxed) || core.drain.is_draining() {
+    if core.app.draining.load(Ordering::Relaxed) || core.shutdown.is_triggered() {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
     ex.respond_json(200, &json!({"status": "ready"})).await;

@@ -15,7 +15,9 @@ pub mod server;
 pub mod text;
 
 use crate::gonka::signer::GonkaSigner;
-use crate::runtime::{Signal, bind_group, spawn_runtime_thread};
+use crate::rt::net::bind_group;
+use crate::rt::shutdown::Shutdown;
+use crate::rt::spawn_runtime_thread;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -239,7 +241,7 @@ pub struct SimHandle {
     /// The address of each simulated node.
     pub addrs: Vec<SocketAddr>,
     pub sim: Arc<Sim>,
-    stop: Arc<Signal>,
+    stop: Shutdown,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -250,7 +252,7 @@ impl SimHandle {
     }
 
     pub fn stop(mut self) {
-        self.stop.raise();
+        self.stop.trigger();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -318,11 +320,11 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
         stats: SimStats::default(),
         completions: Mutex::new(VecDeque::new()),
     });
-    let stop = Arc::new(Signal::default());
+    let stop = Shutdown::new();
     let mut threads = Vec::new();
     for (w, listeners) in per_worker.into_iter().enumerate() {
         let sim = Arc::clone(&sim);
-        let stop = Arc::clone(&stop);
+        let stop = stop.clone();
         let tls = tls.clone();
         threads.push(spawn_runtime_thread(format!("sim-{w}"), move || {
             server::run(sim, listeners, stop, w as u64, tls)

@@ -1,13 +1,14 @@
 //! The simulator's HTTP side: a small keep-alive server on the same HTTP code as the gateway.
 
 use super::{Sim, SimParams, text};
-use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
+use crate::http::body::BodyDecoder;
+use crate::http::chunked::{LAST_CHUNK, encode_chunk};
 use crate::http::io::Transport;
 use crate::http::io::{ReadBuf, ReadError, write_all_deadline};
-use crate::http::request::{BodyFraming, HeadError, HttpLimits, Method, RequestHead, parse_head};
+use crate::http::request::{HeadError, HttpLimits, Method, RequestHead, parse_head};
 use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::http::tls::ServerTls;
-use crate::runtime::Signal;
+use crate::rt::shutdown::Shutdown;
 use monoio::net::TcpListener;
 use serde_json::{Value, json};
 use std::rc::Rc;
@@ -22,7 +23,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(600);
 pub async fn run(
     sim: Arc<Sim>,
     listeners: Vec<(usize, std::net::TcpListener)>,
-    stop: Arc<Signal>,
+    stop: Shutdown,
     seed: u64,
     tls: Option<ServerTls>,
 ) {
@@ -144,37 +145,20 @@ async fn connection<S: Transport>(sim: Arc<Sim>, node: usize, mut io: S, rng: Rc
 }
 
 async fn read_body<S: Transport>(io: &mut S, rbuf: &mut ReadBuf, head: &RequestHead) -> Option<Vec<u8>> {
-    match head.framing {
-        BodyFraming::Empty => Some(Vec::new()),
-        BodyFraming::Length(n) => {
-            let n = usize::try_from(n).ok()?;
-            while rbuf.len() < n {
-                match rbuf.fill(io, n + 8192, IO_TIMEOUT, std::future::pending()).await {
-                    Ok(k) if k > 0 => {}
-                    _ => return None,
-                }
-            }
-            let body = rbuf.data()[..n].to_vec();
-            rbuf.consume(n);
-            Some(body)
+    let mut decoder = BodyDecoder::new(head.framing);
+    let mut body = Vec::new();
+    loop {
+        if !rbuf.is_empty() {
+            let d = decoder.decode_in_place(rbuf.data_mut()).ok()?;
+            body.extend_from_slice(&rbuf.data()[..d.payload_len]);
+            rbuf.consume(d.consumed);
         }
-        BodyFraming::Chunked => {
-            let mut dec = ChunkedDecoder::new();
-            let mut body = Vec::new();
-            loop {
-                if !rbuf.is_empty() {
-                    let d = dec.decode_in_place(rbuf.data_mut()).ok()?;
-                    body.extend_from_slice(&rbuf.data()[..d.payload_len]);
-                    rbuf.consume(d.consumed);
-                    if d.done {
-                        return Some(body);
-                    }
-                }
-                match rbuf.fill(io, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
-                    Ok(k) if k > 0 => {}
-                    _ => return None,
-                }
-            }
+        if decoder.is_done() {
+            return Some(body);
+        }
+        match rbuf.fill(io, 1 << 20, IO_TIMEOUT, std::future::pending()).await {
+            Ok(k) if k > 0 => {}
+            _ => return None,
         }
     }
 }

@@ -26,12 +26,11 @@ use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, P
 use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
 use crate::model::{KeyHash, KeyKind, KeyStatus};
 use crate::model::{RecordStatus, UsageRecord};
+use crate::rt::shutdown::Shutdown;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Advisory locks are per database: their keys are hashed from the schema, so gateways in different
@@ -818,7 +817,7 @@ fn spend_row(r: &Row) -> KeySpend {
 /// within about 100 ms of `stop` being set.
 pub fn spawn_change_feed(
     settings: &PostgresSettings,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     mut on_change: Box<dyn FnMut(Change) + Send>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let config = config(&settings.url).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -827,7 +826,7 @@ pub fn spawn_change_feed(
         crate::rt::make_background_thread();
         let mut pause = Duration::from_millis(200);
         let mut was_up = true;
-        while !stop.load(Ordering::SeqCst) {
+        while !stop.is_triggered() {
             let mut client = match config.connect(NoTls) {
                 Ok(c) => c,
                 Err(e) => {
@@ -835,14 +834,14 @@ pub fn spawn_change_feed(
                         log::warn!(target: "store", "change feed: cannot connect (will retry): {e}");
                         was_up = false;
                     }
-                    sleep_unless(&stop, pause);
+                    stop.wait_timeout(pause);
                     pause = (pause * 2).min(Duration::from_secs(2));
                     continue;
                 }
             };
             if let Err(e) = client.batch_execute(&format!("LISTEN \"{channel}\"")) {
                 log::warn!(target: "store", "change feed: LISTEN failed: {e}");
-                sleep_unless(&stop, pause);
+                stop.wait_timeout(pause);
                 continue;
             }
             if !was_up {
@@ -852,7 +851,7 @@ pub fn spawn_change_feed(
             pause = Duration::from_millis(200);
             // Anything written while nobody listened is caught up by version.
             on_change(Change::All);
-            'listen: while !stop.load(Ordering::SeqCst) {
+            'listen: while !stop.is_triggered() {
                 {
                 let mut notifications = client.notifications();
                 let mut iter = notifications.timeout_iter(Duration::from_millis(100));
@@ -881,12 +880,4 @@ pub fn spawn_change_feed(
             }
         }
     })
-}
-
-#[expect(clippy::disallowed_methods, reason = "the change feed's own thread, never a core")]
-fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let end = std::time::Instant::now() + d;
-    while !stop.load(Ordering::SeqCst) && std::time::Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -1,308 +1,83 @@
 //! The relay: a node's answer forwarded to the client as it arrives.
 //!
 //! # Design
-//! Every upstream read lands in one buffer laid out as `[HEADROOM][data][TAILROOM]`. The read is un-framed
-//! in place (chunked payload compacted forward), filtered in place (an SSE event the client did not ask
-//! for is cut out), then framed for the client in place (the chunk-size line written backwards into the
-//! headroom, CRLF into the tailroom) and written with one `send` from that same buffer: no copy, no
-//! allocation per read. An SSE event split across reads is held back until its blank line arrives (the
-//! client could not act on half an event anyway); that rare path copies through a side buffer.
+//! Every upstream read lands in one buffer laid out as `[HEADROOM][data][TAILROOM]` ([`super::buffer`]).
+//! The read is un-framed in place (the one body decoder), filtered in place (an SSE event the client did
+//! not ask for is cut out), then framed for the client in place (the chunk-size line written backwards
+//! into the headroom, CRLF into the tailroom) and written with one `send` from that same buffer: no copy,
+//! no allocation per read. An SSE event split across reads is held back until its blank line arrives (the
+//! client could not act on half an event anyway); that rare path copies through a side buffer. A client
+//! dialect that is not the node's own ([`BodyMode::Translated`]) gets each complete event translated by
+//! its [`Translate`] into a side buffer, chunk by chunk; the pass-through path never pays for that seam.
 //!
-//! While it waits on the node, the relay also watches the client socket for readability: a hang-up is
-//! noticed at once (the upstream read is cancelled and awaited, so buffers come back). Bytes of a
-//! pipelined next request are kept. A client that leaves (hangs up, or stops reading until a write times
-//! out) does not end the exchange with the node: what the node generated is paid for, so its answer is
-//! still read, not relayed, within a bound ([`DrainBound`]) until its usage arrives; past the bound the
-//! node connection is closed and what it sent is counted.
+//! The relay is a state machine the request path drives with [`Relay::next`]: it stops to report
+//! progress ([`Step::Progress`], for progress marks), once right before the bytes that complete the answer
+//! ([`Step::Final`], so the usage record can be made durable before the client has the whole answer), and
+//! at its end ([`Step::End`]). It never calls back into the request's owner.
 //!
-//! The client's response head is held until the first payload and sent in the same write. Until then
-//! nothing has reached the client, so a node that fails first can still be replaced by another.
+//! A client that leaves (hangs up, or stops reading until a write times out) does not end the exchange
+//! with the node: what the node generated is paid for, so its answer is still read, not relayed, within
+//! the drain bound until its usage arrives; past the bound the node connection is closed and what it sent
+//! is counted. The client's response head is held until the first payload and sent in the same write;
+//! until then nothing has reached the client, so a node that fails first can still be replaced.
 
+use super::attempt::Answer;
+use super::buffer::HEADROOM;
 use super::client::UpstreamIo;
-use super::client::{
-    MAX_RESPONSE_HEAD_BYTES, ResponseBody, ResponseHead, ResponseHeadError, parse_response_head,
-};
+use super::watch::{ClientSide, UpRead, read_upstream};
 use crate::billing::UsageScanner;
-use crate::http::chunked::{CHUNK_HEADER_MAX, ChunkedDecoder, LAST_CHUNK, write_size_line_backwards};
-use crate::http::io::{ReadBuf, ReadError, Transport, write_all_deadline};
-use crate::http::sse::{self, EventKind};
+use crate::billing::stream::{EventKind, classify};
+use crate::http::body::{BodyDecoder, Framing};
+use crate::http::chunked::{LAST_CHUNK, write_size_line_backwards};
+use crate::http::io::Transport;
+use crate::http::sse;
 use crate::model::Usage;
-use monoio::buf::IoBufMut;
-use monoio::io::{CancelHandle, CancelableAsyncReadRent, Canceller};
 use monoio::time::Instant;
 use std::io;
 use std::time::Duration;
 
-/// Room before the data for the chunk-size line.
-pub const HEADROOM: usize = CHUNK_HEADER_MAX;
-/// Room after the data for the chunk's CRLF.
-pub const TAILROOM: usize = 2;
 /// A first payload up to this size is copied behind the response head and sent in one write.
 const MERGE_WITH_HEAD_MAX: usize = 16 * 1024;
 /// An SSE "event" longer than this without a blank line is forwarded as it is.
 const MAX_HELD_EVENT_BYTES: usize = 1 << 20;
-/// How long a readable client socket may take to yield its bytes before the readiness is deemed spurious.
-const CLIENT_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
-/// A fresh relay buffer of `capacity` bytes with its headroom in place.
-pub fn relay_buffer(capacity: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(capacity.max(HEADROOM + TAILROOM + 512));
-    buf.resize(HEADROOM, 0);
-    buf
-}
-
-/// How long, and how many bytes of it, a node's answer is still read after the client left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainBound {
-    pub time: Duration,
-    pub bytes: u64,
-}
-
-/// The client half of a relay.
-#[derive(Debug)]
-pub struct ClientSide<'a, S> {
-    pub io: &'a mut S,
-    /// Where bytes the client sends meanwhile (a pipelined request) are kept.
-    pub rbuf: &'a mut ReadBuf,
-    pub rbuf_max: usize,
-    pub write_timeout: Duration,
-    watching: bool,
-    drain: DrainBound,
-    /// When the client went away, if it did.
-    gone_at: Option<Instant>,
-}
-
-impl<'a, S: Transport> ClientSide<'a, S> {
-    pub fn new(
-        io: &'a mut S,
-        rbuf: &'a mut ReadBuf,
-        rbuf_max: usize,
-        write_timeout: Duration,
-        drain: DrainBound,
-    ) -> Self {
-        Self { io, rbuf, rbuf_max, write_timeout, watching: true, drain, gone_at: None }
-    }
-
-    /// Whether the client has gone away.
-    pub fn is_gone(&self) -> bool {
-        self.gone_at.is_some()
-    }
-
-    /// The client went away now (or earlier): from here on the node's answer is only drained.
-    fn leave(&mut self) {
-        if self.gone_at.is_none() {
-            self.gone_at = Some(Instant::now());
-        }
-        self.watching = false;
-    }
-
-    /// The deadline of a read that must also end within the drain bound once the client is gone.
-    fn bounded(&self, deadline: Instant) -> Instant {
-        match self.gone_at {
-            Some(gone) => deadline.min(gone + self.drain.time),
-            None => deadline,
-        }
-    }
-
-    /// The client socket turned readable: take what is there. `false` when the client has gone.
-    async fn on_readable(&mut self) -> bool {
-        match self.rbuf.fill(self.io, self.rbuf_max, CLIENT_PROBE_TIMEOUT, std::future::pending()).await {
-            Ok(0) => {
-                // Buffer full of pipelined requests: stop watching until this exchange ends.
-                self.watching = false;
-                true
-            }
-            Ok(_) | Err(ReadError::TimedOut) => true,
-            Err(_) => false,
-        }
-    }
-
-    async fn write(&mut self, buf: Vec<u8>, start: usize, end: usize) -> (io::Result<()>, Vec<u8>) {
-        use monoio::buf::IoBuf;
-        let (res, slice) = write_all_deadline(self.io, buf.slice(start..end), self.write_timeout).await;
-        (res, slice.into_inner())
-    }
-}
-
-/// What one wait on the node produced.
-#[derive(Debug)]
-enum UpRead {
-    Data(usize),
-    Eof,
-    Failed(io::Error),
-    TimedOut,
-    ClientGone,
-}
-
-async fn read_owned(
-    mut up: UpstreamIo,
-    buf: Vec<u8>,
-    c: CancelHandle,
-) -> (UpstreamIo, io::Result<usize>, Vec<u8>) {
-    let start = buf.len();
-    let end = buf.capacity() - TAILROOM;
-    let (res, slice) = up.cancelable_read(buf.slice_mut(start..end), c).await;
-    (up, res, slice.into_inner())
-}
-
-/// Reads more of the node's answer after `buf`'s current length, watching the client meanwhile.
-async fn read_upstream<S: Transport>(
-    client: &mut ClientSide<'_, S>,
-    up: UpstreamIo,
-    mut buf: Vec<u8>,
-    deadline: Instant,
-) -> (UpstreamIo, Vec<u8>, UpRead) {
-    if buf.capacity() < buf.len() + TAILROOM + 512 {
-        buf.reserve(buf.capacity().max(4096));
-    }
-    let canceller = Canceller::new();
-    let read = read_owned(up, buf, canceller.handle());
-    let mut read = std::pin::pin!(read);
-    enum Woke {
-        Read(UpstreamIo, io::Result<usize>, Vec<u8>),
-        Deadline,
-        Client(io::Result<()>),
-    }
-    let deadline = client.bounded(deadline);
-    let why = loop {
-        let watching = client.watching && !client.is_gone();
-        let woke = monoio::select! {
-            (up, res, buf) = &mut read => Woke::Read(up, res, buf),
-            _ = monoio::time::sleep_until(deadline) => Woke::Deadline,
-            r = client.io.socket().readable(false), if watching => Woke::Client(r),
-        };
-        match woke {
-            Woke::Read(up, res, buf) => {
-                let r = match res {
-                    Ok(0) => UpRead::Eof,
-                    Ok(n) => UpRead::Data(n),
-                    Err(e) => UpRead::Failed(e),
-                };
-                return (up, buf, r);
-            }
-            Woke::Deadline => break UpRead::TimedOut,
-            Woke::Client(Err(_)) => break UpRead::ClientGone,
-            Woke::Client(Ok(())) => {
-                if !client.on_readable().await {
-                    break UpRead::ClientGone;
-                }
-            }
-        }
-    };
-    let _fresh = canceller.cancel();
-    let (up, _, buf) = read.await;
-    (up, buf, why)
-}
-
-/// Why an attempt at a node failed before any byte reached the client.
-#[derive(Debug, thiserror::Error)]
-pub enum AttemptError {
-    #[error("writing the request failed: {0}")]
-    Send(io::Error),
-    #[error("the node closed the connection before answering")]
-    Closed,
-    #[error("reading the answer failed: {0}")]
-    Read(io::Error),
-    #[error("the node did not answer in time")]
-    HeadTimeout,
-    #[error("bad answer from the node: {0}")]
-    BadHead(ResponseHeadError),
-    #[error("the client went away")]
-    ClientGone,
-}
-
-impl AttemptError {
-    /// A pooled connection that fails like this was most likely closed by the node while idle: retry on
-    /// a fresh connection to the same node without counting a failure.
-    pub fn is_stale_connection(&self) -> bool {
-        match self {
-            Self::Closed => true,
-            Self::Send(e) | Self::Read(e) => matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted
-            ),
-            _ => false,
-        }
-    }
-}
-
-/// The node's response head, with `leftover` body bytes already in the relay buffer.
-#[derive(Debug)]
-pub struct Answer {
-    pub up: UpstreamIo,
-    pub head: ResponseHead,
-    pub leftover: usize,
-}
-
-/// Sends `request` (the head, and the body too unless it comes as `body`) on `up` and waits for the response
-/// head (skipping 1xx heads). A client that leaves meanwhile does not end the wait: the node's answer is
-/// still due, and is drained (see the module docs); only past the drain bound does the wait end with
-/// [`AttemptError::ClientGone`]. `buf` must come from [`relay_buffer`]; it is returned with any body bytes
-/// after its headroom.
-pub async fn exchange<S: Transport>(
-    client: &mut ClientSide<'_, S>,
-    mut up: UpstreamIo,
-    request: Vec<u8>,
-    body: Option<bytes::Bytes>,
-    mut buf: Vec<u8>,
-    head_timeout: Duration,
-) -> (Result<Answer, AttemptError>, Vec<u8>, Vec<u8>) {
-    let (res, request) = write_all_deadline(&mut up, request, client.write_timeout).await;
-    if let Err(e) = res {
-        return (Err(AttemptError::Send(e)), request, buf);
-    }
-    if let Some(body) = body {
-        // A large body goes from where it is (shared, not copied) after the head.
-        let (res, _) = write_all_deadline(&mut up, body, client.write_timeout).await;
-        if let Err(e) = res {
-            return (Err(AttemptError::Send(e)), request, buf);
-        }
-    }
-    buf.truncate(HEADROOM);
-    let deadline = Instant::now() + head_timeout;
-    loop {
-        let (u, b, r) = read_upstream(client, up, buf, deadline).await;
-        up = u;
-        buf = b;
-        match r {
-            UpRead::Data(_) => {}
-            UpRead::Eof => return (Err(AttemptError::Closed), request, buf),
-            UpRead::Failed(e) => return (Err(AttemptError::Read(e)), request, buf),
-            UpRead::TimedOut if client.is_gone() => return (Err(AttemptError::ClientGone), request, buf),
-            UpRead::TimedOut => return (Err(AttemptError::HeadTimeout), request, buf),
-            UpRead::ClientGone => {
-                client.leave();
-                continue;
-            }
-        }
-        match parse_response_head(&buf[HEADROOM..]) {
-            Ok(head) if (100..200).contains(&head.status) => {
-                buf.drain(HEADROOM..HEADROOM + head.head_len);
-            }
-            Ok(head) => {
-                let body_start = HEADROOM + head.head_len;
-                let leftover = buf.len() - body_start;
-                buf.copy_within(body_start.., HEADROOM);
-                buf.truncate(HEADROOM + leftover);
-                return (Ok(Answer { up, head, leftover }), request, buf);
-            }
-            Err(ResponseHeadError::Incomplete) => {
-                if buf.len() >= HEADROOM + MAX_RESPONSE_HEAD_BYTES {
-                    return (Err(AttemptError::BadHead(ResponseHeadError::TooLarge)), request, buf);
-                }
-            }
-            Err(e) => return (Err(AttemptError::BadHead(e)), request, buf),
-        }
-    }
+/// A client dialect's translation of a chat-completions answer, piece by piece, with bounded state.
+pub trait Translate {
+    /// One complete event of the node's stream (a chat-completions chunk, or `[DONE]`): appends the
+    /// client's bytes for it to `out` (possibly none).
+    fn event(&mut self, event: &[u8], out: &mut Vec<u8>);
+    /// A piece of a non-streamed answer, in order (translators keep what they need of it).
+    fn body(&mut self, piece: &[u8]);
+    /// The answer ended, completely (`failure` `None`) or not: appends what closes it for the client
+    /// (a non-streamed answer's whole translated body; a stream's closing or error events).
+    fn end(&mut self, failure: Option<&str>, out: &mut Vec<u8>);
 }
 
 /// How the body is inspected on its way through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyMode {
-    /// Server-sent events; `cut_usage` removes the usage-only chunk (the client did not ask for it).
+    /// Server-sent events, passed on; `cut_usage` removes the usage-only chunk (the client did not ask
+    /// for it).
     Sse { cut_usage: bool },
-    /// Anything else: forwarded untouched while the top-level `usage` is picked out.
+    /// Anything else, passed on untouched while the top-level `usage` is picked out.
     Json,
+    /// Translated for another client dialect; `stream` when the node streams.
+    Translated { stream: bool, translator: Box<dyn Translate> },
+}
+
+impl std::fmt::Debug for BodyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sse { cut_usage } => write!(f, "Sse {{ cut_usage: {cut_usage} }}"),
+            Self::Json => f.write_str("Json"),
+            Self::Translated { stream, .. } => write!(f, "Translated {{ stream: {stream} }}"),
+        }
+    }
+}
+
+impl BodyMode {
+    fn is_stream(&self) -> bool {
+        matches!(self, Self::Sse { .. } | Self::Translated { stream: true, .. })
+    }
 }
 
 /// How the body is delimited towards the client.
@@ -327,18 +102,22 @@ pub enum RelayEnd {
     UpstreamTimedOut,
 }
 
+/// What the node has sent so far, for settlement and progress marks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// The node's reported usage, once it came.
+    pub usage: Option<Usage>,
+    /// SSE data events (≈ completion tokens of a stream).
+    pub events: u64,
+    /// Body bytes.
+    pub bytes: u64,
+}
+
 /// What a relay did, for settlement, metrics and the connection loop.
 #[derive(Debug)]
 pub struct RelayResult {
     pub end: RelayEnd,
-    pub usage: Option<Usage>,
-    /// SSE data events the node sent (content, role, finish): the completion tokens it generated, when it
-    /// gave no usage.
-    pub data_events: u64,
-    /// Body bytes the node sent (relayed, or drained after the client left).
-    pub bytes: u64,
-    /// `before_final` ran (the usage record was settled before the last bytes).
-    pub final_ran: bool,
+    pub seen: Seen,
     /// Whether any byte (the head included) reached the client.
     pub head_sent: bool,
     /// When the first body byte was written to the client.
@@ -349,15 +128,28 @@ pub struct RelayResult {
     pub reusable: Option<UpstreamIo>,
 }
 
+/// Where the relay stopped.
+#[derive(Debug)]
+pub enum Step {
+    /// Another `progress_every` completion tokens went by (relayed or drained).
+    Progress(Seen),
+    /// The next bytes written complete the answer: make its record durable now, then call `next` again.
+    Final(Seen),
+    /// The relay is over; `next` must not be called again.
+    End(RelayResult),
+}
+
 struct Filter {
     mode: BodyMode,
     held: Vec<u8>,
+    /// A translator's output, waiting to be written.
+    translated: Vec<u8>,
     scanner: UsageScanner,
     usage: Option<Usage>,
     data_events: u64,
     /// The stream's `[DONE]` event has been seen.
     done_seen: bool,
-    /// Payload bytes relayed.
+    /// Payload bytes the node sent.
     bytes: u64,
 }
 
@@ -366,6 +158,8 @@ enum Out {
     InPlace(usize, usize),
     /// `held[..n]` is ready.
     Held(usize),
+    /// `translated` is ready.
+    Translated,
 }
 
 impl Filter {
@@ -373,6 +167,7 @@ impl Filter {
         Self {
             mode,
             held: Vec::new(),
+            translated: Vec::new(),
             scanner: UsageScanner::new(),
             usage: None,
             data_events: 0,
@@ -384,20 +179,27 @@ impl Filter {
     /// Filters the payload at `buf[HEADROOM..HEADROOM + len]`.
     fn filter(&mut self, buf: &mut [u8], len: usize) -> Out {
         let payload = &mut buf[HEADROOM..HEADROOM + len];
-        match self.mode {
+        self.bytes += len as u64;
+        match &mut self.mode {
             BodyMode::Json => {
                 self.scanner.feed(payload);
                 Out::InPlace(HEADROOM, HEADROOM + len)
             }
+            BodyMode::Translated { stream: false, translator } => {
+                self.scanner.feed(payload);
+                translator.body(payload);
+                Out::Translated
+            }
             BodyMode::Sse { cut_usage } => {
+                let cut = *cut_usage;
                 if self.held.is_empty() {
-                    let (complete, total) = self.events(payload, cut_usage);
+                    let (complete, total) = self.events(payload, cut);
                     self.held.extend_from_slice(&payload[complete..total]);
                     Out::InPlace(HEADROOM, HEADROOM + complete)
                 } else {
                     self.held.extend_from_slice(payload);
                     let mut held = std::mem::take(&mut self.held);
-                    let (complete, total) = self.events(&mut held, cut_usage);
+                    let (complete, total) = self.events(&mut held, cut);
                     held.truncate(total);
                     self.held = held;
                     if complete == 0 && self.held.len() > MAX_HELD_EVENT_BYTES {
@@ -406,6 +208,36 @@ impl Filter {
                     Out::Held(complete)
                 }
             }
+            BodyMode::Translated { stream: true, .. } => {
+                self.held.extend_from_slice(payload);
+                let mut held = std::mem::take(&mut self.held);
+                let complete = self.translate_events(&held);
+                held.drain(..complete);
+                self.held = held;
+                Out::Translated
+            }
+        }
+    }
+
+    /// Counts one complete event of the node's stream; true when it is the usage-only chunk.
+    fn count(&mut self, event: &[u8]) -> bool {
+        match classify(event) {
+            EventKind::Usage { usage, choices_empty } => {
+                self.usage = Some(usage);
+                if !choices_empty {
+                    self.data_events += 1;
+                }
+                choices_empty
+            }
+            EventKind::Data => {
+                self.data_events += 1;
+                false
+            }
+            EventKind::Done => {
+                self.done_seen = true;
+                false
+            }
+            EventKind::Other => false,
         }
     }
 
@@ -415,29 +247,42 @@ impl Filter {
         let mut at = 0;
         let mut total = region.len();
         while let Some(len) = sse::event_end(&region[at..total]) {
-            match sse::classify(&region[at..at + len]) {
-                EventKind::Usage { usage, choices_empty } => {
-                    self.usage = Some(usage);
-                    if choices_empty && cut_usage {
-                        region.copy_within(at + len..total, at);
-                        total -= len;
-                        continue;
-                    }
-                    if !choices_empty {
-                        self.data_events += 1;
-                    }
-                }
-                EventKind::Data => self.data_events += 1,
-                EventKind::Done => self.done_seen = true,
-                EventKind::Other => {}
+            let usage_only = self.count(&region[at..at + len]);
+            if usage_only && cut_usage {
+                region.copy_within(at + len..total, at);
+                total -= len;
+                continue;
             }
             at += len;
         }
         (at, total)
     }
 
+    /// Counts and translates the complete events at the front of `region`; how many bytes they took.
+    fn translate_events(&mut self, region: &[u8]) -> usize {
+        let mut at = 0;
+        while let Some(len) = sse::event_end(&region[at..]) {
+            let event = &region[at..at + len];
+            self.count(event);
+            if let BodyMode::Translated { translator, .. } = &mut self.mode {
+                translator.event(event, &mut self.translated);
+            }
+            at += len;
+        }
+        at
+    }
+
     fn usage(&self) -> Option<Usage> {
         self.usage.or_else(|| self.scanner.usage())
+    }
+
+    fn seen(&self) -> Seen {
+        Seen { usage: self.usage(), events: self.data_events, bytes: self.bytes }
+    }
+
+    /// Completion tokens seen so far: content events of a stream, a quarter of the bytes otherwise.
+    fn tokens(&self) -> u64 {
+        if self.mode.is_stream() { self.data_events } else { self.bytes / 4 }
     }
 }
 
@@ -457,59 +302,77 @@ impl Emitter {
         mut buf: Vec<u8>,
         out: Out,
     ) -> (io::Result<()>, Vec<u8>) {
-        match out {
-            Out::InPlace(start, end) => {
-                if start == end {
-                    return (Ok(()), buf);
-                }
-                let (from, to) = if self.framing == ClientFraming::Chunked {
-                    let from = write_size_line_backwards(&mut buf[..start], end - start);
-                    buf.truncate(end);
-                    buf.extend_from_slice(b"\r\n");
-                    (from, end + 2)
-                } else {
-                    (start, end)
-                };
-                if !self.head_sent {
-                    self.head_sent = true;
-                    self.first_byte_at = Some(Instant::now());
-                    if to - from <= MERGE_WITH_HEAD_MAX {
-                        self.head.extend_from_slice(&buf[from..to]);
-                        let head = std::mem::take(&mut self.head);
-                        let len = head.len();
-                        let (res, head) = client.write(head, 0, len).await;
-                        self.head = head;
-                        return (res, buf);
-                    }
-                    let head = std::mem::take(&mut self.head);
-                    let len = head.len();
-                    let (res, head) = client.write(head, 0, len).await;
-                    self.head = head;
-                    if res.is_err() {
-                        return (res, buf);
-                    }
-                }
-                client.write(buf, from, to).await
-            }
+        let (start, end) = match out {
+            Out::InPlace(start, end) => (start, end),
             Out::Held(n) => {
-                if n == 0 {
-                    return (Ok(()), buf);
-                }
-                let mut out = std::mem::take(&mut self.head);
-                if self.head_sent {
-                    out.clear();
-                } else {
-                    self.head_sent = true;
-                    self.first_byte_at = Some(Instant::now());
-                }
-                self.frame_into(&mut out, &filter.held[..n]);
+                let held = std::mem::take(&mut filter.held);
+                let res = self.write_copy(client, &held[..n]).await;
+                filter.held = held;
                 filter.held.drain(..n);
-                let len = out.len();
-                let (res, out) = client.write(out, 0, len).await;
-                self.head = out;
-                (res, buf)
+                return (res, buf);
+            }
+            Out::Translated => {
+                let out = std::mem::take(&mut filter.translated);
+                let res = self.write_copy(client, &out).await;
+                filter.translated = out;
+                filter.translated.clear();
+                return (res, buf);
+            }
+        };
+        if start == end {
+            return (Ok(()), buf);
+        }
+        let (from, to) = if self.framing == ClientFraming::Chunked {
+            let from = write_size_line_backwards(&mut buf[..start], end - start);
+            buf.truncate(end);
+            buf.extend_from_slice(b"\r\n");
+            (from, end + 2)
+        } else {
+            (start, end)
+        };
+        if !self.head_sent {
+            self.head_sent = true;
+            self.first_byte_at = Some(Instant::now());
+            if to - from <= MERGE_WITH_HEAD_MAX {
+                self.head.extend_from_slice(&buf[from..to]);
+                let head = std::mem::take(&mut self.head);
+                let len = head.len();
+                let (res, head) = client.write(head, 0, len).await;
+                self.head = head;
+                return (res, buf);
+            }
+            let head = std::mem::take(&mut self.head);
+            let len = head.len();
+            let (res, head) = client.write(head, 0, len).await;
+            self.head = head;
+            if res.is_err() {
+                return (res, buf);
             }
         }
+        client.write(buf, from, to).await
+    }
+
+    /// Writes `data`, framed, through the head buffer (behind the head while it is unsent).
+    async fn write_copy<S: Transport>(
+        &mut self,
+        client: &mut ClientSide<'_, S>,
+        data: &[u8],
+    ) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::mem::take(&mut self.head);
+        if self.head_sent {
+            out.clear();
+        } else {
+            self.head_sent = true;
+            self.first_byte_at = Some(Instant::now());
+        }
+        self.frame_into(&mut out, data);
+        let len = out.len();
+        let (res, out) = client.write(out, 0, len).await;
+        self.head = out;
+        res
     }
 
     fn frame_into(&self, out: &mut Vec<u8>, data: &[u8]) {
@@ -520,22 +383,22 @@ impl Emitter {
         }
     }
 
-    /// Ends the body: whatever is still held, an optional final SSE event, and the last chunk.
+    /// Ends the body: whatever is still held, the closing bytes, and the last chunk.
     async fn finish<S: Transport>(
         &mut self,
         client: &mut ClientSide<'_, S>,
         filter: &mut Filter,
-        final_event: Option<&[u8]>,
+        closing: &[u8],
     ) -> io::Result<()> {
         let mut out = std::mem::take(&mut self.head);
         if self.head_sent {
             out.clear();
         }
         let held = std::mem::take(&mut filter.held);
-        self.frame_into(&mut out, &held);
-        if let Some(ev) = final_event {
-            self.frame_into(&mut out, ev);
+        if !matches!(filter.mode, BodyMode::Translated { .. }) {
+            self.frame_into(&mut out, &held);
         }
+        self.frame_into(&mut out, closing);
         if self.framing == ClientFraming::Chunked {
             out.extend_from_slice(LAST_CHUNK);
         }
@@ -551,192 +414,238 @@ impl Emitter {
     }
 }
 
-/// What the node has sent so far, for settlement and progress marks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Seen {
-    /// The node's reported usage, once it came.
-    pub usage: Option<Usage>,
-    /// SSE data events (≈ completion tokens of a stream).
-    pub events: u64,
-    /// Body bytes.
-    pub bytes: u64,
-}
-
-/// What the relay tells the request's owner while it runs.
-#[expect(async_fn_in_trait, reason = "implemented and awaited on one core; no Send bound is wanted")]
-pub trait RelayHooks {
-    /// Runs once, right before the client is sent the bytes that complete the answer (the `[DONE]`
-    /// event of a stream, the end of a Content-Length body, or the last chunk): settlement journals the
-    /// usage record there, so a client that received a complete answer always has a record. It does not
-    /// run when the answer breaks off or the client has left.
-    async fn before_final(&mut self, seen: Seen);
-
-    /// Runs as the answer goes on, at least every `progress_every` completion tokens (content events of
-    /// a stream, a quarter of the bytes of anything else), relayed or drained.
-    fn progress(&mut self, seen: Seen);
-}
-
-/// Relays the body of `answer` to the client behind `client_head` (a complete response head whose
-/// framing matches `framing`). `buf` is the relay buffer holding `answer.leftover` body bytes. When the
-/// client has left (or leaves), the rest of the answer is drained within the client side's bound.
-#[expect(clippy::too_many_arguments, reason = "one relay's whole context")]
-pub async fn relay_body<S: Transport>(
-    client: &mut ClientSide<'_, S>,
-    answer: Answer,
-    mut buf: Vec<u8>,
-    mode: BodyMode,
+/// The relay of one answer (see the module docs).
+pub struct Relay<'c, 'a, S> {
+    client: &'c mut ClientSide<'a, S>,
+    up: Option<UpstreamIo>,
+    node_keep_alive: bool,
+    decoder: BodyDecoder,
     framing: ClientFraming,
-    client_head: Vec<u8>,
-    read_timeout: Duration,
+    filter: Filter,
+    emitter: Emitter,
+    buf: Vec<u8>,
+    data_len: usize,
+    /// A piece filtered but not yet written (the relay stopped to report before writing it).
+    pending: Option<Out>,
+    final_reported: bool,
     progress_every: u64,
-    hooks: &mut impl RelayHooks,
-) -> (RelayResult, Vec<u8>, Vec<u8>) {
-    let Answer { mut up, head, leftover } = answer;
-    let mut decoder = (head.body == ResponseBody::Chunked).then(ChunkedDecoder::new);
-    let mut remaining = match head.body {
-        ResponseBody::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut filter = Filter::new(mode);
-    let mut final_ran = false;
-    let mut emitter = Emitter { framing, head: client_head, head_sent: false, first_byte_at: None };
-    let mut data_len = leftover;
-    let mut body_done = head.body == ResponseBody::Empty;
-    let mut trailing_garbage = false;
-    let is_sse = matches!(mode, BodyMode::Sse { .. });
-    let tokens_seen = |f: &Filter| if is_sse { f.data_events } else { f.bytes / 4 };
-    let mut next_mark = progress_every.max(1);
-    // Bytes the node had sent when the client left: the drain bound counts from there.
-    let mut bytes_at_leave = client.is_gone().then_some(0u64);
+    next_mark: u64,
+    /// What the node had sent when the client left: the drain bound counts from there.
+    bytes_at_leave: Option<u64>,
+    read_timeout: Duration,
+    trailing_garbage: bool,
+    end: Option<RelayEnd>,
+}
 
-    let end = loop {
-        if data_len > 0 {
-            let region = &mut buf[HEADROOM..HEADROOM + data_len];
-            let payload_len = match (&mut decoder, head.body) {
-                (Some(d), _) => match d.decode_in_place(region) {
-                    Ok(done) => {
-                        body_done = done.done;
-                        trailing_garbage |= done.done && done.consumed < data_len;
-                        done.payload_len
+impl<S> std::fmt::Debug for Relay<'_, '_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("mode", &self.filter.mode).field("end", &self.end).finish()
+    }
+}
+
+impl<'c, 'a, S: Transport> Relay<'c, 'a, S> {
+    /// A relay of `answer`'s body to the client behind `client_head` (a complete response head whose
+    /// framing matches `framing`). `buf` is the relay buffer holding `answer.leftover` body bytes.
+    #[expect(clippy::too_many_arguments, reason = "one relay's whole context")]
+    pub fn new(
+        client: &'c mut ClientSide<'a, S>,
+        answer: Answer,
+        buf: Vec<u8>,
+        mode: BodyMode,
+        framing: ClientFraming,
+        client_head: Vec<u8>,
+        read_timeout: Duration,
+        progress_every: u64,
+    ) -> Self {
+        let Answer { up, head, leftover } = answer;
+        let gone = client.is_gone();
+        Self {
+            client,
+            up: Some(up),
+            node_keep_alive: head.keep_alive,
+            decoder: BodyDecoder::new(head.framing),
+            framing,
+            filter: Filter::new(mode),
+            emitter: Emitter { framing, head: client_head, head_sent: false, first_byte_at: None },
+            buf,
+            data_len: leftover,
+            pending: None,
+            final_reported: false,
+            progress_every: progress_every.max(1),
+            next_mark: progress_every.max(1),
+            bytes_at_leave: gone.then_some(0),
+            read_timeout,
+            trailing_garbage: false,
+            end: None,
+        }
+    }
+
+    /// The client left: from here on the node's answer is only drained.
+    fn leave(&mut self) {
+        self.client.leave();
+        self.bytes_at_leave.get_or_insert(self.filter.bytes);
+    }
+
+    /// Writes the pending piece, if any.
+    async fn write_pending(&mut self) {
+        let Some(out) = self.pending.take() else { return };
+        if self.client.is_gone() {
+            if let Out::Held(n) = out {
+                self.filter.held.drain(..n);
+            }
+            self.filter.translated.clear();
+        } else {
+            let buf = std::mem::take(&mut self.buf);
+            let (res, buf) = self.emitter.emit(self.client, &mut self.filter, buf, out).await;
+            self.buf = buf;
+            if res.is_err() {
+                self.leave();
+            }
+        }
+        self.buf.truncate(HEADROOM);
+    }
+
+    /// Runs until the next [`Step`].
+    pub async fn next(&mut self) -> Step {
+        loop {
+            self.write_pending().await;
+            if let Some(end) = self.end.take() {
+                if end == RelayEnd::Complete && !self.final_reported {
+                    self.final_reported = true;
+                    self.end = Some(end);
+                    return Step::Final(self.filter.seen());
+                }
+                return Step::End(self.finish(end).await);
+            }
+            if self.data_len > 0 {
+                let len = std::mem::take(&mut self.data_len);
+                let region = &mut self.buf[HEADROOM..HEADROOM + len];
+                let d = match self.decoder.decode_in_place(region) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.end = Some(RelayEnd::UpstreamBroken(format!("bad framing from the node: {e}")));
+                        continue;
                     }
-                    Err(e) => break RelayEnd::UpstreamBroken(format!("bad chunked framing from node: {e}")),
-                },
-                (None, ResponseBody::Length(_)) => {
-                    let take = usize::try_from(remaining).map_or(data_len, |r| r.min(data_len));
-                    remaining -= take as u64;
-                    body_done = remaining == 0;
-                    trailing_garbage |= take < data_len;
-                    take
+                };
+                self.trailing_garbage |= d.done && d.consumed < len;
+                let out = self.filter.filter(&mut self.buf, d.payload_len);
+                self.pending = Some(out);
+                let completes = self.filter.done_seen
+                    || (d.done && matches!(self.framing, ClientFraming::Length))
+                    || (d.done && matches!(self.filter.mode, BodyMode::Translated { stream: false, .. }));
+                if !self.client.is_gone() && !self.final_reported && completes {
+                    self.final_reported = true;
+                    return Step::Final(self.filter.seen());
                 }
-                _ => data_len,
-            };
-            let out = filter.filter(&mut buf, payload_len);
-            filter.bytes += payload_len as u64;
-            let seen = Seen { usage: filter.usage(), events: filter.data_events, bytes: filter.bytes };
-            if tokens_seen(&filter) >= next_mark {
-                hooks.progress(seen);
-                next_mark = tokens_seen(&filter) + progress_every.max(1);
+                if self.filter.tokens() >= self.next_mark {
+                    self.next_mark = self.filter.tokens() + self.progress_every;
+                    return Step::Progress(self.filter.seen());
+                }
+                continue;
             }
-            if client.is_gone() {
-                // Nobody to relay to: what the node sends is only counted.
-                if let Out::Held(n) = out {
-                    filter.held.drain(..n);
-                }
-            } else {
-                if !final_ran && (filter.done_seen || (body_done && framing == ClientFraming::Length)) {
-                    hooks.before_final(seen).await;
-                    final_ran = true;
-                }
-                let (res, b) = emitter.emit(client, &mut filter, buf, out).await;
-                buf = b;
-                if res.is_err() {
-                    client.leave();
-                    bytes_at_leave = Some(filter.bytes);
-                }
-            }
-            buf.truncate(HEADROOM);
-            data_len = 0;
-        }
-        if body_done {
-            break if client.is_gone() { RelayEnd::ClientGone { drained: true } } else { RelayEnd::Complete };
-        }
-        if bytes_at_leave.is_some_and(|at| filter.bytes.saturating_sub(at) >= client.drain.bytes) {
-            break RelayEnd::ClientGone { drained: false };
-        }
-        let (u, b, r) = read_upstream(client, up, buf, Instant::now() + read_timeout).await;
-        up = u;
-        buf = b;
-        match r {
-            UpRead::Data(n) => data_len = n,
-            UpRead::Eof if head.body == ResponseBody::UntilClose => {
-                break if client.is_gone() {
+            if self.decoder.is_done() {
+                self.end = Some(if self.client.is_gone() {
                     RelayEnd::ClientGone { drained: true }
                 } else {
                     RelayEnd::Complete
-                };
+                });
+                continue;
             }
-            UpRead::ClientGone => {
-                client.leave();
-                bytes_at_leave = Some(filter.bytes);
+            if self
+                .bytes_at_leave
+                .is_some_and(|at| self.filter.bytes.saturating_sub(at) >= self.client.drain.bytes)
+            {
+                self.end = Some(RelayEnd::ClientGone { drained: false });
+                continue;
             }
-            _ if client.is_gone() => break RelayEnd::ClientGone { drained: false },
-            UpRead::Eof => {
-                break RelayEnd::UpstreamBroken("the node closed the connection mid-answer".into());
+            let Some(up) = self.up.take() else {
+                self.end = Some(RelayEnd::UpstreamBroken("no node connection".into()));
+                continue;
+            };
+            let buf = std::mem::take(&mut self.buf);
+            let (up, buf, read) =
+                read_upstream(self.client, up, buf, Instant::now() + self.read_timeout).await;
+            self.up = Some(up);
+            self.buf = buf;
+            match read {
+                UpRead::Data(n) => self.data_len = n,
+                UpRead::ClientGone => self.leave(),
+                UpRead::Eof if self.decoder.on_eof().is_ok() => {}
+                _ if self.client.is_gone() => self.end = Some(RelayEnd::ClientGone { drained: false }),
+                UpRead::Eof => {
+                    self.end =
+                        Some(RelayEnd::UpstreamBroken("the node closed the connection mid-answer".into()));
+                }
+                UpRead::Failed(e) => {
+                    self.end = Some(RelayEnd::UpstreamBroken(format!("reading from the node failed: {e}")));
+                }
+                UpRead::TimedOut => self.end = Some(RelayEnd::UpstreamTimedOut),
             }
-            UpRead::Failed(e) => {
-                break RelayEnd::UpstreamBroken(format!("reading from the node failed: {e}"));
-            }
-            UpRead::TimedOut => break RelayEnd::UpstreamTimedOut,
         }
-    };
+    }
 
-    let mut client_keep_alive = true;
-    match &end {
-        RelayEnd::Complete => {
-            if !final_ran {
-                let seen = Seen { usage: filter.usage(), events: filter.data_events, bytes: filter.bytes };
-                hooks.before_final(seen).await;
-                final_ran = true;
+    /// Writes what closes the answer for the client and says how the relay went.
+    async fn finish(&mut self, end: RelayEnd) -> RelayResult {
+        let stream = self.filter.mode.is_stream();
+        let failure = match &end {
+            RelayEnd::Complete => None,
+            RelayEnd::UpstreamBroken(msg) => Some(msg.clone()),
+            RelayEnd::UpstreamTimedOut => Some("the node stopped sending (read timeout)".to_owned()),
+            RelayEnd::ClientGone { .. } => Some(String::new()),
+        };
+        let mut client_keep_alive = true;
+        let closes = match (&failure, &mut self.filter.mode) {
+            (Some(_), _) if self.client.is_gone() => None,
+            (None, BodyMode::Translated { translator, .. }) => {
+                let mut out = Vec::new();
+                translator.end(None, &mut out);
+                Some(out)
             }
-            if emitter.finish(client, &mut filter, None).await.is_err() {
-                client_keep_alive = false;
-            }
-        }
-        RelayEnd::UpstreamBroken(msg) if is_sse && framing != ClientFraming::Length && emitter.head_sent => {
-            let event = stream_error_event(msg);
-            if emitter.finish(client, &mut filter, Some(&event)).await.is_err()
-                || framing == ClientFraming::Close
+            (None, _) => Some(Vec::new()),
+            // A stream that reached the client ends with an error event (the client's dialect's).
+            (Some(msg), BodyMode::Translated { translator, .. })
+                if stream && self.framing != ClientFraming::Length && self.emitter.head_sent =>
             {
-                client_keep_alive = false;
+                let mut out = Vec::new();
+                translator.end(Some(msg), &mut out);
+                Some(out)
             }
-        }
-        RelayEnd::UpstreamTimedOut if is_sse && framing != ClientFraming::Length && emitter.head_sent => {
-            let event = stream_error_event("the node stopped sending (read timeout)");
-            if emitter.finish(client, &mut filter, Some(&event)).await.is_err()
-                || framing == ClientFraming::Close
+            (Some(msg), BodyMode::Sse { .. })
+                if self.framing != ClientFraming::Length && self.emitter.head_sent =>
             {
-                client_keep_alive = false;
+                Some(stream_error_event(msg))
             }
+            (Some(_), _) => None,
+        };
+        match closes {
+            Some(bytes) => {
+                let res = self.emitter.finish(self.client, &mut self.filter, &bytes).await;
+                if res.is_err() || failure.is_some() && self.framing == ClientFraming::Close {
+                    client_keep_alive = false;
+                }
+            }
+            None => client_keep_alive = false,
         }
-        _ => client_keep_alive = false,
+        if self.framing == ClientFraming::Close {
+            client_keep_alive = false;
+        }
+        let ended_cleanly = matches!(end, RelayEnd::Complete | RelayEnd::ClientGone { drained: true });
+        let up = self.up.take();
+        let reusable = up.filter(|_| ended_cleanly && self.node_keep_alive && !self.trailing_garbage);
+        RelayResult {
+            end,
+            seen: self.filter.seen(),
+            head_sent: self.emitter.head_sent,
+            first_byte_at: self.emitter.first_byte_at,
+            client_keep_alive,
+            reusable,
+        }
     }
-    if framing == ClientFraming::Close {
-        client_keep_alive = false;
+
+    /// The relay buffer and the head buffer, for reuse.
+    pub fn into_buffers(self) -> (Vec<u8>, Vec<u8>) {
+        (self.buf, self.emitter.head)
     }
-    let ended_cleanly = matches!(end, RelayEnd::Complete | RelayEnd::ClientGone { drained: true });
-    let reusable = (ended_cleanly && head.keep_alive && !trailing_garbage).then_some(up);
-    let result = RelayResult {
-        end,
-        usage: filter.usage(),
-        data_events: filter.data_events,
-        bytes: filter.bytes,
-        final_ran,
-        head_sent: emitter.head_sent,
-        first_byte_at: emitter.first_byte_at,
-        client_keep_alive,
-        reusable,
-    };
-    (result, buf, emitter.head)
 }
 
 /// The event that ends a stream whose node failed: OpenAI's error shape, as the SDKs expect it.
@@ -755,72 +664,21 @@ pub fn stream_error_event(message: &str) -> Vec<u8> {
     ev
 }
 
-/// Reads a whole (small) body of a non-success answer, e.g. a node's error JSON, up to `max` bytes.
-/// Returns the body and the connection when it may be reused.
-pub async fn read_small_body<S: Transport>(
-    client: &mut ClientSide<'_, S>,
-    answer: Answer,
-    mut buf: Vec<u8>,
-    max: usize,
-    read_timeout: Duration,
-) -> (Result<(Vec<u8>, Option<UpstreamIo>), AttemptError>, Vec<u8>) {
-    let Answer { mut up, head, leftover } = answer;
-    let mut body = Vec::new();
-    let mut decoder = (head.body == ResponseBody::Chunked).then(ChunkedDecoder::new);
-    let mut remaining = match head.body {
-        ResponseBody::Length(n) => n,
-        _ => u64::MAX,
-    };
-    let mut data_len = leftover;
-    let mut done = head.body == ResponseBody::Empty;
-    let deadline = Instant::now() + read_timeout;
-    loop {
-        if data_len > 0 {
-            let len = std::mem::take(&mut data_len);
-            let region = &mut buf[HEADROOM..HEADROOM + len];
-            let n = match &mut decoder {
-                Some(d) => match d.decode_in_place(region) {
-                    Ok(r) => {
-                        done = r.done;
-                        r.payload_len
-                    }
-                    Err(_) => {
-                        return (Err(AttemptError::BadHead(ResponseHeadError::Malformed("chunked"))), buf);
-                    }
-                },
-                None => {
-                    let take = usize::try_from(remaining).map_or(len, |r| r.min(len));
-                    if head.body != ResponseBody::UntilClose {
-                        remaining -= take as u64;
-                        done = remaining == 0;
-                    }
-                    take
-                }
-            };
-            let room = max.saturating_sub(body.len());
-            body.extend_from_slice(&buf[HEADROOM..HEADROOM + n.min(room)]);
-            buf.truncate(HEADROOM);
-        }
-        if done || body.len() >= max {
-            let reusable = (done && head.keep_alive).then_some(up);
-            return (Ok((body, reusable)), buf);
-        }
-        let (u, b, r) = read_upstream(client, up, buf, deadline).await;
-        up = u;
-        buf = b;
-        match r {
-            UpRead::Data(n) => data_len = n,
-            UpRead::Eof => return (Ok((body, None)), buf),
-            UpRead::Failed(e) => return (Err(AttemptError::Read(e)), buf),
-            UpRead::TimedOut => return (Err(AttemptError::HeadTimeout), buf),
-            UpRead::ClientGone => return (Err(AttemptError::ClientGone), buf),
-        }
+/// The framing a node's answer gets towards a client speaking HTTP/1.`client_minor`: a passed-on
+/// sized JSON answer keeps its length, anything else is chunked (or until close for HTTP/1.0).
+pub fn client_framing(mode: &BodyMode, node: Framing, client_minor: u8) -> ClientFraming {
+    match (mode, node) {
+        (_, Framing::Empty) if !matches!(mode, BodyMode::Translated { .. }) => ClientFraming::Length,
+        (BodyMode::Json, Framing::Length(_)) => ClientFraming::Length,
+        _ if client_minor >= 1 => ClientFraming::Chunked,
+        _ => ClientFraming::Close,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::buffer::relay_buffer;
 
     fn sse_filter(cut: bool) -> Filter {
         Filter::new(BodyMode::Sse { cut_usage: cut })
@@ -838,9 +696,16 @@ mod tests {
                     client.extend_from_slice(&filter.held[..n]);
                     filter.held.drain(..n);
                 }
+                Out::Translated => {
+                    client.extend_from_slice(&filter.translated);
+                    filter.translated.clear();
+                }
             }
         }
         client.extend_from_slice(&filter.held);
+        if let BodyMode::Translated { translator, .. } = &mut filter.mode {
+            translator.end(None, &mut client);
+        }
         client
     }
 
@@ -879,6 +744,34 @@ data: [DONE]\n\n";
         let big = vec![b'x'; MAX_HELD_EVENT_BYTES + 10];
         let out = run(&mut f, &big, 4096);
         assert_eq!(out.len(), big.len());
+    }
+
+    /// A dialect that writes each content delta as a line, and `END` at the end.
+    struct Lines;
+    impl Translate for Lines {
+        fn event(&mut self, event: &[u8], out: &mut Vec<u8>) {
+            let Some(data) = sse::event_data(event) else { return };
+            let v: serde_json::Value = serde_json::from_slice(&data).unwrap_or_default();
+            if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                out.extend_from_slice(t.as_bytes());
+                out.push(b'\n');
+            }
+        }
+        fn body(&mut self, _: &[u8]) {}
+        fn end(&mut self, failure: Option<&str>, out: &mut Vec<u8>) {
+            out.extend_from_slice(failure.map_or(b"END".as_slice(), |_| b"FAILED"));
+        }
+    }
+
+    #[test]
+    fn a_translator_sees_every_event_whole_and_billing_still_counts() {
+        for step in 1..STREAM.len() {
+            let mut f = Filter::new(BodyMode::Translated { stream: true, translator: Box::new(Lines) });
+            let out = run(&mut f, STREAM, step);
+            assert_eq!(out, b"a\nb\nEND", "step {step}");
+            assert_eq!(f.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 2 }));
+            assert!(f.done_seen);
+        }
     }
 
     #[test]

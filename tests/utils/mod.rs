@@ -439,7 +439,7 @@ impl Gateway {
 
 /// A gateway running inside the test process (so the test can hand it a store wrapper or a clock).
 pub struct InProc {
-    pub running: Option<gonka_gateway::runtime::Running>,
+    pub running: Option<gonka_gateway::gateway::Running>,
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -467,10 +467,10 @@ impl InProc {
         let file = gonka_gateway::config::ConfigFile::parse(&config_toml(&opts, dir.path())).unwrap();
         let settings = file.validate().unwrap();
         let store = gonka_gateway::store::open(&settings.store).unwrap();
-        let mut boot = gonka_gateway::runtime::Boot::new(settings, ADMIN_TOKEN.to_owned());
+        let mut boot = gonka_gateway::gateway::Boot::new(settings, ADMIN_TOKEN.to_owned());
         boot.store = Some(wrap(store));
         boot.clock = clock;
-        let (running, ()) = gonka_gateway::runtime::start(boot, |_| Ok(())).unwrap();
+        let (running, ()) = gonka_gateway::gateway::start(boot, |_| Ok(())).unwrap();
         let mut gw = InProc {
             addr: running.public_addr,
             admin_addr: running.admin_addr,

@@ -1,15 +1,15 @@
 //! One request and its answer: the request head, reading the body (lengths, chunks, 100-continue,
 //! limits, deadlines, its share of the process's body memory), and writing answers that are not relayed.
 
-use super::conn::Conn;
+use super::Conn;
 use super::core::Core;
+use super::limits::Reservation;
 use crate::error::ApiError;
-use crate::http::chunked::ChunkedDecoder;
+use crate::http::body::{BodyDecoder, Framing};
 use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
-use crate::http::request::{BodyFraming, Method, RequestHead};
+use crate::http::request::{Method, RequestHead};
 use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::model::Usage;
-use crate::server::limits::Reservation;
 use monoio::buf::IoBufMut;
 use std::rc::Rc;
 use std::time::Instant;
@@ -134,78 +134,61 @@ impl<'c, S: Transport> Exchange<'c, S> {
         let max = settings.http.max_body_bytes;
         let memory = &core.limits.body_memory;
         let wait = settings.body_memory_wait;
-        match self.head.framing {
-            BodyFraming::Empty => Ok(Body::default()),
-            BodyFraming::Length(n) => {
-                let n = usize::try_from(n).map_err(|_| ApiError::PayloadTooLarge)?;
-                if n > max {
+        let framing = self.head.framing;
+        let mut decoder = BodyDecoder::new(framing);
+        let mut body = Vec::new();
+        let mut reservation = match framing {
+            Framing::Empty => return Ok(Body::default()),
+            Framing::Length(n) => {
+                let n = usize::try_from(n).ok().filter(|n| *n <= max).ok_or(ApiError::PayloadTooLarge)?;
+                // All of it before a byte is read (and before 100 Continue invites the client to send).
+                let r = memory.reserve(n, wait).await.ok_or_else(no_body_memory)?;
+                body.reserve_exact(n);
+                r
+            }
+            _ => memory.empty(),
+        };
+        let deadline = Instant::now() + settings.timeouts.body;
+        loop {
+            if !self.conn.rbuf.is_empty() {
+                let d = decoder
+                    .decode_in_place(self.conn.rbuf.data_mut())
+                    .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}"), None))?;
+                // What the framing announces counts at once: a chunk size line past the limit is
+                // refused before any of its payload is waited for.
+                let needed = body.len() + d.payload_len;
+                if needed as u64 + decoder.announced() > max as u64 {
                     return Err(ApiError::PayloadTooLarge);
                 }
-                // All of it before a byte is read (and before 100 Continue invites the client to send).
-                let reservation = memory.reserve(n, wait).await.ok_or_else(no_body_memory)?;
-                let deadline = Instant::now() + settings.timeouts.body;
-                let buffered = self.conn.rbuf.len().min(n);
-                let mut body = Vec::with_capacity(n);
-                body.extend_from_slice(&self.conn.rbuf.data()[..buffered]);
-                self.conn.rbuf.consume(buffered);
-                if body.len() < n {
-                    self.send_continue().await?;
-                }
-                while body.len() < n {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let len = body.len();
-                    let (res, slice) = read_deadline(
-                        &mut self.conn.io,
-                        body.slice_mut(len..n),
-                        left,
-                        std::future::pending(),
-                    )
-                    .await;
-                    body = slice.into_inner();
-                    body_read_result(res)?;
-                }
-                Ok(Body { bytes: body, _reservation: reservation })
-            }
-            BodyFraming::Chunked => {
-                let deadline = Instant::now() + settings.timeouts.body;
-                let mut decoder = ChunkedDecoder::new();
-                let mut body = Vec::new();
-                let mut reservation = memory.empty();
-                loop {
-                    if !self.conn.rbuf.is_empty() {
-                        let d = decoder
-                            .decode_in_place(self.conn.rbuf.data_mut())
-                            .map_err(|e| ApiError::bad_request(format!("Invalid chunked body: {e}"), None))?;
-                        // What the current chunk declares counts at once: a size line past the limit
-                        // is refused before any of its payload is waited for.
-                        let declared = (body.len() + d.payload_len) as u64 + decoder.chunk_remaining();
-                        if declared > max as u64 {
-                            return Err(ApiError::PayloadTooLarge);
-                        }
-                        // Reserved as it grows, doubling: the body's capacity never runs ahead of it.
-                        let needed = body.len() + d.payload_len;
-                        if needed > reservation.bytes() {
-                            let target = needed
-                                .max(reservation.bytes() * 2)
-                                .max(CHUNKED_RESERVE_STEP)
-                                .min(max.max(needed));
-                            if !reservation.grow_to(target, wait).await {
-                                return Err(no_body_memory());
-                            }
-                            body.reserve_exact(target - body.len());
-                        }
-                        body.extend_from_slice(&self.conn.rbuf.data()[..d.payload_len]);
-                        self.conn.rbuf.consume(d.consumed);
-                        if d.done {
-                            return Ok(Body { bytes: body, _reservation: reservation });
-                        }
+                // A chunked body is reserved as it grows, doubling: its capacity never runs ahead of it.
+                if needed > reservation.bytes() {
+                    let target =
+                        needed.max(reservation.bytes() * 2).max(CHUNKED_RESERVE_STEP).min(max.max(needed));
+                    if !reservation.grow_to(target, wait).await {
+                        return Err(no_body_memory());
                     }
-                    self.send_continue().await?;
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let cap = settings.read_buffer_bytes.max(16 * 1024);
-                    let res = self.conn.rbuf.fill(&mut self.conn.io, cap, left, std::future::pending()).await;
-                    body_read_result(res)?;
+                    body.reserve_exact(target - body.len());
                 }
+                body.extend_from_slice(&self.conn.rbuf.data()[..d.payload_len]);
+                self.conn.rbuf.consume(d.consumed);
+            }
+            if decoder.is_done() {
+                return Ok(Body { bytes: body, _reservation: reservation });
+            }
+            self.send_continue().await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Framing::Length(n) = framing {
+                // The rest of a sized body is read straight into it, not through the read buffer.
+                let (len, n) = (body.len(), usize::try_from(n).unwrap_or(usize::MAX));
+                let (res, slice) =
+                    read_deadline(&mut self.conn.io, body.slice_mut(len..n), left, std::future::pending())
+                        .await;
+                body = slice.into_inner();
+                decoder.read_directly(body_read_result(res)?);
+            } else {
+                let cap = settings.read_buffer_bytes.max(16 * 1024);
+                let res = self.conn.rbuf.fill(&mut self.conn.io, cap, left, std::future::pending()).await;
+                body_read_result(res)?;
             }
         }
     }
@@ -217,8 +200,8 @@ impl<'c, S: Transport> Exchange<'c, S> {
             return;
         }
         match self.head.framing {
-            BodyFraming::Empty => {}
-            BodyFraming::Length(n) if !self.continue_sent && (self.conn.rbuf.len() as u64) >= n => {
+            Framing::Empty => {}
+            Framing::Length(n) if !self.continue_sent && (self.conn.rbuf.len() as u64) >= n => {
                 self.conn.rbuf.consume(n as usize);
             }
             _ => self.keep_alive = false,
@@ -276,10 +259,10 @@ impl<'c, S: Transport> Exchange<'c, S> {
     }
 }
 
-fn body_read_result(res: Result<usize, ReadError>) -> Result<(), ApiError> {
+fn body_read_result(res: Result<usize, ReadError>) -> Result<usize, ApiError> {
     match res {
         Ok(0) => Err(ApiError::PayloadTooLarge),
-        Ok(_) => Ok(()),
+        Ok(n) => Ok(n),
         Err(ReadError::TimedOut) => Err(ApiError::RequestTimeout),
         Err(e) => Err(ApiError::bad_request(
             format!("The client connection failed: {}", std::io::Error::from(e)),

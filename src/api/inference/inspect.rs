@@ -8,6 +8,7 @@
 //! the closing brace; only when `stream_options` already exists is the document re-serialized.
 
 use crate::error::ApiError;
+pub use crate::json::JsonScratch;
 use simd_json::prelude::*;
 
 /// Which OpenAI endpoint a body is for.
@@ -103,30 +104,6 @@ fn bad(message: &str, param: &str) -> ApiError {
     ApiError::bad_request(message, Some(param))
 }
 
-/// Reusable parse state: the copy simd-json parses in place, its buffers and tape. One per core.
-#[derive(Default)]
-pub struct JsonScratch {
-    copy: Vec<u8>,
-    buffers: simd_json::Buffers,
-    tape: Option<simd_json::Tape<'static>>,
-}
-
-impl JsonScratch {
-    /// Frees the parse state when it grew past `keep` bytes (after a large body), so a core does not keep
-    /// three copies of the largest body it ever parsed.
-    pub fn shrink(&mut self, keep: usize) {
-        if self.copy.capacity() > keep {
-            *self = Self::default();
-        }
-    }
-}
-
-impl std::fmt::Debug for JsonScratch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JsonScratch").field("copy_capacity", &self.copy.capacity()).finish()
-    }
-}
-
 /// Members the gateway acts on: a duplicate would let the gateway and the node read different values
 /// (simd-json keeps the first, most node servers the last), so duplicates are refused.
 const WATCHED: [&str; 10] = [
@@ -147,15 +124,10 @@ const WATCHED_STREAM_OPTIONS: [&str; 1] = ["include_usage"];
 
 /// Parses a copy of `body` and validates the fields the gateway depends on.
 pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut JsonScratch) -> Result<Inspected, ApiError> {
-    scratch.copy.clear();
-    scratch.copy.extend_from_slice(body);
-    let mut tape = scratch.tape.take().unwrap_or_else(simd_json::Tape::null).reset();
-    let result = match simd_json::fill_tape(&mut scratch.copy, &mut scratch.buffers, &mut tape) {
-        Ok(()) => inspect_value(endpoint, tape.as_value()),
+    match scratch.parse(body, |value| inspect_value(endpoint, value)) {
+        Ok(result) => result,
         Err(e) => Err(ApiError::bad_request(format!("The request body is not valid JSON: {e}"), None)),
-    };
-    scratch.tape = Some(tape.reset());
-    result
+    }
 }
 
 /// Refuses an object in which one of `watched` appears more than once; `what` names the object.
@@ -484,19 +456,6 @@ mod tests {
                 .model,
             "z"
         );
-    }
-
-    #[test]
-    fn shrink_frees_a_scratch_grown_by_a_large_body() {
-        let mut scratch = JsonScratch::default();
-        let body =
-            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(4 << 20));
-        inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch).unwrap();
-        scratch.shrink(8 << 20);
-        assert!(scratch.copy.capacity() >= 4 << 20, "kept while within the bound");
-        scratch.shrink(1 << 20);
-        assert_eq!(scratch.copy.capacity(), 0);
-        assert_eq!(inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch).unwrap().model, "m");
     }
 
     #[test]

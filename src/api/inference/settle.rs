@@ -1,5 +1,7 @@
 //! Settlement: a request's hold is replaced by its real cost, and its usage record is journaled, once,
-//! on whatever ending it had; while its answer is relayed, progress marks are journaled too.
+//! on whatever ending it had (right before the final bytes of a complete answer, so the record is durable
+//! before the client has the whole answer); while the answer is relayed, progress marks are journaled
+//! too.
 //!
 //! # Rules
 //! - The node reported usage: its tokens × prices, whatever the ending (a client that left still pays for
@@ -13,14 +15,12 @@
 //!   the answer has cost so far is journaled without waiting; the final record replaces it. A crash
 //!   between two marks loses at most that many tokens of an answer.
 
-use super::estimate::PromptText;
 use crate::app::App;
 use crate::auth::cache::KeyEntry;
+use crate::billing::estimate::PromptText;
 use crate::limits::{self, Hold};
-use crate::model::ModelSpec;
-use crate::model::Usage;
-use crate::model::{RecordStatus, UsageRecord};
-use crate::upstream::relay::{RelayHooks, Seen};
+use crate::model::{ModelSpec, RecordStatus, Usage, UsageRecord};
+use crate::upstream::relay::Seen;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +36,7 @@ fn completion_sent(status: RecordStatus, seen: Seen, stream: bool) -> Option<u64
 
 /// One admitted request's settlement, done at most once.
 #[derive(Debug)]
-pub struct Settler {
+pub struct Settlement {
     app: Arc<App>,
     key: Arc<KeyEntry>,
     model: ModelSpec,
@@ -53,7 +53,7 @@ pub struct Settler {
     pub billed: Option<(Usage, u64, bool)>,
 }
 
-impl Settler {
+impl Settlement {
     #[expect(clippy::too_many_arguments, reason = "everything a usage record is made of")]
     pub fn new(
         app: Arc<App>,
@@ -89,8 +89,8 @@ impl Settler {
         let (day, month) = self.hold.as_ref()?.windows();
         Some(UsageRecord {
             request_id: self.request_id.clone(),
-            account_id: self.key.account_id.to_string(),
-            key_id: self.key.id.to_string(),
+            account_id: self.key.account_id().to_string(),
+            key_id: self.key.id().to_string(),
             model: self.model.id.clone(),
             prompt_tokens: tokens.prompt_tokens,
             completion_tokens: tokens.completion_tokens,
@@ -160,16 +160,6 @@ impl Settler {
         if let Some(record) = self.record(RecordStatus::Interrupted, tokens, cost, estimated) {
             self.app.journal.append_unacknowledged(&record);
         }
-    }
-}
-
-impl RelayHooks for Settler {
-    async fn before_final(&mut self, seen: Seen) {
-        self.settle(RecordStatus::Completed, seen).await;
-    }
-
-    fn progress(&mut self, seen: Seen) {
-        Settler::progress(self, seen);
     }
 }
 

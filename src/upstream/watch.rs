@@ -1,0 +1,163 @@
+//! The client's side of an exchange with a node, watched while the node is waited on: a client that
+//! hangs up is noticed at once, bytes it sends meanwhile (a pipelined request) are kept, and once it
+//! has left, reads of the node's answer are bounded by the drain bound.
+
+use super::buffer::TAILROOM;
+use super::client::UpstreamIo;
+use crate::http::io::{ReadBuf, ReadError, Transport, write_all_deadline};
+use monoio::buf::IoBufMut;
+use monoio::io::{CancelHandle, CancelableAsyncReadRent, Canceller};
+use monoio::time::Instant;
+use std::io;
+use std::time::Duration;
+
+/// How long a readable client socket may take to yield its bytes before the readiness is deemed spurious.
+const CLIENT_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How long, and how many bytes of it, a node's answer is still read after the client left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainBound {
+    pub time: Duration,
+    pub bytes: u64,
+}
+
+/// The client half of a relay.
+#[derive(Debug)]
+pub struct ClientSide<'a, S> {
+    pub io: &'a mut S,
+    /// Where bytes the client sends meanwhile (a pipelined request) are kept.
+    pub rbuf: &'a mut ReadBuf,
+    pub rbuf_max: usize,
+    pub write_timeout: Duration,
+    watching: bool,
+    pub(super) drain: DrainBound,
+    /// When the client went away, if it did.
+    gone_at: Option<Instant>,
+}
+
+impl<'a, S: Transport> ClientSide<'a, S> {
+    pub fn new(
+        io: &'a mut S,
+        rbuf: &'a mut ReadBuf,
+        rbuf_max: usize,
+        write_timeout: Duration,
+        drain: DrainBound,
+    ) -> Self {
+        Self { io, rbuf, rbuf_max, write_timeout, watching: true, drain, gone_at: None }
+    }
+
+    /// Whether the client has gone away.
+    pub fn is_gone(&self) -> bool {
+        self.gone_at.is_some()
+    }
+
+    /// The client went away now (or earlier): from here on the node's answer is only drained.
+    pub(super) fn leave(&mut self) {
+        if self.gone_at.is_none() {
+            self.gone_at = Some(Instant::now());
+        }
+        self.watching = false;
+    }
+
+    /// The deadline of a read that must also end within the drain bound once the client is gone.
+    pub(super) fn bounded(&self, deadline: Instant) -> Instant {
+        match self.gone_at {
+            Some(gone) => deadline.min(gone + self.drain.time),
+            None => deadline,
+        }
+    }
+
+    /// The client socket turned readable: take what is there. `false` when the client has gone.
+    pub(super) async fn on_readable(&mut self) -> bool {
+        match self.rbuf.fill(self.io, self.rbuf_max, CLIENT_PROBE_TIMEOUT, std::future::pending()).await {
+            Ok(0) => {
+                // Buffer full of pipelined requests: stop watching until this exchange ends.
+                self.watching = false;
+                true
+            }
+            Ok(_) | Err(ReadError::TimedOut) => true,
+            Err(_) => false,
+        }
+    }
+
+    pub(super) async fn write(
+        &mut self,
+        buf: Vec<u8>,
+        start: usize,
+        end: usize,
+    ) -> (io::Result<()>, Vec<u8>) {
+        use monoio::buf::IoBuf;
+        let (res, slice) = write_all_deadline(self.io, buf.slice(start..end), self.write_timeout).await;
+        (res, slice.into_inner())
+    }
+}
+
+/// What one wait on the node produced.
+#[derive(Debug)]
+pub(super) enum UpRead {
+    Data(usize),
+    Eof,
+    Failed(io::Error),
+    TimedOut,
+    ClientGone,
+}
+
+async fn read_owned(
+    mut up: UpstreamIo,
+    buf: Vec<u8>,
+    c: CancelHandle,
+) -> (UpstreamIo, io::Result<usize>, Vec<u8>) {
+    let start = buf.len();
+    let end = buf.capacity() - TAILROOM;
+    let (res, slice) = up.cancelable_read(buf.slice_mut(start..end), c).await;
+    (up, res, slice.into_inner())
+}
+
+/// Reads more of the node's answer after `buf`'s current length, watching the client meanwhile.
+pub(super) async fn read_upstream<S: Transport>(
+    client: &mut ClientSide<'_, S>,
+    up: UpstreamIo,
+    mut buf: Vec<u8>,
+    deadline: Instant,
+) -> (UpstreamIo, Vec<u8>, UpRead) {
+    if buf.capacity() < buf.len() + TAILROOM + 512 {
+        buf.reserve(buf.capacity().max(4096));
+    }
+    let canceller = Canceller::new();
+    let read = read_owned(up, buf, canceller.handle());
+    let mut read = std::pin::pin!(read);
+    enum Woke {
+        Read(UpstreamIo, io::Result<usize>, Vec<u8>),
+        Deadline,
+        Client(io::Result<()>),
+    }
+    let deadline = client.bounded(deadline);
+    let why = loop {
+        let watching = client.watching && !client.is_gone();
+        let woke = monoio::select! {
+            (up, res, buf) = &mut read => Woke::Read(up, res, buf),
+            _ = monoio::time::sleep_until(deadline) => Woke::Deadline,
+            r = client.io.socket().readable(false), if watching => Woke::Client(r),
+        };
+        match woke {
+            Woke::Read(up, res, buf) => {
+                let r = match res {
+                    Ok(0) => UpRead::Eof,
+                    Ok(n) => UpRead::Data(n),
+                    Err(e) => UpRead::Failed(e),
+                };
+                return (up, buf, r);
+            }
+            Woke::Deadline => break UpRead::TimedOut,
+            Woke::Client(Err(_)) => break UpRead::ClientGone,
+            Woke::Client(Ok(())) => {
+                if !client.on_readable().await {
+                    break UpRead::ClientGone;
+                }
+            }
+        }
+    };
+    let _fresh = canceller.cancel();
+    let (up, _, buf) = read.await;
+    (up, buf, why)
+}
