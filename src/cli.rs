@@ -1,17 +1,24 @@
-//! `gonka-gateway admin …`: account, credit and key administration from the shell, through the admin API
-//! (a small blocking HTTP/1.1 client; this runs in the CLI process, never on a core).
+//! The shell commands that are not servers: `gonka-gateway admin …` (accounts, credits, keys and prices
+//! through the admin API, over the blocking HTTP/1.1 client; this runs in the CLI process, never on a
+//! core) and `gonka-gateway gonka …` (the address of a Gonka key, request signatures).
 
+use crate::gonka::signer::GonkaSigner;
 use crate::http::client;
 use serde_json::{Value, json};
 use std::io;
 use std::time::Duration;
 
-/// Where the admin API is and how to authenticate.
-#[derive(Debug, Clone)]
-pub struct AdminTarget {
-    /// `http://host:port`
+/// `gonka-gateway admin`: where the admin API is, how to authenticate, and what to do.
+#[derive(clap::Args, Debug)]
+pub struct Admin {
+    /// The admin listener.
+    #[arg(long, env = "GATEWAY_ADMIN_URL", default_value = "http://127.0.0.1:8081")]
     pub url: String,
+    /// The admin token.
+    #[arg(long, env = "GATEWAY_ADMIN_TOKEN", hide_env_values = true)]
     pub token: String,
+    #[command(subcommand)]
+    pub command: AdminCommand,
 }
 
 /// One admin call: method, path, optional JSON body.
@@ -22,20 +29,98 @@ pub struct AdminCall {
     pub body: Option<Value>,
 }
 
-/// The admin subcommands, as the command line gives them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The admin subcommands.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum AdminCommand {
-    AccountCreate { name: String },
-    AccountList,
-    AccountGet { id: String },
-    AccountRotateToken { id: String },
-    CreditAdd { account: String, amount_ngonka: String, reference: String },
-    KeyList { account: String },
-    KeyCreate { account: String, name: String, kind: String },
-    KeyAction { id: String, action: String },
-    ModelSet { model: String, price_prompt_ngonka: String, price_completion_ngonka: String },
-    ModelDelete { model: String },
-    ModelList,
+    /// Accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Credits.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+    /// Keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Model prices.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum AccountsCommand {
+    /// Creates an account; prints its token (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    List,
+    Get {
+        id: String,
+    },
+    /// Issues a new account token; the old one stops working.
+    RotateToken {
+        id: String,
+    },
+}
+
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum CreditsCommand {
+    /// Credits an account; the same reference twice credits once.
+    Add {
+        account: String,
+        #[arg(long)]
+        amount_ngonka: String,
+        #[arg(long)]
+        reference: String,
+    },
+}
+
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum KeysCommand {
+    /// Every key of an account.
+    List {
+        account: String,
+    },
+    /// Creates a managed (default) or management key; prints it (shown once).
+    Create {
+        account: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "managed", value_parser = ["managed", "management"])]
+        kind: String,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// New secret; the old one stops working at once.
+    Rotate {
+        id: String,
+    },
+    /// Permanent.
+    Archive {
+        id: String,
+    },
+}
+
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum ModelsCommand {
+    /// Sets a model's prices (ngonka per token).
+    Set {
+        model: String,
+        #[arg(long)]
+        price_prompt_ngonka: String,
+        #[arg(long)]
+        price_completion_ngonka: String,
+    },
+    /// Removes a model's stored prices: a configured model goes back to its config prices, a model
+    /// only the store had is gone.
+    Delete {
+        model: String,
+    },
+    List,
 }
 
 /// A model id as a path: each byte that is not unreserved (RFC 3986) or `/` percent-encoded, so any id
@@ -54,27 +139,32 @@ fn model_path(model: &str) -> String {
 
 impl AdminCommand {
     pub fn call(&self) -> AdminCall {
+        use {AccountsCommand as A, CreditsCommand as C, KeysCommand as K, ModelsCommand as M};
         let c = |method, path: String, body| AdminCall { method, path, body };
+        let key = |id: &str, action: &str| c("POST", format!("/admin/keys/{id}/{action}"), None);
         match self {
-            Self::AccountCreate { name } => {
+            Self::Accounts(A::Create { name }) => {
                 c("POST", "/admin/accounts".into(), Some(json!({ "name": name })))
             }
-            Self::AccountList => c("GET", "/admin/accounts".into(), None),
-            Self::AccountGet { id } => c("GET", format!("/admin/accounts/{id}"), None),
-            Self::AccountRotateToken { id } => c("POST", format!("/admin/accounts/{id}/token"), None),
-            Self::CreditAdd { account, amount_ngonka, reference } => c(
+            Self::Accounts(A::List) => c("GET", "/admin/accounts".into(), None),
+            Self::Accounts(A::Get { id }) => c("GET", format!("/admin/accounts/{id}"), None),
+            Self::Accounts(A::RotateToken { id }) => c("POST", format!("/admin/accounts/{id}/token"), None),
+            Self::Credits(C::Add { account, amount_ngonka, reference }) => c(
                 "POST",
                 format!("/admin/accounts/{account}/credits"),
                 Some(json!({ "amount_ngonka": amount_ngonka, "reference": reference })),
             ),
-            Self::KeyList { account } => c("GET", format!("/admin/accounts/{account}/keys"), None),
-            Self::KeyCreate { account, name, kind } => c(
+            Self::Keys(K::List { account }) => c("GET", format!("/admin/accounts/{account}/keys"), None),
+            Self::Keys(K::Create { account, name, kind }) => c(
                 "POST",
                 format!("/admin/accounts/{account}/keys"),
                 Some(json!({ "name": name, "kind": kind })),
             ),
-            Self::KeyAction { id, action } => c("POST", format!("/admin/keys/{id}/{action}"), None),
-            Self::ModelSet { model, price_prompt_ngonka, price_completion_ngonka } => c(
+            Self::Keys(K::Pause { id }) => key(id, "pause"),
+            Self::Keys(K::Resume { id }) => key(id, "resume"),
+            Self::Keys(K::Rotate { id }) => key(id, "rotate"),
+            Self::Keys(K::Archive { id }) => key(id, "archive"),
+            Self::Models(M::Set { model, price_prompt_ngonka, price_completion_ngonka }) => c(
                 "PUT",
                 model_path(model),
                 Some(json!({
@@ -82,14 +172,14 @@ impl AdminCommand {
                     "price_completion_ngonka": price_completion_ngonka,
                 })),
             ),
-            Self::ModelDelete { model } => c("DELETE", model_path(model), None),
-            Self::ModelList => c("GET", "/admin/models".into(), None),
+            Self::Models(M::Delete { model }) => c("DELETE", model_path(model), None),
+            Self::Models(M::List) => c("GET", "/admin/models".into(), None),
         }
     }
 }
 
 /// Sends one call; returns the status and the JSON body.
-pub fn send(target: &AdminTarget, call: &AdminCall) -> io::Result<(u16, Value)> {
+pub fn send(target: &Admin, call: &AdminCall) -> io::Result<(u16, Value)> {
     let rest = target.url.strip_prefix("http://").ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "the admin URL must start with http://")
     })?;
@@ -118,23 +208,62 @@ pub fn send(target: &AdminTarget, call: &AdminCall) -> io::Result<(u16, Value)> 
     Ok((answer.status, value))
 }
 
+impl Admin {
+    /// Sends the command; the status and the JSON body of the answer.
+    pub fn run(&self) -> io::Result<(u16, Value)> {
+        send(self, &self.command.call())
+    }
+}
+
+/// `gonka-gateway gonka`: the Gonka account key in `GONKA_PRIVATE_KEY`.
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum GonkaCommand {
+    /// Prints the gonka1… address of the key in GONKA_PRIVATE_KEY.
+    Address,
+    /// Prints the `Authorization` value for the request body read from standard input (its exact bytes).
+    Sign {
+        /// The node's transfer address the request is sent to.
+        #[arg(long)]
+        transfer_address: String,
+        /// The `X-Timestamp` value, Unix nanoseconds.
+        #[arg(long)]
+        timestamp_ns: u64,
+    },
+}
+
+impl GonkaCommand {
+    /// The line to print for the key `private_key_hex`; `sign` reads the body from `body`.
+    pub fn run(&self, private_key_hex: &str, body: &mut dyn io::Read) -> Result<String, String> {
+        let signer = GonkaSigner::from_hex(private_key_hex).map_err(|e| format!("GONKA_PRIVATE_KEY: {e}"))?;
+        match self {
+            Self::Address => Ok(signer.address().to_owned()),
+            Self::Sign { transfer_address, timestamp_ns } => {
+                let mut bytes = Vec::new();
+                body.read_to_end(&mut bytes)
+                    .map_err(|e| format!("cannot read the body from standard input: {e}"))?;
+                Ok(signer.sign(&bytes, *timestamp_ns, transfer_address))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn commands_map_to_admin_calls() {
-        let c = AdminCommand::CreditAdd {
+        let c = AdminCommand::Credits(CreditsCommand::Add {
             account: "acc_1".into(),
             amount_ngonka: "5".into(),
             reference: "r".into(),
-        }
+        })
         .call();
         assert_eq!((c.method, c.path.as_str()), ("POST", "/admin/accounts/acc_1/credits"));
         assert_eq!(c.body, Some(json!({"amount_ngonka": "5", "reference": "r"})));
-        let c = AdminCommand::KeyAction { id: "key_1".into(), action: "pause".into() }.call();
+        let c = AdminCommand::Keys(KeysCommand::Pause { id: "key_1".into() }).call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/keys/key_1/pause", None));
-        let c = AdminCommand::ModelDelete { model: "org/Model 1+x".into() }.call();
+        let c = AdminCommand::Models(ModelsCommand::Delete { model: "org/Model 1+x".into() }).call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("DELETE", "/admin/models/org/Model%201%2Bx", None));
     }
 }

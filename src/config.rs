@@ -602,6 +602,22 @@ pub struct GonkaSettings {
     pub refresh: Duration,
 }
 
+/// How SQLite syncs commits (`store.synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// What a core waits for before it sends a request's last bytes (`journal.wait_for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The record is written (survives `kill -9`).
+    Write,
+    /// The record is written and fsync'd (survives a power loss).
+    Fsync,
+}
+
 /// A PostgreSQL store shared by several instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresSettings {
@@ -619,7 +635,7 @@ pub struct PostgresSettings {
 /// The validated store choice.
 #[derive(Debug, Clone)]
 pub enum StoreSettings {
-    Sqlite { path: PathBuf, synchronous: crate::store::sqlite::Synchronous },
+    Sqlite { path: PathBuf, synchronous: Synchronous },
     Postgres(PostgresSettings),
 }
 
@@ -637,7 +653,7 @@ pub struct BillingSettings {
     /// Completion tokens relayed between two progress marks of an answer.
     pub progress_tokens: u64,
     pub journal_dir: PathBuf,
-    pub journal_wait: crate::billing::journal::WaitFor,
+    pub journal_wait: WaitFor,
     pub journal_fsync_interval: Duration,
 }
 
@@ -911,8 +927,8 @@ impl ConfigFile {
                     PathBuf::from(&self.store.path)
                 };
                 let synchronous = match self.store.sqlite_synchronous.as_str() {
-                    "full" => crate::store::sqlite::Synchronous::Full,
-                    "normal" => crate::store::sqlite::Synchronous::Normal,
+                    "full" => Synchronous::Full,
+                    "normal" => Synchronous::Normal,
                     other => {
                         return Err(invalid(format!(
                             "store.sqlite_synchronous {other:?} is not full or normal"
@@ -990,8 +1006,8 @@ impl ConfigFile {
                 PathBuf::from(&self.journal.dir)
             },
             journal_wait: match self.journal.wait.as_str() {
-                "write" => crate::billing::journal::WaitFor::Write,
-                "fsync" => crate::billing::journal::WaitFor::Fsync,
+                "write" => WaitFor::Write,
+                "fsync" => WaitFor::Fsync,
                 other => return Err(invalid(format!("journal.wait {other:?} is not write or fsync"))),
             },
             journal_fsync_interval: ms(self.journal.fsync_interval_ms, "journal.fsync_interval_ms")?,

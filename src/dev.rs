@@ -12,13 +12,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The `dev` command's options.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct DevOptions {
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
+    /// The data directory (store, journal, secrets).
+    #[arg(long = "data", default_value = "./data/dev")]
     pub data_dir: PathBuf,
+    /// Simulated time to first token, ms.
+    #[arg(long, default_value_t = 200)]
     pub sim_ttft_ms: u64,
+    /// Simulated tokens per second.
+    #[arg(long, default_value_t = 25.0)]
     pub sim_tokens_per_s: f64,
+    /// How the gateway reaches the simulated nodes: `openai` (Bearer) or `gonka` (signed).
+    #[arg(long, default_value = "openai", value_parser = ["openai", "gonka"])]
     pub upstream_kind: String,
 }
 
@@ -93,19 +103,14 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
     let sim = sim::start(SimConfig {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0)); nodes],
         models: DEV_MODELS.iter().map(|m| m.0.to_owned()).collect(),
-        api_key: None,
         gonka,
-        allowlist: None,
-        tls: None,
-        node_models: Vec::new(),
-        dead_participants: 0,
-        workers: 1,
         params: SimParams {
             ttft_ms: opts.sim_ttft_ms,
             tokens_per_s: opts.sim_tokens_per_s,
             completion_tokens: 32,
             ..SimParams::default()
         },
+        ..SimConfig::default()
     })?;
 
     let mut file =

@@ -10,9 +10,10 @@
 
 mod utils;
 
+use gonka_gateway::config::Synchronous;
 use gonka_gateway::model::PriceRow;
 use gonka_gateway::store::Store;
-use gonka_gateway::store::sqlite::{SqliteStore, Synchronous};
+use gonka_gateway::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 use std::time::Duration;
 use utils::*;

@@ -15,12 +15,13 @@
 mod utils;
 
 use gonka_gateway::config::PostgresSettings;
+use gonka_gateway::config::Synchronous;
 use gonka_gateway::model::JournalPos;
 use gonka_gateway::model::{AccountRow, CreditOutcome, GroupBy, KeyRow, PriceRow, UsageQuery};
 use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
 use gonka_gateway::model::{RecordStatus, UsageRecord};
 use gonka_gateway::store::postgres::{PostgresStore, spawn_change_feed};
-use gonka_gateway::store::sqlite::{SqliteStore, Synchronous};
+use gonka_gateway::store::sqlite::SqliteStore;
 use gonka_gateway::store::{Change, Store, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -16,6 +16,7 @@
 //! the position it reached in the same transaction; fully applied files are deleted. A torn frame at the
 //! end of the last file (a crash mid-write) is cut off when the journal is reopened.
 
+use crate::config::WaitFor;
 use crate::model::JournalPos;
 use crate::model::usage::{ArchivedUsageRecord, UsageRecord};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
@@ -35,15 +36,6 @@ pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 /// The largest frame accepted when reading (records are small).
 const MAX_FRAME: usize = 1 << 20;
 const QUEUE: usize = 64 * 1024;
-
-/// What a core waits for before it sends a request's last bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitFor {
-    /// The record is written (survives `kill -9`).
-    Write,
-    /// The record is written and fsync'd (survives a power loss).
-    Fsync,
-}
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]

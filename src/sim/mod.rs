@@ -11,10 +11,11 @@
 //! at most, 30 s ahead); each signature used once. Any node serves the epoch's participants (every
 //! simulated node), the Transfer Agent allowlist, and finished completions by id.
 
+mod account;
 pub mod server;
 pub mod text;
+mod wire;
 
-use crate::gonka::signer::GonkaSigner;
 use crate::rt::net::bind_group;
 use crate::rt::shutdown::Shutdown;
 use crate::rt::spawn_runtime_thread;
@@ -29,25 +30,33 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-/// Behaviour that can change while the simulator runs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Behaviour that can change while the simulator runs (also the command line's flags).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct SimParams {
     /// Time to the first token, ms.
+    #[arg(long, default_value_t = 0)]
     pub ttft_ms: u64,
     /// Tokens per second after the first; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
     pub tokens_per_s: f64,
     /// Completion length when `max_tokens` does not cut it shorter.
+    #[arg(long, default_value_t = 16)]
     pub completion_tokens: u64,
     /// Share of requests answered 500.
+    #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Share of requests answered 429 "Transfer Agent capacity reached".
+    #[arg(long, default_value_t = 0.0)]
     pub capacity_rate: f64,
     /// Share of answers cut off half-way (the connection is closed).
+    #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
     /// Share of answers that stop half-way and hang.
+    #[arg(long, default_value_t = 0.0)]
     pub stall_rate: f64,
     /// A misbehaving node: completion tokens generated past the `max_tokens` it was sent.
+    #[arg(long, default_value_t = 0)]
     pub overrun_tokens: u64,
 }
 
@@ -66,25 +75,61 @@ impl Default for SimParams {
     }
 }
 
-/// Start-time configuration.
-#[derive(Debug, Clone)]
+/// The models of each node: nodes separated by `;`, models by `,` (`a;a,b;b`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeModels(pub Vec<Vec<String>>);
+
+impl std::str::FromStr for NodeModels {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let node =
+            |n: &str| n.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_owned).collect();
+        Ok(Self(s.split(';').map(node).collect()))
+    }
+}
+
+/// Start-time configuration (the `sim` command's flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct SimConfig {
-    /// One address per simulated node (port 0 picks a free port).
+    /// Address of a simulated node; repeat for several nodes (port 0 picks a free port).
+    #[arg(long, required = true)]
     pub listen: Vec<SocketAddr>,
+    /// Additional simulated nodes on free ports of the first address's host.
+    #[arg(long, default_value_t = 0)]
+    pub extra_nodes: usize,
+    /// Models served, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "gonka/sim-small")]
     pub models: Vec<String>,
-    /// Require `Authorization: Bearer <key>` (openai mode).
+    /// Require this Bearer key (openai mode).
+    #[arg(long)]
     pub api_key: Option<String>,
-    /// Check Gonka signatures instead of a Bearer key.
+    /// Check Gonka signatures (each node has a gonka1… address; participants and the allowlist are served).
+    #[arg(long)]
     pub gonka: bool,
-    /// Nodes (by index) on the Transfer Agent allowlist; `None` = all.
+    /// Gonka mode: the nodes (by index, comma separated) on the Transfer Agent allowlist; default all.
+    #[arg(long, value_delimiter = ',')]
     pub allowlist: Option<Vec<usize>>,
-    /// PEM certificate chain and key: serve HTTPS.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// Models of each node (by index); a node without an entry serves all `models`.
-    pub node_models: Vec<Vec<String>>,
-    /// Gonka mode: participants listed at unreachable addresses (nodes that are down).
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Models of each node, nodes separated by `;`, models by `,` (e.g. `a;a,b;b`); a node without an
+    /// entry serves --models.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub node_models: NodeModels,
+    /// Gonka mode: participants listed at addresses where nothing runs (nodes that are down).
+    #[arg(long, default_value_t = 0)]
     pub dead_participants: usize,
+    /// Worker threads, each with its own runtime and a listener on every node's port.
+    #[arg(long, default_value_t = 1)]
     pub workers: usize,
+    #[command(flatten)]
     pub params: SimParams,
 }
 
@@ -92,12 +137,14 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            extra_nodes: 0,
             models: vec!["gonka/sim-small".into()],
             api_key: None,
             gonka: false,
             allowlist: None,
-            tls: None,
-            node_models: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            node_models: NodeModels::default(),
             dead_participants: 0,
             workers: 1,
             params: SimParams::default(),
@@ -158,6 +205,11 @@ pub struct SimNode {
 /// The deterministic key of simulated node `i`.
 pub fn node_key_hex(i: usize) -> String {
     Sha256::digest(format!("gonka-sim-node/{i}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The account address of node `i`.
+fn node_address(i: usize) -> io::Result<String> {
+    account::address_of_key(&node_key_hex(i)).ok_or_else(|| io::Error::other("a node key is not a valid key"))
 }
 
 impl SimNode {
@@ -262,14 +314,18 @@ impl SimHandle {
 /// Starts the simulator on its own threads.
 pub fn start(config: SimConfig) -> io::Result<SimHandle> {
     let workers = config.workers.max(1);
-    let tls = match &config.tls {
-        Some((cert, key)) => Some(crate::http::tls::ServerTls::from_pem_files(cert, key)?),
-        None => None,
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::http::tls::ServerTls::from_pem_files(cert, key)?),
+        _ => None,
     };
+    let mut listen = config.listen.clone();
+    if let Some(first) = config.listen.first() {
+        listen.extend((0..config.extra_nodes).map(|_| SocketAddr::new(first.ip(), 0)));
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut addrs = Vec::new();
     let mut per_worker: Vec<Vec<(usize, std::net::TcpListener)>> = (0..workers).map(|_| Vec::new()).collect();
-    for (node, addr) in config.listen.iter().enumerate() {
+    for (node, addr) in listen.iter().enumerate() {
         let (actual, listeners) = bind_group(*addr, workers, 4096)?;
         addrs.push(actual);
         for (w, l) in listeners.into_iter().enumerate() {
@@ -278,7 +334,6 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
     }
     let mut nodes = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        let signer = GonkaSigner::from_hex(&node_key_hex(i)).map_err(|e| io::Error::other(e.to_string()))?;
         // Over TLS a loopback node is named "localhost", which test certificates are made for.
         let host = if tls.is_some() && addr.ip().is_loopback() {
             format!("localhost:{}", addr.port())
@@ -287,10 +342,10 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
         };
         nodes.push(SimNode {
             params: ArcSwap::from_pointee(config.params.clone()),
-            address: signer.address().to_owned(),
+            address: node_address(i)?,
             inference_url: format!("{scheme}://{host}"),
             allowed: config.allowlist.as_ref().is_none_or(|a| a.contains(&i)),
-            models: config.node_models.get(i).cloned().unwrap_or_else(|| config.models.clone()),
+            models: config.node_models.0.get(i).cloned().unwrap_or_else(|| config.models.clone()),
             dead: false,
             used: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
@@ -298,12 +353,10 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
     }
     for i in 0..config.dead_participants {
         // A port that was free a moment ago and is closed now: connections to it are refused.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let k = addrs.len() + i;
-        let signer = GonkaSigner::from_hex(&node_key_hex(k)).map_err(|e| io::Error::other(e.to_string()))?;
+        let port = bind_group(SocketAddr::from(([127, 0, 0, 1], 0)), 1, 1)?.0.port();
         nodes.push(SimNode {
             params: ArcSwap::from_pointee(config.params.clone()),
-            address: signer.address().to_owned(),
+            address: node_address(addrs.len() + i)?,
             inference_url: format!("{scheme}://127.0.0.1:{port}"),
             allowed: true,
             models: config.models.clone(),

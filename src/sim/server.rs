@@ -1,12 +1,9 @@
-//! The simulator's HTTP side: a small keep-alive server on the same HTTP code as the gateway.
+//! The simulator's HTTP side: a small keep-alive server on its own framing ([`super::wire`]).
 
+use super::wire::{self, Framing, Method, Request};
 use super::{Sim, SimParams, text};
-use crate::http::body::BodyDecoder;
-use crate::http::chunked::{LAST_CHUNK, encode_chunk};
 use crate::http::io::Transport;
 use crate::http::io::{ReadBuf, ReadError, write_all_deadline};
-use crate::http::request::{HeadError, HttpLimits, Method, RequestHead, parse_head};
-use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::http::tls::ServerTls;
 use crate::rt::shutdown::Shutdown;
 use monoio::net::TcpListener;
@@ -80,85 +77,16 @@ impl Drop for Open<'_> {
     }
 }
 
-/// Headers only the simulator looks at.
-#[derive(Debug, Default)]
-struct GonkaHeaders {
-    requester: Option<String>,
-    timestamp: Option<String>,
-}
-
-fn gonka_headers(head: &[u8]) -> GonkaHeaders {
-    let mut storage = [httparse::EMPTY_HEADER; 128];
-    let mut req = httparse::Request::new(&mut storage);
-    let mut out = GonkaHeaders::default();
-    if req.parse(head).is_ok() {
-        for h in req.headers.iter() {
-            let v = || std::str::from_utf8(h.value).ok().map(|s| s.trim().to_owned());
-            if h.name.eq_ignore_ascii_case("x-requester-address") {
-                out.requester = v();
-            } else if h.name.eq_ignore_ascii_case("x-timestamp") {
-                out.timestamp = v();
-            }
-        }
-    }
-    out
-}
-
 async fn connection<S: Transport>(sim: Arc<Sim>, node: usize, mut io: S, rng: Rc<std::cell::Cell<u64>>) {
     sim.stats.open_connections.fetch_add(1, Ordering::Relaxed);
     let _open = Open(&sim);
-    let limits = HttpLimits::default();
     let mut rbuf = ReadBuf::with_capacity(8192);
     let mut out = Vec::with_capacity(4096);
-    loop {
-        let head = loop {
-            if !rbuf.is_empty() {
-                match parse_head(rbuf.data(), &limits) {
-                    Ok(h) => {
-                        let extra = if sim.gonka {
-                            gonka_headers(&rbuf.data()[..h.head_len])
-                        } else {
-                            GonkaHeaders::default()
-                        };
-                        rbuf.consume(h.head_len);
-                        break (h, extra);
-                    }
-                    Err(HeadError::Incomplete) => {}
-                    Err(_) => return,
-                }
-            }
-            match rbuf.fill(&mut io, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
-                Ok(n) if n > 0 => {}
-                _ => return,
-            }
-        };
-        let (head, extra) = head;
-        let Some(body) = read_body(&mut io, &mut rbuf, &head).await else {
-            return;
-        };
+    while let Some(req) = wire::read_request(&mut io, &mut rbuf, IO_TIMEOUT).await {
         sim.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let keep = handle(&sim, node, &mut io, &head, &extra, &body, &rng, &mut out).await;
-        if !keep || !head.keep_alive {
+        let keep = handle(&sim, node, &mut io, &req, &rng, &mut out).await;
+        if !keep || !req.keep_alive {
             return;
-        }
-    }
-}
-
-async fn read_body<S: Transport>(io: &mut S, rbuf: &mut ReadBuf, head: &RequestHead) -> Option<Vec<u8>> {
-    let mut decoder = BodyDecoder::new(head.framing);
-    let mut body = Vec::new();
-    loop {
-        if !rbuf.is_empty() {
-            let d = decoder.decode_in_place(rbuf.data_mut()).ok()?;
-            body.extend_from_slice(&rbuf.data()[..d.payload_len]);
-            rbuf.consume(d.consumed);
-        }
-        if decoder.is_done() {
-            return Some(body);
-        }
-        match rbuf.fill(io, 1 << 20, IO_TIMEOUT, std::future::pending()).await {
-            Ok(k) if k > 0 => {}
-            _ => return None,
         }
     }
 }
@@ -178,29 +106,22 @@ async fn respond<S: Transport>(
     body: &[u8],
     extra: &[(&str, &str)],
 ) -> bool {
-    let mut w = HeadWriter::new(out, status);
-    w.header("Content-Type", b"application/json");
-    for (k, v) in extra {
-        w.header(k, v.as_bytes());
-    }
-    w.finish(ResponseFraming::Length(body.len()), true);
+    wire::head(out, status, "application/json", extra, Framing::Length(body.len()));
     out.extend_from_slice(body);
     send(io, out).await
 }
 
 /// Answers one request; `false` closes the connection.
-#[expect(clippy::too_many_arguments, reason = "one request's whole context")]
 async fn handle<S: Transport>(
     sim: &Sim,
     node: usize,
     io: &mut S,
-    head: &RequestHead,
-    extra: &GonkaHeaders,
-    body: &[u8],
+    head: &Request,
     rng: &std::cell::Cell<u64>,
     out: &mut Vec<u8>,
 ) -> bool {
     let path = head.path.as_str();
+    let body = head.body.as_slice();
     match (head.method, path) {
         (Method::Get, "/healthz") => return respond(io, out, 200, br#"{"status":"ok"}"#, &[]).await,
         (Method::Get, "/sim/stats") => {
@@ -261,7 +182,7 @@ async fn handle<S: Transport>(
         }
         (Method::Post, "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings") => {
             if sim.gonka
-                && let Err((status, message)) = check_signature(sim, node, head, extra, body)
+                && let Err((status, message)) = check_signature(sim, node, head)
             {
                 sim.stats.auth_refused.fetch_add(1, Ordering::Relaxed);
                 return respond(io, out, status, json!({"error": message}).to_string().as_bytes(), &[]).await;
@@ -469,9 +390,7 @@ async fn generate<S: Transport>(
         if fault == MidFault::None {
             return respond(io, out, 200, body.as_bytes(), &[]).await;
         }
-        HeadWriter::new(out, 200)
-            .header("Content-Type", b"application/json")
-            .finish(ResponseFraming::Length(body.len()), true);
+        wire::head(out, 200, "application/json", &[], Framing::Length(body.len()));
         out.extend_from_slice(&body.as_bytes()[..body.len() / 2]);
         let _ = send(io, out).await;
         if fault == MidFault::Stall {
@@ -481,10 +400,7 @@ async fn generate<S: Transport>(
     }
 
     sim.stats.streams_started.fetch_add(1, Ordering::Relaxed);
-    HeadWriter::new(out, 200)
-        .header("Content-Type", b"text/event-stream")
-        .header("Cache-Control", b"no-cache")
-        .finish(ResponseFraming::Chunked, true);
+    wire::head(out, 200, "text/event-stream", &[("Cache-Control", "no-cache")], Framing::Chunked);
     if !send(io, out).await {
         sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
         return false;
@@ -523,7 +439,7 @@ async fn generate<S: Transport>(
             }
             event.extend_from_slice(b"\n\n");
         }
-        encode_chunk(out, &event);
+        wire::chunk(out, &event);
         if !send(io, out).await {
             sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -547,8 +463,8 @@ async fn generate<S: Transport>(
         event.extend_from_slice(b"\n\n");
     }
     event.extend_from_slice(b"data: [DONE]\n\n");
-    encode_chunk(out, &event);
-    out.extend_from_slice(LAST_CHUNK);
+    wire::chunk(out, &event);
+    wire::last_chunk(out);
     if !send(io, out).await {
         sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
         return false;
@@ -597,20 +513,14 @@ async fn embeddings<S: Transport>(io: &mut S, out: &mut Vec<u8>, req: &Value, mo
 }
 
 /// A Transfer Agent's checks (DESIGN §3), with its answers: `Err((status, message))`.
-fn check_signature(
-    sim: &Sim,
-    node: usize,
-    head: &RequestHead,
-    extra: &GonkaHeaders,
-    body: &[u8],
-) -> Result<(), (u16, &'static str)> {
+fn check_signature(sim: &Sim, node: usize, head: &Request) -> Result<(), (u16, &'static str)> {
     let Some(signature) = head.authorization.as_deref().filter(|a| !a.is_empty()) else {
         return Err((401, "Authorization is required"));
     };
-    let Some(requester) = extra.requester.as_deref() else {
+    let Some(requester) = head.requester.as_deref() else {
         return Err((401, "X-Requester-Address is required"));
     };
-    let Some(timestamp) = extra.timestamp.as_deref().and_then(|t| t.parse::<u64>().ok()) else {
+    let Some(timestamp) = head.timestamp.as_deref().and_then(|t| t.parse::<u64>().ok()) else {
         return Err((400, "X-Timestamp is required (Unix nanoseconds)"));
     };
     let now = std::time::SystemTime::now()
@@ -623,7 +533,7 @@ fn check_signature(
         return Err((400, "Request timestamp is too far in the future"));
     }
     let me = &sim.nodes[node];
-    if crate::gonka::signer::verify(body, timestamp, &me.address, requester, signature).is_err() {
+    if !super::account::signature_is_valid(&head.body, timestamp, &me.address, requester, signature) {
         return Err((401, "Unable to validate request against PubKey"));
     }
     if !me.claim(signature, timestamp, now) {

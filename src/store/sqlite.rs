@@ -8,6 +8,7 @@
 use super::{KeyTableState, Store, StoreError, StoreResult};
 
 use super::SpendTotals;
+use crate::config::Synchronous;
 use crate::model::FitPolicy;
 use crate::model::JournalPos;
 use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow};
@@ -16,13 +17,6 @@ use crate::model::{KeyHash, KeyKind, KeyStatus};
 use crate::model::{RecordStatus, UsageRecord};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
-
-/// How SQLite syncs commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Synchronous {
-    Full,
-    Normal,
-}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
