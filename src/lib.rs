@@ -1,32 +1,36 @@
 //! # gonka-gateway
 //!
-//! An OpenAI-compatible API gateway for the Gonka decentralized GPU network: it authenticates keys,
-//! enforces limits, forwards to Gonka nodes or brokers, streams answers back as they are produced and
-//! bills in ngonka. See `DESIGN.md` for the contract.
+//! An OpenAI- and Anthropic-compatible API gateway for the Gonka decentralized GPU network: it
+//! authenticates keys, enforces rate and spend limits, forwards to Gonka nodes or brokers, streams
+//! answers back as they are produced and bills the key's owner in ngonka.
 //!
 //! # Layout
-//! - [`config`]: the config file's shape and the validated [`config::Settings`].
-//! - [`runtime`]: thread-per-core start (one monoio runtime per worker, SO_REUSEPORT), signals,
-//!   graceful shutdown.
-//! - [`control`]: the control-plane thread (store I/O, the only writer of the key cache; account and key
-//!   operations) and the node health thread.
-//! - [`store`]: the durable store (SQLite) and the key snapshot.
-//! - [`data_dir`]: the data directory's lock (one process per directory) and its private modes.
-//! - [`app`]: state shared by all cores (settings, nodes, models, metrics).
-//! - [`server`]: the per-core context, the connection loop, one exchange, routing, and the budgets all
-//!   cores share (connections per listener, request-body memory).
-//! - [`http`]: request heads, chunked bodies, response heads, SSE, timed socket I/O.
-//! - [`api`]: `/v1` inference and models, request-body inspection and rewrite, the account API
-//!   (`/api`), the admin API (`/admin`), strict field parsing.
-//! - [`auth`]: key formats, keyed hashing, the key cache, inference and account authentication.
-//! - [`upstream`]: the node pool and its health, per-core keep-alive pools, the HTTP/1.1 client, the relay.
-//! - [`limits`]: rate limits (GCRA), calendar-window spend counters, balance holds, the injectable clock.
-//! - [`billing`]: usage extraction, usage records, the usage journal.
-//! - [`error`]: the one edge error type (status, OpenAI code, headers, log level).
-//! - [`metrics`], [`logging`], [`clock`]: observability and time.
-//! - [`gonka`]: Gonka request signing (SDK-compatible) and node discovery.
-//! - [`sim`]: the Gonka node simulator.
-//! - [`dev`]: the zero-setup `dev` command; [`cli`]: the `admin` command's client.
+//! Layers, bottom to top. A module imports only from layers below its own (never from its own layer or
+//! above); `tests/architecture.rs` reads the imports and holds the code to this list, and to no circle
+//! between files.
+//!
+//! 1. [`time`], [`rt`]: the one clock (injectable, calendar windows, RFC 3339); runtime helpers (the
+//!    monoio runtime of a thread, listeners, the data directory's lock, the one shutdown primitive).
+//! 2. [`model`], [`secret`], [`json`]: plain data every layer shares (keys, accounts, models, usage
+//!    records); secrets and their files; JSON parsing in place.
+//! 3. [`error`], [`metrics`], [`logging`]: the one edge error type; counters and histograms; logs.
+//! 4. [`http`]: HTTP/1.1 only (heads, one body decoder, chunks, SSE framing, timed I/O, TLS, one small
+//!    blocking client).
+//! 5. [`gonka`]: the Gonka network's own rules (request signing as the SDK does it, node discovery).
+//! 6. [`config`], [`sim`]: the config file and the validated settings made from it; the node simulator,
+//!    an independent peer that shares only byte plumbing with the gateway.
+//! 7. [`limits`], [`store`]: rates, spend windows, holds and their admission policy; the durable store
+//!    (SQLite embedded, PostgreSQL shared) and the key snapshot.
+//! 8. [`auth`], [`billing`]: keys and who a bearer is; what a request used, and the usage journal.
+//! 9. [`upstream`]: the node pool, keep-alive connections, one attempt with its retry decision, the relay.
+//! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases)
+//!     and the node health thread.
+//! 11. [`app`]: read-mostly state shared by the cores.
+//! 12. [`session`]: one core's context, a connection, one exchange on it, the budgets cores share.
+//! 13. [`api`]: the handlers; [`api::inference`] is the request path, phase by phase.
+//! 14. [`server`]: accept loops, the connection loop, the router.
+//! 15. [`gateway`]: the composition root that builds the whole stack.
+//! 16. [`dev`], [`cli`]: the `dev` demo; the shell commands (`admin`, `gonka`).
 
 pub mod api;
 pub mod app;

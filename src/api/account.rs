@@ -3,54 +3,19 @@
 //! the control plane; another account's key is always a 404.
 
 use super::fields::Fields;
+use super::views::{self, key_json, list};
 use crate::auth::Caller;
 use crate::control::accounts::{KeyAction, KeyPatch, KeySpec, KeyWithSecret};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
-use crate::model::KeyRow;
 use crate::model::{KeyKind, KeyStatus};
 use crate::session::exchange::Exchange;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
-
-fn opt_amount(v: Option<u64>) -> Value {
-    v.map_or(Value::Null, |v| Value::String(v.to_string()))
-}
-
-/// The public shape of a key; `secret` only in the answer that creates or rotates it.
-pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
-    let mut v = json!({
-        "id": row.id,
-        "object": "key",
-        "name": row.name,
-        "kind": row.kind.as_str(),
-        "prefix": row.prefix,
-        "status": row.status.as_str(),
-        "created_at": crate::time::rfc3339(row.created_at),
-    });
-    if matches!(row.kind, KeyKind::Managed | KeyKind::Child) {
-        v["fit_max_tokens"] = json!(row.fit_max_tokens.map(|p| p.as_str()));
-    }
-    if row.kind == KeyKind::Child {
-        v["management_key_id"] = json!(row.parent_id);
-        v["limit_daily_ngonka"] = opt_amount(row.limit_daily_ngonka);
-        v["limit_monthly_ngonka"] = opt_amount(row.limit_monthly_ngonka);
-        v["rate_limit_rpm"] = json!(row.rate_limit_rpm);
-        v["expires_at"] = row.expires_at.map_or(Value::Null, |t| Value::String(crate::time::rfc3339(t)));
-    }
-    if let Some(s) = secret {
-        v["key"] = Value::String(s.to_owned());
-    }
-    v
-}
 
 fn created(k: &KeyWithSecret) -> Value {
     key_json(&k.row, k.secret.as_deref())
-}
-
-pub fn list(data: Vec<Value>) -> Value {
-    json!({ "object": "list", "data": data })
 }
 
 /// Routes `/api/...`. `segs` are the path segments after `api`.
@@ -185,7 +150,7 @@ async fn create_child<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> R
         .control
         .call(move |st| {
             let k = st.create_key(&account, KeyKind::Child, Some(&parent), spec)?;
-            Ok::<_, ApiError>(super::usage::child_json(st, &k.row, k.secret.as_deref()))
+            Ok::<_, ApiError>(views::child_json(st, &k.row, k.secret.as_deref()))
         })
         .await??;
     ex.log.key_id = body["id"].as_str().map(str::to_owned);
@@ -202,7 +167,7 @@ async fn list_children<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> 
         .control
         .call(move |st| {
             let rows = st.list_keys(&account, KeyKind::Child, Some(&parent))?;
-            Ok::<_, ApiError>(rows.iter().map(|r| super::usage::child_json(st, r, None)).collect::<Vec<_>>())
+            Ok::<_, ApiError>(rows.iter().map(|r| views::child_json(st, r, None)).collect::<Vec<_>>())
         })
         .await??;
     ex.respond_json(200, &list(data)).await;
@@ -226,7 +191,7 @@ async fn get_child<S: Transport>(
             if row.parent_id.as_deref() != Some(parent.as_str()) {
                 return Err(ApiError::NotFound(format!("No key with id {child}.")));
             }
-            Ok(super::usage::child_json(st, &row, None))
+            Ok(views::child_json(st, &row, None))
         })
         .await??;
     ex.respond_json(200, &body).await;
@@ -258,7 +223,7 @@ async fn patch_child<S: Transport>(
         .control
         .call(move |st| {
             let row = st.update_child(&account, &parent, &child, patch)?;
-            Ok::<_, ApiError>(super::usage::child_json(st, &row, None))
+            Ok::<_, ApiError>(views::child_json(st, &row, None))
         })
         .await??;
     ex.log.key_id = body["id"].as_str().map(str::to_owned);
@@ -279,7 +244,7 @@ async fn delete_child<S: Transport>(
         .control
         .call(move |st| {
             let row = st.delete_child(&account, &parent, &child)?;
-            Ok::<_, ApiError>(super::usage::child_json(st, &row, None))
+            Ok::<_, ApiError>(views::child_json(st, &row, None))
         })
         .await??;
     ex.log.key_id = body["id"].as_str().map(str::to_owned);

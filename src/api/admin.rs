@@ -1,8 +1,8 @@
 //! The admin listener's routes (`/admin/...`, `/metrics`). Every route needs
 //! `Authorization: Bearer <admin token>`.
 
-use super::account::{key_json, list};
 use super::fields::Fields;
+use super::views::{key_json, list};
 use crate::app::App;
 use crate::control::ControlState;
 use crate::control::accounts::{KeyAction, KeySpec};

@@ -8,6 +8,7 @@ pub mod fields;
 pub mod inference;
 pub mod models;
 pub mod usage;
+pub mod views;
 
 use crate::http::request::Method;
 

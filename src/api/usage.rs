@@ -1,27 +1,15 @@
-//! Balance, usage and the spend shown on child keys (`/api/balance`, `/api/usage`).
+//! Balance and usage (`/api/balance`, `/api/usage`).
 
+use super::views::list;
 use crate::auth::Caller;
-use crate::control::ControlState;
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::query_param;
-use crate::model::{GroupBy, KeyRow, UsageQuery};
+use crate::model::{GroupBy, UsageQuery};
 use crate::session::exchange::Exchange;
 use crate::time::{day_index, day_string, parse_day};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-/// A child key as listed: its fields and its spend in the current UTC day and month (control plane).
-pub fn child_json(st: &mut ControlState, row: &KeyRow, secret: Option<&str>) -> Value {
-    let mut v = super::account::key_json(row, secret);
-    let (daily_spent, monthly_spent, daily_remaining, monthly_remaining) = st.key_usage(row);
-    let amount = |v: Option<u64>| v.map_or(Value::Null, |v| Value::String(v.to_string()));
-    v["daily_spent_ngonka"] = Value::String(daily_spent.to_string());
-    v["monthly_spent_ngonka"] = Value::String(monthly_spent.to_string());
-    v["daily_remaining"] = amount(daily_remaining);
-    v["monthly_remaining"] = amount(monthly_remaining);
-    v
-}
 
 fn account_of<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
     let core = ex.core();
@@ -99,6 +87,6 @@ pub async fn usage<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiErro
             v
         })
         .collect();
-    ex.respond_json(200, &super::account::list(data)).await;
+    ex.respond_json(200, &list(data)).await;
     Ok(())
 }

@@ -1,6 +1,6 @@
-//! Billing: what a request used ([`usage`]), estimates when the node said nothing ([`estimate`]), its
-//! record ([`record`]), its settlement ([`settle`]) and the local journal that keeps records until the
-//! store has them ([`journal`]).
+//! Billing: what a request used ([`usage`], read from the events of a stream by [`stream`]), estimates
+//! when the node said nothing ([`estimate`]), and the local journal that keeps usage records until the
+//! store has them ([`journal`]). A request is settled once, on its path ([`crate::api::inference`]).
 
 pub mod estimate;
 pub mod journal;

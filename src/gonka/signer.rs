@@ -1,4 +1,4 @@
-//! Gonka request signing (DESIGN §3), compatible bit for bit with the official SDK (gonka-openai 0.2.6):
+//! Gonka request signing, compatible bit for bit with the official SDK (gonka-openai 0.2.6):
 //! `Authorization` is the base64 of `r‖s`, a deterministic ECDSA secp256k1 signature (RFC 6979, SHA-256,
 //! low-S) over the ASCII string `hex(sha256(body)) + decimal(timestamp_ns) + transfer_address`;
 //! `X-Requester-Address` is the bech32 (`gonka`) of `ripemd160(sha256(compressed public key))`.

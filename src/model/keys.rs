@@ -107,7 +107,7 @@ pub struct KeyRow {
     /// Unix seconds.
     pub expires_at: Option<i64>,
     /// Whether its requests' `max_tokens` are fitted to what is left; `None` = the config's default.
-    pub fit_max_tokens: Option<crate::model::FitPolicy>,
+    pub fit_max_tokens: Option<FitPolicy>,
     pub created_at: i64,
     pub updated_at: i64,
     /// Set by the store on every write; increases store-wide.

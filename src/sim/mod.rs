@@ -12,6 +12,8 @@
 //! simulated node), the Transfer Agent allowlist, and finished completions by id.
 
 mod account;
+mod node;
+pub use node::{Sim, SimNode, SimParams, SimStats, node_key_hex};
 pub mod server;
 pub mod text;
 mod wire;
@@ -19,61 +21,11 @@ mod wire;
 use crate::rt::net::bind_group;
 use crate::rt::shutdown::Shutdown;
 use crate::rt::spawn_runtime_thread;
-use arc_swap::ArcSwap;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-
-/// Behaviour that can change while the simulator runs (also the command line's flags).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
-#[serde(deny_unknown_fields, default)]
-pub struct SimParams {
-    /// Time to the first token, ms.
-    #[arg(long, default_value_t = 0)]
-    pub ttft_ms: u64,
-    /// Tokens per second after the first; 0 = as fast as possible.
-    #[arg(long, default_value_t = 0.0)]
-    pub tokens_per_s: f64,
-    /// Completion length when `max_tokens` does not cut it shorter.
-    #[arg(long, default_value_t = 16)]
-    pub completion_tokens: u64,
-    /// Share of requests answered 500.
-    #[arg(long, default_value_t = 0.0)]
-    pub error_rate: f64,
-    /// Share of requests answered 429 "Transfer Agent capacity reached".
-    #[arg(long, default_value_t = 0.0)]
-    pub capacity_rate: f64,
-    /// Share of answers cut off half-way (the connection is closed).
-    #[arg(long, default_value_t = 0.0)]
-    pub drop_rate: f64,
-    /// Share of answers that stop half-way and hang.
-    #[arg(long, default_value_t = 0.0)]
-    pub stall_rate: f64,
-    /// A misbehaving node: completion tokens generated past the `max_tokens` it was sent.
-    #[arg(long, default_value_t = 0)]
-    pub overrun_tokens: u64,
-}
-
-impl Default for SimParams {
-    fn default() -> Self {
-        Self {
-            ttft_ms: 0,
-            tokens_per_s: 0.0,
-            completion_tokens: 16,
-            error_rate: 0.0,
-            capacity_rate: 0.0,
-            drop_rate: 0.0,
-            stall_rate: 0.0,
-            overrun_tokens: 0,
-        }
-    }
-}
 
 /// The models of each node: nodes separated by `;`, models by `,` (`a;a,b;b`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -152,141 +104,6 @@ impl Default for SimConfig {
     }
 }
 
-/// Counters, shared by every simulated node of the process.
-#[derive(Debug, Default)]
-pub struct SimStats {
-    pub open_connections: AtomicI64,
-    pub requests: AtomicU64,
-    pub streams_started: AtomicU64,
-    pub streams_completed: AtomicU64,
-    /// Streams whose client went away before the end.
-    pub streams_aborted: AtomicU64,
-    pub faults_injected: AtomicU64,
-    /// Gonka mode: requests refused for their signature, timestamp or a reused signature.
-    pub auth_refused: AtomicU64,
-    pub replays_refused: AtomicU64,
-}
-
-impl SimStats {
-    pub fn to_json(&self) -> serde_json::Value {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        serde_json::json!({
-            "open_connections": self.open_connections.load(Ordering::Relaxed),
-            "requests": get(&self.requests),
-            "streams_started": get(&self.streams_started),
-            "streams_completed": get(&self.streams_completed),
-            "streams_aborted": get(&self.streams_aborted),
-            "faults_injected": get(&self.faults_injected),
-            "auth_refused": get(&self.auth_refused),
-            "replays_refused": get(&self.replays_refused),
-        })
-    }
-}
-
-/// One simulated node.
-#[derive(Debug)]
-pub struct SimNode {
-    pub params: ArcSwap<SimParams>,
-    /// Its `gonka1…` address (the transfer address requests to it are signed for).
-    pub address: String,
-    /// `http(s)://host:port`, as a participant's `inference_url`.
-    pub inference_url: String,
-    pub allowed: bool,
-    /// The models it serves.
-    pub models: Vec<String>,
-    /// Listed as a participant but not running (its address refuses connections).
-    pub dead: bool,
-    /// Signatures seen, with their timestamps (ns), kept while they could still be fresh.
-    used: Mutex<HashMap<String, u64>>,
-    /// Requests this node served.
-    pub requests: AtomicU64,
-}
-
-/// The deterministic key of simulated node `i`.
-pub fn node_key_hex(i: usize) -> String {
-    Sha256::digest(format!("gonka-sim-node/{i}").as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The account address of node `i`.
-fn node_address(i: usize) -> io::Result<String> {
-    account::address_of_key(&node_key_hex(i)).ok_or_else(|| io::Error::other("a node key is not a valid key"))
-}
-
-impl SimNode {
-    /// Records `signature` as used; `false` when it was used before.
-    pub fn claim(&self, signature: &str, timestamp_ns: u64, now_ns: u64) -> bool {
-        let Ok(mut used) = self.used.lock() else { return false };
-        if used.len() > 100_000 {
-            // Signatures older than the freshness window can never be accepted again anyway.
-            used.retain(|_, ts| now_ns.saturating_sub(*ts) < 120_000_000_000);
-        }
-        used.insert(signature.to_owned(), timestamp_ns).is_none()
-    }
-}
-
-/// State shared by the simulator's threads.
-#[derive(Debug)]
-pub struct Sim {
-    pub models: Vec<String>,
-    pub api_key: Option<String>,
-    pub gonka: bool,
-    pub nodes: Vec<SimNode>,
-    /// Counters of the whole process.
-    pub stats: SimStats,
-    /// Finished completions by id (the latest ones), for `GET /v1/chat/completions/{id}`.
-    completions: Mutex<VecDeque<(String, String)>>,
-}
-
-const KEPT_COMPLETIONS: usize = 10_000;
-
-impl Sim {
-    pub fn remember(&self, id: &str, body: String) {
-        if let Ok(mut c) = self.completions.lock() {
-            if c.len() >= KEPT_COMPLETIONS {
-                c.pop_front();
-            }
-            c.push_back((id.to_owned(), body));
-        }
-    }
-
-    pub fn completion(&self, id: &str) -> Option<String> {
-        self.completions.lock().ok()?.iter().rev().find(|(i, _)| i == id).map(|(_, b)| b.clone())
-    }
-
-    /// The participants answer, as a node of the network serves it.
-    pub fn participants_json(&self) -> serde_json::Value {
-        let participants: Vec<serde_json::Value> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                serde_json::json!({
-                    "index": n.address,
-                    "validator_key": "",
-                    "weight": 1,
-                    "inference_url": n.inference_url,
-                    "models": n.models,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "active_participants": {"participants": participants, "epoch_id": 1, "epoch_group_id": 1},
-            "addresses": self.nodes.iter().map(|n| n.address.clone()).collect::<Vec<_>>(),
-            "active_participants_bytes": "",
-            "proof_ops": {"ops": []},
-            "validators": [],
-            "block": {},
-            "excluded_participants": [],
-        })
-    }
-
-    /// The chain parameters answer with the Transfer Agent allowlist.
-    pub fn params_json(&self) -> serde_json::Value {
-        let allowed: Vec<&str> =
-            self.nodes.iter().filter(|n| n.allowed).map(|n| n.address.as_str()).collect();
-        serde_json::json!({"params": {"transfer_agent_access_params": {"allowed_transfer_addresses": allowed}}})
-    }
-}
-
 /// A running simulator.
 #[derive(Debug)]
 pub struct SimHandle {
@@ -340,39 +157,20 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
         } else {
             addr.to_string()
         };
-        nodes.push(SimNode {
-            params: ArcSwap::from_pointee(config.params.clone()),
-            address: node_address(i)?,
-            inference_url: format!("{scheme}://{host}"),
-            allowed: config.allowlist.as_ref().is_none_or(|a| a.contains(&i)),
-            models: config.node_models.0.get(i).cloned().unwrap_or_else(|| config.models.clone()),
-            dead: false,
-            used: Mutex::new(HashMap::new()),
-            requests: AtomicU64::new(0),
-        });
+        let mut node = SimNode::new(i, format!("{scheme}://{host}"), &config.params)?;
+        node.allowed = config.allowlist.as_ref().is_none_or(|a| a.contains(&i));
+        node.models = config.node_models.0.get(i).cloned().unwrap_or_else(|| config.models.clone());
+        nodes.push(node);
     }
     for i in 0..config.dead_participants {
         // A port that was free a moment ago and is closed now: connections to it are refused.
         let port = bind_group(SocketAddr::from(([127, 0, 0, 1], 0)), 1, 1)?.0.port();
-        nodes.push(SimNode {
-            params: ArcSwap::from_pointee(config.params.clone()),
-            address: node_address(addrs.len() + i)?,
-            inference_url: format!("{scheme}://127.0.0.1:{port}"),
-            allowed: true,
-            models: config.models.clone(),
-            dead: true,
-            used: Mutex::new(HashMap::new()),
-            requests: AtomicU64::new(0),
-        });
+        let mut node = SimNode::new(addrs.len() + i, format!("{scheme}://127.0.0.1:{port}"), &config.params)?;
+        node.models = config.models.clone();
+        node.dead = true;
+        nodes.push(node);
     }
-    let sim = Arc::new(Sim {
-        models: config.models.clone(),
-        api_key: config.api_key.clone(),
-        gonka: config.gonka,
-        nodes,
-        stats: SimStats::default(),
-        completions: Mutex::new(VecDeque::new()),
-    });
+    let sim = Arc::new(Sim::new(config.models.clone(), config.api_key.clone(), config.gonka, nodes));
     let stop = Shutdown::new();
     let mut threads = Vec::new();
     for (w, listeners) in per_worker.into_iter().enumerate() {

@@ -1,7 +1,8 @@
 //! The simulator's HTTP side: a small keep-alive server on its own framing ([`super::wire`]).
 
+use super::node::{Sim, SimParams};
+use super::text;
 use super::wire::{self, Framing, Method, Request};
-use super::{Sim, SimParams, text};
 use crate::http::io::Transport;
 use crate::http::io::{ReadBuf, ReadError, write_all_deadline};
 use crate::http::tls::ServerTls;
@@ -512,7 +513,7 @@ async fn embeddings<S: Transport>(io: &mut S, out: &mut Vec<u8>, req: &Value, mo
     respond(io, out, 200, body.to_string().as_bytes(), &[]).await
 }
 
-/// A Transfer Agent's checks (DESIGN §3), with its answers: `Err((status, message))`.
+/// A Transfer Agent's checks, with its answers: `Err((status, message))`.
 fn check_signature(sim: &Sim, node: usize, head: &Request) -> Result<(), (u16, &'static str)> {
     let Some(signature) = head.authorization.as_deref().filter(|a| !a.is_empty()) else {
         return Err((401, "Authorization is required"));
