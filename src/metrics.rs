@@ -90,6 +90,45 @@ impl Histogram {
     }
 }
 
+/// What a metric family is, as its `# TYPE` line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One metric family being written: its `# HELP` and `# TYPE` lines, then its samples.
+pub struct Family<'a> {
+    out: &'a mut String,
+    name: &'a str,
+}
+
+impl<'a> Family<'a> {
+    pub fn start(out: &'a mut String, name: &'a str, kind: Kind, help: &str) -> Self {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Self { out, name }
+    }
+
+    /// A sample with labels (their values escaped here).
+    pub fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let _ = write!(self.out, "{}", self.name);
+        for (i, (label, v)) in labels.iter().enumerate() {
+            let _ = write!(self.out, "{}{label}=\"{}\"", if i == 0 { '{' } else { ',' }, escape(v));
+        }
+        let close = if labels.is_empty() { "" } else { "}" };
+        let _ = writeln!(self.out, "{close} {value}");
+    }
+
+    /// The family's one sample, without labels.
+    pub fn value(mut self, value: impl std::fmt::Display) {
+        self.sample(&[], value);
+    }
+}
+
 fn render_histogram(out: &mut String, name: &str, help: &str, parts: &[&Histogram]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     let mut cumulative = 0u64;
@@ -170,17 +209,6 @@ impl Metrics {
         }
     }
 
-    /// The total count of requests recorded with `route` (all statuses, all models).
-    pub fn requests_for(&self, route: &str) -> u64 {
-        self.shards
-            .iter()
-            .filter_map(|s| s.lock().ok())
-            .map(|s| {
-                s.requests.iter().filter(|((r, _), _)| *r == route).flat_map(|(_, m)| m.values()).sum::<u64>()
-            })
-            .sum()
-    }
-
     /// Renders the counters this struct holds; `extra` is appended (node and cache gauges).
     pub fn render(&self, extra: &str) -> String {
         let mut merged: BTreeMap<(&'static str, u16, String), u64> = BTreeMap::new();
@@ -194,43 +222,35 @@ impl Metrics {
             }
         }
         let mut out = String::new();
-        out.push_str("# HELP gateway_requests_total Requests answered, by route, status and model.\n");
-        out.push_str("# TYPE gateway_requests_total counter\n");
+        let help = "Requests answered, by route, status and model.";
+        let mut requests = Family::start(&mut out, "gateway_requests_total", Kind::Counter, help);
         for ((route, status, model), n) in &merged {
-            let _ = writeln!(
-                out,
-                "gateway_requests_total{{route=\"{route}\",status=\"{status}\",model=\"{}\"}} {n}",
-                escape(model)
-            );
+            requests.sample(&[("route", route), ("status", &status.to_string()), ("model", model)], n);
         }
-        let gauges = [
-            ("gateway_connections_open", "Client connections open.", "gauge", &self.connections_open),
-            ("gateway_requests_in_flight", "Requests being answered.", "gauge", &self.requests_in_flight),
+        let scalars = [
+            ("gateway_connections_open", Kind::Gauge, "Client connections open.", &self.connections_open),
+            ("gateway_requests_in_flight", Kind::Gauge, "Requests being answered.", &self.requests_in_flight),
             (
                 "gateway_upstream_retries_total",
+                Kind::Counter,
                 "Requests moved to another node.",
-                "counter",
                 &self.upstream_retries,
             ),
             (
                 "gateway_upstream_stale_connections_total",
+                Kind::Counter,
                 "Pooled node connections found closed.",
-                "counter",
                 &self.upstream_stale_connections,
             ),
             (
                 "gateway_client_disconnects_total",
+                Kind::Counter,
                 "Clients gone mid-answer.",
-                "counter",
                 &self.client_disconnects,
             ),
         ];
-        for (name, help, kind, v) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+        for (name, kind, help, v) in scalars {
+            Family::start(&mut out, name, kind, help).value(v.load(Ordering::Relaxed));
         }
         let upstream: Vec<&Histogram> = self.latencies.iter().map(|l| &l.upstream).collect();
         render_histogram(

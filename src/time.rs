@@ -69,10 +69,6 @@ impl ManualClock {
     pub fn set(&self, ms: i64) {
         self.ms.store(ms, Ordering::SeqCst);
     }
-
-    pub fn advance(&self, ms: i64) {
-        self.ms.fetch_add(ms, Ordering::SeqCst);
-    }
 }
 
 impl Clock for ManualClock {

@@ -136,15 +136,35 @@ fn slow_or_silent_clients_are_cut_off() {
 fn the_gateway_survives_a_barrage_of_garbage() {
     let (_sim, gw) = gateway();
     let mut seed: u64 = 0x1234_5678;
-    for _ in 0..200 {
-        let mut bytes = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n".to_vec();
-        for _ in 0..64 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            bytes.push((seed % 256) as u8);
+    let mut garbage = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % 256) as u8
+            })
+            .collect()
+    };
+    for i in 0..200 {
+        // Garbage in the headers or from the first byte, with or without the end of a head after it:
+        // each is a 400 and a closed connection, at once.
+        let mut bytes = if i % 2 == 0 {
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n".to_vec()
+        } else {
+            Vec::new()
+        };
+        bytes.extend(garbage(64));
+        if i % 4 < 2 {
+            bytes.extend_from_slice(b"\r\n\r\n");
         }
-        let (_, _) = raw(gw.addr, &bytes, Duration::from_millis(1500));
+        let started = Instant::now();
+        let (out, closed) = raw(gw.addr, &bytes, Duration::from_secs(5));
+        let text = String::from_utf8_lossy(&out);
+        assert!(closed, "case {i} left the connection open: {text}");
+        assert_eq!(statuses(&out), [400], "case {i}: {:?} → {text}", String::from_utf8_lossy(&bytes));
+        assert!(text.contains("Connection: close") && text.contains("\"error\""), "case {i}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(3), "case {i} waited for a timeout");
     }
     let r = http(gw.addr, "GET", "/healthz", &[], None);
     assert_eq!(r.status, 200);

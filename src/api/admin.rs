@@ -15,8 +15,6 @@ use crate::model::KeyKind;
 use crate::model::ModelEntry;
 use crate::session::exchange::Exchange;
 use serde_json::{Value, json};
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 /// An account with its live balance (the store's lags behind the journal) and holds.
 fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
@@ -273,106 +271,4 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// `GET /metrics`.
-pub fn metrics(app: &App) -> String {
-    let mut extra = String::new();
-    extra.push_str("# HELP gateway_node_up 1 when the node is not ejected.\n# TYPE gateway_node_up gauge\n");
-    let nodes = app.nodes.nodes();
-    let now = crate::time::monotonic_ms();
-    for n in nodes.iter() {
-        let _ = writeln!(
-            extra,
-            "gateway_node_up{{node=\"{}\"}} {}",
-            crate::metrics::escape(&n.url.to_string()),
-            u8::from(!n.is_ejected(now))
-        );
-    }
-    extra.push_str("# HELP gateway_node_outstanding Requests in flight per node.\n# TYPE gateway_node_outstanding gauge\n");
-    for n in nodes.iter() {
-        let _ = writeln!(
-            extra,
-            "gateway_node_outstanding{{node=\"{}\"}} {}",
-            crate::metrics::escape(&n.url.to_string()),
-            n.outstanding()
-        );
-    }
-    extra.push_str("# HELP gateway_node_failures_total Failed attempts per node.\n# TYPE gateway_node_failures_total counter\n");
-    for n in nodes.iter() {
-        let _ = writeln!(
-            extra,
-            "gateway_node_failures_total{{node=\"{}\"}} {}",
-            crate::metrics::escape(&n.url.to_string()),
-            n.failures_total.load(Ordering::Relaxed)
-        );
-    }
-    let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    gauge(
-        &mut extra,
-        "gateway_holds_outstanding",
-        "Holds of requests in flight.",
-        app.holds.count.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut extra,
-        "gateway_held_ngonka",
-        "Ngonka held by requests in flight.",
-        app.holds.ngonka.load(Ordering::Relaxed),
-    );
-    let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    };
-    counter(
-        &mut extra,
-        "gateway_billed_over_hold_total",
-        "Requests billed above their hold (the node generated more than the request allowed); billed in full.",
-        app.holds.over_hold.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut extra,
-        "gateway_billed_over_hold_ngonka_total",
-        "What requests were billed past their holds, ngonka.",
-        app.holds.over_hold_ngonka.load(Ordering::Relaxed),
-    );
-    counter(
-        &mut extra,
-        "gateway_fitted_requests_total",
-        "Requests sent with a max_tokens lowered to what their budgets allowed.",
-        app.holds.fitted.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut extra,
-        "gateway_journal_lag_records",
-        "Usage records written to the journal and not yet applied to the store.",
-        i64::try_from(app.journal.stats.lag()).unwrap_or(i64::MAX),
-    );
-    gauge(
-        &mut extra,
-        "gateway_key_cache_entries",
-        "Keys in the key cache.",
-        i64::try_from(app.keys.len()).unwrap_or(i64::MAX),
-    );
-    gauge(
-        &mut extra,
-        "gateway_redis_up",
-        "Several instances: 1 when Redis answers lease calls, 0 when not, -1 without Redis.",
-        app.cluster.redis_up.load(Ordering::Relaxed),
-    );
-    gauge(
-        &mut extra,
-        "gateway_leased",
-        "Several instances: what this instance leased from Redis, spent or not (ngonka and requests).",
-        app.cluster.leased.load(Ordering::Relaxed),
-    );
-    let _ = writeln!(
-        extra,
-        "# HELP gateway_store_changes_applied_total Changes from other instances applied through the \
-         store's change feed.\n# TYPE gateway_store_changes_applied_total counter\n\
-         gateway_store_changes_applied_total {}",
-        app.cluster.changes_applied.load(Ordering::Relaxed)
-    );
-    app.metrics.render(&extra)
 }

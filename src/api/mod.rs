@@ -6,6 +6,7 @@ pub mod admin;
 
 pub mod fields;
 pub mod inference;
+pub mod metrics;
 pub mod models;
 pub mod usage;
 pub mod views;

@@ -184,7 +184,7 @@ async fn admin_routes<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiE
     match (method, ex.head.path.as_str()) {
         (Method::Get, "/metrics") => {
             ex.log.route = "metrics";
-            let text = admin::metrics(&core.app);
+            let text = crate::api::metrics::render(&core.app);
             ex.respond(200, "text/plain; version=0.0.4", text.as_bytes(), &[]).await;
             Ok(())
         }

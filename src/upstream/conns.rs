@@ -59,8 +59,4 @@ impl ConnPool {
         }
         self.idle.retain(|_, s| !s.is_empty());
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.values().map(Vec::len).sum()
-    }
 }
