@@ -156,6 +156,9 @@ pub struct ClusterSettings {
 /// Validated `[limits]` and `[journal]`.
 #[derive(Debug, Clone)]
 pub struct BillingSettings {
+    /// Requests per minute of a key without its own limit (0: none), as written (`limits.default_rpm`):
+    /// the whole cluster's rate. With several instances each enforces a share of it, split where the
+    /// limits are built from these settings.
     pub default_rpm: u32,
     pub default_max_tokens: u64,
     /// The fit policy of keys without their own.

@@ -218,13 +218,7 @@ impl ConfigFile {
             return Err(invalid("limits.default_max_tokens must be at least 1"));
         }
         let billing = BillingSettings {
-            // Several instances without Redis: each enforces its share of the rate (`limits::share`);
-            // with Redis, a fixed share plus leases of each minute (`limits::lease`).
-            default_rpm: if cluster.redis_url.is_some() {
-                self.limits.default_rpm
-            } else {
-                crate::limits::share::Share::new(cluster.instances).rpm(self.limits.default_rpm)
-            },
+            default_rpm: self.limits.default_rpm,
             default_max_tokens: self.limits.default_max_tokens,
             fit_max_tokens: crate::model::FitPolicy::parse(&self.limits.fit_max_tokens).ok_or_else(|| {
                 invalid(format!(
@@ -423,5 +417,20 @@ mod tests {
         let key = "11".repeat(32);
         let settings = file.validate_with(&env_of(&[("GONKA_PRIVATE_KEY", &key)])).unwrap();
         assert_eq!(settings.upstream.gonka.unwrap().private_key.expose(), key);
+    }
+
+    #[test]
+    fn the_default_rate_is_the_whole_clusters() {
+        let text = r#"
+            [store]
+            kind = "postgres"
+            url = "postgres://127.0.0.1/db"
+            [cluster]
+            instances = 4
+            [limits]
+            default_rpm = 60
+        "#;
+        let settings = ConfigFile::parse(text).unwrap().validate_with(&env_of(&[])).unwrap();
+        assert_eq!((settings.billing.default_rpm, settings.cluster.instances), (60, 4));
     }
 }
