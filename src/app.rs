@@ -50,9 +50,11 @@ pub struct App {
 impl App {
     /// How admission works on this instance.
     pub fn admit_policy(&self) -> crate::limits::admit::AdmitPolicy {
-        crate::limits::admit::AdmitPolicy {
-            default_rpm: self.settings.billing.default_rpm,
-            leased_among: self.settings.cluster.redis_url.as_ref().map(|_| self.settings.cluster.instances),
-        }
+        let cluster = &self.settings.cluster;
+        crate::limits::admit::AdmitPolicy::new(
+            self.settings.billing.default_rpm,
+            cluster.instances,
+            cluster.redis_url.is_some(),
+        )
     }
 }

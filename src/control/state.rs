@@ -74,7 +74,8 @@ pub struct ControlState {
     pub(super) credit_totals: HashMap<String, i64>,
     /// Several instances with Redis: what this instance leased (`limits::lease`).
     pub(super) leases: Option<super::leases::Leases>,
-    /// Requests per minute of keys without their own limit.
+    /// Requests per minute of keys without their own limit, the whole cluster's: read only to lease
+    /// (with Redis), where the pool is split from the whole.
     pub(super) default_rpm: u32,
     /// Several instances: what `/metrics` shows of leases and the change feed.
     pub(super) gauges: Arc<super::leases::ClusterGauges>,

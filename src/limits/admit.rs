@@ -40,10 +40,23 @@ pub trait Lender {
 /// How admission works on this instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmitPolicy {
-    /// Requests per minute of a key without its own limit (0: none).
+    /// Requests per minute of a key without its own limit (0: none): without leases this instance's
+    /// share, with leases the whole cluster's (admission splits it into a share and minute leases).
     pub default_rpm: u32,
     /// Several instances leasing through Redis: how many share each budget. `None`: no leases.
     pub leased_among: Option<u32>,
+}
+
+impl AdmitPolicy {
+    /// The policy of one of `instances` instances whose keys without their own limit share
+    /// `cluster_default_rpm`, leasing through Redis or each keeping a fixed share.
+    pub fn new(cluster_default_rpm: u32, instances: u32, leased: bool) -> Self {
+        if leased {
+            Self { default_rpm: cluster_default_rpm, leased_among: Some(instances) }
+        } else {
+            Self { default_rpm: Share::new(instances).rpm(cluster_default_rpm), leased_among: None }
+        }
+    }
 }
 
 /// The key's rate (see the module docs).
@@ -84,5 +97,19 @@ pub async fn admit_hold(
             lender.lease_hold(budget, *quote, now_ms, gauges).await.unwrap_or(Err(refused))
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_rate_is_split_unless_it_is_leased() {
+        assert_eq!(AdmitPolicy::new(60, 1, false), AdmitPolicy { default_rpm: 60, leased_among: None });
+        assert_eq!(AdmitPolicy::new(60, 4, false), AdmitPolicy { default_rpm: 15, leased_among: None });
+        assert_eq!(AdmitPolicy::new(2, 4, false).default_rpm, 1, "each instance admits one a minute");
+        assert_eq!(AdmitPolicy::new(0, 4, false).default_rpm, 0, "no limit stays no limit");
+        assert_eq!(AdmitPolicy::new(60, 4, true), AdmitPolicy { default_rpm: 60, leased_among: Some(4) });
     }
 }

@@ -1,0 +1,436 @@
+//! Validation: a [`ConfigFile`] checked and converted into [`Settings`]. The environment variables the
+//! file names (keys, tokens) are read through a parameter, so validation is a pure function of the file
+//! and that environment.
+
+use super::file::{ClusterFile, ConfigFile};
+use super::settings::{
+    BillingSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
+    PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous, UpstreamSettings,
+    WaitFor,
+};
+use super::{ConfigError, invalid};
+use crate::http::{HttpLimits, request::MAX_HEADERS_CAP};
+use crate::model::ModelSpec;
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::PathBuf;
+use std::time::Duration;
+
+impl ConfigFile {
+    /// Validates and converts, reading the variables the file names from the process environment.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        self.validate_with(&|name| std::env::var(name).ok())
+    }
+
+    /// Validates and converts; `env` gives the value of an environment variable (`None`: unset).
+    pub fn validate_with(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let workers = match self.workers {
+            0 => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+            n => NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
+        };
+        let s = &self.server;
+        if s.max_headers == 0 || s.max_headers > MAX_HEADERS_CAP {
+            return Err(invalid(format!("server.max_headers must be 1..={MAX_HEADERS_CAP}")));
+        }
+        if s.max_head_bytes < 256 {
+            return Err(invalid("server.max_head_bytes must be at least 256"));
+        }
+        if s.body_memory_bytes < s.max_body_bytes {
+            return Err(invalid("server.body_memory_bytes must be at least server.max_body_bytes"));
+        }
+        if self.admin.max_connections == 0 {
+            return Err(invalid("admin.max_connections must be at least 1"));
+        }
+        if s.read_buffer_bytes < 512 || s.relay_buffer_bytes < 1024 {
+            return Err(invalid("server.read_buffer_bytes must be ≥ 512 and relay_buffer_bytes ≥ 1024"));
+        }
+        let http = HttpLimits {
+            max_head_bytes: s.max_head_bytes,
+            max_headers: s.max_headers,
+            max_body_bytes: s.max_body_bytes,
+        };
+        let timeouts = ServerTimeouts {
+            head: ms(s.head_timeout_ms, "server.head_timeout_ms")?,
+            body: ms(s.body_timeout_ms, "server.body_timeout_ms")?,
+            idle: ms(s.idle_timeout_ms, "server.idle_timeout_ms")?,
+            write: ms(s.write_timeout_ms, "server.write_timeout_ms")?,
+            shutdown_grace: Duration::from_millis(s.shutdown_grace_ms),
+        };
+
+        let mut models = Vec::new();
+        for m in &self.models {
+            if m.id.is_empty() || m.id.len() > 256 {
+                return Err(invalid("models.id must be 1–256 characters"));
+            }
+            if models.iter().any(|x: &ModelSpec| x.id == m.id) {
+                return Err(invalid(format!("model {:?} is listed twice", m.id)));
+            }
+            models.push(ModelSpec {
+                id: m.id.clone(),
+                context_length: m.context_length,
+                price_prompt_ngonka: m.price_prompt_ngonka,
+                price_completion_ngonka: m.price_completion_ngonka,
+                tokenizer: (!m.tokenizer.is_empty()).then(|| PathBuf::from(&m.tokenizer)),
+            });
+        }
+
+        let u = &self.upstream;
+        let mut nodes = Vec::new();
+        for n in &u.nodes {
+            let kind = match n.kind.as_str() {
+                "openai" => NodeKind::OpenAi,
+                "gonka" => NodeKind::Gonka,
+                other => return Err(invalid(format!("node kind {other:?} is not openai or gonka"))),
+            };
+            let api_key = match &n.api_key_env {
+                Some(var) => Some(Secret(env(var).ok_or_else(|| {
+                    invalid(format!("node {}: environment variable {var} is not set", n.url))
+                })?)),
+                None => None,
+            };
+            if kind == NodeKind::Gonka
+                && !n.transfer_address.as_deref().is_some_and(|a| a.starts_with("gonka1") && a.len() > 10)
+            {
+                return Err(invalid(format!("gonka node {} needs its transfer_address (gonka1…)", n.url)));
+            }
+            for m in &n.models {
+                if !models.iter().any(|x| &x.id == m) {
+                    return Err(invalid(format!("node {} serves {m:?}, which is not in [[models]]", n.url)));
+                }
+            }
+            nodes.push(NodeSpec {
+                url: NodeUrl::parse(&n.url)?,
+                kind,
+                api_key,
+                models: n.models.clone(),
+                transfer_address: n.transfer_address.clone(),
+            });
+        }
+        let g = &u.gonka;
+        let gonka = if nodes.iter().any(|n| n.kind == NodeKind::Gonka) || !g.seeds.is_empty() {
+            let key = env(&g.private_key_env)
+                .ok_or_else(|| invalid(format!("gonka nodes need a signing key in {}", g.private_key_env)))?;
+            crate::gonka::signer::GonkaSigner::from_hex(&key)
+                .map_err(|e| invalid(format!("{}: {e}", g.private_key_env)))?;
+            Some(GonkaSettings {
+                private_key: Secret(key),
+                seeds: g.seeds.iter().map(|s| NodeUrl::parse(s)).collect::<Result<_, _>>()?,
+                use_allowlist: g.use_allowlist,
+                refresh: ms(g.refresh_ms, "upstream.gonka.refresh_ms")?,
+            })
+        } else {
+            None
+        };
+        let upstream = UpstreamSettings {
+            connect_timeout: ms(u.connect_timeout_ms, "upstream.connect_timeout_ms")?,
+            head_timeout: ms(u.response_head_timeout_ms, "upstream.response_head_timeout_ms")?,
+            read_timeout: ms(u.read_timeout_ms, "upstream.read_timeout_ms")?,
+            max_attempts: NonZeroU32::new(u.max_attempts)
+                .ok_or_else(|| invalid("upstream.max_attempts must be at least 1"))?,
+            pool_max_idle_per_node: u.pool_max_idle_per_node,
+            pool_idle_timeout: ms(u.pool_idle_timeout_ms, "upstream.pool_idle_timeout_ms")?,
+            eject_after_failures: NonZeroU32::new(u.eject_after_failures)
+                .ok_or_else(|| invalid("upstream.eject_after_failures must be at least 1"))?,
+            eject_for: ms(u.eject_ms, "upstream.eject_ms")?,
+            probe_interval: ms(u.probe_interval_ms, "upstream.probe_interval_ms")?,
+            nodes,
+            gonka,
+            tls_system_roots: u.tls.system_roots,
+            tls_extra_ca: (!u.tls.extra_ca_path.is_empty()).then(|| PathBuf::from(&u.tls.extra_ca_path)),
+        };
+
+        let log_level = match self.log.level.as_str() {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            other => return Err(invalid(format!("log.level {other:?} is not a level"))),
+        };
+        let admin_token = env(&self.admin.token_env).filter(|t| !t.is_empty());
+        let data_dir = PathBuf::from(&self.data_dir);
+        let mut cluster = self.cluster.validate()?;
+        if !self.limits.redis_url.is_empty() {
+            if cluster.instances < 2 || self.store.kind != "postgres" {
+                return Err(invalid(
+                    "limits.redis_url shares budgets between instances: it needs cluster.instances > 1 \
+                     and store.kind = \"postgres\"",
+                ));
+            }
+            cluster.redis_url = Some(self.limits.redis_url.clone());
+        }
+        let store = match self.store.kind.as_str() {
+            "sqlite" => {
+                let path = if self.store.path.is_empty() {
+                    data_dir.join("gateway.db")
+                } else {
+                    PathBuf::from(&self.store.path)
+                };
+                let synchronous = match self.store.sqlite_synchronous.as_str() {
+                    "full" => Synchronous::Full,
+                    "normal" => Synchronous::Normal,
+                    other => {
+                        return Err(invalid(format!(
+                            "store.sqlite_synchronous {other:?} is not full or normal"
+                        )));
+                    }
+                };
+                StoreSettings::Sqlite { path, synchronous }
+            }
+            "postgres" => {
+                if self.store.url.is_empty() {
+                    return Err(invalid("store.url must be set when store.kind is postgres"));
+                }
+                let schema_ok = !self.store.schema.is_empty()
+                    && self.store.schema.len() <= 48
+                    && self
+                        .store
+                        .schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    && !self.store.schema.as_bytes()[0].is_ascii_digit();
+                if !schema_ok {
+                    return Err(invalid(format!(
+                        "store.schema {:?} must be 1-48 of a-z, 0-9 and _, not starting with a digit",
+                        self.store.schema
+                    )));
+                }
+                if self.store.pool_size == 0 {
+                    return Err(invalid("store.pool_size must be at least 1"));
+                }
+                StoreSettings::Postgres(PostgresSettings {
+                    url: self.store.url.clone(),
+                    schema: self.store.schema.clone(),
+                    instance_id: cluster.instance_id.clone(),
+                    pool_size: self.store.pool_size,
+                })
+            }
+            other => return Err(invalid(format!("store.kind {other:?} is not sqlite or postgres"))),
+        };
+        if cluster.instances > 1 && matches!(store, StoreSettings::Sqlite { .. }) {
+            return Err(invalid("cluster.instances > 1 needs a shared store: store.kind = \"postgres\""));
+        }
+        let hash_secret = env(&self.keys.hash_secret_env).filter(|t| !t.is_empty());
+        if hash_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(invalid(format!("{} must hold at least 32 bytes", self.keys.hash_secret_env)));
+        }
+        if self.limits.default_max_tokens == 0 {
+            return Err(invalid("limits.default_max_tokens must be at least 1"));
+        }
+        let billing = BillingSettings {
+            default_rpm: self.limits.default_rpm,
+            default_max_tokens: self.limits.default_max_tokens,
+            fit_max_tokens: crate::model::FitPolicy::parse(&self.limits.fit_max_tokens).ok_or_else(|| {
+                invalid(format!(
+                    "limits.fit_max_tokens {:?} is not unset, always or never",
+                    self.limits.fit_max_tokens
+                ))
+            })?,
+            min_fit_tokens: self.limits.min_fit_tokens.max(1),
+            drain_after_client_gone: Duration::from_millis(self.billing.drain_after_client_gone_ms),
+            drain_after_client_gone_bytes: self.billing.drain_after_client_gone_bytes,
+            progress_tokens: if self.journal.progress_tokens == 0 {
+                return Err(invalid("journal.progress_tokens must be at least 1"));
+            } else {
+                self.journal.progress_tokens
+            },
+            journal_dir: if self.journal.dir.is_empty() {
+                data_dir.join("journal")
+            } else {
+                PathBuf::from(&self.journal.dir)
+            },
+            journal_wait: match self.journal.wait.as_str() {
+                "write" => WaitFor::Write,
+                "fsync" => WaitFor::Fsync,
+                other => return Err(invalid(format!("journal.wait {other:?} is not write or fsync"))),
+            },
+            journal_fsync_interval: ms(self.journal.fsync_interval_ms, "journal.fsync_interval_ms")?,
+        };
+        let keys = KeySettings {
+            hash_secret,
+            max_keys_per_account: self.keys.max_keys_per_account,
+            snapshot_interval: ms(self.keys.snapshot_interval_ms, "keys.snapshot_interval_ms")?,
+            reconcile_interval: ms(self.keys.reconcile_interval_ms, "keys.reconcile_interval_ms")?,
+        };
+
+        Ok(Settings {
+            workers,
+            data_dir,
+            listen: addr(&s.listen, "server.listen")?,
+            admin_listen: addr(&self.admin.listen, "admin.listen")?,
+            admin_token,
+            http,
+            timeouts,
+            read_buffer_bytes: s.read_buffer_bytes,
+            relay_buffer_bytes: s.relay_buffer_bytes,
+            backlog: s.backlog,
+            max_connections: s.max_connections,
+            admin_max_connections: self.admin.max_connections,
+            body_memory_bytes: s.body_memory_bytes,
+            body_memory_wait: Duration::from_millis(s.body_memory_wait_ms),
+            tls: match (s.tls.cert_path.is_empty(), s.tls.key_path.is_empty()) {
+                (true, true) => None,
+                (false, false) => Some((PathBuf::from(&s.tls.cert_path), PathBuf::from(&s.tls.key_path))),
+                _ => return Err(invalid("server.tls needs both cert_path and key_path")),
+            },
+            upstream,
+            models,
+            store,
+            cluster,
+            keys,
+            billing,
+            log_level,
+            access_log: self.log.access_log,
+            cors_allow_origin: cors_allow_origin(&s.cors_allow_origins)?,
+        })
+    }
+}
+
+impl ClusterFile {
+    fn validate(&self) -> Result<ClusterSettings, ConfigError> {
+        let id = if self.instance_id.is_empty() { "default" } else { self.instance_id.as_str() };
+        if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(invalid(format!(
+                "cluster.instance_id {id:?} must be 1-64 of A-Z, a-z, 0-9, - and _"
+            )));
+        }
+        if self.instances == 0 || self.instances > 1024 {
+            return Err(invalid("cluster.instances must be between 1 and 1024"));
+        }
+        Ok(ClusterSettings { instance_id: id.to_owned(), instances: self.instances, redis_url: None })
+    }
+}
+
+/// `server.cors_allow_origins` as the one `Access-Control-Allow-Origin` value it gives.
+fn cors_allow_origin(origins: &[String]) -> Result<Option<String>, ConfigError> {
+    match origins {
+        [] => Ok(None),
+        [one] if one == "*" => Ok(Some(one.clone())),
+        [one] => {
+            let (scheme, host) = one.split_once("://").unwrap_or(("", ""));
+            let valid = matches!(scheme, "http" | "https")
+                && !host.is_empty()
+                && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            if valid {
+                Ok(Some(one.clone()))
+            } else {
+                Err(invalid(format!(
+                    "server.cors_allow_origins: {one:?} is not an origin (scheme://host[:port], no path)"
+                )))
+            }
+        }
+        // The answer must name the request's own origin when several are allowed, and the gateway does
+        // not read a request's Origin header (yet).
+        _ => Err(invalid(
+            "server.cors_allow_origins: give [\"*\"], one origin, or [] (several origins are not supported)",
+        )),
+    }
+}
+
+fn ms(v: u64, name: &str) -> Result<Duration, ConfigError> {
+    if v == 0 {
+        return Err(invalid(format!("{name} must be greater than 0")));
+    }
+    Ok(Duration::from_millis(v))
+}
+
+fn addr(s: &str, name: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| invalid(format!("{name} {s:?} is not an IP:port address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cors_allow_origins_give_one_allow_origin_or_none() {
+        let cors = |v: &[&str]| cors_allow_origin(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(cors(&["*"]).unwrap().as_deref(), Some("*"));
+        assert_eq!(cors(&[]).unwrap(), None);
+        assert_eq!(
+            cors(&["https://app.example.com:8443"]).unwrap().as_deref(),
+            Some("https://app.example.com:8443")
+        );
+        assert!(cors(&["https://app.example.com/"]).is_err(), "a path is no origin");
+        assert!(cors(&["app.example.com"]).is_err());
+        assert!(cors(&["*", "https://a.example"]).is_err());
+        assert_eq!(ConfigFile::default().validate().unwrap().cors_allow_origin.as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn nodes_must_serve_known_models() {
+        let text = r#"
+            [[models]]
+            id = "a"
+            [[upstream.nodes]]
+            url = "http://127.0.0.1:1/v1"
+            models = ["b"]
+        "#;
+        let err = ConfigFile::parse(text).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("not in [[models]]"), "{err}");
+    }
+
+    /// An environment holding only `vars`.
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_hash_secret_from_the_environment_must_hold_32_bytes() {
+        let file = ConfigFile::default();
+        let err = file.validate_with(&env_of(&[("GATEWAY_KEY_SECRET", "short")])).unwrap_err();
+        assert_eq!(err.to_string(), "invalid config: GATEWAY_KEY_SECRET must hold at least 32 bytes");
+        let long = "k".repeat(32);
+        let settings = file.validate_with(&env_of(&[("GATEWAY_KEY_SECRET", &long)])).unwrap();
+        assert_eq!(settings.keys.hash_secret.as_deref(), Some(long.as_str()));
+        let unset = file.validate_with(&env_of(&[])).unwrap();
+        assert_eq!(unset.keys.hash_secret, None, "the runtime loads or generates one");
+        let empty = file.validate_with(&env_of(&[("GATEWAY_KEY_SECRET", "")])).unwrap();
+        assert_eq!(empty.keys.hash_secret, None, "an empty variable counts as unset");
+    }
+
+    #[test]
+    fn the_admin_token_and_node_keys_come_from_the_given_environment() {
+        let text = r#"
+            [admin]
+            token_env = "ADMIN_T"
+            [[models]]
+            id = "a"
+            [[upstream.nodes]]
+            url = "http://127.0.0.1:1/v1"
+            api_key_env = "NODE_KEY"
+        "#;
+        let file = ConfigFile::parse(text).unwrap();
+        let err = file.validate_with(&env_of(&[("ADMIN_T", "t")])).unwrap_err();
+        assert!(err.to_string().contains("environment variable NODE_KEY is not set"), "{err}");
+        let settings = file.validate_with(&env_of(&[("ADMIN_T", "t"), ("NODE_KEY", "nk")])).unwrap();
+        assert_eq!(settings.admin_token.as_deref(), Some("t"));
+        assert_eq!(settings.upstream.nodes[0].api_key.as_ref().map(Secret::expose), Some("nk"));
+    }
+
+    #[test]
+    fn gonka_nodes_need_a_signing_key_in_the_given_environment() {
+        let file = ConfigFile::parse("[upstream.gonka]\nseeds = [\"http://127.0.0.1:1\"]\n").unwrap();
+        let err = file.validate_with(&env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("need a signing key in GONKA_PRIVATE_KEY"), "{err}");
+        let key = "11".repeat(32);
+        let settings = file.validate_with(&env_of(&[("GONKA_PRIVATE_KEY", &key)])).unwrap();
+        assert_eq!(settings.upstream.gonka.unwrap().private_key.expose(), key);
+    }
+
+    #[test]
+    fn the_default_rate_is_the_whole_clusters() {
+        let text = r#"
+            [store]
+            kind = "postgres"
+            url = "postgres://127.0.0.1/db"
+            [cluster]
+            instances = 4
+            [limits]
+            default_rpm = 60
+        "#;
+        let settings = ConfigFile::parse(text).unwrap().validate_with(&env_of(&[])).unwrap();
+        assert_eq!((settings.billing.default_rpm, settings.cluster.instances), (60, 4));
+    }
+}
