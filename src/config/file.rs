@@ -2,7 +2,7 @@
 //! `config/gateway.toml` shows) and unknown fields refused, so a misspelt option is an error rather
 //! than a silent default.
 
-use super::{ConfigError, invalid};
+use super::error::{ConfigError, invalid};
 use crate::http::HttpLimits;
 use serde::Deserialize;
 use std::path::Path;

@@ -3,14 +3,18 @@
 //! shows every option with its default.
 //!
 //! # Layout
+//! - `error`: [`ConfigError`], what loading or validating can refuse.
 //! - `file`: [`ConfigFile`] and its tables, as the TOML file is written; loading and parsing.
 //! - `settings`: [`Settings`] and its parts, the validated values the gateway runs with.
 //! - `validate`: [`ConfigFile::validate`], from the one to the other; the environment variables the
 //!   file names are read through [`ConfigFile::validate_with`]'s parameter.
 
+mod error;
 mod file;
 mod settings;
 mod validate;
+
+pub use error::ConfigError;
 
 pub use file::{
     AdminFile, BillingFile, ClusterFile, ConfigFile, GonkaFile, JournalFile, KeysFile, LimitsFile, LogFile,
@@ -21,19 +25,3 @@ pub use settings::{
     PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous, UpstreamSettings,
     WaitFor,
 };
-
-use std::path::PathBuf;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
-
-fn invalid(msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(msg.into())
-}

@@ -2,7 +2,7 @@
 //! `Duration`, `NonZero*`, enums), each option checked once at start so nothing later parses or
 //! re-checks it.
 
-use super::{ConfigError, invalid};
+use super::error::{ConfigError, invalid};
 use crate::http::HttpLimits;
 use crate::model::ModelSpec;
 use std::net::SocketAddr;

@@ -2,13 +2,13 @@
 //! file names (keys, tokens) are read through a parameter, so validation is a pure function of the file
 //! and that environment.
 
+use super::error::{ConfigError, invalid};
 use super::file::{ClusterFile, ConfigFile};
 use super::settings::{
     BillingSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
     PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous, UpstreamSettings,
     WaitFor,
 };
-use super::{ConfigError, invalid};
 use crate::http::{HttpLimits, request::MAX_HEADERS_CAP};
 use crate::model::ModelSpec;
 use std::net::SocketAddr;
