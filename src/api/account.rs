@@ -5,6 +5,7 @@
 use super::fields::Fields;
 use super::views::{self, key_json, list};
 use crate::auth::Caller;
+use crate::control::ControlState;
 use crate::control::accounts::{KeyAction, KeyPatch, KeySpec, KeyWithSecret};
 use crate::error::ApiError;
 use crate::http::io::Transport;
@@ -68,6 +69,21 @@ fn children_caller<S: Transport>(
     }
 }
 
+/// Runs `job` on the control plane and answers its JSON with `status`; an answer that is one key logs
+/// that key's id.
+async fn answer<S, F>(ex: &mut Exchange<'_, S>, status: u16, job: F) -> Result<(), ApiError>
+where
+    S: Transport,
+    F: FnOnce(&mut ControlState) -> Result<Value, ApiError> + Send + 'static,
+{
+    let body = ex.core().app.control.call(job).await??;
+    if let Some(id) = body["id"].as_str() {
+        ex.log.key_id = Some(id.to_owned());
+    }
+    ex.respond_json(status, &body).await;
+    Ok(())
+}
+
 async fn create_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Result<(), ApiError> {
     let account = account_caller(ex)?;
     let mut f = Fields::parse(&ex.read_body().await?)?;
@@ -75,25 +91,19 @@ async fn create_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Re
     let fit_max_tokens =
         if kind == KeyKind::Managed { f.fit_policy("fit_max_tokens")?.flatten() } else { None };
     f.finish()?;
-    let core = ex.core();
-    let k = core
-        .app
-        .control
-        .call(move |st| {
-            st.create_key(&account, kind, None, KeySpec { name, fit_max_tokens, ..KeySpec::default() })
-        })
-        .await??;
-    ex.log.key_id = Some(k.row.id.clone());
-    ex.respond_json(201, &created(&k)).await;
-    Ok(())
+    answer(ex, 201, move |st| {
+        let spec = KeySpec { name, fit_max_tokens, ..KeySpec::default() };
+        st.create_key(&account, kind, None, spec).map(|k| created(&k))
+    })
+    .await
 }
 
 async fn list_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Result<(), ApiError> {
     let account = account_caller(ex)?;
-    let core = ex.core();
-    let rows = core.app.control.call(move |st| st.list_keys(&account, kind, None)).await??;
-    ex.respond_json(200, &list(rows.iter().map(|r| key_json(r, None)).collect())).await;
-    Ok(())
+    answer(ex, 200, move |st| {
+        Ok(list(st.list_keys(&account, kind, None)?.iter().map(|r| key_json(r, None)).collect()))
+    })
+    .await
 }
 
 async fn get_top<S: Transport>(
@@ -102,26 +112,16 @@ async fn get_top<S: Transport>(
     kinds: &'static [KeyKind],
 ) -> Result<(), ApiError> {
     let account = account_caller(ex)?;
-    let core = ex.core();
     let id = id.to_owned();
-    let row = core.app.control.call(move |st| st.owned_key(&account, &id, kinds)).await??;
-    ex.respond_json(200, &key_json(&row, None)).await;
-    Ok(())
+    answer(ex, 200, move |st| st.owned_key(&account, &id, kinds).map(|row| key_json(&row, None))).await
 }
 
 async fn act<S: Transport>(ex: &mut Exchange<'_, S>, id: &str, action: KeyAction) -> Result<(), ApiError> {
     let account = account_caller(ex)?;
     Fields::parse(&ex.read_body().await?)?.finish()?;
-    let core = ex.core();
     let id = id.to_owned();
-    let k = core
-        .app
-        .control
-        .call(move |st| st.key_action(&account, &id, action, &[KeyKind::Managed, KeyKind::Management]))
-        .await??;
-    ex.log.key_id = Some(k.row.id.clone());
-    ex.respond_json(200, &created(&k)).await;
-    Ok(())
+    let kinds = &[KeyKind::Managed, KeyKind::Management];
+    answer(ex, 200, move |st| st.key_action(&account, &id, action, kinds).map(|k| created(&k))).await
 }
 
 fn now_secs(core: &crate::session::Core) -> i64 {
@@ -143,35 +143,22 @@ async fn create_child<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> R
     let mut f = Fields::parse(&ex.read_body().await?)?;
     let spec = child_spec(&mut f, now_secs(&ex.core()))?;
     f.finish()?;
-    let core = ex.core();
     let parent = parent.to_owned();
-    let body = core
-        .app
-        .control
-        .call(move |st| {
-            let k = st.create_key(&account, KeyKind::Child, Some(&parent), spec)?;
-            Ok::<_, ApiError>(views::child_json(st, &k.row, k.secret.as_deref()))
-        })
-        .await??;
-    ex.log.key_id = body["id"].as_str().map(str::to_owned);
-    ex.respond_json(201, &body).await;
-    Ok(())
+    answer(ex, 201, move |st| {
+        let k = st.create_key(&account, KeyKind::Child, Some(&parent), spec)?;
+        Ok(views::child_json(st, &k.row, k.secret.as_deref()))
+    })
+    .await
 }
 
 async fn list_children<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> Result<(), ApiError> {
     let account = children_caller(ex, parent)?;
-    let core = ex.core();
     let parent = parent.to_owned();
-    let data = core
-        .app
-        .control
-        .call(move |st| {
-            let rows = st.list_keys(&account, KeyKind::Child, Some(&parent))?;
-            Ok::<_, ApiError>(rows.iter().map(|r| views::child_json(st, r, None)).collect::<Vec<_>>())
-        })
-        .await??;
-    ex.respond_json(200, &list(data)).await;
-    Ok(())
+    answer(ex, 200, move |st| {
+        let rows = st.list_keys(&account, KeyKind::Child, Some(&parent))?;
+        Ok(list(rows.iter().map(|r| views::child_json(st, r, None)).collect()))
+    })
+    .await
 }
 
 async fn get_child<S: Transport>(
@@ -180,22 +167,16 @@ async fn get_child<S: Transport>(
     child: &str,
 ) -> Result<(), ApiError> {
     let account = children_caller(ex, parent)?;
-    let core = ex.core();
     let (parent, child) = (parent.to_owned(), child.to_owned());
-    let body = core
-        .app
-        .control
-        .call(move |st| {
-            st.owned_key(&account, &parent, &[KeyKind::Management])?;
-            let row = st.owned_key(&account, &child, &[KeyKind::Child])?;
-            if row.parent_id.as_deref() != Some(parent.as_str()) {
-                return Err(ApiError::NotFound(format!("No key with id {child}.")));
-            }
-            Ok(views::child_json(st, &row, None))
-        })
-        .await??;
-    ex.respond_json(200, &body).await;
-    Ok(())
+    answer(ex, 200, move |st| {
+        st.owned_key(&account, &parent, &[KeyKind::Management])?;
+        let row = st.owned_key(&account, &child, &[KeyKind::Child])?;
+        if row.parent_id.as_deref() != Some(parent.as_str()) {
+            return Err(ApiError::NotFound(format!("No key with id {child}.")));
+        }
+        Ok(views::child_json(st, &row, None))
+    })
+    .await
 }
 
 async fn patch_child<S: Transport>(
@@ -205,7 +186,7 @@ async fn patch_child<S: Transport>(
 ) -> Result<(), ApiError> {
     let account = children_caller(ex, parent)?;
     let mut f = Fields::parse(&ex.read_body().await?)?;
-    let now = ex.core().app.clock.now_ms().div_euclid(1000);
+    let now = now_secs(&ex.core());
     let patch = KeyPatch {
         name: f.name("name")?,
         limit_daily_ngonka: f.amount("limit_daily_ngonka")?,
@@ -216,19 +197,12 @@ async fn patch_child<S: Transport>(
         fit_max_tokens: f.fit_policy("fit_max_tokens")?,
     };
     f.finish()?;
-    let core = ex.core();
     let (parent, child) = (parent.to_owned(), child.to_owned());
-    let body = core
-        .app
-        .control
-        .call(move |st| {
-            let row = st.update_child(&account, &parent, &child, patch)?;
-            Ok::<_, ApiError>(views::child_json(st, &row, None))
-        })
-        .await??;
-    ex.log.key_id = body["id"].as_str().map(str::to_owned);
-    ex.respond_json(200, &body).await;
-    Ok(())
+    answer(ex, 200, move |st| {
+        let row = st.update_child(&account, &parent, &child, patch)?;
+        Ok(views::child_json(st, &row, None))
+    })
+    .await
 }
 
 async fn delete_child<S: Transport>(
@@ -237,17 +211,10 @@ async fn delete_child<S: Transport>(
     child: &str,
 ) -> Result<(), ApiError> {
     let account = children_caller(ex, parent)?;
-    let core = ex.core();
     let (parent, child) = (parent.to_owned(), child.to_owned());
-    let body = core
-        .app
-        .control
-        .call(move |st| {
-            let row = st.delete_child(&account, &parent, &child)?;
-            Ok::<_, ApiError>(views::child_json(st, &row, None))
-        })
-        .await??;
-    ex.log.key_id = body["id"].as_str().map(str::to_owned);
-    ex.respond_json(200, &body).await;
-    Ok(())
+    answer(ex, 200, move |st| {
+        let row = st.delete_child(&account, &parent, &child)?;
+        Ok(views::child_json(st, &row, None))
+    })
+    .await
 }

@@ -91,13 +91,30 @@ impl ControlState {
         let at = now();
         let account =
             AccountRow { id: new_id("acc_")?, name: name.to_owned(), balance_ngonka: 0, created_at: at };
+        let (token, secret) = self.new_account_token(&account.id, at)?;
+        let stored = self.store.insert_account(&account, &token)?;
+        self.account_counters(&account.id);
+        self.apply_rows(std::slice::from_ref(&stored));
+        Ok((account, KeyWithSecret { row: stored, secret: Some(secret) }))
+    }
+
+    pub fn account(&mut self, id: &str) -> Result<AccountRow, ApiError> {
+        self.store.account(id)?.ok_or_else(|| ApiError::NotFound(format!("No account with id {id}.")))
+    }
+
+    pub fn accounts(&mut self) -> Result<Vec<AccountRow>, ApiError> {
+        Ok(self.store.accounts()?)
+    }
+
+    /// A new account token's row (not yet stored) and its secret.
+    fn new_account_token(&self, account_id: &str, at: i64) -> Result<(KeyRow, String), ApiError> {
         let secret = new_secret(KeyKind::AccountToken)?;
-        let token = KeyRow {
+        let row = KeyRow {
             id: new_id("key_")?,
-            account_id: account.id.clone(),
+            account_id: account_id.to_owned(),
             kind: KeyKind::AccountToken,
             name: "account token".into(),
-            prefix: secret.prefix.clone(),
+            prefix: secret.prefix,
             hash: self.keys.hash(&secret.secret),
             status: KeyStatus::Active,
             parent_id: None,
@@ -110,18 +127,7 @@ impl ControlState {
             updated_at: at,
             version: 0,
         };
-        let stored = self.store.insert_account(&account, &token)?;
-        self.account_counters(&account.id);
-        self.apply_rows(std::slice::from_ref(&stored));
-        Ok((account, KeyWithSecret { row: stored, secret: Some(secret.secret) }))
-    }
-
-    pub fn account(&mut self, id: &str) -> Result<AccountRow, ApiError> {
-        self.store.account(id)?.ok_or_else(|| ApiError::NotFound(format!("No account with id {id}.")))
-    }
-
-    pub fn accounts(&mut self) -> Result<Vec<AccountRow>, ApiError> {
-        Ok(self.store.accounts()?)
+        Ok((row, secret.secret))
     }
 
     /// Issues a new account token; the old one stops working at once.
@@ -138,29 +144,11 @@ impl ControlState {
             })
             .map(|k| KeyRow { status: KeyStatus::Archived, updated_at: at, ..k.clone() })
             .collect();
-        let secret = new_secret(KeyKind::AccountToken)?;
-        let token = KeyRow {
-            id: new_id("key_")?,
-            account_id: account_id.to_owned(),
-            kind: KeyKind::AccountToken,
-            name: "account token".into(),
-            prefix: secret.prefix.clone(),
-            hash: self.keys.hash(&secret.secret),
-            status: KeyStatus::Active,
-            parent_id: None,
-            limit_daily_ngonka: None,
-            limit_monthly_ngonka: None,
-            rate_limit_rpm: None,
-            expires_at: None,
-            fit_max_tokens: None,
-            created_at: at,
-            updated_at: at,
-            version: 0,
-        };
+        let (token, secret) = self.new_account_token(account_id, at)?;
         rows.push(token);
         let stored = self.write_keys(&rows)?;
         let row = stored.into_iter().last().ok_or_else(|| ApiError::Internal("no row written".into()))?;
-        Ok(KeyWithSecret { row, secret: Some(secret.secret) })
+        Ok(KeyWithSecret { row, secret: Some(secret) })
     }
 
     /// Credits an account once per `reference`: the same reference with the same amount again is a
