@@ -539,12 +539,26 @@ fn a_corrupt_snapshot_is_ignored_and_rebuilt() {
     check_populated(&gw, &keys);
     let log = gw.proc.stderr();
     assert!(log.contains("ignoring the key snapshot") && log.contains("corrupt"), "{log}");
-    // Rebuilt: the next start uses it again.
+    let loaded = keys_loaded(&log, "store").unwrap_or_else(|| panic!("keys come from the store: {log}"));
+    // Rebuilt: once stopped, the file is a valid snapshot again, and the next start uses it.
     gw.proc.signal("TERM");
-    gw.proc.wait_exit(Duration::from_secs(10)).unwrap();
-    std::fs::write(&snap, b"garbage").unwrap();
+    assert!(gw.proc.wait_exit(Duration::from_secs(10)).unwrap().success());
+    let rebuilt = std::fs::read(&snap).unwrap();
+    assert!(rebuilt != bytes, "the corrupt snapshot was rewritten");
+    let (rows, _) =
+        gonka_gateway::store::snapshot::decode(&rebuilt).expect("the rewritten snapshot is valid");
+    assert_eq!(rows.len(), loaded);
     gw.restart();
+    let log = gw.proc.stderr();
+    assert_eq!(keys_loaded(&log, "snapshot"), Some(loaded), "{log}");
+    assert!(!log.contains("ignoring the key snapshot"), "{log}");
     check_populated(&gw, &keys);
+}
+
+/// How many keys the start that wrote `log` loaded from `source` (`snapshot` or `store`).
+fn keys_loaded(log: &str, source: &str) -> Option<usize> {
+    let (before, _) = log.split_once(&format!(" keys loaded from the {source}"))?;
+    before.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 #[test]

@@ -4,9 +4,11 @@
 //! [`Store`] is a plain, blocking trait: it is only ever used on the control-plane thread, never on a core.
 //! Every key write gets a new, store-wide increasing `version`, which is what the key cache is synced by
 //! (a catch-up read `keys_since(v)` after a restart or reconnect, and a periodic reconcile) and what the
-//! key snapshot is checked against. The SQLite backend ([`sqlite`]) is the embedded default; the trait is
-//! shaped so another backend runs the same conformance tests (`tests/store_conformance.rs`).
+//! key snapshot is checked against. The SQLite backend ([`sqlite`]) is the embedded default, the
+//! PostgreSQL one ([`postgres`]) is shared by several instances; both run the same conformance tests
+//! (`tests/store_conformance.rs`) and keep values in their columns by the same rules (`columns`).
 
+mod columns;
 pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;
@@ -31,6 +33,16 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store error: {0}")]
     Other(String),
+}
+
+/// Refuses a database that has run more migrations (`done`) than this build knows (`known`).
+fn check_schema_version(done: usize, known: usize) -> StoreResult<()> {
+    if done > known {
+        return Err(StoreError::Other(format!(
+            "the database is at schema version {done}, newer than this build knows ({known})"
+        )));
+    }
+    Ok(())
 }
 
 /// What the key table looks like, to decide whether a snapshot is current.

@@ -5,16 +5,13 @@
 //! loss: the WAL is fsync'd at each commit. `"normal"` syncs only at checkpoints: a crash of the process
 //! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
 
-use super::{KeyTableState, Store, StoreError, StoreResult};
-
-use super::SpendTotals;
+use super::columns::{KEY_COLUMNS, KeyColumns, LimitColumns, UsageColumns, record_status, to_i64, to_u64};
+use super::{KeyTableState, SpendTotals, Store, StoreError, StoreResult, check_schema_version};
 use crate::config::Synchronous;
-use crate::model::FitPolicy;
 use crate::model::JournalPos;
+use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow};
 use crate::model::{GroupBy, InstanceSpend, KeySpend, UsageQuery, UsageSummaryRow};
-use crate::model::{KeyHash, KeyKind, KeyStatus};
-use crate::model::{RecordStatus, UsageRecord};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
 
@@ -123,49 +120,33 @@ fn err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn to_i64(v: u64, what: &str) -> StoreResult<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Other(format!("{what} {v} does not fit the store")))
-}
-
-const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka, \
-     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version, fit_max_tokens";
-
+/// A row of `KEY_COLUMNS`.
 fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
-    let kind: String = row.get(2)?;
-    let status: String = row.get(6)?;
-    let hash: Vec<u8> = row.get(5)?;
-    let bad = |what: &str, v: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("bad {what} {v:?}").into(),
-        )
-    };
-    let hash: [u8; 32] = hash.as_slice().try_into().map_err(|_| bad("hash", "length"))?;
-    let limit = |i: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(row.get::<_, Option<i64>>(i)?.map(|v| v.max(0) as u64))
-    };
-    Ok(KeyRow {
+    KeyColumns {
         id: row.get(0)?,
         account_id: row.get(1)?,
-        kind: KeyKind::parse(&kind).ok_or_else(|| bad("kind", &kind))?,
+        kind: row.get(2)?,
         name: row.get(3)?,
         prefix: row.get(4)?,
-        hash: KeyHash(hash),
-        status: KeyStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
+        hash: row.get(5)?,
+        status: row.get(6)?,
         parent_id: row.get(7)?,
-        limit_daily_ngonka: limit(8)?,
-        limit_monthly_ngonka: limit(9)?,
-        rate_limit_rpm: row.get::<_, Option<i64>>(10)?.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+        limit_daily_ngonka: row.get(8)?,
+        limit_monthly_ngonka: row.get(9)?,
+        rate_limit_rpm: row.get(10)?,
         expires_at: row.get(11)?,
         created_at: row.get(12)?,
         updated_at: row.get(13)?,
         version: row.get(14)?,
-        fit_max_tokens: match row.get::<_, Option<String>>(15)? {
-            Some(p) => Some(FitPolicy::parse(&p).ok_or_else(|| bad("fit_max_tokens", &p))?),
-            None => None,
-        },
-    })
+        fit_max_tokens: row.get(15)?,
+    }
+    .decode()
+    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// `id, name, balance_ngonka, created_at`.
+fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow { id: r.get(0)?, name: r.get(1)?, balance_ngonka: r.get(2)?, created_at: r.get(3)? })
 }
 
 /// Creates the database file 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files the
@@ -220,12 +201,7 @@ impl SqliteStore {
     fn migrate(&mut self) -> StoreResult<()> {
         let done: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
         let done = usize::try_from(done).unwrap_or(0);
-        if done > MIGRATIONS.len() {
-            return Err(StoreError::Other(format!(
-                "the database is at schema version {done}, newer than this build knows ({})",
-                MIGRATIONS.len()
-            )));
-        }
+        check_schema_version(done, MIGRATIONS.len())?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
             let tx = self.conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
@@ -244,7 +220,7 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .map_err(err)?;
-        let limit = |v: Option<u64>, what: &str| v.map(|v| to_i64(v, what)).transpose();
+        let limits = LimitColumns::of(row)?;
         tx.execute(
             "INSERT INTO keys (id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka,
                                limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version,
@@ -265,9 +241,9 @@ impl SqliteStore {
                 &row.hash.0[..],
                 row.status.as_str(),
                 row.parent_id,
-                limit(row.limit_daily_ngonka, "limit_daily_ngonka")?,
-                limit(row.limit_monthly_ngonka, "limit_monthly_ngonka")?,
-                row.rate_limit_rpm.map(i64::from),
+                limits.limit_daily_ngonka,
+                limits.limit_monthly_ngonka,
+                limits.rate_limit_rpm,
                 row.expires_at,
                 row.created_at,
                 row.updated_at,
@@ -299,14 +275,11 @@ impl Store for SqliteStore {
 
     fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>> {
         self.conn
-            .query_row("SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = ?1", [id], |r| {
-                Ok(AccountRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    balance_ngonka: r.get(2)?,
-                    created_at: r.get(3)?,
-                })
-            })
+            .query_row(
+                "SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = ?1",
+                [id],
+                account_from_row,
+            )
             .optional()
             .map_err(err)
     }
@@ -318,16 +291,7 @@ impl Store for SqliteStore {
                 "SELECT id, name, balance_ngonka, created_at FROM accounts ORDER BY created_at, id",
             )
             .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(AccountRow {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    balance_ngonka: r.get(2)?,
-                    created_at: r.get(3)?,
-                })
-            })
-            .map_err(err)?;
+        let rows = stmt.query_map([], account_from_row).map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
@@ -448,8 +412,8 @@ impl Store for SqliteStore {
             .query_map([], |r| {
                 Ok(PriceRow {
                     model: r.get(0)?,
-                    price_prompt_ngonka: r.get::<_, i64>(1)?.max(0) as u64,
-                    price_completion_ngonka: r.get::<_, i64>(2)?.max(0) as u64,
+                    price_prompt_ngonka: to_u64(r.get(1)?),
+                    price_completion_ngonka: to_u64(r.get(2)?),
                     updated_at: r.get(3)?,
                 })
             })
@@ -490,19 +454,20 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             let mut totals = SpendTotals::default();
             for r in records {
-                let cost = to_i64(r.cost_ngonka, "cost")?;
+                let amounts = UsageColumns::of(r)?;
+                let cost = amounts.cost_ngonka;
                 let n = insert
                     .execute(params![
                         r.request_id,
                         r.account_id,
                         r.key_id,
                         r.model,
-                        to_i64(r.prompt_tokens, "tokens")?,
-                        to_i64(r.completion_tokens, "tokens")?,
+                        amounts.prompt_tokens,
+                        amounts.completion_tokens,
                         cost,
                         r.status.as_str(),
                         r.estimated,
-                        to_i64(r.latency_ms, "latency")?,
+                        amounts.latency_ms,
                         r.started_ms,
                         r.finished_ms,
                         r.day,
@@ -517,17 +482,16 @@ impl Store for SqliteStore {
                 // The request has a record: a final one replaces its progress mark (by the difference).
                 let (status, stored_cost): (String, i64) =
                     existing.query_row([&r.request_id], |row| Ok((row.get(0)?, row.get(1)?))).map_err(err)?;
-                let stored = RecordStatus::parse(&status).unwrap_or(RecordStatus::Completed);
-                if r.replaces(stored, stored_cost.max(0) as u64) {
+                if r.replaces(record_status(&status), to_u64(stored_cost)) {
                     replace
                         .execute(params![
                             r.request_id,
-                            to_i64(r.prompt_tokens, "tokens")?,
-                            to_i64(r.completion_tokens, "tokens")?,
+                            amounts.prompt_tokens,
+                            amounts.completion_tokens,
                             cost,
                             r.status.as_str(),
                             r.estimated,
-                            to_i64(r.latency_ms, "latency")?,
+                            amounts.latency_ms,
                             r.finished_ms,
                         ])
                         .map_err(err)?;
@@ -553,8 +517,8 @@ impl Store for SqliteStore {
             conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0)).map_err(err)
         };
         Ok(JournalPos {
-            seq: get(&self.conn, "journal_seq")?.max(0) as u64,
-            offset: get(&self.conn, "journal_offset")?.max(0) as u64,
+            seq: to_u64(get(&self.conn, "journal_seq")?),
+            offset: to_u64(get(&self.conn, "journal_offset")?),
         })
     }
 
@@ -574,8 +538,8 @@ impl Store for SqliteStore {
             .query_map(params![day, month], |r| {
                 Ok(KeySpend {
                     key_id: r.get(0)?,
-                    day_spent: r.get::<_, i64>(1)?.max(0) as u64,
-                    month_spent: r.get::<_, i64>(2)?.max(0) as u64,
+                    day_spent: to_u64(r.get(1)?),
+                    month_spent: to_u64(r.get(2)?),
                 })
             })
             .map_err(err)?;
@@ -623,10 +587,10 @@ impl Store for SqliteStore {
             .query_map(params![q.account_id, q.from_day, q.to_day], |r| {
                 Ok(UsageSummaryRow {
                     group: r.get(0)?,
-                    requests: r.get::<_, i64>(1)?.max(0) as u64,
-                    prompt_tokens: r.get::<_, i64>(2)?.max(0) as u64,
-                    completion_tokens: r.get::<_, i64>(3)?.max(0) as u64,
-                    cost_ngonka: r.get::<_, i64>(4)?.max(0) as u64,
+                    requests: to_u64(r.get(1)?),
+                    prompt_tokens: to_u64(r.get(2)?),
+                    completion_tokens: to_u64(r.get(3)?),
+                    cost_ngonka: to_u64(r.get(4)?),
                 })
             })
             .map_err(err)?;
@@ -657,12 +621,12 @@ impl Store for SqliteStore {
                     account_id: r.get(1)?,
                     key_id: r.get(2)?,
                     model: r.get(3)?,
-                    prompt_tokens: r.get::<_, i64>(4)?.max(0) as u64,
-                    completion_tokens: r.get::<_, i64>(5)?.max(0) as u64,
-                    cost_ngonka: r.get::<_, i64>(6)?.max(0) as u64,
-                    status: RecordStatus::parse(&status).unwrap_or(RecordStatus::Completed),
+                    prompt_tokens: to_u64(r.get(4)?),
+                    completion_tokens: to_u64(r.get(5)?),
+                    cost_ngonka: to_u64(r.get(6)?),
+                    status: record_status(&status),
                     estimated: r.get(8)?,
-                    latency_ms: r.get::<_, i64>(9)?.max(0) as u64,
+                    latency_ms: to_u64(r.get(9)?),
                     started_ms: r.get(10)?,
                     finished_ms: r.get(11)?,
                     day: r.get(12)?,

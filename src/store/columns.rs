@@ -1,0 +1,201 @@
+//! How model values are kept in the store's columns, the same for every backend: the key column list,
+//! kinds, statuses and fit policies as text, unsigned amounts in signed integer columns, and the errors
+//! for a value that does not fit or does not decode. A backend only moves values between its driver's
+//! rows and these.
+
+use super::{StoreError, StoreResult};
+use crate::model::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus, RecordStatus, UsageRecord};
+
+/// The columns of `keys` that make a [`KeyRow`], in the order of [`KeyColumns`].
+pub(super) const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka, \
+     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version, fit_max_tokens";
+
+/// One row of [`KEY_COLUMNS`] as a driver reads it, not yet decoded.
+#[derive(Debug)]
+pub(super) struct KeyColumns {
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub name: String,
+    pub prefix: String,
+    pub hash: Vec<u8>,
+    pub status: String,
+    pub parent_id: Option<String>,
+    pub limit_daily_ngonka: Option<i64>,
+    pub limit_monthly_ngonka: Option<i64>,
+    pub rate_limit_rpm: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+    pub fit_max_tokens: Option<String>,
+}
+
+/// A stored key value this build cannot decode.
+#[derive(Debug, thiserror::Error)]
+#[error("bad {what} {value:?}")]
+pub(super) struct BadColumn {
+    what: &'static str,
+    value: String,
+}
+
+impl KeyColumns {
+    /// The key these columns hold. A negative limit reads as 0 and an rpm past `u32::MAX` as `u32::MAX`;
+    /// a hash that is not 32 bytes or a kind, status or fit policy this build does not know is refused.
+    pub fn decode(self) -> Result<KeyRow, BadColumn> {
+        let bad = |what, value: &str| BadColumn { what, value: value.to_owned() };
+        let hash: [u8; 32] = self.hash.as_slice().try_into().map_err(|_| bad("hash", "length"))?;
+        Ok(KeyRow {
+            id: self.id,
+            account_id: self.account_id,
+            kind: KeyKind::parse(&self.kind).ok_or_else(|| bad("kind", &self.kind))?,
+            name: self.name,
+            prefix: self.prefix,
+            hash: KeyHash(hash),
+            status: KeyStatus::parse(&self.status).ok_or_else(|| bad("status", &self.status))?,
+            parent_id: self.parent_id,
+            limit_daily_ngonka: self.limit_daily_ngonka.map(to_u64),
+            limit_monthly_ngonka: self.limit_monthly_ngonka.map(to_u64),
+            rate_limit_rpm: self.rate_limit_rpm.map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+            fit_max_tokens: match self.fit_max_tokens {
+                Some(p) => Some(FitPolicy::parse(&p).ok_or_else(|| bad("fit_max_tokens", &p))?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// A key's limits as their signed columns hold them.
+#[derive(Debug)]
+pub(super) struct LimitColumns {
+    pub limit_daily_ngonka: Option<i64>,
+    pub limit_monthly_ngonka: Option<i64>,
+    pub rate_limit_rpm: Option<i64>,
+}
+
+impl LimitColumns {
+    /// Refuses a spend limit past `i64::MAX`.
+    pub fn of(row: &KeyRow) -> StoreResult<Self> {
+        let limit = |v: Option<u64>, what: &str| v.map(|v| to_i64(v, what)).transpose();
+        Ok(Self {
+            limit_daily_ngonka: limit(row.limit_daily_ngonka, "limit_daily_ngonka")?,
+            limit_monthly_ngonka: limit(row.limit_monthly_ngonka, "limit_monthly_ngonka")?,
+            rate_limit_rpm: row.rate_limit_rpm.map(i64::from),
+        })
+    }
+}
+
+/// A usage record's amounts as their signed columns hold them.
+#[derive(Debug)]
+pub(super) struct UsageColumns {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_ngonka: i64,
+    pub latency_ms: i64,
+}
+
+impl UsageColumns {
+    /// Refuses an amount past `i64::MAX`.
+    pub fn of(r: &UsageRecord) -> StoreResult<Self> {
+        Ok(Self {
+            cost_ngonka: to_i64(r.cost_ngonka, "cost")?,
+            prompt_tokens: to_i64(r.prompt_tokens, "tokens")?,
+            completion_tokens: to_i64(r.completion_tokens, "tokens")?,
+            latency_ms: to_i64(r.latency_ms, "latency")?,
+        })
+    }
+}
+
+/// An unsigned amount (tokens, ngonka, milliseconds) for a signed integer column; one past `i64::MAX`
+/// is refused rather than wrapped.
+pub(super) fn to_i64(v: u64, what: &str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Other(format!("{what} {v} does not fit the store")))
+}
+
+/// An unsigned amount read back from a signed integer column; a negative one (never written) reads as 0.
+pub(super) fn to_u64(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+/// A usage record's stored status; one this build does not know reads as `Completed`.
+pub(super) fn record_status(s: &str) -> RecordStatus {
+    RecordStatus::parse(s).unwrap_or(RecordStatus::Completed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> KeyColumns {
+        KeyColumns {
+            id: "key_1".into(),
+            account_id: "acc_1".into(),
+            kind: "child".into(),
+            name: "k".into(),
+            prefix: "gc-abcd".into(),
+            hash: vec![7; 32],
+            status: "paused".into(),
+            parent_id: Some("key_0".into()),
+            limit_daily_ngonka: Some(5),
+            limit_monthly_ngonka: None,
+            rate_limit_rpm: Some(60),
+            expires_at: Some(1_900_000_000),
+            created_at: 1,
+            updated_at: 2,
+            version: 3,
+            fit_max_tokens: Some("never".into()),
+        }
+    }
+
+    #[test]
+    fn a_key_round_trips_through_its_columns() {
+        let row = columns().decode().unwrap();
+        assert_eq!(
+            (row.kind, row.status, row.fit_max_tokens),
+            (KeyKind::Child, KeyStatus::Paused, Some(FitPolicy::Never))
+        );
+        let limits = LimitColumns::of(&row).unwrap();
+        assert_eq!(
+            (limits.limit_daily_ngonka, limits.limit_monthly_ngonka, limits.rate_limit_rpm),
+            (Some(5), None, Some(60))
+        );
+        assert_eq!((row.kind.as_str(), row.status.as_str()), ("child", "paused"));
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_clamped_on_read_and_refused_on_write() {
+        let row = KeyColumns { limit_daily_ngonka: Some(-1), rate_limit_rpm: Some(i64::MAX), ..columns() }
+            .decode()
+            .unwrap();
+        assert_eq!((row.limit_daily_ngonka, row.rate_limit_rpm), (Some(0), Some(u32::MAX)));
+        let too_big = KeyRow { limit_monthly_ngonka: Some(u64::MAX), ..row };
+        let e = LimitColumns::of(&too_big).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("store error: limit_monthly_ngonka {} does not fit the store", u64::MAX)
+        );
+        assert_eq!(to_u64(-5), 0);
+    }
+
+    #[test]
+    fn an_unknown_usage_status_reads_as_completed() {
+        assert_eq!(record_status("timeout"), RecordStatus::Timeout);
+        assert_eq!(record_status("no such status"), RecordStatus::Completed);
+    }
+
+    #[test]
+    fn unknown_values_are_refused_by_name() {
+        let e = |c: KeyColumns| c.decode().unwrap_err().to_string();
+        assert_eq!(e(KeyColumns { kind: "robot".into(), ..columns() }), r#"bad kind "robot""#);
+        assert_eq!(e(KeyColumns { status: "gone".into(), ..columns() }), r#"bad status "gone""#);
+        assert_eq!(
+            e(KeyColumns { fit_max_tokens: Some("x".into()), ..columns() }),
+            r#"bad fit_max_tokens "x""#
+        );
+        assert_eq!(e(KeyColumns { hash: vec![0; 31], ..columns() }), r#"bad hash "length""#);
+    }
+}

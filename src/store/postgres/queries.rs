@@ -1,0 +1,492 @@
+//! The [`Store`] operations: each one a transaction or a query on a pooled connection.
+
+use super::feed::{channel, payload};
+use super::rows::{
+    account_from_row, key_from_row, price_from_row, spend_row, summary_from_row, usage_from_row,
+};
+use super::{PostgresStore, err};
+use crate::model::JournalPos;
+use crate::model::UsageRecord;
+use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow};
+use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
+use crate::store::columns::{KEY_COLUMNS, LimitColumns, UsageColumns, record_status, to_i64, to_u64};
+use crate::store::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
+use postgres::Transaction;
+
+/// The advisory lock key writes take, so versions are assigned in commit order.
+const LOCK_KEY_VERSION: &str = "key_version";
+
+impl PostgresStore {
+    /// Serialises key writes of this schema across instances (see the module docs).
+    fn lock_key_version(&self, tx: &mut Transaction<'_>) -> StoreResult<()> {
+        self.advisory_lock(tx, LOCK_KEY_VERSION)
+    }
+
+    /// Tells every instance's change feed about `change` when `tx` commits.
+    fn notify(&self, tx: &mut Transaction<'_>, change: &Change) -> StoreResult<()> {
+        let (channel, payload) = (channel(&self.schema), payload(change));
+        tx.execute("SELECT pg_notify($1, $2)", &[&channel, &payload]).map_err(err)?;
+        Ok(())
+    }
+
+    fn write_key(tx: &mut Transaction<'_>, row: &KeyRow) -> StoreResult<KeyRow> {
+        let version: i64 = tx
+            .query_one("UPDATE meta SET value = value + 1 WHERE name = 'key_version' RETURNING value", &[])
+            .map_err(err)?
+            .get(0);
+        let limits = LimitColumns::of(row)?;
+        tx.execute(
+            "INSERT INTO keys (id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka,
+                               limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version,
+                               fit_max_tokens)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+             ON CONFLICT (id) DO UPDATE SET
+                 name = excluded.name, prefix = excluded.prefix, hash = excluded.hash, status = excluded.status,
+                 limit_daily_ngonka = excluded.limit_daily_ngonka, limit_monthly_ngonka = excluded.limit_monthly_ngonka,
+                 rate_limit_rpm = excluded.rate_limit_rpm, expires_at = excluded.expires_at,
+                 updated_at = excluded.updated_at, version = excluded.version,
+                 fit_max_tokens = excluded.fit_max_tokens",
+            &[
+                &row.id,
+                &row.account_id,
+                &row.kind.as_str(),
+                &row.name,
+                &row.prefix,
+                &&row.hash.0[..],
+                &row.status.as_str(),
+                &row.parent_id,
+                &limits.limit_daily_ngonka,
+                &limits.limit_monthly_ngonka,
+                &limits.rate_limit_rpm,
+                &row.expires_at,
+                &row.created_at,
+                &row.updated_at,
+                &version,
+                &row.fit_max_tokens.map(|p| p.as_str()),
+            ],
+        )
+        .map_err(err)?;
+        Ok(KeyRow { version, ..row.clone() })
+    }
+}
+
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn insert_account(&mut self, account: &AccountRow, token: &KeyRow) -> StoreResult<KeyRow> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        self.lock_key_version(&mut tx)?;
+        tx.execute(
+            "INSERT INTO accounts (id, name, balance_ngonka, created_at) VALUES ($1, $2, $3, $4)",
+            &[&account.id, &account.name, &account.balance_ngonka, &account.created_at],
+        )
+        .map_err(err)?;
+        let row = Self::write_key(&mut tx, token)?;
+        self.notify(&mut tx, &Change::Keys)?;
+        tx.commit().map_err(err)?;
+        Ok(row)
+    }
+
+    fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>> {
+        let mut conn = self.conn()?;
+        conn.query_opt("SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = $1", &[&id])
+            .map_err(err)?
+            .map(|r| account_from_row(&r))
+            .transpose()
+    }
+
+    fn accounts(&mut self) -> StoreResult<Vec<AccountRow>> {
+        let mut conn = self.conn()?;
+        conn.query("SELECT id, name, balance_ngonka, created_at FROM accounts ORDER BY created_at, id", &[])
+            .map_err(err)?
+            .iter()
+            .map(account_from_row)
+            .collect()
+    }
+
+    fn write_keys(&mut self, rows: &[KeyRow]) -> StoreResult<Vec<KeyRow>> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        // Versions are taken and committed in one order across every instance (see the module docs).
+        self.lock_key_version(&mut tx)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(Self::write_key(&mut tx, row)?);
+        }
+        self.notify(&mut tx, &Change::Keys)?;
+        tx.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    fn keys(&mut self) -> StoreResult<Vec<KeyRow>> {
+        self.keys_since(i64::MIN)
+    }
+
+    fn keys_since(&mut self, version: i64) -> StoreResult<Vec<KeyRow>> {
+        let mut conn = self.conn()?;
+        let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE version > $1 ORDER BY version");
+        conn.query(&sql, &[&version]).map_err(err)?.iter().map(key_from_row).collect()
+    }
+
+    fn key_table_state(&mut self) -> StoreResult<KeyTableState> {
+        let mut conn = self.conn()?;
+        let r = conn
+            .query_one("SELECT COALESCE(MAX(version), 0)::BIGINT, COUNT(*) FROM keys", &[])
+            .map_err(err)?;
+        Ok(KeyTableState { max_version: r.get(0), count: r.get(1) })
+    }
+
+    fn credit(
+        &mut self,
+        account_id: &str,
+        amount: i64,
+        reference: &str,
+        at: i64,
+    ) -> StoreResult<CreditOutcome> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        // The account row is locked: credits to one account, from any instance, run one at a time, so
+        // the overflow check below sees the balance and credit total the update will change.
+        let Some(row) = tx
+            .query_opt("SELECT balance_ngonka FROM accounts WHERE id = $1 FOR UPDATE", &[&account_id])
+            .map_err(err)?
+        else {
+            return Err(StoreError::NotFound(format!("account {account_id}")));
+        };
+        let balance: i64 = row.try_get(0).map_err(err)?;
+        let before = tx
+            .query_opt(
+                "SELECT amount_ngonka FROM credits WHERE account_id = $1 AND reference = $2",
+                &[&account_id, &reference],
+            )
+            .map_err(err)?;
+        if let Some(r) = before {
+            let credited: i64 = r.try_get(0).map_err(err)?;
+            return Ok(if credited == amount {
+                CreditOutcome::Repeated { balance_ngonka: balance }
+            } else {
+                CreditOutcome::ReferenceConflict { credited_ngonka: credited }
+            });
+        }
+        // Summed as NUMERIC: no overflow while checking for one.
+        let total_fits: bool = tx
+            .query_one(
+                "SELECT COALESCE(SUM(amount_ngonka), 0) + $2::BIGINT <= 9223372036854775807
+                 FROM credits WHERE account_id = $1",
+                &[&account_id, &amount],
+            )
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)?;
+        if balance.checked_add(amount).is_none() || !total_fits {
+            return Ok(CreditOutcome::WouldOverflow);
+        }
+        tx.execute(
+            "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES ($1, $2, $3, $4)",
+            &[&account_id, &reference, &amount, &at],
+        )
+        .map_err(err)?;
+        let balance: i64 = tx
+            .query_one(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka + $2 WHERE id = $1 RETURNING balance_ngonka",
+                &[&account_id, &amount],
+            )
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)?;
+        self.notify(&mut tx, &Change::Credits(account_id.to_owned()))?;
+        tx.commit().map_err(err)?;
+        Ok(CreditOutcome::Applied { balance_ngonka: balance })
+    }
+
+    fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO prices (model, price_prompt_ngonka, price_completion_ngonka, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (model) DO UPDATE SET price_prompt_ngonka = excluded.price_prompt_ngonka,
+                 price_completion_ngonka = excluded.price_completion_ngonka, updated_at = excluded.updated_at",
+            &[
+                &row.model,
+                &to_i64(row.price_prompt_ngonka, "price")?,
+                &to_i64(row.price_completion_ngonka, "price")?,
+                &row.updated_at,
+            ],
+        )
+        .map_err(err)?;
+        self.notify(&mut tx, &Change::Prices)?;
+        tx.commit().map_err(err)
+    }
+
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        let n = tx.execute("DELETE FROM prices WHERE model = $1", &[&model]).map_err(err)?;
+        if n > 0 {
+            self.notify(&mut tx, &Change::Prices)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(n > 0)
+    }
+
+    fn prices(&mut self) -> StoreResult<Vec<PriceRow>> {
+        let mut conn = self.conn()?;
+        let rows = conn
+            .query(
+                "SELECT model, price_prompt_ngonka, price_completion_ngonka, updated_at FROM prices ORDER BY model",
+                &[],
+            )
+            .map_err(err)?;
+        Ok(rows.iter().map(price_from_row).collect())
+    }
+
+    fn apply_usage(&mut self, records: &[UsageRecord], pos: JournalPos) -> StoreResult<usize> {
+        let instance = self.instance.clone();
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
+                     cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month, instance_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 ON CONFLICT (request_id) DO NOTHING",
+            )
+            .map_err(err)?;
+        let mut inserted = 0;
+        let mut totals = SpendTotals::default();
+        for r in records {
+            let amounts = UsageColumns::of(r)?;
+            let cost = amounts.cost_ngonka;
+            let n = tx
+                .execute(
+                    &insert,
+                    &[
+                        &r.request_id,
+                        &r.account_id,
+                        &r.key_id,
+                        &r.model,
+                        &amounts.prompt_tokens,
+                        &amounts.completion_tokens,
+                        &cost,
+                        &r.status.as_str(),
+                        &r.estimated,
+                        &amounts.latency_ms,
+                        &r.started_ms,
+                        &r.finished_ms,
+                        &r.day,
+                        &r.month,
+                        &instance,
+                    ],
+                )
+                .map_err(err)?;
+            if n == 1 {
+                inserted += 1;
+                totals.add(r, cost);
+                continue;
+            }
+            // The request has a record: a final one replaces its progress mark (by the difference).
+            let row = tx
+                .query_one(
+                    "SELECT status, cost_ngonka FROM usage WHERE request_id = $1 FOR UPDATE",
+                    &[&r.request_id],
+                )
+                .map_err(err)?;
+            let (status, stored_cost): (String, i64) = (row.get(0), row.get(1));
+            if r.replaces(record_status(&status), to_u64(stored_cost)) {
+                tx.execute(
+                    "UPDATE usage SET prompt_tokens = $2, completion_tokens = $3, cost_ngonka = $4, status = $5,
+                         estimated = $6, latency_ms = $7, finished_ms = $8
+                     WHERE request_id = $1",
+                    &[
+                        &r.request_id,
+                        &amounts.prompt_tokens,
+                        &amounts.completion_tokens,
+                        &cost,
+                        &r.status.as_str(),
+                        &r.estimated,
+                        &amounts.latency_ms,
+                        &r.finished_ms,
+                    ],
+                )
+                .map_err(err)?;
+                totals.add(r, cost - stored_cost);
+            }
+        }
+        // Sorted (BTreeMap): concurrent instances lock the same rows in the same order.
+        for (account, cost) in &totals.balances {
+            tx.execute(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka - $2 WHERE id = $1",
+                &[account, cost],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "INSERT INTO instance_spend (instance_id, scope, id, period, period_index, spent_ngonka)
+                 VALUES ($1, 'account', $2, 'all', 0, $3)
+                 ON CONFLICT (instance_id, scope, id, period, period_index)
+                 DO UPDATE SET spent_ngonka = instance_spend.spent_ngonka + excluded.spent_ngonka",
+                &[&instance, account, cost],
+            )
+            .map_err(err)?;
+        }
+        for ((key, period, index), cost) in &totals.spend {
+            tx.execute(
+                "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (key_id, period, period_index)
+                 DO UPDATE SET spent_ngonka = key_spend.spent_ngonka + excluded.spent_ngonka",
+                &[key, period, index, cost],
+            )
+            .map_err(err)?;
+            tx.execute(
+                "INSERT INTO instance_spend (instance_id, scope, id, period, period_index, spent_ngonka)
+                 VALUES ($1, 'key', $2, $3, $4, $5)
+                 ON CONFLICT (instance_id, scope, id, period, period_index)
+                 DO UPDATE SET spent_ngonka = instance_spend.spent_ngonka + excluded.spent_ngonka",
+                &[&instance, key, period, index, cost],
+            )
+            .map_err(err)?;
+        }
+        let (seq, offset) = (to_i64(pos.seq, "journal seq")?, to_i64(pos.offset, "journal offset")?);
+        tx.execute(
+            "INSERT INTO journal_positions (instance_id, seq, byte_offset) VALUES ($1, $2, $3)
+             ON CONFLICT (instance_id) DO UPDATE SET seq = excluded.seq, byte_offset = excluded.byte_offset",
+            &[&instance, &seq, &offset],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    fn journal_pos(&mut self) -> StoreResult<JournalPos> {
+        let instance = self.instance.clone();
+        let mut conn = self.conn()?;
+        let row = conn
+            .query_opt("SELECT seq, byte_offset FROM journal_positions WHERE instance_id = $1", &[&instance])
+            .map_err(err)?;
+        Ok(row.map_or(JournalPos { seq: 0, offset: 0 }, |r| JournalPos {
+            seq: to_u64(r.get(0)),
+            offset: to_u64(r.get(1)),
+        }))
+    }
+
+    fn key_spend(&mut self, day: i64, month: i64) -> StoreResult<Vec<KeySpend>> {
+        let mut conn = self.conn()?;
+        let rows = conn
+            .query(
+                "SELECT key_id,
+                        SUM(CASE WHEN period = 'day' THEN spent_ngonka ELSE 0 END)::BIGINT,
+                        SUM(CASE WHEN period = 'month' THEN spent_ngonka ELSE 0 END)::BIGINT
+                 FROM key_spend
+                 WHERE (period = 'day' AND period_index = $1) OR (period = 'month' AND period_index = $2)
+                 GROUP BY key_id",
+                &[&day, &month],
+            )
+            .map_err(err)?;
+        Ok(rows.iter().map(spend_row).collect())
+    }
+
+    fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>> {
+        let mut conn = self.conn()?;
+        let rows = conn
+            .query("SELECT account_id, SUM(amount_ngonka)::BIGINT FROM credits GROUP BY account_id", &[])
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn account_credit(&mut self, account_id: &str) -> StoreResult<i64> {
+        let mut conn = self.conn()?;
+        let r = conn
+            .query_one(
+                "SELECT COALESCE(SUM(amount_ngonka), 0)::BIGINT FROM credits WHERE account_id = $1",
+                &[&account_id],
+            )
+            .map_err(err)?;
+        Ok(r.get(0))
+    }
+
+    fn key_spend_of(&mut self, key_id: &str, day: i64, month: i64) -> StoreResult<(u64, u64)> {
+        let mut conn = self.conn()?;
+        let r = conn
+            .query_one(
+                "SELECT COALESCE(SUM(CASE WHEN period = 'day' THEN spent_ngonka ELSE 0 END), 0)::BIGINT,
+                        COALESCE(SUM(CASE WHEN period = 'month' THEN spent_ngonka ELSE 0 END), 0)::BIGINT
+                 FROM key_spend WHERE key_id = $1
+                   AND ((period = 'day' AND period_index = $2) OR (period = 'month' AND period_index = $3))",
+                &[&key_id, &day, &month],
+            )
+            .map_err(err)?;
+        Ok((to_u64(r.get(0)), to_u64(r.get(1))))
+    }
+
+    fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<InstanceSpend> {
+        let instance = self.instance.clone();
+        let mut conn = self.conn()?;
+        let accounts = conn
+            .query(
+                "SELECT id, spent_ngonka FROM instance_spend
+                 WHERE instance_id = $1 AND scope = 'account' AND period = 'all'",
+                &[&instance],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let keys = conn
+            .query(
+                "SELECT id,
+                        SUM(CASE WHEN period = 'day' THEN spent_ngonka ELSE 0 END)::BIGINT,
+                        SUM(CASE WHEN period = 'month' THEN spent_ngonka ELSE 0 END)::BIGINT
+                 FROM instance_spend
+                 WHERE instance_id = $1 AND scope = 'key'
+                   AND ((period = 'day' AND period_index = $2) OR (period = 'month' AND period_index = $3))
+                 GROUP BY id",
+                &[&instance, &day, &month],
+            )
+            .map_err(err)?
+            .iter()
+            .map(spend_row)
+            .collect();
+        Ok(InstanceSpend { accounts, keys })
+    }
+
+    fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>> {
+        let column = match q.group_by {
+            GroupBy::Day => "day::TEXT",
+            GroupBy::Model => "model",
+            GroupBy::Key => "key_id",
+        };
+        let order = if q.group_by == GroupBy::Day { "MIN(day)" } else { "1" };
+        let sql = format!(
+            "SELECT {column}, COUNT(*), SUM(prompt_tokens)::BIGINT, SUM(completion_tokens)::BIGINT,
+                    SUM(cost_ngonka)::BIGINT
+             FROM usage WHERE account_id = $1 AND day BETWEEN $2 AND $3
+             GROUP BY 1 ORDER BY {order}"
+        );
+        let mut conn = self.conn()?;
+        let rows = conn.query(&sql, &[&q.account_id, &q.from_day, &q.to_day]).map_err(err)?;
+        Ok(rows.iter().map(summary_from_row).collect())
+    }
+
+    fn usage_records(
+        &mut self,
+        account_id: &str,
+        from_day: i64,
+        to_day: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<UsageRecord>> {
+        let mut conn = self.conn()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = conn
+            .query(
+                "SELECT request_id, account_id, key_id, model, prompt_tokens, completion_tokens, cost_ngonka, status,
+                        estimated, latency_ms, started_ms, finished_ms, day, month
+                 FROM usage WHERE account_id = $1 AND day BETWEEN $2 AND $3
+                 ORDER BY finished_ms, request_id LIMIT $4",
+                &[&account_id, &from_day, &to_day, &limit],
+            )
+            .map_err(err)?;
+        Ok(rows.iter().map(usage_from_row).collect())
+    }
+}

@@ -1,0 +1,89 @@
+//! Result rows into model types: the driver's `get` calls, by column index; the decoding rules are the
+//! store's (`store::columns`).
+
+use super::err;
+use crate::model::{AccountRow, KeyRow, KeySpend, PriceRow, UsageRecord, UsageSummaryRow};
+use crate::store::columns::{KeyColumns, record_status, to_u64};
+use crate::store::{StoreError, StoreResult};
+use postgres::Row;
+
+/// A row of `KEY_COLUMNS`.
+pub(super) fn key_from_row(row: &Row) -> StoreResult<KeyRow> {
+    KeyColumns {
+        id: row.try_get(0).map_err(err)?,
+        account_id: row.try_get(1).map_err(err)?,
+        kind: row.try_get(2).map_err(err)?,
+        name: row.try_get(3).map_err(err)?,
+        prefix: row.try_get(4).map_err(err)?,
+        hash: row.try_get(5).map_err(err)?,
+        status: row.try_get(6).map_err(err)?,
+        parent_id: row.try_get(7).map_err(err)?,
+        limit_daily_ngonka: row.try_get(8).map_err(err)?,
+        limit_monthly_ngonka: row.try_get(9).map_err(err)?,
+        rate_limit_rpm: row.try_get(10).map_err(err)?,
+        expires_at: row.try_get(11).map_err(err)?,
+        created_at: row.try_get(12).map_err(err)?,
+        updated_at: row.try_get(13).map_err(err)?,
+        version: row.try_get(14).map_err(err)?,
+        fit_max_tokens: row.try_get(15).map_err(err)?,
+    }
+    .decode()
+    .map_err(|e| StoreError::Other(format!("{e} in the keys table")))
+}
+
+/// `id, name, balance_ngonka, created_at`.
+pub(super) fn account_from_row(r: &Row) -> StoreResult<AccountRow> {
+    Ok(AccountRow {
+        id: r.try_get(0).map_err(err)?,
+        name: r.try_get(1).map_err(err)?,
+        balance_ngonka: r.try_get(2).map_err(err)?,
+        created_at: r.try_get(3).map_err(err)?,
+    })
+}
+
+/// `key_id, day spend, month spend`.
+pub(super) fn spend_row(r: &Row) -> KeySpend {
+    KeySpend { key_id: r.get(0), day_spent: to_u64(r.get(1)), month_spent: to_u64(r.get(2)) }
+}
+
+/// `model, price_prompt_ngonka, price_completion_ngonka, updated_at`.
+pub(super) fn price_from_row(r: &Row) -> PriceRow {
+    PriceRow {
+        model: r.get(0),
+        price_prompt_ngonka: to_u64(r.get(1)),
+        price_completion_ngonka: to_u64(r.get(2)),
+        updated_at: r.get(3),
+    }
+}
+
+/// `group, requests, prompt tokens, completion tokens, cost`.
+pub(super) fn summary_from_row(r: &Row) -> UsageSummaryRow {
+    UsageSummaryRow {
+        group: r.get(0),
+        requests: to_u64(r.get(1)),
+        prompt_tokens: to_u64(r.get(2)),
+        completion_tokens: to_u64(r.get(3)),
+        cost_ngonka: to_u64(r.get(4)),
+    }
+}
+
+/// `request_id, account_id, key_id, model, prompt_tokens, completion_tokens, cost_ngonka, status,
+/// estimated, latency_ms, started_ms, finished_ms, day, month`.
+pub(super) fn usage_from_row(r: &Row) -> UsageRecord {
+    UsageRecord {
+        request_id: r.get(0),
+        account_id: r.get(1),
+        key_id: r.get(2),
+        model: r.get(3),
+        prompt_tokens: to_u64(r.get(4)),
+        completion_tokens: to_u64(r.get(5)),
+        cost_ngonka: to_u64(r.get(6)),
+        status: record_status(r.get(7)),
+        estimated: r.get(8),
+        latency_ms: to_u64(r.get(9)),
+        started_ms: r.get(10),
+        finished_ms: r.get(11),
+        day: r.get(12),
+        month: r.get(13),
+    }
+}
