@@ -28,7 +28,7 @@ pub enum EventKind {
     Other,
 }
 
-/// Classifies one complete event (as delimited by [`event_end`]).
+/// Classifies one complete event (as delimited by [`crate::http::sse::event_end`]).
 pub fn classify(event: &[u8]) -> EventKind {
     let Some(data) = event_data(event) else { return EventKind::Other };
     let data = &*data;

@@ -50,7 +50,7 @@ enum Expect {
 }
 
 /// Streaming extractor of the top-level `usage` member. Feed every body byte in order, then
-/// call [`UsageScanner::finish`].
+/// read [`UsageScanner::usage`].
 #[derive(Debug, Clone)]
 pub struct UsageScanner {
     expect: Expect,

@@ -1,5 +1,5 @@
 //! What the control plane knows of its leases (`limits::lease`): the Redis client, what this instance
-//! leases per scope, which scopes are hot, and the gauges `/metrics` shows. [`super::leasing`] acts on
+//! leases per scope, which scopes are hot, and the gauges `/metrics` shows. `control::leasing` acts on
 //! it.
 
 use crate::limits::lease::{LeaseClient, Scope};

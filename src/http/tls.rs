@@ -15,7 +15,7 @@
 //!
 //! # Safety
 //! Moving plaintext between rustls and a caller's [`IoBuf`]/[`IoBufMut`] needs their raw pointers: that
-//! is the one audited `unsafe` of the crate ([`readable`], [`writable`], [`commit`]).
+//! is the one audited `unsafe` of the crate (`readable`, `writable`, `commit`).
 
 use super::io::Transport;
 use monoio::BufResult;

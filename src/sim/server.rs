@@ -1,4 +1,4 @@
-//! The simulator's HTTP side: a small keep-alive server on its own framing ([`super::wire`]).
+//! The simulator's HTTP side: a small keep-alive server on its own framing (`sim::wire`).
 
 use super::node::{Sim, SimParams};
 use super::text;

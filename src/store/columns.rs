@@ -3,7 +3,7 @@
 //! for a value that does not fit or does not decode. A backend only moves values between its driver's
 //! rows and these.
 
-use super::{StoreError, StoreResult};
+use super::backend::{StoreError, StoreResult};
 use crate::model::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus, RecordStatus, UsageRecord};
 
 /// The columns of `keys` that make a [`KeyRow`], in the order of [`KeyColumns`].

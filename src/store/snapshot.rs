@@ -8,7 +8,7 @@
 //! a fresh snapshot written. Written atomically (temporary file, fsync, rename) on clean shutdown and
 //! periodically.
 
-use super::KeyTableState;
+use super::backend::KeyTableState;
 
 use crate::model::FitPolicy;
 use crate::model::KeyRow;

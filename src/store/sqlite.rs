@@ -5,8 +5,8 @@
 //! loss: the WAL is fsync'd at each commit. `"normal"` syncs only at checkpoints: a crash of the process
 //! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
 
+use super::backend::{KeyTableState, SpendTotals, Store, StoreError, StoreResult, check_schema_version};
 use super::columns::{KEY_COLUMNS, KeyColumns, LimitColumns, UsageColumns, record_status, to_i64, to_u64};
-use super::{KeyTableState, SpendTotals, Store, StoreError, StoreResult, check_schema_version};
 use crate::config::Synchronous;
 use crate::model::JournalPos;
 use crate::model::UsageRecord;

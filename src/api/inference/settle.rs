@@ -7,7 +7,7 @@
 //! - The node reported usage: its tokens × prices, whatever the ending (a client that left still pays for
 //!   what the node generated: the relay drains the answer to learn its usage).
 //! - No usage reported: an estimate, and the record says so. The prompt from its text
-//!   ([`super::estimate`]); the completion from what the node sent (content events of a stream, a quarter
+//!   ([`crate::billing::estimate`]); the completion from what the node sent (content events of a stream, a quarter
 //!   of the bytes of anything else). A node that failed or stalled before sending any content costs
 //!   nothing.
 //! - The bill is what it is, above the hold too (see [`crate::limits`]).

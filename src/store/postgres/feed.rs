@@ -1,10 +1,10 @@
 //! The change feed: a thread that LISTENs on the schema's channel and tells the caller what another
 //! instance wrote, and the payloads writers send on that channel.
 
-use super::config;
+use super::pool::config;
 use crate::config::PostgresSettings;
 use crate::rt::shutdown::Shutdown;
-use crate::store::Change;
+use crate::store::backend::Change;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use std::time::Duration;

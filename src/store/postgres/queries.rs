@@ -1,16 +1,16 @@
 //! The [`Store`] operations: each one a transaction or a query on a pooled connection.
 
 use super::feed::{channel, payload};
+use super::pool::{PostgresStore, err};
 use super::rows::{
     account_from_row, key_from_row, price_from_row, spend_row, summary_from_row, usage_from_row,
 };
-use super::{PostgresStore, err};
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow};
 use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
+use crate::store::backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
 use crate::store::columns::{KEY_COLUMNS, LimitColumns, UsageColumns, record_status, to_i64, to_u64};
-use crate::store::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
 use postgres::Transaction;
 
 /// The advisory lock key writes take, so versions are assigned in commit order.

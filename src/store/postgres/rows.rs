@@ -1,10 +1,10 @@
 //! Result rows into model types: the driver's `get` calls, by column index; the decoding rules are the
 //! store's (`store::columns`).
 
-use super::err;
+use super::pool::err;
 use crate::model::{AccountRow, KeyRow, KeySpend, PriceRow, UsageRecord, UsageSummaryRow};
+use crate::store::backend::{StoreError, StoreResult};
 use crate::store::columns::{KeyColumns, record_status, to_u64};
-use crate::store::{StoreError, StoreResult};
 use postgres::Row;
 
 /// A row of `KEY_COLUMNS`.

@@ -1,8 +1,8 @@
 //! The schema: versioned migrations, applied in order under an advisory lock, so instances starting
 //! together migrate once.
 
-use super::{PostgresStore, err};
-use crate::store::{StoreResult, check_schema_version};
+use super::pool::{PostgresStore, err};
+use crate::store::backend::{StoreResult, check_schema_version};
 
 /// The advisory lock migrations run under.
 const LOCK_MIGRATE: &str = "migrate";

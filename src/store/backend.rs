@@ -1,0 +1,146 @@
+//! What every backend implements ([`Store`]) and the types it speaks: results, errors, what changed,
+//! the key table's state, spend totals of a batch.
+
+use crate::model::JournalPos;
+use crate::model::usage::UsageRecord;
+use crate::model::{
+    AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, UsageQuery, UsageSummaryRow,
+};
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. an id or hash that exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The store cannot be reached or written right now; retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// Refuses a database that has run more migrations (`done`) than this build knows (`known`).
+pub(super) fn check_schema_version(done: usize, known: usize) -> StoreResult<()> {
+    if done > known {
+        return Err(StoreError::Other(format!(
+            "the database is at schema version {done}, newer than this build knows ({known})"
+        )));
+    }
+    Ok(())
+}
+
+/// What the key table looks like, to decide whether a snapshot is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyTableState {
+    pub max_version: i64,
+    pub count: i64,
+}
+
+/// What changed in the store, as told by a change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Keys (or accounts with their tokens) were written: catch up with `keys_since`.
+    Keys,
+    /// A model price was written: reload `prices`.
+    Prices,
+    /// An account was credited: reload its `account_credit`.
+    Credits(String),
+    /// The feed (re)connected and may have missed notifications: catch up with everything.
+    All,
+}
+
+/// The durable store. Blocking; control plane only.
+pub trait Store: Send {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates an account together with its first account token, atomically.
+    fn insert_account(&mut self, account: &AccountRow, token: &KeyRow) -> StoreResult<KeyRow>;
+    fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>>;
+    fn accounts(&mut self) -> StoreResult<Vec<AccountRow>>;
+
+    /// Inserts or updates keys (by id) in one transaction; each gets a new version. Returns the rows as
+    /// stored.
+    fn write_keys(&mut self, rows: &[KeyRow]) -> StoreResult<Vec<KeyRow>>;
+    /// Every key.
+    fn keys(&mut self) -> StoreResult<Vec<KeyRow>>;
+    /// Keys written after `version`, in version order.
+    fn keys_since(&mut self, version: i64) -> StoreResult<Vec<KeyRow>>;
+    fn key_table_state(&mut self) -> StoreResult<KeyTableState>;
+
+    /// Adds `amount` (> 0) to the account's balance, once per (account, `reference`): a reference used
+    /// before changes nothing, whatever its amount (`Repeated` or `ReferenceConflict`). Refuses
+    /// (`WouldOverflow`) a credit that would take the balance or the account's credit total past
+    /// `i64::MAX`, so every sum the store keeps stays exact.
+    fn credit(
+        &mut self,
+        account_id: &str,
+        amount: i64,
+        reference: &str,
+        at: i64,
+    ) -> StoreResult<CreditOutcome>;
+
+    fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()>;
+    /// Removes the stored price of `model`; whether there was one.
+    fn delete_price(&mut self, model: &str) -> StoreResult<bool>;
+    fn prices(&mut self) -> StoreResult<Vec<PriceRow>>;
+
+    /// In one transaction: inserts the records not yet present (by request id), and for each one
+    /// inserted takes its cost from the account balance and adds it to the key's day and month spend;
+    /// then records `pos` as the journal position applied. Returns how many were inserted.
+    fn apply_usage(&mut self, records: &[UsageRecord], pos: JournalPos) -> StoreResult<usize>;
+    /// The journal position applied so far.
+    fn journal_pos(&mut self) -> StoreResult<JournalPos>;
+    /// Each key's spend in `day` and in `month`.
+    fn key_spend(&mut self, day: i64, month: i64) -> StoreResult<Vec<KeySpend>>;
+    fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>>;
+    /// Everything ever credited to each account (sum of its credits).
+    fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>>;
+    /// Everything ever credited to one account.
+    fn account_credit(&mut self, account_id: &str) -> StoreResult<i64> {
+        Ok(self.account_credits()?.into_iter().find(|(a, _)| a == account_id).map_or(0, |(_, c)| c))
+    }
+    /// One key's spend in `day` and in `month`.
+    fn key_spend_of(&mut self, key_id: &str, day: i64, month: i64) -> StoreResult<(u64, u64)> {
+        Ok(self
+            .key_spend(day, month)?
+            .into_iter()
+            .find(|s| s.key_id == key_id)
+            .map_or((0, 0), |s| (s.day_spent, s.month_spent)))
+    }
+    /// What this instance spent (per account ever; per key in `day` and in `month`). A store used by one
+    /// instance only (SQLite) answers with all spend.
+    fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<InstanceSpend>;
+    /// The records of an account in days `from_day..=to_day`, oldest first, at most `limit`.
+    fn usage_records(
+        &mut self,
+        account_id: &str,
+        from_day: i64,
+        to_day: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<UsageRecord>>;
+}
+
+/// What a batch of new usage records takes from balances and adds to key spend, summed per account and
+/// per (key, period, index) so a batch costs one write per account and key, not four per record. Sorted,
+/// so concurrent writers lock rows in the same order.
+#[derive(Debug, Default)]
+pub struct SpendTotals<'a> {
+    pub balances: std::collections::BTreeMap<&'a str, i64>,
+    pub spend: std::collections::BTreeMap<(&'a str, &'static str, i64), i64>,
+}
+
+impl<'a> SpendTotals<'a> {
+    pub fn add(&mut self, r: &'a UsageRecord, cost: i64) {
+        if cost == 0 {
+            return;
+        }
+        *self.balances.entry(&r.account_id).or_default() += cost;
+        *self.spend.entry((&r.key_id, "day", r.day)).or_default() += cost;
+        *self.spend.entry((&r.key_id, "month", r.month)).or_default() += cost;
+    }
+}
