@@ -135,9 +135,8 @@ fn code_only(src: &str) -> String {
     out
 }
 
-/// The modules a file declares (`mod name;`, any visibility): paths starting with `name::` or
-/// `self::name::` there lead to them.
-fn declared_children(code: &str) -> Vec<String> {
+/// Each `mod name` in `code` (any visibility): the name and the offset right after it.
+fn mod_items(code: &str) -> Vec<(String, usize)> {
     let b = code.as_bytes();
     let mut out = Vec::new();
     let mut from = 0;
@@ -149,11 +148,21 @@ fn declared_children(code: &str) -> Vec<String> {
         }
         let rest = &code[from..];
         let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-        if end > 0 && rest[end..].trim_start().starts_with(';') {
-            out.push(rest[..end].to_owned());
+        if end > 0 {
+            out.push((rest[..end].to_owned(), from + end));
         }
     }
     out
+}
+
+/// The modules a file declares (`mod name;`): paths starting with `name::` or `self::name::` there
+/// lead to them.
+fn declared_children(code: &str) -> Vec<String> {
+    mod_items(code)
+        .into_iter()
+        .filter(|(_, after)| code[*after..].trim_start().starts_with(';'))
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// How a path is rooted.
@@ -245,22 +254,13 @@ fn paths(code: &str, children: &[String]) -> Vec<(usize, Root, Vec<String>)> {
 /// The byte ranges of inline modules (`mod name { … }`) in `code`: a `super::` inside one is relative to
 /// it, not to the file.
 fn inline_modules(code: &str) -> Vec<(usize, usize)> {
-    let b = code.as_bytes();
     let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(p) = code[from..].find("mod ") {
-        let start = from + p;
-        from = start + 4;
-        if start > 0 && (b[start - 1].is_ascii_alphanumeric() || b[start - 1] == b'_') {
+    for (_, after) in mod_items(code) {
+        let rest = &code[after..];
+        if !rest.trim_start().starts_with('{') {
             continue;
         }
-        let rest = &code[from..];
-        let name_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-        let after = rest[name_end..].trim_start();
-        if name_end == 0 || !after.starts_with('{') {
-            continue;
-        }
-        let open = from + name_end + (rest[name_end..].len() - after.len());
+        let open = after + (rest.len() - rest.trim_start().len());
         let mut depth = 0;
         for (i, c) in code[open..].char_indices() {
             match c {

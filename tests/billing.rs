@@ -80,18 +80,10 @@ fn a_child_keys_daily_limit_holds_exactly_under_200_concurrent_streams() {
         ..GatewayOpts::default()
     });
     let tok = gw.account_token.clone();
-    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
-    let mid = m["id"].as_str().unwrap().to_owned();
     let limit: u64 = 30_000;
-    let c = gw
-        .api(
-            &tok,
-            "POST",
-            &format!("/api/management/keys/{mid}/children"),
-            Some(json!({"name": "c", "limit_daily_ngonka": limit.to_string()})),
-        )
-        .json();
+    let c = gw.create_child(&tok, json!({"name": "c", "limit_daily_ngonka": limit.to_string()}));
     let (cid, key) = (c["id"].as_str().unwrap().to_owned(), c["key"].as_str().unwrap().to_owned());
+    let mid = c["management_key_id"].as_str().unwrap().to_owned();
 
     let results = fire_concurrently(gw.addr, &key, 200, 8);
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
@@ -175,15 +167,7 @@ fn n_plus_k_requests_in_a_minute_get_exactly_k_429s() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
     let tok = gw.account_token.clone();
-    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
-    let c = gw
-        .api(
-            &tok,
-            "POST",
-            &format!("/api/management/keys/{}/children", m["id"].as_str().unwrap()),
-            Some(json!({"name": "c", "rate_limit_rpm": 10})),
-        )
-        .json();
+    let c = gw.create_child(&tok, json!({"name": "c", "rate_limit_rpm": 10}));
     let key = c["key"].as_str().unwrap();
     let auth = format!("Bearer {key}");
     let mut statuses = Vec::new();
@@ -226,17 +210,12 @@ fn midnight_and_month_rollover_on_an_injected_clock() {
         Arc::clone(&clock) as Arc<dyn Clock>,
     );
     let tok = gw.account_token.clone();
-    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
-    let mid = m["id"].as_str().unwrap().to_owned();
-    let c = gw
-        .api(
-            &tok,
-            "POST",
-            &format!("/api/management/keys/{mid}/children"),
-            Some(json!({"name": "c", "limit_daily_ngonka": "6000", "limit_monthly_ngonka": "8000"})),
-        )
-        .json();
+    let c = gw.create_child(
+        &tok,
+        json!({"name": "c", "limit_daily_ngonka": "6000", "limit_monthly_ngonka": "8000"}),
+    );
     let (cid, key) = (c["id"].as_str().unwrap().to_owned(), c["key"].as_str().unwrap().to_owned());
+    let mid = c["management_key_id"].as_str().unwrap().to_owned();
     let auth = format!("Bearer {key}");
     let spend_until_refused = || -> (usize, Value) {
         for n in 0..100 {

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use utils::{
     ADMIN_TOKEN, GatewayApi, MODEL, Proc, Resp, Sim, bind_free_port, chat_body, eventually, http,
-    nginx_binary, require_postgres, require_redis, with_free_ports,
+    nginx_binary, require_postgres, require_redis, retry_in_flight, with_free_ports,
 };
 
 const PG: &str = "127.0.0.1:5432";
@@ -583,13 +583,7 @@ fn child_key(c: &Cluster, limits: Value) -> (String, String) {
     let mut spec = json!({"name": "child"});
     spec.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
     let (acc, tok) = c.account(1_000_000_000_000);
-    let mid = c.a.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let r = c.a.api(&tok, "POST", &format!("/api/management/keys/{mid}/children"), Some(spec));
-    assert_eq!(r.status, 201, "{}", r.text());
-    let child = r.json()["key"].as_str().unwrap().to_owned();
+    let child = c.a.create_child(&tok, spec)["key"].as_str().unwrap().to_owned();
     let auth = format!("Bearer {child}");
     assert!(eventually(Duration::from_secs(2), || {
         http(c.b.addr(), "GET", "/v1/models", &[("Authorization", &auth)], None).status == 200
@@ -638,19 +632,7 @@ fn a_burst_of_refusals_on_one_instance_leases_what_each_needs_and_gets_no_402() 
             .map(|_| {
                 let child = child.clone();
                 let addr = c.a.addr();
-                scope.spawn(move || {
-                    let mut retries = 0;
-                    loop {
-                        let r = chat_via(addr, &child, 16);
-                        if r.status == 429 && retries < 300 {
-                            assert_eq!(r.json()["error"]["code"], "budget_in_flight", "{}", r.text());
-                            retries += 1;
-                            std::thread::sleep(Duration::from_millis(20));
-                            continue;
-                        }
-                        return (r.status, retries);
-                    }
-                })
+                scope.spawn(move || retry_in_flight(300, || chat_via(addr, &child, 16)))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()

@@ -223,19 +223,9 @@ fn a_child_key_refusal_shows_a_window_without_a_limit_as_null() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
     let tok = gw.account_token.clone();
-    let mid = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     // A daily limit far below any request's hold; no monthly limit.
-    let r = gw.api(
-        &tok,
-        "POST",
-        &format!("/api/management/keys/{mid}/children"),
-        Some(json!({"name": "c", "limit_daily_ngonka": "1"})),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    let r = chat(&gw, r.json()["key"].as_str().unwrap());
+    let c = gw.create_child(&tok, json!({"name": "c", "limit_daily_ngonka": "1"}));
+    let r = chat(&gw, c["key"].as_str().unwrap());
     assert_eq!((r.status, code(&r).as_str()), (402, "child_key_limit"), "{}", r.text());
     let err = &r.json()["error"];
     assert_eq!(err["daily_remaining"], "1", "{err}");
@@ -314,19 +304,7 @@ fn expiry_takes_effect_without_a_restart() {
 }
 
 fn time_rfc3339(unix: u64) -> String {
-    // Civil-from-days (Howard Hinnant), enough for a test.
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    gonka_gateway::time::rfc3339(unix as i64)
 }
 
 #[test]

@@ -216,18 +216,9 @@ fn a_completions_prompt_list_is_held_and_billed_per_prompt() {
 
     // A child key whose limit covers one prompt's worst case but not four.
     let tok = gw.account_token.clone();
-    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
-    let mid = m["id"].as_str().unwrap();
     let text = body.to_string();
     let limit = text.len() as u64 * 10 + 2 * 5 * 20 * 2;
-    let c = gw
-        .api(
-            &tok,
-            "POST",
-            &format!("/api/management/keys/{mid}/children"),
-            Some(json!({"name": "c", "limit_daily_ngonka": limit.to_string()})),
-        )
-        .json();
+    let c = gw.create_child(&tok, json!({"name": "c", "limit_daily_ngonka": limit.to_string()}));
     let r = post(gw.addr, "/v1/completions", &format!("Bearer {}", c["key"].as_str().unwrap()), &body);
     assert_eq!(r.status, 402, "four prompts do not fit: {}", r.text());
     assert_eq!(r.json()["error"]["code"], "child_key_limit");
@@ -294,19 +285,11 @@ fn a_duplicate_key_inside_stream_options_is_refused() {
 /// A child key of the gateway's account with a daily limit (and its own fields); its secret.
 fn child(gw: &Gateway, limit: u64, extra: Value) -> String {
     let tok = gw.account_token.clone();
-    let m = gw.api(&tok, "POST", "/api/management/keys", Some(json!({"name": "m"}))).json();
     let mut spec = json!({"name": "c", "limit_daily_ngonka": limit.to_string()});
     for (k, v) in extra.as_object().unwrap() {
         spec[k] = v.clone();
     }
-    let r = gw.api(
-        &tok,
-        "POST",
-        &format!("/api/management/keys/{}/children", m["id"].as_str().unwrap()),
-        Some(spec),
-    );
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()["key"].as_str().unwrap().to_owned()
+    gw.create_child(&tok, spec)["key"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -367,18 +350,9 @@ fn four_hundred_concurrent_requests_whose_total_fits_get_no_402() {
                 scope.spawn(move || {
                     let body = json!({"model": MODEL, "stream": true, "max_tokens": 100,
                         "messages": [{"role": "user", "content": format!("concurrent request {i:03}")}]});
-                    let mut retries = 0u32;
-                    loop {
-                        let r = post(gw.addr, "/v1/chat/completions", &format!("Bearer {key}"), &body);
-                        if r.status == 429 && retries < 500 {
-                            assert_eq!(r.json()["error"]["code"], "budget_in_flight");
-                            assert!(r.header("retry-after").is_some());
-                            retries += 1;
-                            std::thread::sleep(Duration::from_millis(20));
-                            continue;
-                        }
-                        return (r.status, retries);
-                    }
+                    retry_in_flight(500, || {
+                        post(gw.addr, "/v1/chat/completions", &format!("Bearer {key}"), &body)
+                    })
                 })
             })
             .collect();

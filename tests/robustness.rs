@@ -142,9 +142,7 @@ fn a_second_gateway_on_the_same_data_directory_exits_naming_it_and_its_holder() 
     assert!(!err.contains(&gw.addr.to_string()), "refused for its data directory, not an address: {err}");
 
     let other = tempfile::tempdir().unwrap();
-    let data_arg = data.to_str().unwrap();
-    let args = ["dev", "--data", data_arg, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-    let mut dev = Proc::spawn(&args, other.path(), &[]);
+    let mut dev = dev_on_free_ports(&data, other.path());
     let status = dev.wait_exit(Duration::from_secs(15)).expect("dev exits instead of serving");
     assert!(!status.success());
     let err = dev.stderr();
@@ -193,6 +191,16 @@ fn an_address_another_process_is_bound_to_is_a_start_failure_naming_it() {
     }
 }
 
+/// `dev` on `data`, listening on ports it picks, run in `cwd`.
+fn dev_on_free_ports(data: &std::path::Path, cwd: &std::path::Path) -> Proc {
+    let data = data.to_str().unwrap();
+    Proc::spawn(
+        &["dev", "--data", data, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+        cwd,
+        &[],
+    )
+}
+
 #[test]
 fn port_zero_listens_below_the_ephemeral_range() {
     let sim = Sim::start(&["--extra-nodes", "2"]);
@@ -202,19 +210,7 @@ fn port_zero_listens_below_the_ephemeral_range() {
     assert!(ports.iter().all(|p| (20000..32768).contains(p)), "{ports:?}");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut dev = Proc::spawn(
-        &[
-            "dev",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-        &[],
-    );
+    let mut dev = dev_on_free_ports(&data, dir.path());
     let base: url::Url = dev.wait_line("OPENAI_BASE_URL=").parse().unwrap();
     let port = base.port().unwrap();
     assert!((20000..32768).contains(&port), "{port}");
@@ -268,19 +264,7 @@ fn every_file_in_the_data_directory_is_private() {
     // dev's own files (the demo key, the admin token) too.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut dev = Proc::spawn(
-        &[
-            "dev",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        dir.path(),
-        &[],
-    );
+    let mut dev = dev_on_free_ports(&data, dir.path());
     dev.wait_line("ADMIN_TOKEN=");
     assert_private(&data, &["gateway.lock", "gateway.db", "admin_token", "dev_api_key", "dev_account"]);
 }

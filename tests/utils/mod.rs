@@ -329,6 +329,18 @@ pub trait GatewayApi {
         r.json()["key"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a management key and one child of it with `spec` (`name`, limits, …) with the account
+    /// token; returns the child as created (`id`, `key`, …).
+    fn create_child(&self, account_token: &str, spec: Value) -> Value {
+        let m =
+            self.api(account_token, "POST", "/api/management/keys", Some(serde_json::json!({"name": "m"})));
+        assert_eq!(m.status, 201, "{}", m.text());
+        let mid = m.json()["id"].as_str().unwrap().to_owned();
+        let r = self.api(account_token, "POST", &format!("/api/management/keys/{mid}/children"), Some(spec));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
+
     fn metrics(&self) -> String {
         let auth = format!("Bearer {ADMIN_TOKEN}");
         let r = http(self.admin_address(), "GET", "/metrics", &[("Authorization", &auth)], None);
@@ -632,6 +644,24 @@ pub fn statuses(bytes: &[u8]) -> Vec<u16> {
     text.match_indices("HTTP/1.1 ")
         .filter_map(|(i, _)| text[i + 9..].get(..3).and_then(|s| s.parse().ok()))
         .collect()
+}
+
+/// Sends again while the answer is 429 `budget_in_flight` (holds of requests in flight leave no room
+/// for now, as a client honouring Retry-After would), at most `tries` times: the last status and how
+/// many such refusals came before it.
+pub fn retry_in_flight(tries: u32, mut send: impl FnMut() -> Resp) -> (u16, u32) {
+    let mut retries = 0;
+    loop {
+        let r = send();
+        if r.status == 429 && retries < tries {
+            assert_eq!(r.json()["error"]["code"], "budget_in_flight", "{}", r.text());
+            assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+            retries += 1;
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        return (r.status, retries);
+    }
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
