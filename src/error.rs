@@ -14,6 +14,16 @@ pub struct RateLimitInfo {
     pub retry_after_secs: u32,
 }
 
+/// How an error's body is written: in the client's dialect, so its SDK raises the right exception.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error":{"message","type","code","param",…}}`
+    #[default]
+    OpenAi,
+    /// `{"type":"error","error":{"type","message",…}}`, with the types Anthropic's SDKs map by status.
+    Anthropic,
+}
+
 /// Which side of the gateway a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -210,13 +220,25 @@ impl ApiError {
         }
     }
 
-    /// The JSON body: `{"error":{"message","type","code","param",…}}`.
+    /// The JSON body in OpenAI's shape: `{"error":{"message","type","code","param",…}}`.
     pub fn body(&self) -> Vec<u8> {
+        self.body_in(ErrorShape::OpenAi)
+    }
+
+    /// The JSON body in `shape`. Both carry the message, the OpenAI `code` and what a refusal leaves
+    /// (`daily_remaining`/`monthly_remaining` of a child key's limit, `held_ngonka` of holds in flight).
+    pub fn body_in(&self, shape: ErrorShape) -> Vec<u8> {
         let mut err = Map::new();
+        let kind = match shape {
+            ErrorShape::OpenAi => self.kind(),
+            ErrorShape::Anthropic => self.anthropic_kind(),
+        };
+        err.insert("type".into(), Value::String(kind.to_owned()));
         err.insert("message".into(), Value::String(self.to_string()));
-        err.insert("type".into(), Value::String(self.kind().to_owned()));
         err.insert("code".into(), self.code().map_or(Value::Null, |c| Value::String(c.to_owned())));
-        err.insert("param".into(), self.param().map_or(Value::Null, |p| Value::String(p.to_owned())));
+        if shape == ErrorShape::OpenAi {
+            err.insert("param".into(), self.param().map_or(Value::Null, |p| Value::String(p.to_owned())));
+        }
         let amount = |v: &Option<u64>| v.map_or(Value::Null, |n| Value::String(n.to_string()));
         if let Self::ChildKeyLimit { daily_remaining, monthly_remaining } = self {
             err.insert("daily_remaining".into(), amount(daily_remaining));
@@ -225,7 +247,30 @@ impl ApiError {
         if let Self::BudgetInFlight { held_ngonka } = self {
             err.insert("held_ngonka".into(), Value::String(held_ngonka.to_string()));
         }
-        serde_json::to_vec(&json!({ "error": err })).unwrap_or_default()
+        let body = match shape {
+            ErrorShape::OpenAi => json!({ "error": err }),
+            ErrorShape::Anthropic => json!({ "type": "error", "error": err }),
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// Anthropic's `error.type`, by status as its SDKs map them; a child key's limit keeps its own.
+    pub fn anthropic_kind(&self) -> &str {
+        match self {
+            Self::ChildKeyLimit { .. } => "child_key_limit",
+            _ => match self.status() {
+                401 => "authentication_error",
+                402 => "billing_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                503 | 529 => "overloaded_error",
+                504 => "timeout_error",
+                s if s >= 500 => "api_error",
+                _ => "invalid_request_error",
+            },
+        }
     }
 }
 
@@ -273,6 +318,36 @@ mod tests {
         assert_eq!(v["error"]["daily_remaining"], "0");
         assert!(v["error"]["monthly_remaining"].is_null(), "{v}");
         assert!(!String::from_utf8_lossy(&e.body()).contains(&u64::MAX.to_string()));
+    }
+
+    #[test]
+    fn anthropic_shaped_errors_carry_the_types_its_sdks_map() {
+        let cases = [
+            (ApiError::InvalidApiKey, 401, "authentication_error"),
+            (ApiError::KeyPaused, 403, "permission_error"),
+            (ApiError::ModelNotFound("m".into()), 404, "not_found_error"),
+            (ApiError::bad_request("no", None), 400, "invalid_request_error"),
+            (ApiError::InsufficientBalance, 402, "billing_error"),
+            (ApiError::BudgetInFlight { held_ngonka: 1 }, 429, "rate_limit_error"),
+            (ApiError::Unavailable("busy".into()), 503, "overloaded_error"),
+            (ApiError::UpstreamTimeout, 504, "timeout_error"),
+            (ApiError::Internal("x".into()), 500, "api_error"),
+        ];
+        for (e, status, kind) in cases {
+            let v: Value = serde_json::from_slice(&e.body_in(ErrorShape::Anthropic)).unwrap();
+            assert_eq!(
+                (e.status(), v["type"].as_str(), v["error"]["type"].as_str()),
+                (status, Some("error"), Some(kind))
+            );
+            assert_eq!(v["error"]["message"], e.to_string());
+        }
+        let e = ApiError::ChildKeyLimit { daily_remaining: Some(7), monthly_remaining: None };
+        let v: Value = serde_json::from_slice(&e.body_in(ErrorShape::Anthropic)).unwrap();
+        assert_eq!(
+            (v["error"]["type"].as_str(), v["error"]["daily_remaining"].as_str()),
+            (Some("child_key_limit"), Some("7"))
+        );
+        assert!(v["error"]["monthly_remaining"].is_null());
     }
 
     #[test]

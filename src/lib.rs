@@ -19,8 +19,9 @@
 //! 5. [`gonka`]: the Gonka network's own rules (request signing as the SDK does it, node discovery).
 //! 6. [`config`], [`sim`]: the config file and the validated settings made from it; the node simulator,
 //!    an independent peer that shares only byte plumbing with the gateway.
-//! 7. [`limits`], [`store`]: rates, spend windows, holds and their admission policy; the durable store
-//!    (SQLite embedded, PostgreSQL shared) and the key snapshot.
+//! 7. [`limits`], [`store`], [`translate`]: rates, spend windows, holds and their admission policy; the
+//!    durable store (SQLite embedded, PostgreSQL shared) and the key snapshot; the seam client dialects
+//!    other than OpenAI's plug into.
 //! 8. [`auth`], [`billing`]: keys and who a bearer is; what a request used, and the usage journal.
 //! 9. [`upstream`]: the node pool, keep-alive connections, one attempt with its retry decision, the relay.
 //! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases)
@@ -56,4 +57,5 @@ pub mod session;
 pub mod sim;
 pub mod store;
 pub mod time;
+pub mod translate;
 pub mod upstream;

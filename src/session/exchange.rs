@@ -4,7 +4,7 @@
 use super::Conn;
 use super::core::Core;
 use super::limits::Reservation;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorShape};
 use crate::http::body::{BodyDecoder, Framing};
 use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
 use crate::http::request::{Method, RequestHead};
@@ -78,6 +78,8 @@ pub struct Exchange<'c, S> {
     pub log: AccessLog,
     /// Headers every answer to this request carries (the `x-ratelimit-*` of inference requests).
     pub headers: Vec<(&'static str, String)>,
+    /// How errors are written: in the dialect of the route.
+    pub error_shape: ErrorShape,
     body: BodyState,
     continue_sent: bool,
 }
@@ -94,6 +96,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
             keep_alive,
             log: AccessLog::default(),
             headers: Vec::new(),
+            error_shape: ErrorShape::OpenAi,
             body: BodyState::Unread,
             continue_sent: false,
         }
@@ -252,7 +255,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
         if err.log_level() <= log::Level::Warn {
             log::log!(target: "request", err.log_level(), "{} {} {}: {err}", self.request_id, self.head.path, err.status());
         }
-        let body = err.body();
+        let body = err.body_in(self.error_shape);
         let headers: Vec<(&str, String)> = err.headers();
         self.log.outcome.get_or_insert("error");
         self.respond(err.status(), "application/json", &body, &headers).await;

@@ -32,6 +32,7 @@ use crate::http::chunked::{LAST_CHUNK, write_size_line_backwards};
 use crate::http::io::Transport;
 use crate::http::sse;
 use crate::model::Usage;
+use crate::translate::Translate;
 use monoio::time::Instant;
 use std::io;
 use std::time::Duration;
@@ -40,18 +41,6 @@ use std::time::Duration;
 const MERGE_WITH_HEAD_MAX: usize = 16 * 1024;
 /// An SSE "event" longer than this without a blank line is forwarded as it is.
 const MAX_HELD_EVENT_BYTES: usize = 1 << 20;
-
-/// A client dialect's translation of a chat-completions answer, piece by piece, with bounded state.
-pub trait Translate {
-    /// One complete event of the node's stream (a chat-completions chunk, or `[DONE]`): appends the
-    /// client's bytes for it to `out` (possibly none).
-    fn event(&mut self, event: &[u8], out: &mut Vec<u8>);
-    /// A piece of a non-streamed answer, in order (translators keep what they need of it).
-    fn body(&mut self, piece: &[u8]);
-    /// The answer ended, completely (`failure` `None`) or not: appends what closes it for the client
-    /// (a non-streamed answer's whole translated body; a stream's closing or error events).
-    fn end(&mut self, failure: Option<&str>, out: &mut Vec<u8>);
-}
 
 /// How the body is inspected on its way through.
 pub enum BodyMode {
@@ -272,6 +261,25 @@ impl Filter {
         at
     }
 
+    /// How long a translated stream's node may be silent before the client is sent something.
+    fn idle_every(&self) -> Option<Duration> {
+        match &self.mode {
+            BodyMode::Translated { stream: true, translator } => translator.idle_every(),
+            _ => None,
+        }
+    }
+
+    /// What keeps a translated stream's client waiting, ready to write.
+    fn idle(&mut self) -> Option<Out> {
+        match &mut self.mode {
+            BodyMode::Translated { stream: true, translator } => {
+                translator.idle(&mut self.translated);
+                Some(Out::Translated)
+            }
+            _ => None,
+        }
+    }
+
     fn usage(&self) -> Option<Usage> {
         self.usage.or_else(|| self.scanner.usage())
     }
@@ -433,6 +441,8 @@ pub struct Relay<'c, 'a, S> {
     /// What the node had sent when the client left: the drain bound counts from there.
     bytes_at_leave: Option<u64>,
     read_timeout: Duration,
+    /// When the node last sent body bytes (or the relay started): the read timeout counts from here.
+    last_data: Instant,
     trailing_garbage: bool,
     end: Option<RelayEnd>,
 }
@@ -475,6 +485,7 @@ impl<'c, 'a, S: Transport> Relay<'c, 'a, S> {
             next_mark: progress_every.max(1),
             bytes_at_leave: gone.then_some(0),
             read_timeout,
+            last_data: Instant::now(),
             trailing_garbage: false,
             end: None,
         }
@@ -563,12 +574,21 @@ impl<'c, 'a, S: Transport> Relay<'c, 'a, S> {
                 continue;
             };
             let buf = std::mem::take(&mut self.buf);
-            let (up, buf, read) =
-                read_upstream(self.client, up, buf, Instant::now() + self.read_timeout).await;
+            let timeout_at = self.last_data + self.read_timeout;
+            // A translated stream whose client must hear something while the node is silent: wake early.
+            let idle_at =
+                self.filter.idle_every().map(|every| Instant::now() + every).filter(|at| *at < timeout_at);
+            let (up, buf, read) = read_upstream(self.client, up, buf, idle_at.unwrap_or(timeout_at)).await;
             self.up = Some(up);
             self.buf = buf;
             match read {
-                UpRead::Data(n) => self.data_len = n,
+                UpRead::TimedOut if idle_at.is_some() && !self.client.is_gone() => {
+                    self.pending = self.filter.idle();
+                }
+                UpRead::Data(n) => {
+                    self.last_data = Instant::now();
+                    self.data_len = n;
+                }
                 UpRead::ClientGone => self.leave(),
                 UpRead::Eof if self.decoder.on_eof().is_ok() => {}
                 _ if self.client.is_gone() => self.end = Some(RelayEnd::ClientGone { drained: false }),

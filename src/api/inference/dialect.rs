@@ -1,19 +1,32 @@
 //! Client dialects: how a client's request becomes the body a node gets, and how the node's answer goes
 //! back. Gonka nodes speak OpenAI's chat completions, completions and embeddings; the OpenAI dialect
 //! passes bytes through untouched (only what billing needs is rewritten, in [`super::inspect`]). Other
-//! dialects plug in here, and only here: they turn the client's body into a chat-completions body before
-//! it is inspected, and give the relay a [`Translate`](crate::upstream::relay::Translate) that turns the
-//! node's answer back, chunk by chunk. Forwarding, the relay and settlement are the same for all.
+//! dialects plug in here, and only here: [`Dialect::prepare`] turns the client's body into a
+//! chat-completions body before it is inspected, with a [`Translation`] that gives the relay a
+//! translator of the node's answer for each attempt. Authentication, admission, holds, forwarding, the
+//! relay and settlement are the same for all.
 
 use super::inspect::Endpoint;
-use crate::error::ApiError;
+use crate::app::App;
+use crate::auth::cache::KeyEntry;
+use crate::error::{ApiError, ErrorShape};
+use crate::translate::Translation;
 use crate::upstream::relay::BodyMode;
+use std::rc::Rc;
 
 /// The dialect a route speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     /// OpenAI's own API, passed through: the endpoint is the node's.
     OpenAi(Endpoint),
+}
+
+/// A request made ready for a node.
+pub struct Prepared {
+    /// The body the node gets (before the rewrite of what billing needs).
+    pub body: bytes::Bytes,
+    /// How the answer is turned back; `None`: passed through.
+    pub translation: Option<Rc<dyn Translation>>,
 }
 
 impl Dialect {
@@ -31,26 +44,40 @@ impl Dialect {
         }
     }
 
-    /// The body the node gets, made from the client's.
-    pub fn node_body(self, body: bytes::Bytes) -> Result<bytes::Bytes, ApiError> {
+    /// How errors on this route are written.
+    pub fn error_shape(self) -> ErrorShape {
         match self {
-            Self::OpenAi(_) => Ok(body),
+            Self::OpenAi(_) => ErrorShape::OpenAi,
         }
     }
 
+    /// The request as the node gets it, made from the client's `body` for `key` (authenticated and
+    /// admitted).
+    pub async fn prepare(
+        self,
+        _app: &App,
+        _key: &KeyEntry,
+        body: bytes::Bytes,
+    ) -> Result<Prepared, ApiError> {
+        match self {
+            Self::OpenAi(_) => Ok(Prepared { body, translation: None }),
+        }
+    }
+}
+
+impl Prepared {
     /// How the node's answer is relayed: `node_streams` when it answers with server-sent events,
     /// `cut_usage` when the usage chunk the gateway asked for must not reach the client.
-    pub fn body_mode(self, node_streams: bool, cut_usage: bool) -> BodyMode {
-        match self {
-            Self::OpenAi(_) if node_streams => BodyMode::Sse { cut_usage },
-            Self::OpenAi(_) => BodyMode::Json,
+    pub fn body_mode(&self, node_streams: bool, cut_usage: bool) -> BodyMode {
+        match &self.translation {
+            Some(t) => BodyMode::Translated { stream: node_streams, translator: t.translator(node_streams) },
+            None if node_streams => BodyMode::Sse { cut_usage },
+            None => BodyMode::Json,
         }
     }
 
     /// The client's content type, when it is not the node's own.
-    pub fn content_type(self, _node_streams: bool) -> Option<&'static str> {
-        match self {
-            Self::OpenAi(_) => None,
-        }
+    pub fn content_type(&self, node_streams: bool) -> Option<&'static str> {
+        self.translation.as_ref().map(|t| t.content_type(node_streams))
     }
 }

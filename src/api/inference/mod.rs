@@ -33,7 +33,7 @@ use crate::model::{ModelSpec, RecordStatus};
 use crate::session::exchange::Exchange;
 use crate::upstream::relay::{Relay, RelayEnd, Seen, Step};
 use crate::upstream::watch::{ClientSide, DrainBound};
-use dialect::Dialect;
+use dialect::{Dialect, Prepared};
 use forward::{NodeRequest, NotAnswered, Tries};
 use inspect::{Endpoint, Inspected, Rewrite};
 use settle::Settlement;
@@ -45,6 +45,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     let core = ex.core();
     let app = Arc::clone(&core.app);
     ex.log.route = dialect.route();
+    ex.error_shape = dialect.error_shape();
     let now_ms = app.clock.now_ms();
 
     // 1. Authenticate.
@@ -60,7 +61,8 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     // 3. Read and inspect. The body's memory stays reserved until the request ends (it is forwarded
     // from where it is).
     let (body, mut body_memory) = ex.read_body().await?.into_parts();
-    let body = dialect.node_body(bytes::Bytes::from(body))?;
+    let prepared = dialect.prepare(&app, &key, bytes::Bytes::from(body)).await?;
+    let body = prepared.body.clone();
     let endpoint = dialect.endpoint();
     let inspected = {
         let mut scratch = core.json_scratch.borrow_mut();
@@ -119,7 +121,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
         stream: inspected.stream,
         cut_usage: rewrite.force_include_usage,
     };
-    let served = serve(ex, &core, &model, dialect, to_node, &mut settlement).await;
+    let served = serve(ex, &core, &model, &prepared, to_node, &mut settlement).await;
     app.metrics.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
     let (status, seen) = match &served {
         Ok(s) => (s.status, s.seen),
@@ -183,7 +185,7 @@ async fn serve<S: Transport>(
     ex: &mut Exchange<'_, S>,
     core: &crate::session::Core,
     model: &ModelSpec,
-    dialect: Dialect,
+    prepared: &Prepared,
     to_node: ToNode<'_>,
     settlement: &mut Settlement,
 ) -> Result<Served, ApiError> {
@@ -226,8 +228,8 @@ async fn serve<S: Transport>(
         };
         // 6. Respond.
         let mode =
-            dialect.body_mode(request.stream && answered.answer.head.is_event_stream(), to_node.cut_usage);
-        let framing = respond::head(&mut head, &answered.answer.head, dialect, &mode, &context);
+            prepared.body_mode(request.stream && answered.answer.head.is_event_stream(), to_node.cut_usage);
+        let framing = respond::head(&mut head, &answered.answer.head, prepared, &mode, &context);
         let status = answered.answer.head.status;
         // 7. Relay (8. settling at its final step).
         let mut relay = Relay::new(

@@ -1,7 +1,7 @@
 //! Responding: the client's response head for a node's answer, in the client's dialect, and how its body
 //! is framed towards the client. The head is written here and sent by the relay with the first payload.
 
-use super::dialect::Dialect;
+use super::dialect::Prepared;
 use crate::http::request::RequestHead;
 use crate::http::response::{HeadWriter, ResponseFraming, ResponseHead};
 use crate::upstream::relay::{BodyMode, ClientFraming, client_framing};
@@ -21,7 +21,7 @@ pub struct ResponseContext<'a> {
 pub fn head(
     out: &mut Vec<u8>,
     node: &ResponseHead,
-    dialect: Dialect,
+    prepared: &Prepared,
     mode: &BodyMode,
     cx: &ResponseContext<'_>,
 ) -> ClientFraming {
@@ -35,7 +35,7 @@ pub fn head(
         (ClientFraming::Close, _) => ResponseFraming::Close,
     };
     let streams = node.is_event_stream();
-    let content_type = dialect
+    let content_type = prepared
         .content_type(streams)
         .unwrap_or_else(|| node.content_type.as_deref().unwrap_or("application/json"));
     let mut w = HeadWriter::new(out, node.status);
