@@ -1,6 +1,8 @@
 //! The Gonka node simulator: an OpenAI-compatible node over real TCP, for tests, load tests and the
 //! `dev` demo. Chat completions (streamed and not), completions, embeddings and models; deterministic
-//! text ([`text`]); usage; configurable time to first token, tokens per second and completion length
+//! text ([`text`]); tool calls and reasoning (`reply`: a request whose last user message names one of
+//! its `tools` gets a call to it, streamed as argument fragments; `--reasoning-tokens` makes it think);
+//! usage; configurable time to first token, tokens per second and completion length
 //! (bounded by `max_tokens`); fault injection (errors, 429 "Transfer Agent capacity reached", drops
 //! mid-stream, stalls), changeable per node at run time through `POST /sim/faults`; counters at
 //! `GET /sim/stats`.
@@ -13,6 +15,7 @@
 
 mod account;
 mod node;
+mod reply;
 pub use node::{Sim, SimNode, SimParams, SimStats, node_key_hex};
 pub mod server;
 pub mod text;

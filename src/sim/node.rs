@@ -37,6 +37,9 @@ pub struct SimParams {
     /// A misbehaving node: completion tokens generated past the `max_tokens` it was sent.
     #[arg(long, default_value_t = 0)]
     pub overrun_tokens: u64,
+    /// A thinking model: chat answers start with this many tokens of `reasoning_content`.
+    #[arg(long, default_value_t = 0)]
+    pub reasoning_tokens: u64,
 }
 
 impl Default for SimParams {
@@ -50,6 +53,7 @@ impl Default for SimParams {
             drop_rate: 0.0,
             stall_rate: 0.0,
             overrun_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 }

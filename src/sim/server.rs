@@ -1,6 +1,7 @@
 //! The simulator's HTTP side: a small keep-alive server on its own framing (`sim::wire`).
 
 use super::node::{Sim, SimParams};
+use super::reply::{self, Piece};
 use super::text;
 use super::wire::{self, Framing, Method, Request};
 use crate::http::io::Transport;
@@ -296,7 +297,7 @@ fn completion_prompts(req: &Value) -> Vec<String> {
 /// What each choice of an answer says.
 struct Choice {
     index: usize,
-    tokens: Vec<String>,
+    pieces: Vec<Piece>,
 }
 
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
@@ -313,7 +314,7 @@ async fn generate<S: Transport>(
 ) -> bool {
     // vLLM's semantics: chat honours `max_completion_tokens`, else `max_tokens`; completions read only
     // `max_tokens`. `n` choices per prompt (`best_of` generated on completions); a completions prompt
-    // list gets choices per prompt.
+    // list gets choices per prompt. Reasoning tokens count as completion tokens.
     let max_tokens = if chat {
         req.get("max_completion_tokens")
             .and_then(Value::as_u64)
@@ -325,8 +326,9 @@ async fn generate<S: Transport>(
     let n_per_prompt = req.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128) as usize;
     let generated_per_prompt =
         req.get("best_of").and_then(Value::as_u64).map_or(n_per_prompt, |b| (b as usize).max(n_per_prompt));
-    let per_choice = params.completion_tokens.min(max_tokens).saturating_add(params.overrun_tokens);
-    let finish = if max_tokens < params.completion_tokens { "length" } else { "stop" };
+    let reasoning = if chat { params.reasoning_tokens.min(max_tokens) } else { 0 };
+    let content_budget = max_tokens - reasoning;
+    let per_choice = params.completion_tokens.min(content_budget).saturating_add(params.overrun_tokens);
     let prompts: Vec<(String, usize)> = if chat {
         vec![prompt_of(req, true)]
     } else {
@@ -337,17 +339,34 @@ async fn generate<S: Transport>(
     for (p, (prompt, messages)) in prompts.iter().enumerate() {
         prompt_tokens += text::prompt_tokens(prompt.len(), *messages);
         for c in 0..n_per_prompt {
-            let seed = if c == 0 { prompt.clone() } else { format!("{prompt}#{c}") };
-            choices.push(Choice {
-                index: p * n_per_prompt + c,
-                tokens: text::tokens(seed.as_bytes(), per_choice as usize),
-            });
+            let pieces = if chat {
+                reply::chat_pieces(req, prompt, c, reasoning as usize, per_choice as usize)
+            } else {
+                let seed = if c == 0 { prompt.clone() } else { format!("{prompt}#{c}") };
+                text::tokens(seed.as_bytes(), per_choice as usize).into_iter().map(Piece::Content).collect()
+            };
+            choices.push(Choice { index: p * n_per_prompt + c, pieces });
         }
     }
-    let completion_tokens = per_choice * (prompts.len() * generated_per_prompt) as u64;
-    let n = per_choice;
-    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+    let calls_tool = choices.iter().any(|c| c.pieces.iter().any(|p| matches!(p, Piece::ToolCall { .. })));
+    let finish = if calls_tool {
+        "tool_calls"
+    } else if content_budget < params.completion_tokens {
+        "length"
+    } else {
+        "stop"
+    };
+    let completion_tokens = if chat {
+        choices.iter().flat_map(|c| &c.pieces).map(reply::piece_tokens).sum::<u64>()
+    } else {
+        per_choice * (prompts.len() * generated_per_prompt) as u64
+    };
+    let n = choices.iter().map(|c| c.pieces.len() as u64).max().unwrap_or(0);
+    let mut usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens});
+    if reasoning > 0 {
+        usage["completion_tokens_details"] = json!({"reasoning_tokens": reasoning * choices.len() as u64});
+    }
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let include_usage = req
         .get("stream_options")
@@ -368,10 +387,14 @@ async fn generate<S: Transport>(
     let choice_json: Vec<Value> = choices
         .iter()
         .map(|c| {
-            let text = c.tokens.concat();
             if chat {
-                json!({"index": c.index, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+                json!({"index": c.index, "message": reply::message(&c.pieces), "finish_reason": finish})
             } else {
+                let text: String = c
+                    .pieces
+                    .iter()
+                    .map(|p| if let Piece::Content(t) = p { t.as_str() } else { "" })
+                    .collect();
                 json!({"index": c.index, "text": text, "logprobs": null, "finish_reason": finish})
             }
         })
@@ -420,17 +443,26 @@ async fn generate<S: Transport>(
         }
         event.clear();
         for c in &choices {
-            let tok_json = Value::String(c.tokens[i].clone()).to_string();
+            let Some(piece) = c.pieces.get(i) else { continue };
             let index = c.index;
             if chat {
-                let role = if i == 0 { r#""role":"assistant","# } else { "" };
+                let delta = match piece {
+                    // The common piece, written without building a JSON value.
+                    Piece::Content(t) => {
+                        let role = if i == 0 { r#""role":"assistant","# } else { "" };
+                        format!(r#"{{{role}"content":{}}}"#, Value::String(t.clone()))
+                    }
+                    other => reply::delta(other, i == 0).to_string(),
+                };
                 event.extend_from_slice(
                     format!(
-                        r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"delta":{{{role}"content":{tok_json}}},"finish_reason":null}}]{usage_null}}}"#
+                        r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"delta":{delta},"finish_reason":null}}]{usage_null}}}"#
                     )
                     .as_bytes(),
                 );
             } else {
+                let Piece::Content(t) = piece else { continue };
+                let tok_json = Value::String(t.clone()).to_string();
                 event.extend_from_slice(
                     format!(
                         r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"text":{tok_json},"logprobs":null,"finish_reason":null}}]{usage_null}}}"#
