@@ -77,6 +77,16 @@ pub struct RequestHead {
     /// `X-Request-Id`), when it is short and printable. Echoed and logged; never the id of the usage
     /// record, which the gateway always makes itself.
     pub client_request_id: Option<String>,
+    /// The raw `x-api-key` value (Anthropic's clients send their key there).
+    pub x_api_key: Option<String>,
+    /// The `anthropic-version` value: the client speaks Anthropic's API.
+    pub anthropic_version: Option<String>,
+    /// The `Content-Encoding` of the body, as sent (several fields joined with `, `).
+    pub content_encoding: Option<String>,
+    /// The `Origin` value (browsers).
+    pub origin: Option<String>,
+    /// The `Cookie` value (several fields joined with `; `).
+    pub cookie: Option<String>,
     /// Bytes taken by the head, including the final blank line.
     pub head_len: usize,
 }
@@ -157,7 +167,24 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
     let mut expect_continue = false;
     let mut authorization = None;
     let mut client_request_id = None;
+    let mut x_api_key = None;
+    let mut anthropic_version = None;
+    let mut content_encoding: Option<String> = None;
+    let mut origin = None;
+    let mut cookie: Option<String> = None;
     let mut host_seen = false;
+    let text = |v: &[u8]| std::str::from_utf8(trim_ows(v)).ok().map(str::to_owned);
+    let join = |into: &mut Option<String>, v: &[u8], sep: &str| {
+        if let Some(v) = text(v) {
+            match into {
+                Some(all) => {
+                    all.push_str(sep);
+                    all.push_str(&v);
+                }
+                None => *into = Some(v),
+            }
+        }
+    };
 
     for h in req.headers.iter() {
         let name = h.name;
@@ -211,6 +238,19 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
                 return Err(HeadError::Malformed("repeated Host"));
             }
             host_seen = true;
+        } else if name.eq_ignore_ascii_case("x-api-key") {
+            if x_api_key.is_some() {
+                return Err(HeadError::Malformed("repeated x-api-key"));
+            }
+            x_api_key = text(value);
+        } else if name.eq_ignore_ascii_case("anthropic-version") {
+            anthropic_version = text(value);
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            join(&mut content_encoding, value, ", ");
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = origin.or_else(|| text(value));
+        } else if name.eq_ignore_ascii_case("cookie") {
+            join(&mut cookie, value, "; ");
         }
     }
 
@@ -243,6 +283,11 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
         expect_continue,
         authorization,
         client_request_id,
+        x_api_key,
+        anthropic_version,
+        content_encoding,
+        origin,
+        cookie,
         head_len,
     })
 }
@@ -346,6 +391,23 @@ mod tests {
 
     fn parse(s: &str) -> Result<RequestHead, HeadError> {
         parse_head(s.as_bytes(), &HttpLimits::default())
+    }
+
+    #[test]
+    fn the_dialect_browser_and_encoding_headers_are_kept() {
+        let h = parse(
+            "POST /v1/messages HTTP/1.1\r\nHost: a\r\nx-api-key: k1\r\nanthropic-version: 2023-06-01\r\n\
+             Content-Encoding: gzip\r\nContent-Encoding: zstd\r\nOrigin: http://a\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.x_api_key.as_deref(), Some("k1"));
+        assert_eq!(h.anthropic_version.as_deref(), Some("2023-06-01"));
+        assert_eq!(h.content_encoding.as_deref(), Some("gzip, zstd"));
+        assert_eq!(h.origin.as_deref(), Some("http://a"));
+        assert_eq!(h.cookie.as_deref(), Some("a=1; b=2"));
+        let plain = parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert!(plain.x_api_key.is_none() && plain.content_encoding.is_none() && plain.cookie.is_none());
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\nx-api-key: a\r\nx-api-key: b\r\n\r\n").is_err());
     }
 
     #[test]
