@@ -4,6 +4,7 @@
 //! control plane, never mutated in place.
 
 use crate::auth::Keys;
+use crate::auth::admin_session::AdminSessions;
 use crate::billing::estimate::Tokenizers;
 use crate::billing::journal::Journal;
 use crate::config::Settings;
@@ -30,6 +31,8 @@ pub struct App {
     pub admin_token: String,
     /// Every live key, by keyed hash (written by the control plane only).
     pub keys: Arc<Keys>,
+    /// The admin dashboard's signed-out sessions (see [`crate::auth::admin_session`]).
+    pub admin_sessions: AdminSessions,
     pub control: ControlHandle,
     /// The clock limits and billing go by.
     pub clock: Arc<dyn Clock>,

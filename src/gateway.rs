@@ -15,6 +15,7 @@
 
 use crate::app::App;
 use crate::auth::Keys;
+use crate::auth::admin_session::AdminSessions;
 use crate::auth::keys::KeyHasher;
 use crate::billing::estimate::Tokenizers;
 use crate::billing::journal::{Journal, JournalThread};
@@ -189,6 +190,7 @@ pub fn start<T>(
         models,
         admin_token,
         keys,
+        admin_sessions: AdminSessions::new(),
         control,
         clock,
         journal,

@@ -22,6 +22,14 @@ pub fn random_base62(n: usize) -> io::Result<String> {
     Ok(out)
 }
 
+/// Equal-length comparison that does not stop at the first difference (secrets, MACs).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Reads the secret in `path`, or creates it (mode 0600) with `make` when the file does not exist.
 #[expect(clippy::disallowed_methods, reason = "start-up, before the cores exist")]
 pub fn load_or_create(path: &Path, make: impl FnOnce() -> io::Result<String>) -> io::Result<String> {

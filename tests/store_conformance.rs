@@ -112,6 +112,12 @@ fn usage_applies_once_with_its_spend(s: &mut dyn Store) {
         days.iter().map(|d| (d.group.as_str(), d.cost_ngonka)).collect::<Vec<_>>(),
         [("20000", 100), ("20001", 50)]
     );
+    let last = |day: i64| batch.iter().filter(|r| r.day == day).map(|r| r.finished_ms).max().unwrap();
+    assert_eq!(
+        days.iter().map(|d| d.last_finished_ms).collect::<Vec<_>>(),
+        [last(20_000), last(20_001)],
+        "when each group's latest request finished"
+    );
     let records = s.usage_records("acc_a", 0, 30_000, 10).unwrap();
     assert_eq!(records, batch.to_vec());
 }
@@ -128,6 +134,12 @@ fn accounts_and_tokens(s: &mut dyn Store) {
     assert_eq!(s.keys().unwrap().len(), 1);
     s.insert_account(&account("acc_b"), &key("key_tb", "acc_b", KeyKind::AccountToken, 3)).unwrap();
     assert_eq!(s.accounts().unwrap().len(), 2);
+    // A dashboard session is a key row like any other, with its expiry.
+    let session =
+        KeyRow { expires_at: Some(1_800_000_000), ..key("key_s", "acc_a", KeyKind::DashboardSession, 4) };
+    s.write_keys(&[session]).unwrap();
+    let back = s.keys().unwrap().into_iter().find(|k| k.id == "key_s").unwrap();
+    assert_eq!((back.kind, back.expires_at), (KeyKind::DashboardSession, Some(1_800_000_000)));
 }
 
 fn key_versions_increase_and_feed_catch_up(s: &mut dyn Store) {

@@ -40,15 +40,20 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
         (Method::Get, ["management", "keys", id, "children", child]) => get_child(ex, id, child).await,
         (Method::Patch, ["management", "keys", id, "children", child]) => patch_child(ex, id, child).await,
         (Method::Delete, ["management", "keys", id, "children", child]) => delete_child(ex, id, child).await,
-        (Method::Get, ["balance"]) => super::usage::balance(ex).await,
-        (Method::Get, ["usage"]) => super::usage::usage(ex).await,
+        (Method::Get, ["balance"]) => {
+            let account = account_caller(ex)?;
+            super::usage::balance(ex, account).await
+        }
+        (Method::Get, ["usage"]) => {
+            let account = account_caller(ex)?;
+            super::usage::usage(ex, account).await
+        }
         _ => Err(ApiError::NotFound(format!("Unknown path: {}", ex.head.path))),
     }
 }
 
-fn account_caller<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
-    let core = ex.core();
-    match core.app.keys.authenticate_account(ex.head.authorization.as_deref(), false, now_secs(&core))? {
+fn account_caller<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
+    match super::credentials::account(ex, false)? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
     }
@@ -56,11 +61,10 @@ fn account_caller<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiErr
 
 /// The account of a children endpoint's caller; a management key may only reach its own children.
 fn children_caller<S: Transport>(
-    ex: &Exchange<'_, S>,
+    ex: &mut Exchange<'_, S>,
     management_key_id: &str,
 ) -> Result<Arc<str>, ApiError> {
-    let core = ex.core();
-    match core.app.keys.authenticate_account(ex.head.authorization.as_deref(), true, now_secs(&core))? {
+    match super::credentials::account(ex, true)? {
         Caller::Account { account_id } => Ok(account_id),
         Caller::ManagementKey { account_id, key_id } if &*key_id == management_key_id => Ok(account_id),
         Caller::ManagementKey { .. } => {

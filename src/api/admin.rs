@@ -43,6 +43,32 @@ fn model_json(m: &ModelEntry) -> Value {
     })
 }
 
+/// An upstream node as the admin sees it: what it serves, its health and its latency.
+fn node_json(n: &crate::upstream::Node, now_ms: u64) -> Value {
+    let health = if n.is_ejected(now_ms) {
+        "ejected"
+    } else if n.is_marked_ejected() {
+        "probing"
+    } else {
+        "up"
+    };
+    json!({
+        "url": &*n.label,
+        "object": "node",
+        "kind": match n.kind {
+            crate::config::NodeKind::OpenAi => "openai",
+            crate::config::NodeKind::Gonka => "gonka",
+        },
+        "models": n.models,
+        "transfer_address": n.transfer_address,
+        "health": health,
+        "outstanding": n.outstanding(),
+        "requests_total": n.requests_total.load(std::sync::atomic::Ordering::Relaxed),
+        "failures_total": n.failures_total.load(std::sync::atomic::Ordering::Relaxed),
+        "first_byte_avg_us": n.first_byte_avg_us(),
+    })
+}
+
 /// A model id from the path segments after `models/` (ids contain `/`; percent-decoded).
 fn model_id(rest: &[&str]) -> Result<String, ApiError> {
     super::models::id_from_path(&rest.join("/"))
@@ -187,6 +213,11 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             let records = control.call(move |st| st.usage_records(&id, from, to, limit)).await??;
             ex.respond_json(200, &list(records.iter().map(record_json).collect())).await;
         }
+        (Method::Get, ["nodes"]) => {
+            let now = crate::time::monotonic_ms();
+            let nodes = core.app.nodes.nodes();
+            ex.respond_json(200, &list(nodes.iter().map(|n| node_json(n, now)).collect())).await;
+        }
         (Method::Get, ["models"]) => {
             let models = core.app.models.load();
             ex.respond_json(200, &list(models.list.iter().map(model_json).collect())).await;
@@ -258,17 +289,9 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
 /// Checks the admin bearer token in constant time.
 pub fn check_token(app: &App, authorization: Option<&str>) -> Result<(), ApiError> {
     let given = authorization.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
-    if !given.is_empty() && constant_time_eq(given.as_bytes(), app.admin_token.as_bytes()) {
+    if !given.is_empty() && crate::secret::constant_time_eq(given.as_bytes(), app.admin_token.as_bytes()) {
         Ok(())
     } else {
         Err(ApiError::InvalidApiKey)
     }
-}
-
-/// Equal-length comparison that does not stop at the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,7 +1,6 @@
-//! Balance and usage (`/api/balance`, `/api/usage`).
+//! Balance and usage (`/api/balance`, `/api/usage`) of the account the caller was authenticated as.
 
 use super::views::list;
-use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::query_param;
@@ -11,18 +10,8 @@ use crate::time::{day_index, day_string, parse_day};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn account_of<S: Transport>(ex: &Exchange<'_, S>) -> Result<Arc<str>, ApiError> {
-    let core = ex.core();
-    let now = core.app.clock.now_ms().div_euclid(1000);
-    match core.app.keys.authenticate_account(ex.head.authorization.as_deref(), false, now)? {
-        Caller::Account { account_id } => Ok(account_id),
-        Caller::ManagementKey { .. } => Err(ApiError::InvalidApiKey),
-    }
-}
-
 /// `GET /api/balance`: `{"balance_ngonka","held_ngonka"}` from the live counters.
-pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
-    let account = account_of(ex)?;
+pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>, account: Arc<str>) -> Result<(), ApiError> {
     let core = ex.core();
     let (balance, held) = core.app.control.call(move |st| st.account_balance(&account)).await??;
     ex.respond_json(200, &json!({"balance_ngonka": balance.to_string(), "held_ngonka": held.to_string()}))
@@ -42,10 +31,9 @@ fn day_param(s: &str, param: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// `GET /api/usage?from=&to=&group_by=day|model|key`: requests, tokens and cost per group, over UTC days
-/// `from..=to` (default: the last 30 days).
-pub async fn usage<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
-    let account = account_of(ex)?;
+/// `GET /api/usage?from=&to=&group_by=day|model|key`: requests, tokens, cost and when the latest
+/// request finished per group, over UTC days `from..=to` (default: the last 30 days).
+pub async fn usage<S: Transport>(ex: &mut Exchange<'_, S>, account: Arc<str>) -> Result<(), ApiError> {
     let core = ex.core();
     let query = ex.head.query.as_deref();
     let today = day_index(core.app.clock.now_ms());
@@ -78,6 +66,7 @@ pub async fn usage<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiErro
                 "prompt_tokens": r.prompt_tokens,
                 "completion_tokens": r.completion_tokens,
                 "cost_ngonka": r.cost_ngonka.to_string(),
+                "last_request_at": crate::time::rfc3339(r.last_finished_ms.div_euclid(1000)),
             });
             match group_by {
                 GroupBy::Day => v["day"] = json!(r.group.parse::<i64>().map(day_string).unwrap_or(r.group)),

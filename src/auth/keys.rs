@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn generated_keys_have_their_prefix_and_length() {
-        for kind in [KeyKind::Managed, KeyKind::Management, KeyKind::Child, KeyKind::AccountToken] {
+        for kind in KeyKind::ALL {
             let k = generate(kind).unwrap();
             assert!(k.secret.starts_with(kind.secret_prefix()));
             assert_eq!(k.secret.len(), kind.secret_prefix().len() + SECRET_CHARS);

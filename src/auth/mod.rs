@@ -1,6 +1,8 @@
-//! Authentication: key formats and hashing ([`keys`]), the in-memory key cache ([`cache`]), and
-//! [`Keys`], which checks an inference or account request's bearer against them.
+//! Authentication: key formats and hashing ([`keys`]), the in-memory key cache ([`cache`]), the
+//! dashboard's admin sign-ins ([`admin_session`]), and [`Keys`], which checks an inference or account
+//! request's bearer, or a dashboard session, against them.
 
+pub mod admin_session;
 pub mod cache;
 pub mod keys;
 
@@ -85,7 +87,7 @@ impl Keys {
         let key = self.lookup(token).ok_or(ApiError::InvalidApiKey)?;
         match key.kind {
             KeyKind::Management => return Err(ApiError::ManagementKeyNotAllowed),
-            KeyKind::AccountToken => return Err(ApiError::InvalidApiKey),
+            KeyKind::AccountToken | KeyKind::DashboardSession => return Err(ApiError::InvalidApiKey),
             KeyKind::Managed | KeyKind::Child => {}
         }
         if key.status == KeyStatus::Archived {
@@ -109,6 +111,17 @@ impl Keys {
         now_unix: i64,
     ) -> Result<Caller, ApiError> {
         let token = bearer(authorization).ok_or(ApiError::InvalidApiKey)?;
+        self.account_token(token, allow_management, now_unix)
+    }
+
+    /// [`Self::authenticate_account`] for a token already taken out of its header (the dashboard's
+    /// sign-in form).
+    pub fn account_token(
+        &self,
+        token: &str,
+        allow_management: bool,
+        now_unix: i64,
+    ) -> Result<Caller, ApiError> {
         let key = self.lookup(token).ok_or(ApiError::InvalidApiKey)?;
         if key.status == KeyStatus::Archived {
             return Err(ApiError::InvalidApiKey);
@@ -129,5 +142,25 @@ impl Keys {
             }
             _ => Err(ApiError::InvalidApiKey),
         }
+    }
+
+    /// The account a dashboard session cookie (`gds-…`) signs in: refused (401 `invalid_api_key`)
+    /// once it is signed out (archived), expired, or anything but a session.
+    pub fn authenticate_session(&self, secret: &str, now_unix: i64) -> Result<Arc<str>, ApiError> {
+        let key = self.lookup(secret).ok_or(ApiError::InvalidApiKey)?;
+        if key.kind != KeyKind::DashboardSession
+            || key.status != KeyStatus::Active
+            || key.expires_at.is_none_or(|t| t <= now_unix)
+        {
+            return Err(ApiError::InvalidApiKey);
+        }
+        Ok(Arc::clone(key.account_id()))
+    }
+
+    /// The token the dashboard's page sends back with every write (`X-CSRF-Token`) for the session
+    /// whose secret is `session`: derived from it under the server secret, so nothing stores it, a page
+    /// of the same session can be given it, and no other site can compute it.
+    pub fn csrf_token(&self, session: &str) -> String {
+        self.hasher.hash(&format!("dashboard-csrf\n{session}")).to_hex()
     }
 }

@@ -186,6 +186,8 @@ pub struct KeysFile {
     pub snapshot_interval_ms: u64,
     /// How often the key cache is reconciled against the store, ms.
     pub reconcile_interval_ms: u64,
+    /// How long a dashboard sign-in lasts (account and admin), ms.
+    pub dashboard_session_ttl_ms: u64,
 }
 
 impl Default for KeysFile {
@@ -195,6 +197,7 @@ impl Default for KeysFile {
             max_keys_per_account: 50,
             snapshot_interval_ms: 60_000,
             reconcile_interval_ms: 30_000,
+            dashboard_session_ttl_ms: 12 * 3_600_000,
         }
     }
 }

@@ -182,6 +182,8 @@ pub struct KeySettings {
     pub max_keys_per_account: usize,
     pub snapshot_interval: Duration,
     pub reconcile_interval: Duration,
+    /// How long a dashboard sign-in lasts.
+    pub dashboard_session_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -251,6 +251,12 @@ impl ConfigFile {
             max_keys_per_account: self.keys.max_keys_per_account,
             snapshot_interval: ms(self.keys.snapshot_interval_ms, "keys.snapshot_interval_ms")?,
             reconcile_interval: ms(self.keys.reconcile_interval_ms, "keys.reconcile_interval_ms")?,
+            dashboard_session_ttl: match self.keys.dashboard_session_ttl_ms {
+                ttl if ttl < 60_000 => {
+                    return Err(invalid("keys.dashboard_session_ttl_ms must be at least 60000 (a minute)"));
+                }
+                ttl => Duration::from_millis(ttl),
+            },
         };
 
         Ok(Settings {

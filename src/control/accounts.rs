@@ -106,14 +106,20 @@ impl ControlState {
         Ok(self.store.accounts()?)
     }
 
-    /// A new account token's row (not yet stored) and its secret.
-    fn new_account_token(&self, account_id: &str, at: i64) -> Result<(KeyRow, String), ApiError> {
-        let secret = new_secret(KeyKind::AccountToken)?;
+    /// A new key row of `kind` with defaults (not yet stored), and its secret.
+    fn new_key_row(
+        &self,
+        account_id: &str,
+        kind: KeyKind,
+        name: &str,
+        at: i64,
+    ) -> Result<(KeyRow, String), ApiError> {
+        let secret = new_secret(kind)?;
         let row = KeyRow {
             id: new_id("key_")?,
             account_id: account_id.to_owned(),
-            kind: KeyKind::AccountToken,
-            name: "account token".into(),
+            kind,
+            name: name.to_owned(),
             prefix: secret.prefix,
             hash: self.keys.hash(&secret.secret),
             status: KeyStatus::Active,
@@ -130,7 +136,13 @@ impl ControlState {
         Ok((row, secret.secret))
     }
 
-    /// Issues a new account token; the old one stops working at once.
+    /// A new account token's row (not yet stored) and its secret.
+    fn new_account_token(&self, account_id: &str, at: i64) -> Result<(KeyRow, String), ApiError> {
+        self.new_key_row(account_id, KeyKind::AccountToken, "account token", at)
+    }
+
+    /// Issues a new account token; the old one stops working at once, and so do the dashboard sessions
+    /// signed in with it.
     pub fn rotate_account_token(&mut self, account_id: &str) -> Result<KeyWithSecret, ApiError> {
         self.account(account_id)?;
         let at = now();
@@ -139,7 +151,7 @@ impl ControlState {
             .values()
             .filter(|k| {
                 k.account_id == account_id
-                    && k.kind == KeyKind::AccountToken
+                    && matches!(k.kind, KeyKind::AccountToken | KeyKind::DashboardSession)
                     && k.status != KeyStatus::Archived
             })
             .map(|k| KeyRow { status: KeyStatus::Archived, updated_at: at, ..k.clone() })
@@ -199,8 +211,11 @@ impl ControlState {
         parent: Option<&str>,
         spec: KeySpec,
     ) -> Result<KeyWithSecret, ApiError> {
-        if kind == KeyKind::AccountToken {
-            return Err(ApiError::bad_request("Account tokens are issued with the account.", Some("kind")));
+        if matches!(kind, KeyKind::AccountToken | KeyKind::DashboardSession) {
+            return Err(ApiError::bad_request(
+                "Account tokens are issued with the account, sessions by signing in.",
+                Some("kind"),
+            ));
         }
         if !self.rows.values().any(|k| k.account_id == account_id)
             && self.store.account(account_id)?.is_none()
@@ -230,29 +245,16 @@ impl ControlState {
                 format!("This account already holds the maximum of {} keys.", self.max_keys_per_account),
             ));
         }
-        let at = now();
-        let secret = new_secret(kind)?;
-        let row = KeyRow {
-            id: new_id("key_")?,
-            account_id: account_id.to_owned(),
-            kind,
-            name: spec.name,
-            prefix: secret.prefix.clone(),
-            hash: self.keys.hash(&secret.secret),
-            status: KeyStatus::Active,
-            parent_id,
-            limit_daily_ngonka: spec.limit_daily_ngonka,
-            limit_monthly_ngonka: spec.limit_monthly_ngonka,
-            rate_limit_rpm: spec.rate_limit_rpm,
-            expires_at: spec.expires_at,
-            fit_max_tokens: spec.fit_max_tokens,
-            created_at: at,
-            updated_at: at,
-            version: 0,
-        };
+        let (mut row, secret) = self.new_key_row(account_id, kind, &spec.name, now())?;
+        row.parent_id = parent_id;
+        row.limit_daily_ngonka = spec.limit_daily_ngonka;
+        row.limit_monthly_ngonka = spec.limit_monthly_ngonka;
+        row.rate_limit_rpm = spec.rate_limit_rpm;
+        row.expires_at = spec.expires_at;
+        row.fit_max_tokens = spec.fit_max_tokens;
         let stored = self.write_keys(&[row])?;
         let row = stored.into_iter().next().ok_or_else(|| ApiError::Internal("no row written".into()))?;
-        Ok(KeyWithSecret { row, secret: Some(secret.secret) })
+        Ok(KeyWithSecret { row, secret: Some(secret) })
     }
 
     /// The account's keys of `kind` (children: of management key `parent`), oldest first.
@@ -401,5 +403,61 @@ impl ControlState {
             return Err(key_not_found(child_id));
         }
         Ok(child)
+    }
+}
+
+/// Live dashboard sessions an account may hold; one more sign-in signs the oldest out.
+pub const MAX_SESSIONS_PER_ACCOUNT: usize = 20;
+
+/// Dashboard sessions: a session is a key row of kind `dashboard_session` that expires, so the store,
+/// the change feed and the key cache carry it to every core and instance like any key, and signing
+/// out (archiving it) ends it everywhere at once.
+impl ControlState {
+    /// Signs `account_id` in until `expires_at` (Unix seconds): a new session, its secret (the cookie)
+    /// returned once. The account's expired sessions are archived, and past
+    /// [`MAX_SESSIONS_PER_ACCOUNT`] the oldest, in the same write.
+    pub fn create_session(&mut self, account_id: &str, expires_at: i64) -> Result<KeyWithSecret, ApiError> {
+        let at = now();
+        let mut live: Vec<&KeyRow> = self
+            .rows
+            .values()
+            .filter(|k| {
+                k.account_id == account_id
+                    && k.kind == KeyKind::DashboardSession
+                    && k.status != KeyStatus::Archived
+            })
+            .collect();
+        live.sort_by_key(|k| (k.expires_at.unwrap_or(0) > at, k.created_at));
+        let ended = live.iter().filter(|k| k.expires_at.is_none_or(|t| t <= at)).count();
+        let over = (live.len() + 1).saturating_sub(MAX_SESSIONS_PER_ACCOUNT);
+        let mut rows: Vec<KeyRow> = live
+            .iter()
+            .take(ended.max(over))
+            .map(|k| KeyRow { status: KeyStatus::Archived, updated_at: at, ..(*k).clone() })
+            .collect();
+        let (mut session, secret) =
+            self.new_key_row(account_id, KeyKind::DashboardSession, "dashboard session", at)?;
+        session.expires_at = Some(expires_at);
+        rows.push(session);
+        let stored = self.write_keys(&rows)?;
+        let row = stored.into_iter().last().ok_or_else(|| ApiError::Internal("no row written".into()))?;
+        Ok(KeyWithSecret { row, secret: Some(secret) })
+    }
+
+    /// Signs out the session whose secret is `secret`: whether it was signed in.
+    pub fn end_session(&mut self, secret: &str) -> Result<bool, ApiError> {
+        let hash = self.keys.hash(secret);
+        let Some(row) = self
+            .rows
+            .values()
+            .find(|k| {
+                k.hash == hash && k.kind == KeyKind::DashboardSession && k.status != KeyStatus::Archived
+            })
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        self.write_keys(&[KeyRow { status: KeyStatus::Archived, updated_at: now(), ..row }])?;
+        Ok(true)
     }
 }

@@ -480,7 +480,7 @@ impl ControlState {
             .filter(|k| {
                 k.account_id == account_id
                     && k.status != KeyStatus::Archived
-                    && k.kind != KeyKind::AccountToken
+                    && !matches!(k.kind, KeyKind::AccountToken | KeyKind::DashboardSession)
             })
             .count()
     }

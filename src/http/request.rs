@@ -87,6 +87,10 @@ pub struct RequestHead {
     pub origin: Option<String>,
     /// The `Cookie` value (several fields joined with `; `).
     pub cookie: Option<String>,
+    /// The `X-CSRF-Token` value (the dashboard's page sends it with every write).
+    pub csrf_token: Option<String>,
+    /// The `Sec-Fetch-Site` value (browsers: `same-origin`, `same-site`, `cross-site` or `none`).
+    pub fetch_site: Option<String>,
     /// Bytes taken by the head, including the final blank line.
     pub head_len: usize,
 }
@@ -172,6 +176,8 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
     let mut content_encoding: Option<String> = None;
     let mut origin = None;
     let mut cookie: Option<String> = None;
+    let mut csrf_token = None;
+    let mut fetch_site = None;
     let mut host_seen = false;
     let text = |v: &[u8]| std::str::from_utf8(trim_ows(v)).ok().map(str::to_owned);
     let join = |into: &mut Option<String>, v: &[u8], sep: &str| {
@@ -251,6 +257,16 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
             origin = origin.or_else(|| text(value));
         } else if name.eq_ignore_ascii_case("cookie") {
             join(&mut cookie, value, "; ");
+        } else if name.eq_ignore_ascii_case("x-csrf-token") {
+            if csrf_token.is_some() {
+                return Err(HeadError::Malformed("repeated X-CSRF-Token"));
+            }
+            csrf_token = text(value);
+        } else if name.eq_ignore_ascii_case("sec-fetch-site") {
+            if fetch_site.is_some() {
+                return Err(HeadError::Malformed("repeated Sec-Fetch-Site"));
+            }
+            fetch_site = text(value);
         }
     }
 
@@ -288,6 +304,8 @@ pub fn parse_head(buf: &[u8], limits: &HttpLimits) -> Result<RequestHead, HeadEr
         content_encoding,
         origin,
         cookie,
+        csrf_token,
+        fetch_site,
         head_len,
     })
 }
@@ -408,6 +426,15 @@ mod tests {
         let plain = parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
         assert!(plain.x_api_key.is_none() && plain.content_encoding.is_none() && plain.cookie.is_none());
         assert!(parse("GET / HTTP/1.1\r\nHost: a\r\nx-api-key: a\r\nx-api-key: b\r\n\r\n").is_err());
+        assert!(plain.csrf_token.is_none() && plain.fetch_site.is_none());
+        let page = parse(
+            "POST /api/keys HTTP/1.1\r\nHost: a\r\nX-CSRF-Token: 0af1\r\nSec-Fetch-Site: same-origin\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(page.csrf_token.as_deref(), Some("0af1"));
+        assert_eq!(page.fetch_site.as_deref(), Some("same-origin"));
+        let twice = "GET / HTTP/1.1\r\nHost: a\r\nX-CSRF-Token: a\r\nX-CSRF-Token: b\r\n\r\n";
+        assert!(parse(twice).is_err(), "a repeated token is ambiguous");
     }
 
     #[test]

@@ -12,15 +12,24 @@ pub enum KeyKind {
     Child,
     /// `gka-…`: the account's own token for the account API.
     AccountToken,
+    /// `gds-…`: a dashboard sign-in, standing for the account token while it lasts; only ever
+    /// presented as the dashboard's cookie, never valid for inference, not listed with the account's
+    /// keys and not counted against its quota.
+    DashboardSession,
 }
 
 impl KeyKind {
+    /// Every kind, `Managed` before `AccountToken` (`gk-prx-` and `gka-` both start with `gk`).
+    pub const ALL: [KeyKind; 5] =
+        [Self::Managed, Self::AccountToken, Self::Management, Self::Child, Self::DashboardSession];
+
     pub fn secret_prefix(self) -> &'static str {
         match self {
             Self::Managed => "gk-prx-",
             Self::Management => "gm-",
             Self::Child => "gc-",
             Self::AccountToken => "gka-",
+            Self::DashboardSession => "gds-",
         }
     }
 
@@ -30,6 +39,7 @@ impl KeyKind {
             Self::Management => "management",
             Self::Child => "child",
             Self::AccountToken => "account_token",
+            Self::DashboardSession => "dashboard_session",
         }
     }
 
@@ -39,15 +49,14 @@ impl KeyKind {
             "management" => Self::Management,
             "child" => Self::Child,
             "account_token" => Self::AccountToken,
+            "dashboard_session" => Self::DashboardSession,
             _ => return None,
         })
     }
 
     /// The kind a presented secret claims by its prefix (`gk-prx-` before `gka-`: both start with `gk`).
     pub fn of_secret(secret: &str) -> Option<Self> {
-        [Self::Managed, Self::AccountToken, Self::Management, Self::Child]
-            .into_iter()
-            .find(|k| secret.starts_with(k.secret_prefix()))
+        Self::ALL.into_iter().find(|k| secret.starts_with(k.secret_prefix()))
     }
 }
 
@@ -82,6 +91,17 @@ impl KeyStatus {
 /// HMAC-SHA256 of a key under the server secret: the only form in which keys are stored.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    /// Lowercase hex, 64 characters (a token derived from a hash, never a stored key's hash).
+    pub fn to_hex(&self) -> String {
+        use std::fmt::Write;
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+}
 
 impl std::fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,6 +176,15 @@ impl FitPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_parse_back_and_prefixes_do_not_overlap() {
+        for k in KeyKind::ALL {
+            assert_eq!(KeyKind::parse(k.as_str()), Some(k));
+            assert_eq!(KeyKind::of_secret(&format!("{}abcd", k.secret_prefix())), Some(k));
+        }
+        assert_eq!(KeyKind::of_secret("gx-abcd"), None);
+    }
 
     #[test]
     fn policies() {

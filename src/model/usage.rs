@@ -133,4 +133,6 @@ pub struct UsageSummaryRow {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost_ngonka: u64,
+    /// When the group's latest request finished, Unix ms.
+    pub last_finished_ms: i64,
 }

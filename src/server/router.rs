@@ -4,11 +4,12 @@
 //! `HEAD` is routed to the `GET` handlers (the exchange then sends the head without the body); a 405
 //! names the methods of its path in `Allow`. On the public listener, with `server.cors_allow_origins`
 //! set, every answer carries `Access-Control-Allow-Origin` and exposes the headers clients read, and an
-//! `OPTIONS` preflight is answered 204 with what browsers ask before calling the API.
+//! `OPTIONS` preflight is answered 204 with what browsers ask before calling the API. `/dashboard` is
+//! matched only after every API path, so it costs those requests nothing.
 
 use crate::api::inference::dialect::Dialect;
 use crate::api::inference::inspect::Endpoint;
-use crate::api::{admin, inference, models, route_method};
+use crate::api::{admin, credentials, dashboard, inference, models, route_method};
 use crate::error::ApiError;
 use crate::http::io::{Transport, write_all_deadline};
 use crate::http::request::{Method, RequestHead};
@@ -115,6 +116,7 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         }
         (Method::Get, "/healthz") => health(ex).await,
         (Method::Get, "/readyz") => ready(ex).await,
+        (_, path) if dashboard::is_dashboard(path) => dashboard::public(ex).await,
         (_, path) => {
             ex.log.route = "unknown";
             match public_methods(path) {
@@ -174,8 +176,11 @@ async fn admin_routes<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiE
     if (method, ex.head.path.as_str()) == (Method::Get, "/healthz") {
         return health(ex).await;
     }
+    if dashboard::is_dashboard(&ex.head.path) {
+        return dashboard::admin(ex).await;
+    }
     ex.log.route = "admin";
-    admin::check_token(&core.app, ex.head.authorization.as_deref())?;
+    credentials::admin(ex)?;
     if let Some(rest) = ex.head.path.strip_prefix("/admin/") {
         let path = rest.to_owned();
         let segs: Vec<&str> = path.split('/').collect();

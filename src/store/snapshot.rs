@@ -57,6 +57,7 @@ fn kind_code(k: KeyKind) -> u8 {
         KeyKind::Management => 1,
         KeyKind::Child => 2,
         KeyKind::AccountToken => 3,
+        KeyKind::DashboardSession => 4,
     }
 }
 
@@ -97,9 +98,7 @@ impl SnapKey {
     }
 
     fn into_row(self) -> Option<KeyRow> {
-        let kind = [KeyKind::Managed, KeyKind::Management, KeyKind::Child, KeyKind::AccountToken]
-            .into_iter()
-            .find(|k| kind_code(*k) == self.kind)?;
+        let kind = KeyKind::ALL.into_iter().find(|k| kind_code(*k) == self.kind)?;
         let status = [KeyStatus::Active, KeyStatus::Paused, KeyStatus::Archived]
             .into_iter()
             .find(|s| status_code(*s) == self.status)?;

@@ -578,7 +578,8 @@ impl Store for SqliteStore {
         };
         let order = if q.group_by == GroupBy::Day { "MIN(day)" } else { "1" };
         let sql = format!(
-            "SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_ngonka)
+            "SELECT {column}, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_ngonka),
+                    MAX(finished_ms)
              FROM usage WHERE account_id = ?1 AND day BETWEEN ?2 AND ?3
              GROUP BY 1 ORDER BY {order}"
         );
@@ -591,6 +592,7 @@ impl Store for SqliteStore {
                     prompt_tokens: to_u64(r.get(2)?),
                     completion_tokens: to_u64(r.get(3)?),
                     cost_ngonka: to_u64(r.get(4)?),
+                    last_finished_ms: r.get(5)?,
                 })
             })
             .map_err(err)?;

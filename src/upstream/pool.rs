@@ -46,6 +46,8 @@ pub struct Node {
     ejected_until_ms: AtomicU64,
     pub requests_total: AtomicU64,
     pub failures_total: AtomicU64,
+    /// Time to the answer's first byte, µs, a moving average of the latest answers (0: none yet).
+    first_byte_avg_us: AtomicU64,
 }
 
 impl Node {
@@ -65,7 +67,22 @@ impl Node {
             ejected_until_ms: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
             failures_total: AtomicU64::new(0),
+            first_byte_avg_us: AtomicU64::new(0),
         }
+    }
+
+    /// Counts an answer's time to its first byte into the node's average (each sample weighs 1/8;
+    /// two cores updating at once may lose one sample, which an average can afford).
+    pub fn observe_first_byte(&self, took: std::time::Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        let old = self.first_byte_avg_us.load(Ordering::Relaxed);
+        let new = if old == 0 { sample } else { old - old / 8 + sample / 8 };
+        self.first_byte_avg_us.store(new, Ordering::Relaxed);
+    }
+
+    /// The average time to first byte, µs; `None` before any answer.
+    pub fn first_byte_avg_us(&self) -> Option<u64> {
+        Some(self.first_byte_avg_us.load(Ordering::Relaxed)).filter(|us| *us > 0)
     }
 
     pub fn serves(&self, model: &str) -> bool {
@@ -259,6 +276,19 @@ impl NodePool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_byte_latency_is_averaged() {
+        let n = node(0, &[]);
+        assert_eq!(n.first_byte_avg_us(), None);
+        n.observe_first_byte(std::time::Duration::from_millis(80));
+        assert_eq!(n.first_byte_avg_us(), Some(80_000), "the first sample is the average");
+        for _ in 0..100 {
+            n.observe_first_byte(std::time::Duration::from_millis(8));
+        }
+        let avg = n.first_byte_avg_us().unwrap();
+        assert!((8_000..8_100).contains(&avg), "{avg}: converges on the recent answers");
+    }
 
     fn node(id: u32, models: &[&str]) -> Arc<Node> {
         let spec = NodeSpec {

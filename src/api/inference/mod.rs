@@ -256,6 +256,7 @@ async fn serve<S: Transport>(
         app.metrics.latencies().upstream.observe(answered.started.elapsed());
         ex.log.upstream = Some(Arc::clone(&answered.node.label));
         if let Some(t) = result.first_byte_at {
+            answered.node.observe_first_byte(t.into_std().saturating_duration_since(answered.started));
             let ttfb = t.into_std().duration_since(ex.started);
             app.metrics.latencies().first_byte.observe(ttfb);
             ex.log.ttfb_us = Some(u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX));

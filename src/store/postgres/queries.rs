@@ -460,7 +460,7 @@ impl Store for PostgresStore {
         let order = if q.group_by == GroupBy::Day { "MIN(day)" } else { "1" };
         let sql = format!(
             "SELECT {column}, COUNT(*), SUM(prompt_tokens)::BIGINT, SUM(completion_tokens)::BIGINT,
-                    SUM(cost_ngonka)::BIGINT
+                    SUM(cost_ngonka)::BIGINT, MAX(finished_ms)
              FROM usage WHERE account_id = $1 AND day BETWEEN $2 AND $3
              GROUP BY 1 ORDER BY {order}"
         );

@@ -56,7 +56,7 @@ pub(super) fn price_from_row(r: &Row) -> PriceRow {
     }
 }
 
-/// `group, requests, prompt tokens, completion tokens, cost`.
+/// `group, requests, prompt tokens, completion tokens, cost, last finished`.
 pub(super) fn summary_from_row(r: &Row) -> UsageSummaryRow {
     UsageSummaryRow {
         group: r.get(0),
@@ -64,6 +64,7 @@ pub(super) fn summary_from_row(r: &Row) -> UsageSummaryRow {
         prompt_tokens: to_u64(r.get(2)),
         completion_tokens: to_u64(r.get(3)),
         cost_ngonka: to_u64(r.get(4)),
+        last_finished_ms: r.get(5),
     }
 }
 
