@@ -43,6 +43,8 @@ pub const DEV_MODELS: [(&str, u64, u64, u64); 2] = [
 pub struct DevReady {
     pub base_url: String,
     pub api_key: String,
+    /// The demo account's token: it signs in to the dashboard.
+    pub account_token: String,
     pub admin_token: String,
     pub running: crate::gateway::Running,
     pub sim: sim::SimHandle,
@@ -50,9 +52,13 @@ pub struct DevReady {
 
 impl DevReady {
     /// The lines `dev` prints, each `NAME=value`, so `export` of them sets up the OpenAI and Anthropic
-    /// SDKs and the `admin` command.
+    /// SDKs and the `admin` command, and say where the dashboard is and what signs in to it.
     pub fn lines(&self) -> Vec<String> {
-        ready_lines(self.running.public_addr, self.running.admin_addr, &self.api_key, &self.admin_token)
+        let mut lines =
+            ready_lines(self.running.public_addr, self.running.admin_addr, &self.api_key, &self.admin_token);
+        lines.push(format!("DASHBOARD_URL={}/dashboard", client_url(self.running.public_addr)));
+        lines.push(format!("ACCOUNT_TOKEN={}", self.account_token));
+        lines
     }
 }
 
@@ -158,10 +164,12 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
     let data_dir = settings.data_dir.clone();
     let mut boot = crate::gateway::Boot::new(settings, admin_token.clone());
     boot.lock = Some(lock);
-    let (running, api_key) = crate::gateway::start(boot, move |st| demo_account(st, &data_dir))?;
+    let (running, (api_key, account_token)) =
+        crate::gateway::start(boot, move |st| demo_account(st, &data_dir))?;
     Ok(DevReady {
         base_url: format!("{}/v1", client_url(running.public_addr)),
         api_key,
+        account_token,
         admin_token,
         running,
         sim,
@@ -171,27 +179,41 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
 /// The demo account's starting balance: 1,000 GNK.
 pub const DEV_CREDIT_NGONKA: u64 = 1_000 * 1_000_000_000;
 
-/// Makes sure the data directory holds a demo account with a balance and an active managed key, and
-/// returns that key. The key's secret is kept in `<data>/dev_api_key` (mode 0600) so a restart prints
-/// the same working key; the store itself only has its hash.
-fn demo_account(st: &mut ControlState, data_dir: &Path) -> Result<String, ApiError> {
+/// Makes sure the data directory holds a demo account with a balance, an account token and an active
+/// managed key, and returns the key and the token. Their secrets are kept in `<data>/dev_api_key` and
+/// `<data>/dev_account_token` (mode 0600) so a restart prints the same working ones; the store itself
+/// only has their hashes.
+fn demo_account(st: &mut ControlState, data_dir: &Path) -> Result<(String, String), ApiError> {
     let io = |e: io::Error| ApiError::Internal(e.to_string());
     let account_file = data_dir.join("dev_account");
+    let token_file = data_dir.join("dev_account_token");
     let known = read_trimmed(&account_file).filter(|id| st.has_account(id));
     let account_id = match known {
         Some(id) => id,
         None => {
-            let (account, _token) = st.create_account("demo")?;
+            let (account, token) = st.create_account("demo")?;
             write_secret(&account_file, &account.id).map_err(io)?;
+            let secret = token.secret.ok_or_else(|| ApiError::Internal("a new token has a secret".into()))?;
+            write_secret(&token_file, &secret).map_err(io)?;
             account.id
         }
     };
     st.credit(&account_id, DEV_CREDIT_NGONKA, "dev-initial-credit")?;
+    let account_token = match read_trimmed(&token_file) {
+        Some(t) if st.is_live_key(&t, KeyKind::AccountToken, &account_id) => t,
+        // A token rotated away, or an account made before its token was kept: a new one.
+        _ => {
+            let token = st.rotate_account_token(&account_id)?;
+            let secret = token.secret.ok_or_else(|| ApiError::Internal("a new token has a secret".into()))?;
+            write_secret(&token_file, &secret).map_err(io)?;
+            secret
+        }
+    };
     let key_file = data_dir.join("dev_api_key");
     if let Some(secret) = read_trimmed(&key_file)
         && st.is_live_key(&secret, KeyKind::Managed, &account_id)
     {
-        return Ok(secret);
+        return Ok((secret, account_token));
     }
     let key = st.create_key(
         &account_id,
@@ -201,7 +223,7 @@ fn demo_account(st: &mut ControlState, data_dir: &Path) -> Result<String, ApiErr
     )?;
     let secret = key.secret.ok_or_else(|| ApiError::Internal("a new key has a secret".into()))?;
     write_secret(&key_file, &secret).map_err(io)?;
-    Ok(secret)
+    Ok((secret, account_token))
 }
 
 #[expect(clippy::disallowed_methods, reason = "start-up, before anything is served")]

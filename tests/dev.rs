@@ -12,13 +12,15 @@ mod utils;
 use std::collections::HashMap;
 use utils::*;
 
-const LINES: [&str; 6] = [
+const LINES: [&str; 8] = [
     "OPENAI_BASE_URL",
     "OPENAI_API_KEY",
     "ANTHROPIC_BASE_URL",
     "ADMIN_TOKEN",
     "GATEWAY_ADMIN_URL",
     "GATEWAY_ADMIN_TOKEN",
+    "DASHBOARD_URL",
+    "ACCOUNT_TOKEN",
 ];
 
 #[test]

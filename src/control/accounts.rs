@@ -427,7 +427,8 @@ impl ControlState {
                     && k.status != KeyStatus::Archived
             })
             .collect();
-        live.sort_by_key(|k| (k.expires_at.unwrap_or(0) > at, k.created_at));
+        // Expired ones first, then the oldest (versions order sessions made in the same second).
+        live.sort_by_key(|k| (k.expires_at.unwrap_or(0) > at, k.created_at, k.version));
         let ended = live.iter().filter(|k| k.expires_at.is_none_or(|t| t <= at)).count();
         let over = (live.len() + 1).saturating_sub(MAX_SESSIONS_PER_ACCOUNT);
         let mut rows: Vec<KeyRow> = live

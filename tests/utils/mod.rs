@@ -836,3 +836,81 @@ pub fn run_python(script: &str, envs: &[(&str, String)]) -> String {
     );
     stdout
 }
+
+/// Debian's Chromium (`/usr/bin/chromium`), installed with apt-get on first use when missing (needs
+/// root and the package mirrors; `apt-get update` only when the lists are too old to find it).
+pub fn chromium_binary() -> PathBuf {
+    let path = PathBuf::from("/usr/bin/chromium");
+    let found = || path.exists();
+    once_across_processes("test-chromium-install", found, || {
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "chromium"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
+            install();
+        }
+    });
+    assert!(
+        found(),
+        "Chromium is not installed and `apt-get install -y -q chromium` did not install it (it needs root \
+         and network access to the package mirrors)"
+    );
+    path
+}
+
+/// The npm packages the browser tests run with (`tests/browser/package.json`: playwright-core and
+/// axe-core), installed with `npm ci` into `target/browser-node/` on first use and whenever the lock
+/// file changes; returns its `node_modules`.
+pub fn browser_node_modules() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/browser-node");
+    let lock = std::fs::read_to_string(root.join("tests/browser/package-lock.json")).unwrap();
+    let ready = dir.join(".ready");
+    let is_ready = || std::fs::read_to_string(&ready).is_ok_and(|r| r == lock);
+    once_across_processes("test-browser-node", is_ready, || {
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["package.json", "package-lock.json"] {
+            std::fs::copy(root.join("tests/browser").join(f), dir.join(f)).unwrap();
+        }
+        let ok = Command::new("npm")
+            .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            std::fs::write(&ready, &lock).unwrap();
+        }
+    });
+    assert!(is_ready(), "could not install the browser test packages into {} (npm ci)", dir.display());
+    dir.join("node_modules")
+}
+
+/// Runs `node tests/browser/<script>` against Chromium with `envs`; panics with its output unless it
+/// exits 0. Returns its stdout.
+pub fn run_browser_script(script: &str, envs: &[(&str, String)]) -> String {
+    let chromium = chromium_binary();
+    let modules = browser_node_modules();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new("node");
+    cmd.arg(root.join("tests/browser").join(script))
+        .env("CHROMIUM", chromium)
+        .env("NODE_DEPS", modules)
+        .env("SCREENSHOTS", root.join("target/dashboard-screenshots"));
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -152,7 +152,7 @@
         "tbody",
         {},
         rows.length
-          ? rows.map((r) => el("tr", {}, columns.map((c) => el("td", { class: c.num ? "num" : null }, c.cell(r)))))
+          ? rows.map((r) => el("tr", {}, columns.map((c) => el("td", { class: c.num ? "num" : null, "data-label": c.label }, el("div", {}, c.cell(r))))))
           : el("tr", {}, el("td", { colspan: columns.length, class: "empty" }, empty || "Nothing yet.")),
       ),
     );
@@ -230,7 +230,13 @@
     section.replaceChildren(
       el("div", { class: "section-head" }, el("h2", { id: titleId }, spec.title), csv),
       el("div", { class: "chart-box" }, canvas),
-      el("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": `${spec.title}, table` }, table),
+      el(
+        "details",
+        // Open beside a wide chart; on a phone the long table waits behind its summary.
+        { open: spec.tableOpen && matchMedia("(min-width: 641px)").matches },
+        el("summary", {}, "The table behind this chart"),
+        el("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": `${spec.title}, table` }, table),
+      ),
     );
     fillTable(table, `${spec.title}, every value`, spec.columns, spec.rows, "No requests in this range.");
     if (typeof Chart === "undefined") return;
@@ -247,7 +253,11 @@
         plugins: { legend: { display: false }, tooltip: { callbacks: { label: (c) => `${c.parsed.y} GNK` } } },
         scales: {
           x: { ticks: { autoSkip: true, maxRotation: 0 } },
-          y: { beginAtZero: true, title: { display: true, text: "GNK" } },
+          y: {
+            beginAtZero: true,
+            title: { display: true, text: "GNK" },
+            ticks: { callback: (v) => Number(v).toLocaleString("en-US", { maximumSignificantDigits: 3 }) },
+          },
         },
       },
     });
@@ -397,8 +407,8 @@
         "aria-label": `${toggle === "pause" ? "Pause" : "Resume"} ${what} ${k.name}`,
         onclick: () => attempt(async () => {
           await act(toggle);
-          say(`${what[0].toUpperCase()}${what.slice(1)} “${k.name}” is ${toggle === "pause" ? "paused" : "active again"}.`);
           await reload();
+          say(`${what[0].toUpperCase()}${what.slice(1)} “${k.name}” is ${toggle === "pause" ? "paused" : "active again"}.`);
         }),
       }, toggle === "pause" ? "Pause" : "Resume"),
       el("button", {
@@ -422,8 +432,8 @@
           const ok = await confirmAction(`Archive “${k.name}”?`, `This cannot be undone: the key stops working for good and nothing brings it back.${extra}`, "Archive for good");
           if (!ok) return;
           await act("archive");
-          say(`“${k.name}” is archived.`);
           await reload();
+          say(`“${k.name}” is archived.`);
         }),
       }, "Archive"),
     );
@@ -517,8 +527,8 @@
           "aria-label": `${toggle === "paused" ? "Pause" : "Resume"} child key ${c.name}`,
           onclick: () => attempt(async () => {
             await api("PATCH", path, { status: toggle });
-            say(`Child key “${c.name}” is ${toggle === "paused" ? "paused" : "active again"}.`);
             await reload();
+            say(`Child key “${c.name}” is ${toggle === "paused" ? "paused" : "active again"}.`);
           }),
         }, toggle === "paused" ? "Pause" : "Resume"),
         el("button", {
@@ -529,8 +539,8 @@
             const ok = await confirmAction(`Delete “${c.name}”?`, "This cannot be undone: the child key is archived and stops working for good.", "Delete for good");
             if (!ok) return;
             await api("DELETE", path);
-            say(`Child key “${c.name}” is deleted.`);
             await reload();
+            say(`Child key “${c.name}” is deleted.`);
           }),
         }, "Delete"),
       );
@@ -569,8 +579,8 @@
         if (editingChild) {
           await api("PATCH", `${base}/${editing.child.id}`, body);
           dialog.close();
-          say(`Child key “${body.name}” is saved.`);
           await reload();
+          say(`Child key “${body.name}” is saved.`);
         } else {
           const made = await api("POST", base, body);
           dialog.close();
@@ -623,6 +633,7 @@
         values: dayRows.map((r) => gnkValue(r.cost_ngonka)),
         rows: dayRows,
         columns: usageColumns({ label: "Day (UTC)", csvLabel: "day", cell: (r) => r.day }),
+        tableOpen: true,
         csvName: `usage-by-day-${from.value}-${to.value}.csv`,
       });
       chartSection($("#by-model"), {
@@ -632,6 +643,7 @@
         values: models.data.map((r) => gnkValue(r.cost_ngonka)),
         rows: models.data,
         columns: usageColumns({ label: "Model", csvLabel: "model", cell: (r) => r.model }),
+        tableOpen: true,
         csvName: `usage-by-model-${from.value}-${to.value}.csv`,
       });
       const keyName = (r) => names.get(r.key_id) || r.key_id;
@@ -642,6 +654,7 @@
         values: keys.data.map((r) => gnkValue(r.cost_ngonka)),
         rows: keys.data,
         columns: usageColumns({ label: "Key", csvLabel: "key", cell: keyName, csv: (r) => r.key_id }),
+        tableOpen: true,
         csvName: `usage-by-key-${from.value}-${to.value}.csv`,
       });
     };
@@ -745,12 +758,12 @@
         const amount = toNgonka($("#credit-amount").value, "The amount");
         const reference = $("#credit-reference").value.trim();
         const r = await api("POST", `/admin/accounts/${id}/credits`, { amount_ngonka: amount, reference });
-        say(r.credited
-          ? `Credited ${gnk(amount)}; the balance is now ${gnk(r.balance_ngonka)}.`
-          : `Reference “${reference}” was already credited with this amount: nothing changed (balance ${gnk(r.balance_ngonka)}).`);
         $("#credit-amount").value = "";
         $("#credit-reference").value = "";
         await reload();
+        say(r.credited
+          ? `Credited ${gnk(amount)}; the balance is now ${gnk(r.balance_ngonka)}.`
+          : `Reference “${reference}” was already credited with this amount: nothing changed (balance ${gnk(r.balance_ngonka)}).`);
       });
     });
     await reload();
@@ -789,15 +802,15 @@
             el("button", {
               type: "button",
               class: "danger",
-              "aria-label": `Remove the stored price of ${m.id}`,
+              "aria-label": `Remove stored price of ${m.id}`,
               onclick: () => attempt(async () => {
                 const text = m.configured
                   ? "The model goes back to the prices in the config file."
                   : "The model has no price in the config file: it is no longer served.";
                 if (!(await confirmAction(`Remove the stored price of ${m.id}?`, text, "Remove"))) return;
                 const r = await api("DELETE", modelPath(m.id));
-                say(r.price_override_removed ? `The stored price of ${m.id} is removed.` : `${m.id} had no stored price.`);
                 await reload();
+                say(r.price_override_removed ? `The stored price of ${m.id} is removed.` : `${m.id} had no stored price.`);
               }),
             }, "Remove stored price"),
           ),
@@ -811,8 +824,8 @@
         const body = { price_prompt_ngonka: $("#price-prompt").value.trim(), price_completion_ngonka: $("#price-completion").value.trim() };
         await api("PUT", modelPath(model.id), body);
         dialog.close();
-        say(`Prices of ${model.id} are saved.`);
         await reload();
+        say(`Prices of ${model.id} are saved.`);
       } catch (e) {
         $("#price-error").textContent = e.message;
       }
