@@ -710,34 +710,35 @@ fn once_across_processes(name: &str, done: impl Fn() -> bool, f: impl FnOnce()) 
     }
 }
 
-/// nginx (Debian's package), installed with apt-get on first use when missing (needs root and the
-/// package mirrors; `apt-get update` only when the lists are too old to find it).
+/// Installs Debian's `package` with apt-get unless `installed()` (once across test processes; needs
+/// root and the package mirrors; `apt-get update` only when the lists are too old to find it).
+fn debian_package(package: &str, installed: impl Fn() -> bool) {
+    once_across_processes(&format!("test-{package}-install"), &installed, || {
+        let install = || {
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", package])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !install() {
+            let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
+            install();
+        }
+    });
+    assert!(
+        installed(),
+        "{package} is not installed and `apt-get install -y -q {package}` did not install it (it needs root \
+         and network access to the package mirrors)"
+    );
+}
+
+/// nginx (Debian's package), installed on first use when missing.
 pub fn nginx_binary() -> PathBuf {
     let find = || ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists());
-    once_across_processes(
-        "test-nginx-install",
-        || find().is_some(),
-        || {
-            let install = || {
-                Command::new("apt-get")
-                    .args(["install", "-y", "-q", "nginx"])
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !install() {
-                let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
-                install();
-            }
-        },
-    );
-    find().unwrap_or_else(|| {
-        panic!(
-            "nginx is not installed and `apt-get install -y -q nginx` did not install it (it needs root and \
-             network access to the package mirrors)"
-        )
-    })
+    debian_package("nginx", || find().is_some());
+    find().unwrap()
 }
 
 /// Panics, saying how to start it, unless PostgreSQL answers at `url` (the conformance and several-
@@ -837,30 +838,10 @@ pub fn run_python(script: &str, envs: &[(&str, String)]) -> String {
     stdout
 }
 
-/// Debian's Chromium (`/usr/bin/chromium`), installed with apt-get on first use when missing (needs
-/// root and the package mirrors; `apt-get update` only when the lists are too old to find it).
+/// Debian's Chromium (`/usr/bin/chromium`), installed on first use when missing.
 pub fn chromium_binary() -> PathBuf {
     let path = PathBuf::from("/usr/bin/chromium");
-    let found = || path.exists();
-    once_across_processes("test-chromium-install", found, || {
-        let install = || {
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "chromium"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !install() {
-            let _ = Command::new("apt-get").args(["update", "-q"]).stdout(Stdio::null()).status();
-            install();
-        }
-    });
-    assert!(
-        found(),
-        "Chromium is not installed and `apt-get install -y -q chromium` did not install it (it needs root \
-         and network access to the package mirrors)"
-    );
+    debian_package("chromium", || path.exists());
     path
 }
 
