@@ -244,7 +244,7 @@
       type: "bar",
       data: {
         labels: spec.labels,
-        datasets: [{ label: "Spend, GNK", data: spec.values, backgroundColor: "#2f6db3", borderRadius: 2 }],
+        datasets: [{ label: "Spend, GNK", data: spec.values, backgroundColor: "#2f6db3", borderRadius: 2, maxBarThickness: 64 }],
       },
       options: {
         responsive: true,
