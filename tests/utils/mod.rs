@@ -825,6 +825,11 @@ pub fn run_python(script: &str, envs: &[(&str, String)]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let mut cmd = Command::new(python);
     cmd.arg(path);
+    run_script(cmd, script, envs)
+}
+
+/// Runs `cmd` (a test script) with `envs`; panics with its output unless it exits 0. Its stdout.
+fn run_script(mut cmd: Command, script: &str, envs: &[(&str, String)]) -> String {
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -883,15 +888,5 @@ pub fn run_browser_script(script: &str, envs: &[(&str, String)]) -> String {
         .env("CHROMIUM", chromium)
         .env("NODE_DEPS", modules)
         .env("SCREENSHOTS", root.join("target/dashboard-screenshots"));
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{script} failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    run_script(cmd, script, envs)
 }
