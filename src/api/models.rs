@@ -14,9 +14,9 @@ pub fn id_from_path(raw: &str) -> Option<String> {
     percent_decode(&raw.replace('+', "%2B")).filter(|m| !m.is_empty() && m.len() <= 256)
 }
 
-/// The OpenAI model object.
+/// The OpenAI model object; `aliases` when the model has any.
 fn model_json(m: &ModelEntry) -> Value {
-    json!({
+    let mut v = json!({
         "id": m.spec.id,
         "object": "model",
         "created": m.created,
@@ -24,7 +24,11 @@ fn model_json(m: &ModelEntry) -> Value {
         "context_length": m.spec.context_length,
         "price_prompt_ngonka": m.spec.price_prompt_ngonka.to_string(),
         "price_completion_ngonka": m.spec.price_completion_ngonka.to_string(),
-    })
+    });
+    if !m.spec.aliases.is_empty() {
+        v["aliases"] = json!(&*m.spec.aliases);
+    }
+    v
 }
 
 /// The OpenAI list object. Only models some node serves are listed.
@@ -35,8 +39,9 @@ pub fn list(app: &App) -> Value {
     json!({ "object": "list", "data": data })
 }
 
-/// One model, as listed; `None` when the gateway does not serve it (no such model, or no node serves it).
-pub fn retrieve(app: &App, id: &str) -> Option<Value> {
+/// One model (by id or alias), as listed; `None` when the gateway does not serve it (no such model, or
+/// no node serves it).
+pub fn retrieve(app: &App, name: &str) -> Option<Value> {
     let models = app.models.load();
-    models.entry(id).filter(|m| app.nodes.serves(&m.spec.id)).map(model_json)
+    models.lookup(name).filter(|m| app.nodes.serves(&m.spec.id)).map(model_json)
 }

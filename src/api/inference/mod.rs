@@ -77,6 +77,10 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
         .cloned()
         .filter(|m| app.nodes.serves(&m.id))
         .ok_or_else(|| ApiError::ModelNotFound(inspected.model.clone()))?;
+    if model.id != inspected.model {
+        // Named by an alias: logged, counted and billed by its id.
+        ex.log.model = Some(model.id.clone());
+    }
 
     // 4. Hold, then write what the node is held to into the body.
     if !app.journal.is_healthy() {
@@ -86,7 +90,8 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     let quote = quote(&app, &key, &model, endpoint, &inspected, body.len());
     let admission = admit::admit_hold(&key.budget, &quote, now_ms, &app.holds, &policy, &app.control).await?;
     let generates = endpoint != Endpoint::Embeddings;
-    let rewrite = Rewrite::for_body(endpoint, &inspected, generates.then_some(admission.max_tokens));
+    let rewrite =
+        Rewrite::for_body(endpoint, &inspected, generates.then_some(admission.max_tokens), &model.id);
     let node_body = if rewrite.is_noop() {
         body.clone()
     } else {
