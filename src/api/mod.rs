@@ -1,9 +1,9 @@
-//! The HTTP API: `/v1` inference ([`inference`]) and models ([`models`]), health, and the admin
-//! listener's routes ([`admin`]). Handlers return [`crate::error::ApiError`]; the router answers it.
+//! The HTTP API: `/v1` inference ([`inference`]), Anthropic's token counts ([`count_tokens`]) and models
+//! ([`models`]), health, and the admin listener's routes ([`admin`]). Handlers return [`crate::error::ApiError`]; the router answers it.
 
 pub mod account;
 pub mod admin;
-
+pub mod count_tokens;
 pub mod fields;
 pub mod inference;
 pub mod metrics;
