@@ -22,6 +22,11 @@ fn messages(gw: &Gateway, key: &str, body: &Value) -> Resp {
     http(gw.addr, "POST", "/v1/messages", &headers, Some(body.to_string().as_bytes()))
 }
 
+fn messages_at(gw: &Gateway, path: &str, body: &Value) -> Resp {
+    let headers = [("x-api-key", gw.api_key.as_str()), ("anthropic-version", "2023-06-01")];
+    http(gw.addr, "POST", path, &headers, Some(body.to_string().as_bytes()))
+}
+
 fn ask(content: &str, max_tokens: u64, stream: bool) -> Value {
     json!({"model": MODEL, "max_tokens": max_tokens, "stream": stream,
         "messages": [{"role": "user", "content": content}]})
@@ -364,6 +369,11 @@ fn errors_are_in_anthropics_shape_and_name_what_is_wrong() {
     check(&r, 401, "authentication_error", "");
     let r = http(gw.addr, "POST", "/v1/messages", &[("x-api-key", &gw.api_key)], Some(b"not json"));
     check(&r, 400, "invalid_request_error", "not valid JSON");
+    // A base URL ending in /v1 is told so, not answered 404 (Claude Code reads a 404 as a bad model).
+    let r = messages_at(&gw, "/v1/v1/messages?beta=true", &ask("hi", 10, false));
+    check(&r, 400, "invalid_request_error", "must be the gateway's root, without /v1");
+    let r = http(gw.addr, "GET", "/v1/messages", &[("x-api-key", &gw.api_key)], None);
+    check(&r, 405, "invalid_request_error", "POST");
     assert_eq!(held(&gw), "0");
 }
 

@@ -127,12 +127,29 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         (Method::Get, "/readyz") => ready(ex).await,
         (_, path) => {
             ex.log.route = "unknown";
+            if path.starts_with("/v1/messages") || ex.head.anthropic_version.is_some() {
+                ex.error_shape = ErrorShape::Anthropic;
+            }
             match public_methods(path) {
                 Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
+                // A 404 would read as "There's an issue with the selected model" in Claude Code.
+                None if misplaced_messages(path) => Err(ApiError::bad_request(
+                    format!(
+                        "There is no {} here: the Anthropic base URL (ANTHROPIC_BASE_URL) must be the gateway's \
+                         root, without /v1.",
+                        bounded(path)
+                    ),
+                    None,
+                )),
                 None => Err(ApiError::NotFound(format!("Unknown path: {}", bounded(path)))),
             }
         }
     }
+}
+
+/// A Messages path under a prefix (`/v1/v1/messages`): a client whose Anthropic base URL ends in `/v1`.
+fn misplaced_messages(path: &str) -> bool {
+    ["/v1/messages", "/v1/messages/count_tokens"].iter().any(|p| path.len() > p.len() && path.ends_with(p))
 }
 
 /// The models routes answer in Anthropic's shape to a client that speaks its API (it sends
@@ -307,5 +324,12 @@ mod tests {
         assert_eq!(public_methods("/v1/messages"), Some("POST"));
         assert_eq!(public_methods("/v1/messages/count_tokens"), Some("POST"));
         assert_eq!(public_methods("/v1/nothing"), None);
+    }
+
+    #[test]
+    fn a_messages_path_under_a_prefix_is_a_misplaced_base_url() {
+        assert!(misplaced_messages("/v1/v1/messages") && misplaced_messages("/v1/v1/messages/count_tokens"));
+        assert!(!misplaced_messages("/v1/messages") && !misplaced_messages("/v1/messages/count_tokens"));
+        assert!(!misplaced_messages("/v1/chat/completions"));
     }
 }
