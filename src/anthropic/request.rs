@@ -158,16 +158,27 @@ fn tool_message(block: &Value, path: &str) -> Result<Value, ApiError> {
     Ok(json!({"role": "tool", "tool_call_id": id, "content": text}))
 }
 
+/// The blocks of a message's `content` at `path`; `None` when it is a string, which is then the whole
+/// message of `role`, pushed to `chat`.
+fn blocks<'a>(
+    content: &'a Value,
+    role: &str,
+    path: &str,
+    chat: &mut Vec<Value>,
+) -> Result<Option<&'a Vec<Value>>, ApiError> {
+    match content {
+        Value::String(s) => {
+            chat.push(json!({"role": role, "content": s}));
+            Ok(None)
+        }
+        Value::Array(blocks) => Ok(Some(blocks)),
+        _ => Err(bad("messages", format!("`{path}` must be a string or a list of blocks."))),
+    }
+}
+
 /// A user message: its tool results first, then the rest as one user message.
 fn user(content: &Value, path: &str, chat: &mut Vec<Value>) -> Result<(), ApiError> {
-    let blocks = match content {
-        Value::String(s) => {
-            chat.push(json!({"role": "user", "content": s}));
-            return Ok(());
-        }
-        Value::Array(blocks) => blocks,
-        _ => return Err(bad("messages", format!("`{path}` must be a string or a list of blocks."))),
-    };
+    let Some(blocks) = blocks(content, "user", path, chat)? else { return Ok(()) };
     let mut parts = Vec::new();
     for (j, b) in blocks.iter().enumerate() {
         let p = format!("{path}.{j}");
@@ -185,14 +196,7 @@ fn user(content: &Value, path: &str, chat: &mut Vec<Value>) -> Result<(), ApiErr
 
 /// An assistant message: its text, tool calls and reasoning.
 fn assistant(content: &Value, path: &str, chat: &mut Vec<Value>) -> Result<(), ApiError> {
-    let blocks = match content {
-        Value::String(s) => {
-            chat.push(json!({"role": "assistant", "content": s}));
-            return Ok(());
-        }
-        Value::Array(blocks) => blocks,
-        _ => return Err(bad("messages", format!("`{path}` must be a string or a list of blocks."))),
-    };
+    let Some(blocks) = blocks(content, "assistant", path, chat)? else { return Ok(()) };
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
