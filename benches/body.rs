@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let small = inspect(Endpoint::ChatCompletions, SMALL, &mut scratch).unwrap();
-    let rw = Rewrite { force_include_usage: true, max_tokens: Some(4096) };
+    let rw = Rewrite { force_include_usage: true, max_tokens: Some(4096), model: None };
     g.throughput(Throughput::Bytes(SMALL.len() as u64));
     g.bench_function("rewrite_append", |b| {
         b.iter(|| rewrite(black_box(SMALL), &small, rw, &mut out).unwrap())
@@ -55,7 +55,7 @@ fn bench(c: &mut Criterion) {
 
     let opts = inspect(Endpoint::ChatCompletions, WITH_OPTIONS, &mut scratch).unwrap();
     assert!(opts.has_stream_options && !opts.include_usage);
-    let rw_opts = Rewrite { force_include_usage: true, max_tokens: None };
+    let rw_opts = Rewrite { force_include_usage: true, max_tokens: None, model: None };
     g.throughput(Throughput::Bytes(WITH_OPTIONS.len() as u64));
     g.bench_function("rewrite_reserialize", |b| {
         b.iter(|| rewrite(black_box(WITH_OPTIONS), &opts, rw_opts, &mut out).unwrap())

@@ -9,8 +9,10 @@
 //! - `hold`: `--connections` streams opened at once (ramped), held until they end; when every stream has
 //!   its first byte, the resident memory of `--rss-pid` processes is sampled.
 //!
-//! Every mode times the first body byte (time to first token for streams) and the last. Prints one JSON
-//! object on stdout.
+//! Every mode times the first body byte (time to first token for streams; with `--first-event`, the
+//! first body byte of the first piece that carries the pattern, e.g. the first `content_block_delta` of
+//! an Anthropic stream) and the last. `--header` adds request headers (an `x-api-key`, an
+//! `anthropic-version`). Prints one JSON object on stdout.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -41,6 +43,13 @@ struct Args {
     /// Bearer key.
     #[arg(long)]
     key: Option<String>,
+    /// An extra request header, `Name: value` (repeatable).
+    #[arg(long)]
+    header: Vec<String>,
+    /// Time the first byte from the first body piece that contains this (closed and open modes): the
+    /// first content event of a stream whose first bytes say something else.
+    #[arg(long)]
+    first_event: Option<String>,
     /// The JSON request body.
     #[arg(long)]
     body: String,
@@ -104,6 +113,8 @@ struct Timing {
 struct Target {
     addr: SocketAddr,
     request: Vec<u8>,
+    /// See `--first-event`.
+    first_mark: Option<Vec<u8>>,
 }
 
 fn target(args: &Args) -> Result<Target, String> {
@@ -116,15 +127,50 @@ fn target(args: &Args) -> Result<Target, String> {
     if let Some(k) = &args.key {
         request.push_str(&format!("Authorization: Bearer {k}\r\n"));
     }
+    for h in &args.header {
+        if !h.contains(':') || h.contains(['\r', '\n']) {
+            return Err(format!("--header {h:?} is not `Name: value`"));
+        }
+        request.push_str(&format!("{h}\r\n"));
+    }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{}", args.body.len(), args.body));
-    Ok(Target { addr, request: request.into_bytes() })
+    let first_mark = args.first_event.as_ref().map(|m| m.as_bytes().to_vec()).filter(|m| !m.is_empty());
+    Ok(Target { addr, request: request.into_bytes(), first_mark })
+}
+
+/// Finds when the body first carries a pattern, across the pieces it arrives in.
+struct FirstMark<'a> {
+    mark: Option<&'a [u8]>,
+    /// The end of the previous pieces, in case the pattern straddles two.
+    tail: Vec<u8>,
+}
+
+impl<'a> FirstMark<'a> {
+    fn new(mark: Option<&'a [u8]>) -> Self {
+        Self { mark, tail: Vec::new() }
+    }
+
+    /// Whether `piece`, the next body bytes, completes the first time the pattern is seen (always true
+    /// for a nonempty piece without a pattern).
+    fn seen_in(&mut self, piece: &[u8]) -> bool {
+        let Some(mark) = self.mark else { return !piece.is_empty() };
+        self.tail.extend_from_slice(piece);
+        if memchr::memmem::find(&self.tail, mark).is_some() {
+            self.mark = None;
+            return true;
+        }
+        let keep = self.tail.len().min(mark.len() - 1);
+        self.tail.drain(..self.tail.len() - keep);
+        false
+    }
 }
 
 const IO_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Sends one request on `io` and reads its answer to the end.
-async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std::io::Result<Timing> {
-    let (res, _) = write_all_deadline(io, request.to_vec(), IO_TIMEOUT).await;
+async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, target: &Target) -> std::io::Result<Timing> {
+    let mut mark = FirstMark::new(target.first_mark.as_deref());
+    let (res, _) = write_all_deadline(io, target.request.clone(), IO_TIMEOUT).await;
     res?;
     let head = loop {
         if !rbuf.is_empty() {
@@ -149,8 +195,10 @@ async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std
                 if rbuf.is_empty() {
                     fill(io, rbuf).await?;
                 }
-                first_byte.get_or_insert_with(Instant::now);
                 let take = (rbuf.len() as u64).min(left);
+                if mark.seen_in(&rbuf.data()[..take as usize]) {
+                    first_byte.get_or_insert_with(Instant::now);
+                }
                 rbuf.consume(take as usize);
                 left -= take;
             }
@@ -162,7 +210,7 @@ async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std
                     let r = d
                         .decode_in_place(rbuf.data_mut())
                         .map_err(|e| std::io::Error::other(e.to_string()))?;
-                    if r.payload_len > 0 {
+                    if mark.seen_in(&rbuf.data()[..r.payload_len]) {
                         first_byte.get_or_insert_with(Instant::now);
                     }
                     rbuf.consume(r.consumed);
@@ -178,7 +226,9 @@ async fn exchange(io: &mut TcpStream, rbuf: &mut ReadBuf, request: &[u8]) -> std
             loop {
                 match rbuf.fill(io, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
                     Ok(_) => {
-                        first_byte.get_or_insert_with(Instant::now);
+                        if mark.seen_in(rbuf.data()) {
+                            first_byte.get_or_insert_with(Instant::now);
+                        }
                         let n = rbuf.len();
                         rbuf.consume(n);
                     }
@@ -251,7 +301,7 @@ async fn closed(target: Rc<Target>, conns: usize, warmup: Duration, duration: Du
                 }
                 let Some(s) = io.as_mut() else { continue };
                 let sent = Instant::now();
-                let r = exchange(s, &mut rbuf, &target.request).await;
+                let r = exchange(s, &mut rbuf, &target).await;
                 record(&mut tally.borrow_mut(), sent, &r, sent >= measure_from);
                 if !r.as_ref().is_ok_and(|t| t.reusable) {
                     io = None;
@@ -388,7 +438,7 @@ async fn open(
                 let r = match io.as_mut() {
                     Some(s) => {
                         let mut rbuf = ReadBuf::with_capacity(4096);
-                        let r = exchange(s, &mut rbuf, &target.request).await;
+                        let r = exchange(s, &mut rbuf, &target).await;
                         if !r.as_ref().is_ok_and(|t| t.reusable && rbuf.is_empty()) {
                             io = None;
                         }
@@ -553,7 +603,11 @@ fn main() {
         handles.push(std::thread::spawn(move || {
             let Ok(mut rt) = gonka_gateway::rt::build_runtime(4096) else { return };
             let out = rt.block_on(async move {
-                let t = Rc::new(Target { addr: target.addr, request: target.request.clone() });
+                let t = Rc::new(Target {
+                    addr: target.addr,
+                    request: target.request.clone(),
+                    first_mark: target.first_mark.clone(),
+                });
                 let warmup = Duration::from_secs_f64(args.warmup_s);
                 let duration = Duration::from_secs_f64(args.duration_s);
                 let per_thread = (args.connections / threads).max(1);
@@ -603,4 +657,19 @@ fn main() {
         "target_cpu_us_per_request": cpu_s.map(|c| c * 1e6 / (total.ok.max(1) as f64)),
     });
     println!("{out}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_mark_is_found_across_pieces_and_only_once() {
+        let mut m = FirstMark::new(Some(b"content_block_delta"));
+        assert!(!m.seen_in(b"event: message_start\ndata: {}\n\nevent: content_bl"));
+        assert!(m.seen_in(b"ock_delta\ndata: {}\n\n"), "straddling two pieces");
+        assert!(m.seen_in(b"x"), "then every piece counts (only the first is timed)");
+        let mut any = FirstMark::new(None);
+        assert!(!any.seen_in(b"") && any.seen_in(b"a"));
+    }
 }

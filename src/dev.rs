@@ -32,10 +32,10 @@ pub struct DevOptions {
     pub upstream_kind: String,
 }
 
-/// Models of the demo network, with demo prices (ngonka per token).
-pub const DEV_MODELS: [(&str, u64, u64, u64); 2] = [
-    ("moonshotai/Kimi-K2.6", 262_144, 1_000, 4_000),
-    ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", 262_144, 500, 2_000),
+/// Models of the demo network: id, context length, demo prices (ngonka per token), an alias without `/`.
+pub const DEV_MODELS: [(&str, u64, u64, u64, &str); 2] = [
+    ("moonshotai/Kimi-K2.6", 262_144, 1_000, 4_000, "kimi-k2.6"),
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", 262_144, 500, 2_000, "qwen3-235b"),
 ];
 
 /// What `dev` has running once it is ready.
@@ -125,12 +125,13 @@ pub fn start(opts: &DevOptions) -> io::Result<DevReady> {
     file.admin.listen = opts.admin_listen.to_string();
     file.models = DEV_MODELS
         .iter()
-        .map(|(id, ctx, pp, pc)| ModelFile {
+        .map(|(id, ctx, pp, pc, alias)| ModelFile {
             id: (*id).to_owned(),
             context_length: Some(*ctx),
             price_prompt_ngonka: *pp,
             price_completion_ngonka: *pc,
             tokenizer: String::new(),
+            aliases: vec![(*alias).to_owned()],
         })
         .collect();
     if !gonka {

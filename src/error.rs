@@ -220,6 +220,23 @@ impl ApiError {
         }
     }
 
+    /// Whether the same request sent again may be answered otherwise: past a rate or a hold of requests in
+    /// flight, a timeout, the gateway's or the nodes' failure. A bad key, a spent budget, a bad request or
+    /// an unknown model can only fail again.
+    pub fn retry_helps(&self) -> bool {
+        matches!(self.status(), 408 | 429) || self.status() >= 500
+    }
+
+    /// [`ApiError::headers`] of an answer in `shape`. Anthropic's clients also get `x-should-retry: false`
+    /// when retrying cannot help: Claude Code otherwise retries a 401 ten times over three minutes.
+    pub fn headers_in(&self, shape: ErrorShape) -> Vec<(&'static str, String)> {
+        let mut h = self.headers();
+        if shape == ErrorShape::Anthropic && !self.retry_helps() {
+            h.push(("x-should-retry", "false".to_owned()));
+        }
+        h
+    }
+
     /// The JSON body in OpenAI's shape: `{"error":{"message","type","code","param",…}}`.
     pub fn body(&self) -> Vec<u8> {
         self.body_in(ErrorShape::OpenAi)
@@ -348,6 +365,18 @@ mod tests {
             (Some("child_key_limit"), Some("7"))
         );
         assert!(v["error"]["monthly_remaining"].is_null());
+    }
+
+    #[test]
+    fn anthropic_clients_are_told_not_to_retry_what_cannot_change() {
+        let no_retry = ("x-should-retry", "false".to_owned());
+        for e in [ApiError::InvalidApiKey, ApiError::KeyPaused, ApiError::InsufficientBalance] {
+            assert!(e.headers_in(ErrorShape::Anthropic).contains(&no_retry), "{e:?}");
+            assert!(!e.headers_in(ErrorShape::OpenAi).contains(&no_retry), "{e:?}");
+        }
+        for e in [ApiError::BudgetInFlight { held_ngonka: 1 }, ApiError::Unavailable("x".into())] {
+            assert!(!e.headers_in(ErrorShape::Anthropic).contains(&no_retry), "{e:?}");
+        }
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //! 7. [`limits`], [`store`], [`translate`]: rates, spend windows, holds and their admission policy; the
 //!    durable store (SQLite embedded, PostgreSQL shared) and the key snapshot; the seam client dialects
 //!    other than OpenAI's plug into.
-//! 8. [`auth`], [`billing`]: keys and who a bearer is; what a request used, and the usage journal.
+//! 8. [`auth`], [`billing`], [`anthropic`]: keys and who a bearer is; what a request used, and the usage
+//!    journal; Anthropic's Messages API translated to and from chat completions.
 //! 9. [`upstream`]: the node pool, keep-alive connections, one attempt with its retry decision, the relay.
 //! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases)
 //!     and the node health thread.
@@ -33,6 +34,7 @@
 //! 15. [`gateway`]: the composition root that builds the whole stack.
 //! 16. [`dev`], [`cli`]: the `dev` demo; the shell commands (`admin`, `gonka`).
 
+pub mod anthropic;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     for endpoint in [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings] {
         let Ok(first) = inspect(endpoint, data, &mut scratch) else { continue };
         let limit = (endpoint != Endpoint::Embeddings).then(|| first.client_max_tokens(endpoint).unwrap_or(77).min(77));
-        let rw = Rewrite::for_body(endpoint, &first, limit);
+        let rw = Rewrite::for_body(endpoint, &first, limit, &first.model);
         let mut out = Vec::new();
         if rewrite(data, &first, rw, &mut out).is_err() {
             continue;

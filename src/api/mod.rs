@@ -1,13 +1,13 @@
-//! The HTTP API: `/v1` inference ([`inference`]) and models ([`models`]), health, the account API
-//! ([`account`]), the admin listener's routes ([`admin`]), who calls those two ([`credentials`]), and
-//! the dashboard over them ([`dashboard`]). Handlers return [`crate::error::ApiError`]; the router
-//! answers it.
+//! The HTTP API: `/v1` inference ([`inference`]), Anthropic's token counts ([`count_tokens`]) and models
+//! ([`models`]), health, the account API ([`account`]), the admin listener's routes ([`admin`]), who
+//! calls those two ([`credentials`]), and the dashboard over them ([`dashboard`]). Handlers return
+//! [`crate::error::ApiError`]; the router answers it.
 
 pub mod account;
 pub mod admin;
+pub mod count_tokens;
 pub mod credentials;
 pub mod dashboard;
-
 pub mod fields;
 pub mod inference;
 pub mod metrics;

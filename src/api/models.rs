@@ -1,8 +1,9 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: the models this gateway serves, with context length and
-//! prices.
+//! `GET /v1/models` and `GET /v1/models/{id}`: the models this gateway serves, with context length,
+//! prices and aliases, in OpenAI's shape or, for clients of Anthropic's API, in Anthropic's
+//! (`{"data":[{"type":"model","id","display_name","created_at"}],"has_more","first_id","last_id"}`).
 
 use crate::app::App;
-
+use crate::error::ErrorShape;
 use crate::http::request::percent_decode;
 use crate::model::ModelEntry;
 use serde_json::{Value, json};
@@ -14,29 +15,49 @@ pub fn id_from_path(raw: &str) -> Option<String> {
     percent_decode(&raw.replace('+', "%2B")).filter(|m| !m.is_empty() && m.len() <= 256)
 }
 
-/// The OpenAI model object.
-fn model_json(m: &ModelEntry) -> Value {
-    json!({
-        "id": m.spec.id,
-        "object": "model",
-        "created": m.created,
-        "owned_by": "gonka",
-        "context_length": m.spec.context_length,
-        "price_prompt_ngonka": m.spec.price_prompt_ngonka.to_string(),
-        "price_completion_ngonka": m.spec.price_completion_ngonka.to_string(),
-    })
+/// A model object in `shape`: OpenAI's (with context length and prices) or Anthropic's; `aliases` when
+/// the model has any.
+fn model_json(m: &ModelEntry, shape: ErrorShape) -> Value {
+    let mut v = match shape {
+        ErrorShape::OpenAi => json!({
+            "id": m.spec.id,
+            "object": "model",
+            "created": m.created,
+            "owned_by": "gonka",
+            "context_length": m.spec.context_length,
+            "price_prompt_ngonka": m.spec.price_prompt_ngonka.to_string(),
+            "price_completion_ngonka": m.spec.price_completion_ngonka.to_string(),
+        }),
+        ErrorShape::Anthropic => json!({
+            "type": "model",
+            "id": m.spec.id,
+            "display_name": m.spec.id,
+            "created_at": crate::time::rfc3339(m.created),
+        }),
+    };
+    if !m.spec.aliases.is_empty() {
+        v["aliases"] = json!(&*m.spec.aliases);
+    }
+    v
 }
 
-/// The OpenAI list object. Only models some node serves are listed.
-pub fn list(app: &App) -> Value {
+/// The list of the models some node serves, in `shape`.
+pub fn list(app: &App, shape: ErrorShape) -> Value {
     let models = app.models.load();
     let data: Vec<Value> =
-        models.list.iter().filter(|m| app.nodes.serves(&m.spec.id)).map(model_json).collect();
-    json!({ "object": "list", "data": data })
+        models.list.iter().filter(|m| app.nodes.serves(&m.spec.id)).map(|m| model_json(m, shape)).collect();
+    match shape {
+        ErrorShape::OpenAi => json!({ "object": "list", "data": data }),
+        ErrorShape::Anthropic => {
+            let (first, last) = (data.first().map(|m| m["id"].clone()), data.last().map(|m| m["id"].clone()));
+            json!({ "data": data, "has_more": false, "first_id": first, "last_id": last })
+        }
+    }
 }
 
-/// One model, as listed; `None` when the gateway does not serve it (no such model, or no node serves it).
-pub fn retrieve(app: &App, id: &str) -> Option<Value> {
+/// One model (by id or alias), as listed; `None` when the gateway does not serve it (no such model, or
+/// no node serves it).
+pub fn retrieve(app: &App, name: &str, shape: ErrorShape) -> Option<Value> {
     let models = app.models.load();
-    models.entry(id).filter(|m| app.nodes.serves(&m.spec.id)).map(model_json)
+    models.lookup(name).filter(|m| app.nodes.serves(&m.spec.id)).map(|m| model_json(m, shape))
 }

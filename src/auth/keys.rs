@@ -77,6 +77,19 @@ pub fn bearer(authorization: Option<&str>) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The key a request presents: `Authorization: Bearer <key>` (OpenAI's SDKs, Anthropic's with an auth
+/// token) or `x-api-key: <key>` (Anthropic's with an API key). A client that sends both (Claude Code with
+/// `ANTHROPIC_AUTH_TOKEN` and an `ANTHROPIC_API_KEY` left from elsewhere) is served with the one shaped
+/// like a gateway key, the bearer when both are.
+pub fn presented<'a>(authorization: Option<&'a str>, x_api_key: Option<&'a str>) -> Option<&'a str> {
+    let x_api_key = x_api_key.map(str::trim).filter(|k| !k.is_empty());
+    match (bearer(authorization), x_api_key) {
+        (Some(b), Some(x)) if KeyKind::of_secret(b).is_none() && KeyKind::of_secret(x).is_some() => Some(x),
+        (Some(b), _) => Some(b),
+        (None, x) => x,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +122,19 @@ mod tests {
         assert_eq!(bearer(Some("Basic abc")), None);
         assert_eq!(bearer(Some("Bearer ")), None);
         assert_eq!(bearer(None), None);
+    }
+
+    #[test]
+    fn the_presented_key_is_the_bearer_or_x_api_key_whichever_is_a_gateway_key() {
+        let ours = "gk-prx-0123456789012345678901234567890123456789";
+        let auth = format!("Bearer {ours}");
+        assert_eq!(presented(Some(&auth), None), Some(ours));
+        assert_eq!(presented(None, Some(ours)), Some(ours));
+        assert_eq!(presented(Some("Bearer sk-ant-other"), Some(ours)), Some(ours), "a stray Anthropic key");
+        assert_eq!(presented(Some(&auth), Some("sk-ant-other")), Some(ours));
+        let child = "gc-0123456789012345678901234567890123456789";
+        assert_eq!(presented(Some(&auth), Some(child)), Some(ours), "both ours: the bearer");
+        assert_eq!(presented(Some("Bearer sk-x"), Some("sk-y")), Some("sk-x"));
+        assert_eq!(presented(Some("Basic abc"), Some(" ")), None);
     }
 }

@@ -9,7 +9,7 @@ pub mod keys;
 use crate::error::ApiError;
 use crate::model::{KeyHash, KeyKind, KeyStatus};
 use cache::{KeyCache, KeyEntry};
-use keys::{KeyHasher, bearer};
+use keys::{KeyHasher, bearer, presented};
 use std::sync::Arc;
 
 /// Who calls the account API.
@@ -83,7 +83,22 @@ impl Keys {
         authorization: Option<&str>,
         now_unix: i64,
     ) -> Result<Arc<KeyEntry>, ApiError> {
-        let token = bearer(authorization).ok_or(ApiError::InvalidApiKey)?;
+        self.authenticate_key(bearer(authorization), now_unix)
+    }
+
+    /// The same for a request that may present its key as a bearer or in `x-api-key` (see
+    /// [`keys::presented`]).
+    pub fn authenticate_presented(
+        &self,
+        authorization: Option<&str>,
+        x_api_key: Option<&str>,
+        now_unix: i64,
+    ) -> Result<Arc<KeyEntry>, ApiError> {
+        self.authenticate_key(presented(authorization, x_api_key), now_unix)
+    }
+
+    fn authenticate_key(&self, token: Option<&str>, now_unix: i64) -> Result<Arc<KeyEntry>, ApiError> {
+        let token = token.ok_or(ApiError::InvalidApiKey)?;
         let key = self.lookup(token).ok_or(ApiError::InvalidApiKey)?;
         match key.kind {
             KeyKind::Management => return Err(ApiError::ManagementKeyNotAllowed),

@@ -9,6 +9,11 @@
 //! [`Tokenizers`], on a thread of its own (tokenizing a 200 KiB prompt takes milliseconds, which a core
 //! must not spend); without one it is a quarter of the text's bytes, plus a few tokens per message for
 //! the chat template.
+//!
+//! Counting a prompt for a client (Anthropic's `count_tokens`) is the other use, and errs the other way:
+//! the tool definitions count too (the chat template renders them into the prompt), and without a
+//! tokenizer the estimate is a third of the bytes ([`PromptText::estimate_high`]), since a client that
+//! compacts its context by this number (Claude Code) must not be told it has more room than it has.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -34,8 +39,28 @@ impl PromptText {
     /// The prompt of a chat (`messages`), completions (`prompt`) or embeddings (`input`) body. A body
     /// that is not JSON has no text.
     pub fn of_body(body: &[u8]) -> Self {
+        Self::of(body, false)
+    }
+
+    /// The prompt of a chat body as the node's chat template lays it out, for counting: the `tools` it
+    /// defines (names, descriptions and parameter schemas, as JSON text) and [`PromptText::of_body`]'s
+    /// text, each tool and each message on lines of its own (so that words of two messages are never
+    /// counted as one).
+    pub fn of_body_and_tools(body: &[u8]) -> Self {
+        Self::of(body, true)
+    }
+
+    fn of(body: &[u8], for_count: bool) -> Self {
         let mut out = Self::default();
         let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else { return out };
+        if for_count && let Some(Value::Array(tools)) = obj.get("tools") {
+            for t in tools {
+                if let Some(f) = t.get("function") {
+                    out.text.push_str(&f.to_string());
+                    out.text.push('\n');
+                }
+            }
+        }
         if let Some(Value::Array(messages)) = obj.get("messages") {
             for m in messages {
                 out.messages += 1;
@@ -51,6 +76,9 @@ impl PromptText {
                             out.text.push_str(name);
                         }
                     }
+                }
+                if for_count {
+                    out.text.push('\n');
                 }
             }
         }
@@ -97,6 +125,14 @@ impl PromptText {
     /// template's tokens per message.
     pub fn estimate(&self) -> u64 {
         (self.text.len() as u64).div_ceil(4) + self.token_ids + self.messages * TEMPLATE_TOKENS_PER_MESSAGE
+    }
+
+    /// The estimate that errs high, for a client that plans by it: a third of the text's bytes (English
+    /// runs about four bytes a token, code and JSON three or more, CJK text about three), token ids
+    /// exactly, the template's tokens per message, and never 0.
+    pub fn estimate_high(&self) -> u64 {
+        ((self.text.len() as u64).div_ceil(3) + self.token_ids + self.messages * TEMPLATE_TOKENS_PER_MESSAGE)
+            .max(1)
     }
 
     /// The count with `tokenizer`: the text exactly, token ids exactly, the template's tokens per message.
@@ -163,22 +199,24 @@ impl Tokenizers {
     /// The prompt's tokens for `model`: counted by its tokenizer (off the core) when it has one and the
     /// tokenizer thread keeps up, else estimated. The flag says whether the count is exact.
     pub async fn count(&self, model: &str, prompt: PromptText) -> (u64, bool) {
-        let (Some(tokenizer), Some(tx)) = (self.by_model.get(model), &self.tx) else {
-            return (prompt.estimate(), false);
-        };
-        let tokenizer = Arc::clone(tokenizer);
         let fallback = prompt.estimate();
+        match self.count_exact(model, prompt).await {
+            Some(n) => (n, true),
+            None => (fallback, false),
+        }
+    }
+
+    /// The prompt's exact tokens for `model`, counted by its tokenizer off the core; `None` when it has
+    /// none or the tokenizer thread does not keep up.
+    pub async fn count_exact(&self, model: &str, prompt: PromptText) -> Option<u64> {
+        let (Some(tokenizer), Some(tx)) = (self.by_model.get(model), &self.tx) else { return None };
+        let tokenizer = Arc::clone(tokenizer);
         let (done, answer) = futures_channel::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = done.send(prompt.count_with(&tokenizer));
         });
-        if tx.try_send(job).is_err() {
-            return (fallback, false);
-        }
-        match answer.await {
-            Ok(Some(n)) => (n, true),
-            _ => (fallback, false),
-        }
+        tx.try_send(job).ok()?;
+        answer.await.ok().flatten()
     }
 }
 
@@ -207,6 +245,26 @@ mod tests {
         assert_eq!(p.messages, 3);
         assert_eq!(p.estimate(), 20_u64.div_ceil(4) + 3 * TEMPLATE_TOKENS_PER_MESSAGE);
         assert!(p.estimate() < 50, "the image is never prompt text");
+    }
+
+    #[test]
+    fn a_count_for_the_client_adds_the_tools_and_errs_high() {
+        let body = serde_json::json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "abcdef"}],
+            "tools": [{"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}}],
+        });
+        let bytes = body.to_string().into_bytes();
+        let billed = PromptText::of_body(&bytes);
+        let counted = PromptText::of_body_and_tools(&bytes);
+        assert_eq!(billed.text, "abcdef", "tool schemas are never billed as prompt text");
+        assert!(
+            counted.text.starts_with('{')
+                && counted.text.contains("Bash")
+                && counted.text.ends_with("}\nabcdef\n")
+        );
+        assert!(counted.estimate_high() > counted.estimate());
+        assert_eq!(PromptText::default().estimate_high(), 1, "never 0");
     }
 
     #[test]

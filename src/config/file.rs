@@ -441,6 +441,10 @@ pub struct ModelFile {
     /// usage) count its tokens exactly. Empty = estimated from the text's length.
     #[serde(default)]
     pub tokenizer: String,
+    /// Other names requests may give the model (an id without `/`, for clients that refuse slashed
+    /// ids); served, billed and recorded as `id`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// `[log]`.

@@ -71,8 +71,10 @@ impl ConfigFile {
                 price_prompt_ngonka: m.price_prompt_ngonka,
                 price_completion_ngonka: m.price_completion_ngonka,
                 tokenizer: (!m.tokenizer.is_empty()).then(|| PathBuf::from(&m.tokenizer)),
+                aliases: m.aliases.iter().cloned().collect(),
             });
         }
+        check_aliases(&models)?;
 
         let u = &self.upstream;
         let mut nodes = Vec::new();
@@ -292,6 +294,25 @@ impl ConfigFile {
     }
 }
 
+/// Every alias names one model: 1–256 characters, not another model's id or alias.
+fn check_aliases(models: &[ModelSpec]) -> Result<(), ConfigError> {
+    let mut names: std::collections::HashSet<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    for m in models {
+        for a in m.aliases.iter() {
+            if a.is_empty() || a.len() > 256 {
+                return Err(invalid(format!("model {:?}: aliases must be 1–256 characters", m.id)));
+            }
+            if !names.insert(a) {
+                return Err(invalid(format!(
+                    "model {:?}: alias {a:?} is already the id or an alias of a model",
+                    m.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl ClusterFile {
     fn validate(&self) -> Result<ClusterSettings, ConfigError> {
         let id = if self.instance_id.is_empty() { "default" } else { self.instance_id.as_str() };
@@ -374,6 +395,21 @@ mod tests {
         "#;
         let err = ConfigFile::parse(text).unwrap().validate().unwrap_err();
         assert!(err.to_string().contains("not in [[models]]"), "{err}");
+    }
+
+    #[test]
+    fn an_alias_names_one_model() {
+        let config = |aliases_b: &str| {
+            format!(
+                "[[models]]\nid = \"org/a\"\naliases = [\"a\"]\n[[models]]\nid = \"org/b\"\naliases = {aliases_b}\n"
+            )
+        };
+        let ok = ConfigFile::parse(&config(r#"["b", "bee"]"#)).unwrap().validate().unwrap();
+        assert_eq!(&*ok.models[1].aliases, ["b".to_owned(), "bee".to_owned()]);
+        for taken in [r#"["a"]"#, r#"["org/a"]"#, r#"["b", "b"]"#, r#"[""]"#] {
+            let err = ConfigFile::parse(&config(taken)).unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains("alias"), "{taken}: {err}");
+        }
     }
 
     /// An environment holding only `vars`.

@@ -474,6 +474,7 @@ mod tests {
             price_prompt_ngonka: 3,
             price_completion_ngonka: 7,
             tokenizer: None,
+            aliases: std::sync::Arc::from([]),
         };
         let q = quote(&m, 500, 6, 10, None);
         assert_eq!(q.cost(q.max_tokens), 500 * 3 + 6 * 10 * 7);

@@ -1,6 +1,7 @@
-//! The models served: their specs (prices, context, tokenizer) and the table the cores read.
+//! The models served: their specs (prices, context, tokenizer, aliases) and the table the cores read.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A validated model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,6 +12,10 @@ pub struct ModelSpec {
     pub price_completion_ngonka: u64,
     /// Its `tokenizer.json`, when configured.
     pub tokenizer: Option<PathBuf>,
+    /// Other names requests may give it (an id without `/`, for clients that refuse slashed ids); a
+    /// request naming one is served, billed and recorded as [`ModelSpec::id`]. Shared, so that cloning a
+    /// spec on the request path copies no strings.
+    pub aliases: Arc<[String]>,
 }
 
 /// The models served, by id, with their prices.
@@ -36,10 +41,18 @@ static STARTED_UNIX_SECS: std::sync::LazyLock<i64> =
     std::sync::LazyLock::new(|| i64::try_from(crate::time::unix_secs()).unwrap_or(i64::MAX));
 
 impl ModelTable {
-    pub fn get(&self, id: &str) -> Option<&ModelSpec> {
-        self.entry(id).map(|e| &e.spec)
+    /// The model a request names: by its id, else by one of its aliases. Every request's model is looked
+    /// up here.
+    pub fn get(&self, name: &str) -> Option<&ModelSpec> {
+        self.lookup(name).map(|e| &e.spec)
     }
 
+    /// [`ModelTable::get`]'s entry.
+    pub fn lookup(&self, name: &str) -> Option<&ModelEntry> {
+        self.entry(name).or_else(|| self.list.iter().find(|m| m.spec.aliases.iter().any(|a| a == name)))
+    }
+
+    /// The entry of exactly this id (prices are stored by id, never by alias).
     pub fn entry(&self, id: &str) -> Option<&ModelEntry> {
         self.list.iter().find(|m| m.spec.id == id)
     }
@@ -65,6 +78,7 @@ impl ModelTable {
                         price_prompt_ngonka: p.price_prompt_ngonka,
                         price_completion_ngonka: p.price_completion_ngonka,
                         tokenizer: None,
+                        aliases: Arc::from([]),
                     },
                     configured: false,
                     created: p.updated_at,
@@ -96,6 +110,7 @@ mod tests {
             price_prompt_ngonka: 1,
             price_completion_ngonka: 2,
             tokenizer: None,
+            aliases: Arc::from(["a-alias".to_owned()]),
         };
         let price = |model: &str, at: i64| PriceRow {
             model: model.into(),
@@ -110,5 +125,7 @@ mod tests {
         assert_eq!(b.created, 200);
         assert_eq!((a.spec.price_prompt_ngonka, a.spec.context_length), (5, Some(8)), "prices overridden");
         assert_eq!(t.get("b").map(|m| m.price_completion_ngonka), Some(6));
+        assert_eq!(t.get("a-alias").map(|m| m.id.as_str()), Some("a"), "requests may name an alias");
+        assert!(t.entry("a-alias").is_none(), "prices are by id only");
     }
 }

@@ -1,5 +1,6 @@
 //! Routing: one match per listener from (method, path) to a handler. A handler's error becomes its
-//! OpenAI-shaped answer here; every exchange ends with one access-log line.
+//! answer here, in the shape of the route's dialect (OpenAI's, or Anthropic's on `/v1/messages`); every
+//! exchange ends with one access-log line (but health checks and Claude Code's telemetry).
 //!
 //! `HEAD` is routed to the `GET` handlers (the exchange then sends the head without the body); a 405
 //! names the methods of its path in `Allow`. On the public listener, with `server.cors_allow_origins`
@@ -10,7 +11,7 @@
 use crate::api::inference::dialect::Dialect;
 use crate::api::inference::inspect::Endpoint;
 use crate::api::{admin, credentials, dashboard, inference, models, route_method};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorShape};
 use crate::http::io::{Transport, write_all_deadline};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::HeadWriter;
@@ -41,6 +42,7 @@ pub async fn dispatch<S: Transport>(conn: &mut Conn<S>, head: RequestHead) -> bo
 fn public_methods(path: &str) -> Option<&'static str> {
     match path {
         "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => Some("POST"),
+        "/v1/messages" | "/v1/messages/count_tokens" | "/api/event_logging/batch" => Some("POST"),
         "/" | "/v1/models" | "/healthz" | "/readyz" => Some("GET, HEAD"),
         p if p.starts_with("/v1/models/") => Some("GET, HEAD"),
         _ => None,
@@ -75,6 +77,9 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         }
     }
     let method = route_method(ex.head.method);
+    if (method, ex.head.path.as_str()) == (Method::Post, "/api/event_logging/batch") {
+        return event_logging(ex).await;
+    }
     if let Some(rest) = ex.head.path.strip_prefix("/api/") {
         let path = rest.to_owned();
         let segs: Vec<&str> = path.split('/').collect();
@@ -90,22 +95,27 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         (Method::Post, "/v1/embeddings") => {
             inference::handle(ex, Dialect::OpenAi(Endpoint::Embeddings)).await
         }
+        (Method::Post, "/v1/messages") => inference::handle(ex, Dialect::AnthropicMessages).await,
+        (Method::Post, "/v1/messages/count_tokens") => crate::api::count_tokens::handle(ex).await,
         (Method::Get, "/v1/models") => {
-            ex.log.route = "models";
+            let shape = models_shape(ex);
             let now = crate::time::unix_secs() as i64;
-            core.app.keys.authenticate_inference(ex.head.authorization.as_deref(), now)?;
-            let body = models::list(&core.app);
+            let auth = (ex.head.authorization.as_deref(), ex.head.x_api_key.as_deref());
+            core.app.keys.authenticate_presented(auth.0, auth.1, now)?;
+            let body = models::list(&core.app, shape);
             ex.respond_json(200, &body).await;
             Ok(())
         }
         (Method::Get, path) if path.starts_with("/v1/models/") => {
-            ex.log.route = "models";
+            let raw = path["/v1/models/".len()..].to_owned();
+            let shape = models_shape(ex);
             let now = crate::time::unix_secs() as i64;
-            core.app.keys.authenticate_inference(ex.head.authorization.as_deref(), now)?;
-            let raw = &path["/v1/models/".len()..];
+            let auth = (ex.head.authorization.as_deref(), ex.head.x_api_key.as_deref());
+            core.app.keys.authenticate_presented(auth.0, auth.1, now)?;
+            let raw = raw.as_str();
             let id = models::id_from_path(raw)
                 .ok_or_else(|| ApiError::ModelNotFound(raw.chars().take(256).collect()))?;
-            let body = models::retrieve(&core.app, &id).ok_or(ApiError::ModelNotFound(id))?;
+            let body = models::retrieve(&core.app, &id, shape).ok_or(ApiError::ModelNotFound(id))?;
             ex.respond_json(200, &body).await;
             Ok(())
         }
@@ -119,12 +129,48 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         (_, path) if dashboard::is_dashboard(path) => dashboard::public(ex).await,
         (_, path) => {
             ex.log.route = "unknown";
+            if path.starts_with("/v1/messages") || ex.head.anthropic_version.is_some() {
+                ex.error_shape = ErrorShape::Anthropic;
+            }
             match public_methods(path) {
                 Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
+                // A 404 would read as "There's an issue with the selected model" in Claude Code.
+                None if misplaced_messages(path) => Err(ApiError::bad_request(
+                    format!(
+                        "There is no {} here: the Anthropic base URL (ANTHROPIC_BASE_URL) must be the gateway's \
+                         root, without /v1.",
+                        bounded(path)
+                    ),
+                    None,
+                )),
                 None => Err(ApiError::NotFound(format!("Unknown path: {}", bounded(path)))),
             }
         }
     }
+}
+
+/// A Messages path under a prefix (`/v1/v1/messages`): a client whose Anthropic base URL ends in `/v1`.
+fn misplaced_messages(path: &str) -> bool {
+    ["/v1/messages", "/v1/messages/count_tokens"].iter().any(|p| path.len() > p.len() && path.ends_with(p))
+}
+
+/// The models routes answer in Anthropic's shape to a client that speaks its API (it sends
+/// `anthropic-version`, or its key in `x-api-key`), in OpenAI's otherwise; errors too.
+fn models_shape<S: Transport>(ex: &mut Exchange<'_, S>) -> ErrorShape {
+    ex.log.route = "models";
+    if ex.head.anthropic_version.is_some() || ex.head.x_api_key.is_some() {
+        ex.error_shape = ErrorShape::Anthropic;
+    }
+    ex.error_shape
+}
+
+/// Claude Code's telemetry (sent when `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC` is not set): read and
+/// dropped unlogged, so it neither fails nor costs a connection.
+async fn event_logging<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> {
+    ex.log.route = "event_logging";
+    drop(ex.read_body().await?);
+    respond_no_content(ex, &[]).await;
+    Ok(())
 }
 
 /// A CORS preflight: 204 with what the browser may send. Preflights carry no credentials, so none are
@@ -221,7 +267,7 @@ fn finish<S: Transport>(ex: &Exchange<'_, S>) {
     // Only the gateway's own models become metric labels; a client's made-up name counts as `other`.
     let model = ModelLabel::of(ex.log.model.as_deref(), |m| core.app.models.load().get(m).is_some());
     core.app.metrics.record(route, ex.log.status, model);
-    if !core.app.settings.access_log || route == "health" {
+    if !core.app.settings.access_log || route == "health" || route == "event_logging" {
         return;
     }
     let latency_us = u64::try_from(ex.started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -280,6 +326,15 @@ mod tests {
             assert_eq!(public_methods(p), Some("GET, HEAD"), "{p}");
         }
         assert_eq!(public_methods("/v1/chat/completions"), Some("POST"));
+        assert_eq!(public_methods("/v1/messages"), Some("POST"));
+        assert_eq!(public_methods("/v1/messages/count_tokens"), Some("POST"));
         assert_eq!(public_methods("/v1/nothing"), None);
+    }
+
+    #[test]
+    fn a_messages_path_under_a_prefix_is_a_misplaced_base_url() {
+        assert!(misplaced_messages("/v1/v1/messages") && misplaced_messages("/v1/v1/messages/count_tokens"));
+        assert!(!misplaced_messages("/v1/messages") && !misplaced_messages("/v1/messages/count_tokens"));
+        assert!(!misplaced_messages("/v1/chat/completions"));
     }
 }

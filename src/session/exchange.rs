@@ -256,7 +256,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
             log::log!(target: "request", err.log_level(), "{} {} {}: {err}", self.request_id, self.head.path, err.status());
         }
         let body = err.body_in(self.error_shape);
-        let headers: Vec<(&str, String)> = err.headers();
+        let headers: Vec<(&str, String)> = err.headers_in(self.error_shape);
         self.log.outcome.get_or_insert("error");
         self.respond(err.status(), "application/json", &body, &headers).await;
     }

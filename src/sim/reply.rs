@@ -8,6 +8,10 @@
 //! else an object with each required property (all of them when none is required) set to a value of its
 //! type. After a tool's result (the last message has role `tool`), the answer is text that starts with
 //! what the tool returned, so a test can see the round trip reached the node.
+//!
+//! As vLLM does, a request's `stop` strings end the text where the first of them appears (the string
+//! itself left out; vLLM then names it in the choice's `stop_reason`), and
+//! `chat_template_kwargs.enable_thinking: false` turns a thinking model's reasoning off.
 
 use super::text;
 use serde_json::{Map, Value, json};
@@ -179,6 +183,52 @@ pub fn chat_pieces(req: &Value, prompt: &str, index: usize, reasoning: usize, to
     pieces
 }
 
+/// The request's `stop` strings (a string or a list of them).
+pub fn stop_strings(req: &Value) -> Vec<String> {
+    match req.get("stop") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .collect()
+}
+
+/// Whether the request turns the model's reasoning off (`chat_template_kwargs.enable_thinking: false`).
+pub fn thinking_off(req: &Value) -> bool {
+    req.pointer("/chat_template_kwargs/enable_thinking") == Some(&Value::Bool(false))
+}
+
+/// Cuts the text of `pieces` before the first of `stops` that it contains; the stop string, if one was
+/// found.
+pub fn cut_at_stop(pieces: &mut Vec<Piece>, stops: &[String]) -> Option<String> {
+    let text: String =
+        pieces.iter().map(|p| if let Piece::Content(t) = p { t.as_str() } else { "" }).collect();
+    let (at, stop) =
+        stops.iter().filter_map(|s| text.find(s.as_str()).map(|at| (at, s))).min_by_key(|(at, _)| *at)?;
+    let mut seen = 0;
+    let mut kept = Vec::with_capacity(pieces.len());
+    for piece in pieces.drain(..) {
+        let Piece::Content(t) = piece else {
+            kept.push(piece);
+            continue;
+        };
+        if seen >= at {
+            break;
+        }
+        let end = (at - seen).min(t.len());
+        seen += t.len();
+        kept.push(Piece::Content(t[..end].to_owned()));
+        if end < t.len() {
+            break;
+        }
+    }
+    kept.retain(|p| !matches!(p, Piece::Content(t) if t.is_empty()));
+    *pieces = kept;
+    Some(stop.clone())
+}
+
 /// The tokens a piece counts as (a tool call's fragments a quarter of their bytes, at least one).
 pub fn piece_tokens(piece: &Piece) -> u64 {
     match piece {
@@ -282,6 +332,19 @@ mod tests {
             pieces.iter().map(|p| if let Piece::Content(t) = p { t.as_str() } else { "" }).collect();
         assert!(text.starts_with("The tool returned: hi there."), "{text}");
         assert_eq!(pieces.len(), 12);
+    }
+
+    #[test]
+    fn stop_strings_cut_the_text_before_them() {
+        let mut pieces: Vec<Piece> =
+            ["Hello", " wor", "ld and", " more"].iter().map(|t| Piece::Content((*t).to_owned())).collect();
+        let stops = stop_strings(&json!({"stop": ["more", "ld"]}));
+        assert_eq!(cut_at_stop(&mut pieces, &stops).as_deref(), Some("ld"));
+        assert_eq!(pieces, [Piece::Content("Hello".into()), Piece::Content(" wor".into())]);
+        assert_eq!(cut_at_stop(&mut pieces, &["zzz".to_owned()]), None);
+        assert_eq!(stop_strings(&json!({"stop": "x"})), ["x"]);
+        assert!(thinking_off(&json!({"chat_template_kwargs": {"enable_thinking": false}})));
+        assert!(!thinking_off(&json!({"chat_template_kwargs": {"enable_thinking": true}})));
     }
 
     #[test]

@@ -298,6 +298,8 @@ fn completion_prompts(req: &Value) -> Vec<String> {
 struct Choice {
     index: usize,
     pieces: Vec<Piece>,
+    /// The stop string that cut it short.
+    stop: Option<String>,
 }
 
 #[expect(clippy::too_many_arguments, reason = "one request's whole context")]
@@ -326,7 +328,9 @@ async fn generate<S: Transport>(
     let n_per_prompt = req.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128) as usize;
     let generated_per_prompt =
         req.get("best_of").and_then(Value::as_u64).map_or(n_per_prompt, |b| (b as usize).max(n_per_prompt));
-    let reasoning = if chat { params.reasoning_tokens.min(max_tokens) } else { 0 };
+    let reasoning =
+        if chat && !reply::thinking_off(req) { params.reasoning_tokens.min(max_tokens) } else { 0 };
+    let stops = if chat { reply::stop_strings(req) } else { Vec::new() };
     let content_budget = max_tokens - reasoning;
     let per_choice = params.completion_tokens.min(content_budget).saturating_add(params.overrun_tokens);
     let prompts: Vec<(String, usize)> = if chat {
@@ -339,23 +343,30 @@ async fn generate<S: Transport>(
     for (p, (prompt, messages)) in prompts.iter().enumerate() {
         prompt_tokens += text::prompt_tokens(prompt.len(), *messages);
         for c in 0..n_per_prompt {
-            let pieces = if chat {
+            let mut pieces = if chat {
                 reply::chat_pieces(req, prompt, c, reasoning as usize, per_choice as usize)
             } else {
                 let seed = if c == 0 { prompt.clone() } else { format!("{prompt}#{c}") };
                 text::tokens(seed.as_bytes(), per_choice as usize).into_iter().map(Piece::Content).collect()
             };
-            choices.push(Choice { index: p * n_per_prompt + c, pieces });
+            let stop = reply::cut_at_stop(&mut pieces, &stops);
+            choices.push(Choice { index: p * n_per_prompt + c, pieces, stop });
         }
     }
     let calls_tool = choices.iter().any(|c| c.pieces.iter().any(|p| matches!(p, Piece::ToolCall { .. })));
-    let finish = if calls_tool {
-        "tool_calls"
-    } else if content_budget < params.completion_tokens {
-        "length"
-    } else {
-        "stop"
+    let finish_of = |c: &Choice| {
+        if calls_tool {
+            "tool_calls"
+        } else if c.stop.is_some() {
+            "stop"
+        } else if content_budget < params.completion_tokens {
+            "length"
+        } else {
+            "stop"
+        }
     };
+    // vLLM's `stop_reason`: the stop string that ended the choice.
+    let stop_reason_of = |c: &Choice| c.stop.as_ref().map_or(Value::Null, |s| Value::String(s.clone()));
     let completion_tokens = if chat {
         choices.iter().flat_map(|c| &c.pieces).map(reply::piece_tokens).sum::<u64>()
     } else {
@@ -388,14 +399,15 @@ async fn generate<S: Transport>(
         .iter()
         .map(|c| {
             if chat {
-                json!({"index": c.index, "message": reply::message(&c.pieces), "finish_reason": finish})
+                json!({"index": c.index, "message": reply::message(&c.pieces), "finish_reason": finish_of(c),
+                    "stop_reason": stop_reason_of(c)})
             } else {
                 let text: String = c
                     .pieces
                     .iter()
                     .map(|p| if let Piece::Content(t) = p { t.as_str() } else { "" })
                     .collect();
-                json!({"index": c.index, "text": text, "logprobs": null, "finish_reason": finish})
+                json!({"index": c.index, "text": text, "logprobs": null, "finish_reason": finish_of(c)})
             }
         })
         .collect();
@@ -481,8 +493,10 @@ async fn generate<S: Transport>(
     event.clear();
     for c in &choices {
         let index = c.index;
+        let finish = finish_of(c);
         if chat {
-            event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"delta":{{}},"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
+            let stop_reason = stop_reason_of(c);
+            event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"delta":{{}},"finish_reason":"{finish}","stop_reason":{stop_reason}}}]{usage_null}}}"#).as_bytes());
         } else {
             event.extend_from_slice(format!(r#"data: {{"id":"{id}","object":"{chunk_object}","created":{created},"model":{model_json},"choices":[{{"index":{index},"text":"","logprobs":null,"finish_reason":"{finish}"}}]{usage_null}}}"#).as_bytes());
         }

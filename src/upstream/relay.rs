@@ -39,7 +39,8 @@ use std::time::Duration;
 
 /// A first payload up to this size is copied behind the response head and sent in one write.
 const MERGE_WITH_HEAD_MAX: usize = 16 * 1024;
-/// An SSE "event" longer than this without a blank line is forwarded as it is.
+/// An SSE "event" longer than this without a blank line is forwarded as it is (or, when it must be
+/// translated, ends the answer: half an event cannot be).
 const MAX_HELD_EVENT_BYTES: usize = 1 << 20;
 
 /// How the body is inspected on its way through.
@@ -140,6 +141,8 @@ struct Filter {
     done_seen: bool,
     /// Payload bytes the node sent.
     bytes: u64,
+    /// A translated stream's node sent an event past [`MAX_HELD_EVENT_BYTES`].
+    oversized: bool,
 }
 
 enum Out {
@@ -162,6 +165,7 @@ impl Filter {
             data_events: 0,
             done_seen: false,
             bytes: 0,
+            oversized: false,
         }
     }
 
@@ -202,6 +206,10 @@ impl Filter {
                 let mut held = std::mem::take(&mut self.held);
                 let complete = self.translate_events(&held);
                 held.drain(..complete);
+                if held.len() > MAX_HELD_EVENT_BYTES {
+                    held = Vec::new();
+                    self.oversized = true;
+                }
                 self.held = held;
                 Out::Translated
             }
@@ -541,6 +549,12 @@ impl<'c, 'a, S: Transport> Relay<'c, 'a, S> {
                 self.trailing_garbage |= d.done && d.consumed < len;
                 let out = self.filter.filter(&mut self.buf, d.payload_len);
                 self.pending = Some(out);
+                if self.filter.oversized {
+                    self.end = Some(RelayEnd::UpstreamBroken(format!(
+                        "the node sent an event larger than {MAX_HELD_EVENT_BYTES} bytes"
+                    )));
+                    continue;
+                }
                 let completes = self.filter.done_seen
                     || (d.done && matches!(self.framing, ClientFraming::Length))
                     || (d.done && matches!(self.filter.mode, BodyMode::Translated { stream: false, .. }));
@@ -792,6 +806,16 @@ data: [DONE]\n\n";
             assert_eq!(f.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 2 }));
             assert!(f.done_seen);
         }
+    }
+
+    #[test]
+    fn an_endless_event_to_translate_is_dropped_not_held() {
+        let mut f = Filter::new(BodyMode::Translated { stream: true, translator: Box::new(Lines) });
+        let big = vec![b'x'; MAX_HELD_EVENT_BYTES + 10];
+        let mut buf = relay_buffer(big.len() + 1024);
+        buf.extend_from_slice(&big);
+        f.filter(&mut buf, big.len());
+        assert!(f.oversized && f.held.is_empty());
     }
 
     #[test]

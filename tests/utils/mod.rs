@@ -1,7 +1,9 @@
 //! Shared helpers for the integration tests: start the real binary (simulator, gateway) on ephemeral
 //! loopback ports, talk HTTP to it (raw bytes, or `ureq` as an independent client), run the official
-//! OpenAI Python SDK.
+//! OpenAI and Anthropic Python SDKs, and Claude Code ([`claude_code`]).
 #![allow(dead_code, reason = "each test crate uses a different part of the helpers")]
+
+pub mod claude_code;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -785,8 +787,8 @@ pub fn require_redis() {
     }
 }
 
-/// A Python interpreter with the official `openai` SDK installed (a venv under `target/`, created on
-/// first use and shared by every test run).
+/// A Python interpreter with the official `openai` and `anthropic` SDKs installed (a venv under
+/// `target/`, from `tests/python/requirements.txt`, created on first use and shared by every test run).
 pub fn python_with_openai() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target/test-venv");
@@ -821,10 +823,15 @@ pub fn python_with_openai() -> PathBuf {
 
 /// Runs `tests/python/<script>` with the SDK venv; panics with its output unless it exits 0.
 pub fn run_python(script: &str, envs: &[(&str, String)]) -> String {
+    run_python_args(script, &[], envs)
+}
+
+/// The same, with arguments for the script.
+pub fn run_python_args(script: &str, args: &[&str], envs: &[(&str, String)]) -> String {
     let python = python_with_openai();
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
     let mut cmd = Command::new(python);
-    cmd.arg(path);
+    cmd.arg(path).args(args);
     run_script(cmd, script, envs)
 }
 

@@ -5,6 +5,11 @@
 //! chat-completions body before it is inspected, with a [`Translation`] that gives the relay a
 //! translator of the node's answer for each attempt. Authentication, admission, holds, forwarding, the
 //! relay and settlement are the same for all.
+//!
+//! Anthropic's Messages API ([`crate::anthropic`]) differs in one rule of admission: its `max_tokens` is
+//! required, so it is a ceiling every client must send (Claude Code sends 32000 on every request), not a
+//! choice; the key's `fit_max_tokens = "unset"` therefore fits it as it fits an OpenAI request without
+//! one ([`Dialect::client_chooses_max_tokens`]).
 
 use super::inspect::Endpoint;
 use crate::app::App;
@@ -19,6 +24,8 @@ use std::rc::Rc;
 pub enum Dialect {
     /// OpenAI's own API, passed through: the endpoint is the node's.
     OpenAi(Endpoint),
+    /// Anthropic's Messages API (`POST /v1/messages`), translated to and from chat completions.
+    AnthropicMessages,
 }
 
 /// A request made ready for a node.
@@ -34,6 +41,7 @@ impl Dialect {
     pub fn route(self) -> &'static str {
         match self {
             Self::OpenAi(e) => e.name(),
+            Self::AnthropicMessages => "messages",
         }
     }
 
@@ -41,6 +49,7 @@ impl Dialect {
     pub fn endpoint(self) -> Endpoint {
         match self {
             Self::OpenAi(e) => e,
+            Self::AnthropicMessages => Endpoint::ChatCompletions,
         }
     }
 
@@ -48,19 +57,34 @@ impl Dialect {
     pub fn error_shape(self) -> ErrorShape {
         match self {
             Self::OpenAi(_) => ErrorShape::OpenAi,
+            Self::AnthropicMessages => ErrorShape::Anthropic,
+        }
+    }
+
+    /// Whether a `max_tokens` the client sent is its choice (the `fit_max_tokens = "unset"` policy
+    /// leaves it alone) or a ceiling the API makes every client send (fitted like a missing one).
+    pub fn client_chooses_max_tokens(self) -> bool {
+        match self {
+            Self::OpenAi(_) => true,
+            Self::AnthropicMessages => false,
         }
     }
 
     /// The request as the node gets it, made from the client's `body` for `key` (authenticated and
-    /// admitted).
+    /// admitted); `request_id` is the gateway's id of the request.
     pub async fn prepare(
         self,
         _app: &App,
         _key: &KeyEntry,
         body: bytes::Bytes,
+        request_id: &str,
     ) -> Result<Prepared, ApiError> {
         match self {
             Self::OpenAi(_) => Ok(Prepared { body, translation: None }),
+            Self::AnthropicMessages => {
+                let (chat, messages) = crate::anthropic::prepare(&body, request_id)?;
+                Ok(Prepared { body: bytes::Bytes::from(chat), translation: Some(Rc::new(messages)) })
+            }
         }
     }
 }

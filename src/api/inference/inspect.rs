@@ -256,34 +256,49 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
 
 /// The changes to make before forwarding.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rewrite {
+pub struct Rewrite<'a> {
     /// Set `stream_options.include_usage` to true.
     pub force_include_usage: bool,
     /// Bound the node to this many completion tokens per choice: `max_tokens` is set to it (and a chat
     /// body's `max_completion_tokens`, when it says more).
     pub max_tokens: Option<u64>,
+    /// Name the model by this id: the request named it by an alias, which nodes do not know.
+    pub model: Option<&'a str>,
 }
 
-impl Rewrite {
-    /// What must change in a body so that the node streams usage (when `stream`) and is held to
-    /// `limit` completion tokens per choice (when the endpoint generates).
-    pub fn for_body(endpoint: Endpoint, inspected: &Inspected, limit: Option<u64>) -> Self {
+impl<'a> Rewrite<'a> {
+    /// What must change in a body so that the node streams usage (when `stream`), is held to `limit`
+    /// completion tokens per choice (when the endpoint generates) and is asked for `model_id` (the id of
+    /// the model the request named).
+    pub fn for_body(
+        endpoint: Endpoint,
+        inspected: &Inspected,
+        limit: Option<u64>,
+        model_id: &'a str,
+    ) -> Self {
         Self {
             force_include_usage: inspected.stream && !inspected.include_usage,
             max_tokens: limit.filter(|l| !inspected.bounded_by(endpoint, *l)),
+            model: (inspected.model != model_id).then_some(model_id),
         }
     }
 
     pub fn is_noop(&self) -> bool {
-        !self.force_include_usage && self.max_tokens.is_none()
+        !self.force_include_usage && self.max_tokens.is_none() && self.model.is_none()
     }
 }
 
 /// Applies `rw` to `body`, writing the result into `out` (cleared first).
-pub fn rewrite(body: &[u8], inspected: &Inspected, rw: Rewrite, out: &mut Vec<u8>) -> Result<(), ApiError> {
+pub fn rewrite(
+    body: &[u8],
+    inspected: &Inspected,
+    rw: Rewrite<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), ApiError> {
     out.clear();
     // Appending members is enough unless a member that exists must change.
     let changes_member = (rw.force_include_usage && inspected.has_stream_options)
+        || rw.model.is_some()
         || rw.max_tokens.is_some_and(|n| {
             inspected.max_tokens.is_some() || inspected.max_completion_tokens.is_some_and(|m| m > n)
         });
@@ -313,10 +328,13 @@ pub fn rewrite(body: &[u8], inspected: &Inspected, rw: Rewrite, out: &mut Vec<u8
     Ok(())
 }
 
-fn reserialize(body: &[u8], rw: Rewrite, out: &mut Vec<u8>) -> Result<(), ApiError> {
+fn reserialize(body: &[u8], rw: Rewrite<'_>, out: &mut Vec<u8>) -> Result<(), ApiError> {
     let mut v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}"), None))?;
     let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("Invalid JSON body.", None))?;
+    if let Some(model) = rw.model {
+        obj.insert("model".into(), model.into());
+    }
     if rw.force_include_usage {
         let so = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
         if !so.is_object() {
@@ -383,7 +401,7 @@ mod tests {
         let i = completions(r#"{"model":"m","prompt":"x","max_completion_tokens":50}"#);
         assert_eq!(i.client_max_tokens(c), Some(50), "what the client meant");
         assert!(!i.bounded_by(c, 50), "the node does not read max_completion_tokens");
-        let rw = Rewrite::for_body(c, &i, Some(50));
+        let rw = Rewrite::for_body(c, &i, Some(50), "m");
         assert_eq!(rw.max_tokens, Some(50));
         let mut out = Vec::new();
         rewrite(br#"{"model":"m","prompt":"x","max_completion_tokens":50}"#, &i, rw, &mut out).unwrap();
@@ -391,7 +409,7 @@ mod tests {
         assert_eq!(v["max_tokens"], 50);
         let i = completions(r#"{"model":"m","prompt":"x","max_tokens":9,"max_completion_tokens":50}"#);
         assert_eq!(i.client_max_tokens(c), Some(9));
-        assert!(Rewrite::for_body(c, &i, Some(9)).is_noop());
+        assert!(Rewrite::for_body(c, &i, Some(9), "m").is_noop());
     }
 
     #[test]
@@ -399,14 +417,14 @@ mod tests {
         let chat = Endpoint::ChatCompletions;
         let body = br#"{"model":"m","messages":[1],"max_tokens":32000,"max_completion_tokens":32000}"#;
         let i = inspect(chat, body, &mut JsonScratch::default()).unwrap();
-        let rw = Rewrite::for_body(chat, &i, Some(700));
+        let rw = Rewrite::for_body(chat, &i, Some(700), "m");
         let mut out = Vec::new();
         rewrite(body, &i, rw, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!((v["max_tokens"].as_u64(), v["max_completion_tokens"].as_u64()), (Some(700), Some(700)));
         let unset = inspect(chat, br#"{"model":"m","messages":[1]}"#, &mut JsonScratch::default()).unwrap();
-        assert_eq!(Rewrite::for_body(chat, &unset, Some(4096)).max_tokens, Some(4096));
-        assert!(Rewrite::for_body(Endpoint::Embeddings, &unset, None).is_noop());
+        assert_eq!(Rewrite::for_body(chat, &unset, Some(4096), "m").max_tokens, Some(4096));
+        assert!(Rewrite::for_body(Endpoint::Embeddings, &unset, None, "m").is_noop());
     }
 
     #[test]
@@ -463,7 +481,8 @@ mod tests {
         let body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"}"}]}  "#;
         let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
-        rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: Some(9) }, &mut out).unwrap();
+        rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: Some(9), model: None }, &mut out)
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["max_tokens"], 9);
@@ -472,12 +491,25 @@ mod tests {
     }
 
     #[test]
+    fn a_model_named_by_its_alias_is_sent_by_its_id() {
+        let body = br#"{"model":"kimi","messages":[1]}"#;
+        let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
+        assert!(Rewrite::for_body(Endpoint::ChatCompletions, &i, None, "kimi").is_noop());
+        let rw = Rewrite::for_body(Endpoint::ChatCompletions, &i, None, "moonshotai/Kimi-K2.6");
+        let mut out = Vec::new();
+        rewrite(body, &i, rw, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"model": "moonshotai/Kimi-K2.6", "messages": [1]}));
+    }
+
+    #[test]
     fn reserializes_existing_stream_options() {
         let body =
             br#"{"model":"m","stream":true,"messages":[1],"stream_options":{"include_usage":false,"x":1}}"#;
         let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
         let mut out = Vec::new();
-        rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: None }, &mut out).unwrap();
+        rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: None, model: None }, &mut out)
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
     }

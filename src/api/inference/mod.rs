@@ -26,7 +26,7 @@ pub mod settle;
 
 use crate::app::App;
 use crate::auth::cache::KeyEntry;
-use crate::error::{ApiError, rate_limit_headers};
+use crate::error::{ApiError, ErrorShape, rate_limit_headers};
 use crate::http::io::Transport;
 use crate::limits::{self, admit, fit::Quote};
 use crate::model::{ModelSpec, RecordStatus};
@@ -46,10 +46,18 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     let app = Arc::clone(&core.app);
     ex.log.route = dialect.route();
     ex.error_shape = dialect.error_shape();
+    if ex.error_shape == ErrorShape::Anthropic {
+        // Anthropic's SDKs read the request id from here.
+        ex.headers.push(("request-id", ex.request_id.clone()));
+    }
     let now_ms = app.clock.now_ms();
 
     // 1. Authenticate.
-    let key = app.keys.authenticate_inference(ex.head.authorization.as_deref(), now_ms.div_euclid(1000))?;
+    let key = app.keys.authenticate_presented(
+        ex.head.authorization.as_deref(),
+        ex.head.x_api_key.as_deref(),
+        now_ms.div_euclid(1000),
+    )?;
     ex.log.key_id = Some(key.id().to_string());
 
     // 2. Admit the rate.
@@ -61,7 +69,13 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     // 3. Read and inspect. The body's memory stays reserved until the request ends (it is forwarded
     // from where it is).
     let (body, mut body_memory) = ex.read_body().await?.into_parts();
-    let prepared = dialect.prepare(&app, &key, bytes::Bytes::from(body)).await?;
+    let prepared = dialect.prepare(&app, &key, bytes::Bytes::from(body), &ex.request_id).await?;
+    // A translated body may be larger than the one read; the memory counts what is kept.
+    if prepared.body.len() > body_memory.bytes()
+        && !body_memory.grow_to(prepared.body.len(), app.settings.body_memory_wait).await
+    {
+        return Err(ApiError::Unavailable("the memory for request bodies is in use; retry shortly".into()));
+    }
     let body = prepared.body.clone();
     let endpoint = dialect.endpoint();
     let inspected = {
@@ -77,16 +91,21 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
         .cloned()
         .filter(|m| app.nodes.serves(&m.id))
         .ok_or_else(|| ApiError::ModelNotFound(inspected.model.clone()))?;
+    if model.id != inspected.model {
+        // Named by an alias: logged, counted and billed by its id.
+        ex.log.model = Some(model.id.clone());
+    }
 
     // 4. Hold, then write what the node is held to into the body.
     if !app.journal.is_healthy() {
         // Without a working journal it could not be billed.
         return Err(ApiError::Unavailable("the usage journal cannot be written".into()));
     }
-    let quote = quote(&app, &key, &model, endpoint, &inspected, body.len());
+    let quote = quote(&app, &key, &model, dialect, &inspected, body.len());
     let admission = admit::admit_hold(&key.budget, &quote, now_ms, &app.holds, &policy, &app.control).await?;
     let generates = endpoint != Endpoint::Embeddings;
-    let rewrite = Rewrite::for_body(endpoint, &inspected, generates.then_some(admission.max_tokens));
+    let rewrite =
+        Rewrite::for_body(endpoint, &inspected, generates.then_some(admission.max_tokens), &model.id);
     let node_body = if rewrite.is_noop() {
         body.clone()
     } else {
@@ -141,16 +160,19 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     Ok(())
 }
 
-/// The worst case the request asks of its budgets (see [`crate::limits`]).
+/// The worst case the request asks of its budgets (see [`crate::limits`]). Whether a `max_tokens` the
+/// client sent may be fitted is the key's policy, applied to what the dialect says that number is
+/// ([`Dialect::client_chooses_max_tokens`]).
 fn quote(
     app: &App,
     key: &KeyEntry,
     model: &ModelSpec,
-    endpoint: Endpoint,
+    dialect: Dialect,
     inspected: &Inspected,
     body_len: usize,
 ) -> Quote {
     let billing = &app.settings.billing;
+    let endpoint = dialect.endpoint();
     let generates = endpoint != Endpoint::Embeddings;
     // The default never asks for more than the model's whole context.
     let default_max_tokens =
@@ -158,7 +180,8 @@ fn quote(
     let client_max = inspected.client_max_tokens(endpoint);
     let asked = if generates { client_max.unwrap_or(default_max_tokens) } else { 0 };
     let policy = key.budget.fit_max_tokens.unwrap_or(billing.fit_max_tokens);
-    let floor = (generates && policy.allows(client_max.is_some())).then_some(billing.min_fit_tokens);
+    let chosen = client_max.is_some() && dialect.client_chooses_max_tokens();
+    let floor = (generates && policy.allows(chosen)).then_some(billing.min_fit_tokens);
     limits::quote(model, body_len, inspected.choices(endpoint), asked, floor)
 }
 
