@@ -332,7 +332,7 @@ fn a_child_with_a_daily_limit_below_the_default_worst_case_still_gets_shorter_an
 
 #[test]
 fn four_hundred_concurrent_requests_whose_total_fits_get_no_402() {
-    let sim = Sim::start(&["--tokens-per-s", "400", "--completion-tokens", "8"]);
+    let sim = Sim::start(&["--tokens-per-s", "100", "--completion-tokens", "8"]);
     let gw = Gateway::start_with(GatewayOpts {
         node_urls: sim.urls.clone(),
         extra: "[limits]\ndefault_rpm = 0\n".into(),
@@ -343,11 +343,15 @@ fn four_hundred_concurrent_requests_whose_total_fits_get_no_402() {
     // 1.4 million. The balance covers twice what they cost, a tenth of what they would hold at once.
     let balance = 250_000u64;
     let (acc, key) = funded(&gw, balance);
+    // All 400 start together, so on a fast machine too the first are still streaming when the last ask.
+    let start = std::sync::Barrier::new(400);
     let outcomes: Vec<(u16, u32)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..400)
             .map(|i| {
                 let key = key.clone();
+                let start = &start;
                 scope.spawn(move || {
+                    start.wait();
                     let body = json!({"model": MODEL, "stream": true, "max_tokens": 100,
                         "messages": [{"role": "user", "content": format!("concurrent request {i:03}")}]});
                     retry_in_flight(500, || {
