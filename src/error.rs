@@ -75,6 +75,12 @@ pub enum ApiError {
     MethodNotAllowed { allow: &'static str },
     #[error("Request body too large.")]
     PayloadTooLarge,
+    /// A `Content-Encoding` the gateway does not decode (the message names it).
+    #[error("{0}")]
+    UnsupportedEncoding(String),
+    /// A `previous_response_id` that names no stored response of the key's account (or an expired one).
+    #[error("Previous response with id '{0}' not found.")]
+    PreviousResponseNotFound(String),
     #[error("Timed out reading the request.")]
     RequestTimeout,
     #[error("{0}")]
@@ -109,10 +115,14 @@ impl ApiError {
             Self::InvalidApiKey | Self::KeyExpired => 401,
             Self::ChildKeyLimit { .. } | Self::InsufficientBalance => 402,
             Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => 403,
-            Self::ModelNotFound(_) | Self::ModelNotConfigured(_) | Self::NotFound(_) => 404,
+            Self::ModelNotFound(_)
+            | Self::ModelNotConfigured(_)
+            | Self::NotFound(_)
+            | Self::PreviousResponseNotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::Conflict(_) | Self::CreditReferenceConflict { .. } => 409,
             Self::PayloadTooLarge => 413,
+            Self::UnsupportedEncoding(_) => 415,
             Self::RequestTimeout => 408,
             Self::RateLimited(_) | Self::BudgetInFlight { .. } => 429,
             Self::BadRequest { .. } => 400,
@@ -138,6 +148,8 @@ impl ApiError {
             | Self::NotFound(_)
             | Self::MethodNotAllowed { .. }
             | Self::PayloadTooLarge
+            | Self::UnsupportedEncoding(_)
+            | Self::PreviousResponseNotFound(_)
             | Self::RequestTimeout
             | Self::Conflict(_)
             | Self::CreditReferenceConflict { .. } => "invalid_request_error",
@@ -164,6 +176,8 @@ impl ApiError {
             Self::Forbidden(code, _) => code,
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge => "request_too_large",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::PreviousResponseNotFound(_) => "previous_response_not_found",
             Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
             Self::CreditReferenceConflict { .. } => "credit_reference_conflict",
@@ -179,6 +193,7 @@ impl ApiError {
         match self {
             Self::BadRequest { param, .. } => param.as_deref(),
             Self::ModelNotFound(_) => Some("model"),
+            Self::PreviousResponseNotFound(_) => Some("previous_response_id"),
             Self::CreditReferenceConflict { .. } => Some("reference"),
             _ => None,
         }

@@ -22,8 +22,9 @@
 //! 7. [`limits`], [`store`], [`translate`]: rates, spend windows, holds and their admission policy; the
 //!    durable store (SQLite embedded, PostgreSQL shared) and the key snapshot; the seam client dialects
 //!    other than OpenAI's plug into.
-//! 8. [`auth`], [`billing`], [`anthropic`]: keys and who a bearer is; what a request used, and the usage
-//!    journal; Anthropic's Messages API translated to and from chat completions.
+//! 8. [`auth`], [`billing`], [`anthropic`], [`openai`]: keys and who a bearer is; what a request used,
+//!    and the usage journal; Anthropic's Messages API and OpenAI's Responses API translated to and from
+//!    chat completions.
 //! 9. [`upstream`]: the node pool, keep-alive connections, one attempt with its retry decision, the relay.
 //! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases)
 //!     and the node health thread.
@@ -52,6 +53,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod openai;
 pub mod rt;
 pub mod secret;
 pub mod server;

@@ -3,8 +3,11 @@
 //! request, and the node's answer is turned back for the client piece by piece as it arrives
 //! ([`Translate`]), with state bounded by what one answer needs. Forwarding, the relay and settlement
 //! know only these traits: the node's usage, its events and its bytes are counted the same way for every
-//! dialect, so a request costs the same whichever dialect it came in.
+//! dialect, so a request costs the same whichever dialect it came in. A dialect that keeps something of
+//! a complete answer (OpenAI's stored responses) hands it over with [`Translation::keep`]; the request
+//! path stores it, as it journals the usage record, before the answer's final bytes reach the client.
 
+use crate::model::StoredResponse;
 use std::time::Duration;
 
 /// One request's translation: made from the client's request when it is read, asked for a fresh
@@ -15,6 +18,11 @@ pub trait Translation {
     fn translator(&self, node_streams: bool) -> Box<dyn Translate>;
     /// The `Content-Type` of the client's answer.
     fn content_type(&self, node_streams: bool) -> &'static str;
+    /// What the request keeps of its answer, asked once the latest attempt's answer is complete (every
+    /// event of it translated, its final bytes not yet written); `None`: nothing.
+    fn keep(&self) -> Option<StoredResponse> {
+        None
+    }
 }
 
 /// The translation of one chat-completions answer.

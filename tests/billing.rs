@@ -418,6 +418,21 @@ impl Store for Flaky {
     fn usage_records(&mut self, a: &str, f: i64, t: i64, l: usize) -> StoreResult<Vec<UsageRecord>> {
         self.inner.usage_records(a, f, t, l)
     }
+    fn put_response(&mut self, r: &gonka_gateway::model::StoredResponse) -> StoreResult<()> {
+        self.check()?;
+        self.inner.put_response(r)
+    }
+    fn response(&mut self, a: &str, id: &str) -> StoreResult<Option<gonka_gateway::model::StoredResponse>> {
+        self.inner.response(a, id)
+    }
+    fn delete_response(&mut self, a: &str, id: &str) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.delete_response(a, id)
+    }
+    fn delete_expired_responses(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize> {
+        self.check()?;
+        self.inner.delete_expired_responses(now_ms, limit)
+    }
 }
 
 #[test]

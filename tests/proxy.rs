@@ -277,23 +277,9 @@ fn a_node_dropping_mid_stream_ends_the_stream_with_an_error_event() {
 /// Opens a stream on a raw socket, reads `events` data events, and returns the socket.
 fn open_stream(gw: &Gateway, prompt: &str, events: usize) -> TcpStream {
     let body = chat_body(prompt, 200, true).to_string();
-    let mut s = TcpStream::connect(gw.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        gw.auth(),
-        body.len()
-    )
-    .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while String::from_utf8_lossy(&seen).matches("data: ").count() < events {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "stream ended early");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    s
+    utils::open_stream(gw.addr, &gw.auth(), "/v1/chat/completions", &body, |seen| {
+        seen.matches("data: ").count() >= events
+    })
 }
 
 #[test]

@@ -19,7 +19,7 @@ use gonka_gateway::config::Synchronous;
 use gonka_gateway::model::JournalPos;
 use gonka_gateway::model::{AccountRow, CreditOutcome, GroupBy, KeyRow, PriceRow, UsageQuery};
 use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
-use gonka_gateway::model::{RecordStatus, UsageRecord};
+use gonka_gateway::model::{RecordStatus, StoredResponse, UsageRecord};
 use gonka_gateway::store::postgres::{PostgresStore, spawn_change_feed};
 use gonka_gateway::store::sqlite::SqliteStore;
 use gonka_gateway::store::{Change, Store, StoreError};
@@ -64,6 +64,7 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     prices_upsert(&mut *make());
     a_stored_price_can_be_deleted(&mut *make());
     usage_applies_once_with_its_spend(&mut *make());
+    responses_are_kept_per_account_until_they_expire(&mut *make());
 }
 
 fn record(id: &str, key: &str, cost: u64, day: i64) -> UsageRecord {
@@ -261,6 +262,43 @@ fn a_stored_price_can_be_deleted(s: &mut dyn Store) {
     assert!(!s.delete_price("org/a").unwrap(), "nothing left to delete");
     assert!(!s.delete_price("org/none").unwrap());
     assert_eq!(s.prices().unwrap().iter().map(|p| p.model.as_str()).collect::<Vec<_>>(), ["org/b"]);
+}
+
+fn stored_response(id: &str, account: &str, expires_ms: i64) -> StoredResponse {
+    StoredResponse {
+        id: id.into(),
+        account_id: account.into(),
+        key_id: "key_1".into(),
+        created_ms: 1_000,
+        expires_ms,
+        response: format!(r#"{{"id":"{id}","object":"response","output":[{{"text":"é ✓ \u0000"}}]}}"#),
+        input_items: r#"[{"role":"user","content":"hi"}]"#.into(),
+    }
+}
+
+fn responses_are_kept_per_account_until_they_expire(s: &mut dyn Store) {
+    let a = stored_response("resp_a", "acc_a", 10_000);
+    s.put_response(&a).unwrap();
+    s.put_response(&stored_response("resp_b", "acc_a", 20_000)).unwrap();
+    s.put_response(&stored_response("resp_c", "acc_b", 10_000)).unwrap();
+    assert_eq!(s.response("acc_a", "resp_a").unwrap().as_ref(), Some(&a), "every field round-trips");
+    assert_eq!(s.response("acc_b", "resp_a").unwrap(), None, "another account's id is not found");
+    assert_eq!(s.response("acc_a", "resp_none").unwrap(), None);
+    // Keeping an id again replaces it.
+    let replaced = StoredResponse { response: "{}".into(), ..a.clone() };
+    s.put_response(&replaced).unwrap();
+    assert_eq!(s.response("acc_a", "resp_a").unwrap(), Some(replaced));
+    assert!(!s.delete_response("acc_b", "resp_a").unwrap(), "another account cannot delete it");
+    assert!(s.response("acc_a", "resp_a").unwrap().is_some());
+    // The sweep takes what expired by then, at most `limit` at a time.
+    assert_eq!(s.delete_expired_responses(9_999, 10).unwrap(), 0);
+    assert_eq!(s.delete_expired_responses(10_000, 1).unwrap(), 1);
+    assert_eq!(s.delete_expired_responses(10_000, 10).unwrap(), 1);
+    assert_eq!(s.response("acc_a", "resp_a").unwrap(), None);
+    assert_eq!(s.response("acc_b", "resp_c").unwrap(), None);
+    assert!(s.response("acc_a", "resp_b").unwrap().is_some(), "not expired yet");
+    assert!(s.delete_response("acc_a", "resp_b").unwrap());
+    assert!(!s.delete_response("acc_a", "resp_b").unwrap(), "nothing left to delete");
 }
 
 #[test]

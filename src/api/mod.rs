@@ -1,7 +1,7 @@
-//! The HTTP API: `/v1` inference ([`inference`]), Anthropic's token counts ([`count_tokens`]) and models
-//! ([`models`]), health, the account API ([`account`]), the admin listener's routes ([`admin`]), who
-//! calls those two ([`credentials`]), and the dashboard over them ([`dashboard`]). Handlers return
-//! [`crate::error::ApiError`]; the router answers it.
+//! The HTTP API: `/v1` inference ([`inference`]), Anthropic's token counts ([`count_tokens`]), models
+//! ([`models`]) and stored responses ([`responses`]), health, the account API ([`account`]), the admin
+//! listener's routes ([`admin`]), who calls those two ([`credentials`]), and the dashboard over them
+//! ([`dashboard`]). Handlers return [`crate::error::ApiError`]; the router answers it.
 
 pub mod account;
 pub mod admin;
@@ -12,6 +12,7 @@ pub mod fields;
 pub mod inference;
 pub mod metrics;
 pub mod models;
+pub mod responses;
 pub mod usage;
 pub mod views;
 

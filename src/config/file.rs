@@ -26,6 +26,7 @@ pub struct ConfigFile {
     pub limits: LimitsFile,
     pub billing: BillingFile,
     pub journal: JournalFile,
+    pub responses: ResponsesFile,
     pub log: LogFile,
 }
 
@@ -44,6 +45,7 @@ impl Default for ConfigFile {
             limits: LimitsFile::default(),
             billing: BillingFile::default(),
             journal: JournalFile::default(),
+            responses: ResponsesFile::default(),
             log: LogFile::default(),
         }
     }
@@ -168,6 +170,21 @@ pub struct JournalFile {
 impl Default for JournalFile {
     fn default() -> Self {
         Self { dir: String::new(), wait: "write".into(), fsync_interval_ms: 20, progress_tokens: 512 }
+    }
+}
+
+/// `[responses]`: responses kept for OpenAI's Responses API (`store`, the default there).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponsesFile {
+    /// Days a kept response (and the conversation it continues) can be read and continued; after that
+    /// it is gone (404) and deleted from the store.
+    pub retention_days: u32,
+}
+
+impl Default for ResponsesFile {
+    fn default() -> Self {
+        Self { retention_days: 30 }
     }
 }
 
@@ -497,6 +514,7 @@ mod tests {
         assert_eq!(format!("{:?}", file.limits), format!("{:?}", defaults.limits));
         assert_eq!(format!("{:?}", file.journal), format!("{:?}", defaults.journal));
         assert_eq!(format!("{:?}", file.billing), format!("{:?}", defaults.billing));
+        assert_eq!(format!("{:?}", file.responses), format!("{:?}", defaults.responses));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));

@@ -18,7 +18,7 @@ pub use error::ConfigError;
 
 pub use file::{
     AdminFile, BillingFile, ClusterFile, ConfigFile, GonkaFile, JournalFile, KeysFile, LimitsFile, LogFile,
-    ModelFile, NodeFile, ServerFile, ServerTlsFile, StoreFile, UpstreamFile, UpstreamTlsFile,
+    ModelFile, NodeFile, ResponsesFile, ServerFile, ServerTlsFile, StoreFile, UpstreamFile, UpstreamTlsFile,
 };
 pub use settings::{
     BillingSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,

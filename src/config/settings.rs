@@ -242,6 +242,8 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     pub keys: KeySettings,
     pub billing: BillingSettings,
+    /// `responses.retention_days`: how long a kept response lives.
+    pub responses_retention: Duration,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
     /// The `Access-Control-Allow-Origin` of public answers (`*` or one origin); `None`: no CORS.

@@ -287,6 +287,10 @@ impl ConfigFile {
             cluster,
             keys,
             billing,
+            responses_retention: match self.responses.retention_days {
+                0 | 36_501.. => return Err(invalid("responses.retention_days must be 1 to 36500")),
+                days => Duration::from_secs(u64::from(days) * 86_400),
+            },
             log_level,
             access_log: self.log.access_log,
             cors_allow_origin: cors_allow_origin(&s.cors_allow_origins)?,

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod health;
 pub mod leases;
 mod leasing;
+mod responses;
 pub mod state;
 
 pub use state::ControlState;

@@ -79,6 +79,8 @@ pub struct ControlState {
     pub(super) default_rpm: u32,
     /// Several instances: what `/metrics` shows of leases and the change feed.
     pub(super) gauges: Arc<super::leases::ClusterGauges>,
+    /// When expired responses were last swept.
+    pub(super) responses_swept: Instant,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -148,6 +150,10 @@ impl ControlState {
             credit_totals: HashMap::new(),
             default_rpm: settings.billing.default_rpm,
             gauges: Arc::default(),
+            // The first sweep runs at the first tick.
+            responses_swept: Instant::now()
+                .checked_sub(Duration::from_secs(3600))
+                .unwrap_or_else(Instant::now),
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);
@@ -460,6 +466,7 @@ impl ControlState {
             self.write_snapshot();
         }
         self.tick_leases();
+        self.sweep_responses();
     }
 
     /// At clean shutdown: everything journaled goes to the store, and the snapshot is written.

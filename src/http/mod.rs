@@ -10,6 +10,7 @@ pub mod body;
 pub mod chunked;
 pub mod client;
 pub mod date;
+pub mod encoding;
 pub mod io;
 pub mod request;
 pub mod response;

@@ -10,7 +10,7 @@
 
 use crate::api::inference::dialect::Dialect;
 use crate::api::inference::inspect::Endpoint;
-use crate::api::{admin, credentials, dashboard, inference, models, route_method};
+use crate::api::{admin, credentials, dashboard, inference, models, responses, route_method};
 use crate::error::{ApiError, ErrorShape};
 use crate::http::io::{Transport, write_all_deadline};
 use crate::http::request::{Method, RequestHead};
@@ -41,8 +41,11 @@ pub async fn dispatch<S: Transport>(conn: &mut Conn<S>, head: RequestHead) -> bo
 /// The methods a public path answers (a 405's `Allow`); `None` for a path the gateway does not have.
 fn public_methods(path: &str) -> Option<&'static str> {
     match path {
-        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => Some("POST"),
+        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/responses" => Some("POST"),
         "/v1/messages" | "/v1/messages/count_tokens" | "/api/event_logging/batch" => Some("POST"),
+        p if p.strip_prefix("/v1/responses/").is_some_and(|id| !id.is_empty() && !id.contains('/')) => {
+            Some("GET, HEAD, DELETE")
+        }
         "/" | "/v1/models" | "/healthz" | "/readyz" => Some("GET, HEAD"),
         p if p.starts_with("/v1/models/") => Some("GET, HEAD"),
         _ => None,
@@ -97,6 +100,13 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
         }
         (Method::Post, "/v1/messages") => inference::handle(ex, Dialect::AnthropicMessages).await,
         (Method::Post, "/v1/messages/count_tokens") => crate::api::count_tokens::handle(ex).await,
+        (Method::Post, "/v1/responses") => inference::handle(ex, Dialect::Responses).await,
+        (Method::Get | Method::Delete, path)
+            if path.strip_prefix("/v1/responses/").is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+        {
+            let id = path["/v1/responses/".len()..].to_owned();
+            responses::route(ex, method, id).await
+        }
         (Method::Get, "/v1/models") => {
             let shape = models_shape(ex);
             let now = crate::time::unix_secs() as i64;
@@ -328,7 +338,10 @@ mod tests {
         assert_eq!(public_methods("/v1/chat/completions"), Some("POST"));
         assert_eq!(public_methods("/v1/messages"), Some("POST"));
         assert_eq!(public_methods("/v1/messages/count_tokens"), Some("POST"));
+        assert_eq!(public_methods("/v1/responses"), Some("POST"));
+        assert_eq!(public_methods("/v1/responses/resp_1"), Some("GET, HEAD, DELETE"));
         assert_eq!(public_methods("/v1/nothing"), None);
+        assert_eq!(public_methods("/v1/responses/resp_1/input_items"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::core::Core;
 use super::limits::Reservation;
 use crate::error::{ApiError, ErrorShape};
 use crate::http::body::{BodyDecoder, Framing};
+use crate::http::encoding;
 use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
 use crate::http::request::{Method, RequestHead};
 use crate::http::response::{HeadWriter, ResponseFraming};
@@ -107,7 +108,10 @@ impl<'c, S: Transport> Exchange<'c, S> {
     }
 
     /// Reads the whole request body (at most `server.max_body_bytes`), after reserving its memory: a
-    /// body that finds no room within `server.body_memory_wait_ms` is refused with 503.
+    /// body that finds no room within `server.body_memory_wait_ms` is refused with 503. A body with a
+    /// `Content-Encoding` is decoded ([`crate::http::encoding`]): the limit and the memory reserved are
+    /// the decoded body's (415 for a coding the gateway does not decode, 400 for bytes that do not
+    /// decode).
     pub async fn read_body(&mut self) -> Result<Body, ApiError> {
         if self.body != BodyState::Unread {
             return Err(ApiError::Internal("request body read twice".into()));
@@ -117,7 +121,55 @@ impl<'c, S: Transport> Exchange<'c, S> {
         if res.is_err() {
             self.keep_alive = false;
         }
-        res
+        self.decode_body(res?).await
+    }
+
+    /// The body with its content coding undone, decoded in steps whose memory is reserved before each
+    /// one: the compressed bytes, the decoder's own state and the output so far all count, and the
+    /// output never grows past `server.max_body_bytes` and one step.
+    async fn decode_body(&self, body: Body) -> Result<Body, ApiError> {
+        let Some(value) = self.head.content_encoding.as_deref() else { return Ok(body) };
+        let coding = match encoding::parse_content_encoding(value) {
+            Ok(Some(coding)) => coding,
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(ApiError::UnsupportedEncoding(e.to_string())),
+        };
+        if body.is_empty() {
+            return Ok(body);
+        }
+        let settings = &self.conn.core.app.settings;
+        let (max, wait) = (settings.http.max_body_bytes, settings.body_memory_wait);
+        let (compressed, mut reservation) = body.into_parts();
+        let corrupt = |e: encoding::DecodeError| ApiError::bad_request(e.to_string(), None);
+        let mut decoder = encoding::Decompressor::new(coding, &compressed);
+        let mut out: Vec<u8> = Vec::new();
+        loop {
+            let state = decoder.state_bytes().map_err(corrupt)?;
+            let room = max + 1 - out.len();
+            let step = room.min(encoding::STEP_BYTES);
+            // The output's capacity doubles, never past one byte over the limit.
+            let capacity = if out.capacity() >= out.len() + step {
+                out.capacity()
+            } else {
+                (out.len() + step).max(out.capacity() * 2).max(CHUNKED_RESERVE_STEP).min(max + 1)
+            };
+            let needed = compressed.len() + state + capacity;
+            if needed > reservation.bytes() && !reservation.grow_to(needed, wait).await {
+                return Err(no_body_memory());
+            }
+            out.reserve_exact(capacity - out.len());
+            let done = decoder.step(&mut out, room).map_err(corrupt)?;
+            if out.len() > max {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            if done {
+                break;
+            }
+        }
+        drop(decoder);
+        drop(compressed);
+        reservation.shrink_to(out.capacity());
+        Ok(Body { bytes: out, _reservation: reservation })
     }
 
     async fn send_continue(&mut self) -> Result<(), ApiError> {

@@ -155,6 +155,16 @@ impl Reservation {
         self.bytes += more;
         true
     }
+
+    /// Gives back what is held past `total` bytes (a body that shrank, or a copy that is gone).
+    pub fn shrink_to(&mut self, total: usize) {
+        if let Some(memory) = &self.memory
+            && total < self.bytes
+        {
+            memory.used.fetch_sub(self.bytes - total, Ordering::AcqRel);
+            self.bytes = total;
+        }
+    }
 }
 
 impl Drop for Reservation {
@@ -216,6 +226,11 @@ mod tests {
             assert!(grown.grow_to(40, Duration::ZERO).await);
             assert!(!grown.grow_to(41, Duration::ZERO).await);
             assert_eq!((grown.bytes(), memory.used()), (40, 100));
+            grown.shrink_to(30);
+            assert_eq!((grown.bytes(), memory.used()), (30, 90));
+            grown.shrink_to(35);
+            assert_eq!(grown.bytes(), 30, "shrinking never grows");
+            assert!(grown.grow_to(40, Duration::ZERO).await);
             // Room made while a body waits is taken by it.
             let waiting = memory.reserve(50, Duration::from_secs(5));
             let release = async {

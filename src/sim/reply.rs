@@ -7,7 +7,9 @@
 //! are the JSON object written right after the tool's name in that message (`run Bash {"command":"ls"}`),
 //! else an object with each required property (all of them when none is required) set to a value of its
 //! type. After a tool's result (the last message has role `tool`), the answer is text that starts with
-//! what the tool returned, so a test can see the round trip reached the node.
+//! what the tool returned, so a test can see the round trip reached the node. A `response_format` of
+//! `json_schema` gets an object made from its schema the same way (`json_object`: `{"text": …}`),
+//! streamed in fragments.
 //!
 //! As vLLM does, a request's `stop` strings end the text where the first of them appears (the string
 //! itself left out; vLLM then names it in the choice's `stop_reason`), and
@@ -143,6 +145,26 @@ pub fn tool_call(req: &Value) -> Option<(String, Value)> {
     Some((name, args))
 }
 
+/// `text` cut into at most [`ARGUMENT_FRAGMENTS`] pieces.
+fn fragments(text: &str) -> impl Iterator<Item = String> {
+    let chars: Vec<char> = text.chars().collect();
+    let size = chars.len().div_ceil(ARGUMENT_FRAGMENTS).max(1);
+    chars.chunks(size).map(|c| c.iter().collect::<String>()).collect::<Vec<_>>().into_iter()
+}
+
+/// The JSON text a request's `response_format` asks for, if it asks for JSON: an object that fits the
+/// `json_schema`, or `{"text": …}` for `json_object`.
+fn structured(req: &Value, text: &str) -> Option<String> {
+    let format = req.get("response_format")?;
+    match format.get("type").and_then(Value::as_str)? {
+        "json_schema" => {
+            Some(arguments_for(format.get("json_schema").and_then(|s| s.get("schema"))).to_string())
+        }
+        "json_object" => Some(json!({"text": text.trim()}).to_string()),
+        _ => None,
+    }
+}
+
 /// The text of the last message when it is a tool's result.
 pub fn tool_result(req: &Value) -> Option<String> {
     let last = req.get("messages").and_then(Value::as_array)?.last()?;
@@ -159,14 +181,15 @@ pub fn chat_pieces(req: &Value, prompt: &str, index: usize, reasoning: usize, to
     if let Some((name, args)) = tool_call(req) {
         let seed = text::seed(format!("{prompt}#{index}").as_bytes());
         pieces.push(Piece::ToolCall { id: format!("call_{seed:016x}"), name });
-        let args = args.to_string();
-        let chars: Vec<char> = args.chars().collect();
-        let size = chars.len().div_ceil(ARGUMENT_FRAGMENTS).max(1);
-        pieces.extend(chars.chunks(size).map(|c| Piece::Arguments(c.iter().collect())));
+        pieces.extend(fragments(&args.to_string()).map(Piece::Arguments));
         return pieces;
     }
     let seed = if index == 0 { prompt.to_owned() } else { format!("{prompt}#{index}") };
     let mut words = text::tokens(seed.as_bytes(), tokens);
+    if let Some(json) = structured(req, &words.concat()) {
+        pieces.extend(fragments(&json).map(Piece::Content));
+        return pieces;
+    }
     if let Some(result) = tool_result(req) {
         let said: String = result.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(80).collect();
         let lead: Vec<String> = format!("The tool returned: {said}.")
@@ -345,6 +368,25 @@ mod tests {
         assert_eq!(stop_strings(&json!({"stop": "x"})), ["x"]);
         assert!(thinking_off(&json!({"chat_template_kwargs": {"enable_thinking": false}})));
         assert!(!thinking_off(&json!({"chat_template_kwargs": {"enable_thinking": true}})));
+    }
+
+    #[test]
+    fn a_json_response_format_gets_json_that_fits_it() {
+        let mut r = req(json!([{"role": "user", "content": "weather?"}]), json!([]));
+        r["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object",
+            "properties": {"city": {"type": "string"}, "degrees": {"type": "integer"}}, "required": ["city", "degrees"]}}});
+        let text = |pieces: Vec<Piece>| -> String {
+            pieces.iter().map(|p| if let Piece::Content(t) = p { t.as_str() } else { "" }).collect()
+        };
+        let pieces = chat_pieces(&r, "p", 0, 0, 16);
+        assert!(pieces.len() > 1, "streamed in fragments");
+        assert_eq!(
+            serde_json::from_str::<Value>(&text(pieces)).unwrap(),
+            json!({"city": "sim", "degrees": 1})
+        );
+        r["response_format"] = json!({"type": "json_object"});
+        let v: Value = serde_json::from_str(&text(chat_pieces(&r, "p", 0, 0, 4))).unwrap();
+        assert!(v["text"].as_str().is_some_and(|t| !t.is_empty()), "{v}");
     }
 
     #[test]

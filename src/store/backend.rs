@@ -4,7 +4,8 @@
 use crate::model::JournalPos;
 use crate::model::usage::UsageRecord;
 use crate::model::{
-    AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, UsageQuery, UsageSummaryRow,
+    AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse, UsageQuery,
+    UsageSummaryRow,
 };
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -123,6 +124,15 @@ pub trait Store: Send {
         to_day: i64,
         limit: usize,
     ) -> StoreResult<Vec<UsageRecord>>;
+
+    /// Keeps a response (one whose id is kept already is replaced).
+    fn put_response(&mut self, response: &StoredResponse) -> StoreResult<()>;
+    /// The response `id` of `account_id`, expired or not (another account's is `None`).
+    fn response(&mut self, account_id: &str, id: &str) -> StoreResult<Option<StoredResponse>>;
+    /// Deletes the response `id` of `account_id`; whether there was one.
+    fn delete_response(&mut self, account_id: &str, id: &str) -> StoreResult<bool>;
+    /// Deletes at most `limit` responses whose `expires_ms` is at or before `now_ms`; how many.
+    fn delete_expired_responses(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize>;
 }
 
 /// What a batch of new usage records takes from balances and adds to key spend, summed per account and

@@ -10,6 +10,11 @@ use crate::model::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus, RecordStatus,
 pub(super) const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka, \
      limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version, fit_max_tokens";
 
+/// The columns of `responses` that make a [`StoredResponse`](crate::model::StoredResponse), in its
+/// fields' order.
+pub(super) const RESPONSE_COLUMNS: &str =
+    "id, account_id, key_id, created_ms, expires_ms, response, input_items";
+
 /// One row of [`KEY_COLUMNS`] as a driver reads it, not yet decoded.
 #[derive(Debug)]
 pub(super) struct KeyColumns {

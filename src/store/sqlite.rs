@@ -6,11 +6,13 @@
 //! loses nothing, a power loss may lose the last transactions (usage records are also in the journal).
 
 use super::backend::{KeyTableState, SpendTotals, Store, StoreError, StoreResult, check_schema_version};
-use super::columns::{KEY_COLUMNS, KeyColumns, LimitColumns, UsageColumns, record_status, to_i64, to_u64};
+use super::columns::{
+    KEY_COLUMNS, KeyColumns, LimitColumns, RESPONSE_COLUMNS, UsageColumns, record_status, to_i64, to_u64,
+};
 use crate::config::Synchronous;
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
-use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow};
+use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow, StoredResponse};
 use crate::model::{GroupBy, InstanceSpend, KeySpend, UsageQuery, UsageSummaryRow};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -86,6 +88,17 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO meta (name, value) VALUES ('journal_seq', 0), ('journal_offset', 0);",
     // 3: a key's own fit policy (NULL: the config's).
     "ALTER TABLE keys ADD COLUMN fit_max_tokens TEXT;",
+    // 4: responses kept for the Responses API, until they expire.
+    "CREATE TABLE responses (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         response TEXT NOT NULL,
+         input_items TEXT NOT NULL
+     );
+     CREATE INDEX responses_by_expiry ON responses(expires_ms);",
 ];
 
 pub struct SqliteStore {
@@ -142,6 +155,19 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
     }
     .decode()
     .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// A row of `RESPONSE_COLUMNS`.
+fn response_from_row(r: &Row<'_>) -> rusqlite::Result<StoredResponse> {
+    Ok(StoredResponse {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        key_id: r.get(2)?,
+        created_ms: r.get(3)?,
+        expires_ms: r.get(4)?,
+        response: r.get(5)?,
+        input_items: r.get(6)?,
+    })
 }
 
 /// `id, name, balance_ngonka, created_at`.
@@ -637,5 +663,52 @@ impl Store for SqliteStore {
             })
             .map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn put_response(&mut self, r: &StoredResponse) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO responses ({RESPONSE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+            ))
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    r.id,
+                    r.account_id,
+                    r.key_id,
+                    r.created_ms,
+                    r.expires_ms,
+                    r.response,
+                    r.input_items
+                ])
+            })
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn response(&mut self, account_id: &str, id: &str) -> StoreResult<Option<StoredResponse>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {RESPONSE_COLUMNS} FROM responses WHERE id = ?1 AND account_id = ?2"
+            ))
+            .and_then(|mut stmt| stmt.query_row(params![id, account_id], response_from_row).optional())
+            .map_err(err)
+    }
+
+    fn delete_response(&mut self, account_id: &str, id: &str) -> StoreResult<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM responses WHERE id = ?1 AND account_id = ?2", params![id, account_id])
+            .map_err(err)?;
+        Ok(n > 0)
+    }
+
+    fn delete_expired_responses(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize> {
+        self.conn
+            .execute(
+                "DELETE FROM responses WHERE id IN
+                     (SELECT id FROM responses WHERE expires_ms <= ?1 LIMIT ?2)",
+                params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .map_err(err)
     }
 }

@@ -259,14 +259,18 @@ impl Filter {
     fn translate_events(&mut self, region: &[u8]) -> usize {
         let mut at = 0;
         while let Some(len) = sse::event_end(&region[at..]) {
-            let event = &region[at..at + len];
-            self.count(event);
-            if let BodyMode::Translated { translator, .. } = &mut self.mode {
-                translator.event(event, &mut self.translated);
-            }
+            self.translate_event(&region[at..at + len]);
             at += len;
         }
         at
+    }
+
+    /// Counts and translates one event.
+    fn translate_event(&mut self, event: &[u8]) {
+        self.count(event);
+        if let BodyMode::Translated { translator, .. } = &mut self.mode {
+            translator.event(event, &mut self.translated);
+        }
     }
 
     /// How long a translated stream's node may be silent before the client is sent something.

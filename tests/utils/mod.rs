@@ -610,6 +610,33 @@ pub fn sse_text(body: &str) -> String {
     text
 }
 
+/// POSTs `body` to `path` on a raw connection and reads the streamed answer until what arrived satisfies
+/// `until`; returns the connection, still open (for a test that hangs up, or reads on).
+pub fn open_stream(
+    addr: SocketAddr,
+    auth: &str,
+    path: &str,
+    body: &str,
+    until: impl Fn(&str) -> bool,
+) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !until(&String::from_utf8_lossy(&seen)) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
 /// Writes `bytes` on a fresh connection and reads until the server closes (or `timeout`).
 pub fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -896,4 +923,37 @@ pub fn run_browser_script(script: &str, envs: &[(&str, String)]) -> String {
         .env("NODE_DEPS", modules)
         .env("SCREENSHOTS", root.join("target/dashboard-screenshots"));
     run_script(cmd, script, envs)
+}
+
+/// The Codex CLI version the tests run (npm `@openai/codex`).
+pub const CODEX_VERSION: &str = "0.171.0";
+
+/// The Codex CLI, installed with npm under `target/test-codex` on first use (its npm cache there too) and
+/// shared by every test run; another version rebuilds it.
+pub fn codex_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/test-codex");
+    let bin = dir.join("node_modules/.bin/codex");
+    let ready = dir.join(".ready");
+    let is_ready = || bin.exists() && std::fs::read_to_string(&ready).is_ok_and(|v| v == CODEX_VERSION);
+    once_across_processes("test-codex", is_ready, || {
+        std::fs::create_dir_all(&dir).unwrap();
+        let installed = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+            .arg(&dir)
+            .arg(format!("@openai/codex@{CODEX_VERSION}"))
+            .env("npm_config_cache", dir.join("npm-cache"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if installed {
+            std::fs::write(&ready, CODEX_VERSION).unwrap();
+        }
+    });
+    assert!(
+        is_ready(),
+        "could not install @openai/codex@{CODEX_VERSION} into {} (it needs npm and access to the npm registry)",
+        dir.display()
+    );
+    bin
 }

@@ -13,7 +13,10 @@
 //! 7. **relay** the answer as it arrives, journaling progress marks as it goes;
 //! 8. **settle** once: right before the final bytes of a complete answer, else when the relay ends
 //!    ([`settle`]);
-//! 9. **log**.
+//! 9. **keep** what the dialect keeps of a complete answer (a stored response of the Responses API),
+//!    through the control plane, also before the answer's final bytes, so a client that continues from
+//!    it at once finds it;
+//! 10. **log**.
 //!
 //! Every ending settles: a request whose hold was taken always gets its record, and a hold is never
 //! left behind.
@@ -70,11 +73,18 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     // from where it is).
     let (body, mut body_memory) = ex.read_body().await?.into_parts();
     let prepared = dialect.prepare(&app, &key, bytes::Bytes::from(body), &ex.request_id).await?;
-    // A translated body may be larger than the one read; the memory counts what is kept.
-    if prepared.body.len() > body_memory.bytes()
-        && !body_memory.grow_to(prepared.body.len(), app.settings.body_memory_wait).await
-    {
-        return Err(ApiError::Unavailable("the memory for request bodies is in use; retry shortly".into()));
+    if prepared.translation.is_some() {
+        // A translated body is held to the same limits (a continued conversation makes it larger than
+        // what the client sent), and the memory counts what is kept.
+        if prepared.body.len() > app.settings.http.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        let held = body_memory.bytes() + prepared.body.len();
+        if !body_memory.grow_to(held, app.settings.body_memory_wait).await {
+            return Err(ApiError::Unavailable(
+                "the memory for request bodies is in use; retry shortly".into(),
+            ));
+        }
     }
     let body = prepared.body.clone();
     let endpoint = dialect.endpoint();
@@ -149,7 +159,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     settlement.settle(status, seen).await;
     drop(body_memory);
 
-    // 9. Log.
+    // 10. Log.
     if let Some((usage, _, estimated)) = settlement.billed {
         ex.log.usage = Some(usage);
         ex.log.usage_estimated = estimated;
@@ -183,6 +193,17 @@ fn quote(
     let chosen = client_max.is_some() && dialect.client_chooses_max_tokens();
     let floor = (generates && policy.allows(chosen)).then_some(billing.min_fit_tokens);
     limits::quote(model, body_len, inspected.choices(endpoint), asked, floor)
+}
+
+/// Keeps what the dialect keeps of a complete answer (phase 9). A store that cannot take it costs the
+/// client nothing but the stored copy: the answer is still sent, and the failure logged.
+async fn keep(app: &App, prepared: &Prepared) {
+    let Some(kept) = prepared.keep() else { return };
+    let id = kept.id.clone();
+    match app.control.call(move |st| st.put_response(&kept)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) | Err(e) => log::error!(target: "responses", "{id}: the response was not stored: {e}"),
+    }
 }
 
 /// What goes to the node, and whether the usage chunk the gateway asked for is cut from the answer.
@@ -254,7 +275,7 @@ async fn serve<S: Transport>(
             prepared.body_mode(request.stream && answered.answer.head.is_event_stream(), to_node.cut_usage);
         let framing = respond::head(&mut head, &answered.answer.head, prepared, &mode, &context);
         let status = answered.answer.head.status;
-        // 7. Relay (8. settling at its final step).
+        // 7. Relay (8. settling and 9. keeping at its final step).
         let mut relay = Relay::new(
             &mut client,
             answered.answer,
@@ -268,7 +289,10 @@ async fn serve<S: Transport>(
         let result = loop {
             match relay.next().await {
                 Step::Progress(seen) => settlement.progress(seen),
-                Step::Final(seen) => settlement.settle(RecordStatus::Completed, seen).await,
+                Step::Final(seen) => {
+                    settlement.settle(RecordStatus::Completed, seen).await;
+                    keep(app, prepared).await;
+                }
                 Step::End(result) => break result,
             }
         };

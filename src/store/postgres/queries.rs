@@ -3,14 +3,17 @@
 use super::feed::{channel, payload};
 use super::pool::{PostgresStore, err};
 use super::rows::{
-    account_from_row, key_from_row, price_from_row, spend_row, summary_from_row, usage_from_row,
+    account_from_row, key_from_row, price_from_row, response_from_row, spend_row, summary_from_row,
+    usage_from_row,
 };
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
-use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow};
+use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse};
 use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
 use crate::store::backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
-use crate::store::columns::{KEY_COLUMNS, LimitColumns, UsageColumns, record_status, to_i64, to_u64};
+use crate::store::columns::{
+    KEY_COLUMNS, LimitColumns, RESPONSE_COLUMNS, UsageColumns, record_status, to_i64, to_u64,
+};
 use postgres::Transaction;
 
 /// The advisory lock key writes take, so versions are assigned in commit order.
@@ -488,5 +491,52 @@ impl Store for PostgresStore {
             )
             .map_err(err)?;
         Ok(rows.iter().map(usage_from_row).collect())
+    }
+
+    fn put_response(&mut self, r: &StoredResponse) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        conn.execute(
+            &format!(
+                "INSERT INTO responses ({RESPONSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, key_id = excluded.key_id,
+                     created_ms = excluded.created_ms, expires_ms = excluded.expires_ms,
+                     response = excluded.response, input_items = excluded.input_items"
+            ),
+            &[&r.id, &r.account_id, &r.key_id, &r.created_ms, &r.expires_ms, &r.response, &r.input_items],
+        )
+        .map_err(err)?;
+        Ok(())
+    }
+
+    fn response(&mut self, account_id: &str, id: &str) -> StoreResult<Option<StoredResponse>> {
+        let mut conn = self.conn()?;
+        let row = conn
+            .query_opt(
+                &format!("SELECT {RESPONSE_COLUMNS} FROM responses WHERE id = $1 AND account_id = $2"),
+                &[&id, &account_id],
+            )
+            .map_err(err)?;
+        Ok(row.as_ref().map(response_from_row))
+    }
+
+    fn delete_response(&mut self, account_id: &str, id: &str) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let n = conn
+            .execute("DELETE FROM responses WHERE id = $1 AND account_id = $2", &[&id, &account_id])
+            .map_err(err)?;
+        Ok(n > 0)
+    }
+
+    fn delete_expired_responses(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize> {
+        let mut conn = self.conn()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let n = conn
+            .execute(
+                "DELETE FROM responses WHERE id IN
+                     (SELECT id FROM responses WHERE expires_ms <= $1 LIMIT $2)",
+                &[&now_ms, &limit],
+            )
+            .map_err(err)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 }

@@ -2,7 +2,7 @@
 //! store's (`store::columns`).
 
 use super::pool::err;
-use crate::model::{AccountRow, KeyRow, KeySpend, PriceRow, UsageRecord, UsageSummaryRow};
+use crate::model::{AccountRow, KeyRow, KeySpend, PriceRow, StoredResponse, UsageRecord, UsageSummaryRow};
 use crate::store::backend::{StoreError, StoreResult};
 use crate::store::columns::{KeyColumns, record_status, to_u64};
 use postgres::Row;
@@ -86,5 +86,18 @@ pub(super) fn usage_from_row(r: &Row) -> UsageRecord {
         finished_ms: r.get(11),
         day: r.get(12),
         month: r.get(13),
+    }
+}
+
+/// A row of `RESPONSE_COLUMNS`.
+pub(super) fn response_from_row(r: &Row) -> StoredResponse {
+    StoredResponse {
+        id: r.get(0),
+        account_id: r.get(1),
+        key_id: r.get(2),
+        created_ms: r.get(3),
+        expires_ms: r.get(4),
+        response: r.get(5),
+        input_items: r.get(6),
     }
 }

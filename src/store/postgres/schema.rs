@@ -90,6 +90,17 @@ const MIGRATIONS: &[&str] = &[
      );",
     // 2: a key's own fit policy (NULL: the config's).
     "ALTER TABLE keys ADD COLUMN fit_max_tokens TEXT;",
+    // 3: responses kept for the Responses API, until they expire.
+    "CREATE TABLE responses (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         created_ms BIGINT NOT NULL,
+         expires_ms BIGINT NOT NULL,
+         response TEXT NOT NULL,
+         input_items TEXT NOT NULL
+     );
+     CREATE INDEX responses_by_expiry ON responses(expires_ms);",
 ];
 
 impl PostgresStore {
