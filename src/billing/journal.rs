@@ -2,13 +2,15 @@
 //! the gateway is killed or the store is down.
 //!
 //! # Design
-//! Cores hand encoded records to the journal thread and await its acknowledgement before they send a
-//! request's last bytes; the thread writes everything queued with one `write` (group commit). With
-//! `journal.wait = "write"` a second thread fsyncs the file every `journal.fsync_interval_ms`, so a
-//! slow fsync never holds up the writes requests wait for (on the harness machine, fsyncs inline in the
-//! writer put milliseconds on the p99 of every request); with `"fsync"` the writer fsyncs each group
-//! before acknowledging it. A record acknowledged after `write` survives `kill -9` (it is in the page
-//! cache); after `fsync`, a power loss too.
+//! A request's record is written before its last bytes are sent, and the request waits for that write.
+//! With `journal.wait = "write"` (the default) the cores write the journal themselves, each grouping the
+//! records of one turn of its event loop into one `write` through its own ring
+//! ([`super::group_commit`]), and a background thread fsyncs the file every
+//! `journal.fsync_interval_ms` (so a slow fsync never holds up the writes requests wait for: on the
+//! harness machine, fsyncs inline put milliseconds on the p99 of every request). With `"fsync"`, cores
+//! hand records to a journal thread and await its acknowledgement; it writes everything queued with one
+//! `write` (group commit) and fsyncs each group before acknowledging it. A record acknowledged after
+//! `write` survives `kill -9` (it is in the page cache); after `fsync`, a power loss too.
 //!
 //! Files are `usage-<seq>.log` under the journal directory, rotated at [`ROTATE_BYTES`]. Each record is a
 //! frame `[0xA5][len u32 LE][crc32 u32 LE][rkyv bytes]`. The control plane tails the files
@@ -16,6 +18,7 @@
 //! the position it reached in the same transaction; fully applied files are deleted. A torn frame at the
 //! end of the last file (a crash mid-write) is cut off when the journal is reopened.
 
+use super::group_commit;
 use crate::config::WaitFor;
 use crate::model::JournalPos;
 use crate::model::usage::{ArchivedUsageRecord, UsageRecord};
@@ -72,10 +75,19 @@ struct Entry {
     ack: Option<futures_channel::oneshot::Sender<Result<(), String>>>,
 }
 
+/// Who writes the records.
+#[derive(Clone)]
+enum Writes {
+    /// The cores themselves (`journal.wait = "write"`).
+    Cores(Arc<group_commit::Shared>),
+    /// The journal thread, which fsyncs each group (`journal.wait = "fsync"`).
+    Thread(Sender<Entry>),
+}
+
 /// The cores' side of the journal.
 #[derive(Clone)]
 pub struct Journal {
-    tx: Sender<Entry>,
+    writes: Writes,
     pub stats: Arc<JournalStats>,
 }
 
@@ -124,7 +136,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(UsageRecord, usize)>, String> {
     Ok(Some((record, FRAME_HEADER + len)))
 }
 
-fn file_name(seq: u64) -> String {
+pub(super) fn file_name(seq: u64) -> String {
     format!("usage-{seq:010}.log")
 }
 
@@ -163,13 +175,23 @@ impl Journal {
         !self.stats.failing.load(Ordering::Relaxed)
     }
 
-    /// Opens the journal in `dir` (cutting off a torn tail) and starts its writer thread.
+    /// Opens the journal in `dir` (cutting off a torn tail) and starts its writer (or sync) thread.
+    pub fn open(dir: &Path, wait: WaitFor, fsync_interval: Duration) -> io::Result<(Journal, JournalThread)> {
+        Self::open_rotating_at(dir, wait, fsync_interval, ROTATE_BYTES)
+    }
+
     #[expect(
         clippy::disallowed_methods,
         reason = "opened at start-up; then the journal thread owns the files"
     )]
-    pub fn open(dir: &Path, wait: WaitFor, fsync_interval: Duration) -> io::Result<(Journal, JournalThread)> {
+    fn open_rotating_at(
+        dir: &Path,
+        wait: WaitFor,
+        fsync_interval: Duration,
+        rotate_bytes: u64,
+    ) -> io::Result<(Journal, JournalThread)> {
         std::fs::create_dir_all(dir)?;
+        group_commit::adopt_hidden(dir)?;
         let files = list_files(dir)?;
         let (seq, path) = match files.last() {
             Some((seq, path)) => (*seq, path.clone()),
@@ -185,9 +207,15 @@ impl Journal {
             file.set_len(valid)?;
             file.sync_all()?;
         }
+        let stats = Arc::new(JournalStats::default());
+        if wait == WaitFor::Write {
+            drop(file);
+            let (shared, thread) =
+                group_commit::start(dir, seq, valid, fsync_interval, rotate_bytes, Arc::clone(&stats))?;
+            return Ok((Journal { writes: Writes::Cores(shared), stats }, JournalThread { thread }));
+        }
         file.seek(SeekFrom::End(0))?;
         let (tx, rx) = bounded(QUEUE);
-        let stats = Arc::new(JournalStats::default());
         let (sync_tx, sync_rx) = bounded::<File>(1);
         let sync_stats = Arc::clone(&stats);
         let syncer = std::thread::Builder::new().name("journal-sync".into()).spawn(move || {
@@ -213,17 +241,21 @@ impl Journal {
             writer.run(rx);
             let _ = syncer.join();
         })?;
-        Ok((Journal { tx, stats }, JournalThread { thread }))
+        Ok((Journal { writes: Writes::Thread(tx), stats }, JournalThread { thread }))
     }
 
     /// Writes `record` and waits (without blocking the core) until it is as durable as configured.
+    /// On a core's runtime only.
     pub async fn append(&self, record: &UsageRecord) -> Result<(), JournalError> {
         let frame = encode(record).map_err(|e| JournalError::Io(e.to_string()))?;
         let (ack, done) = futures_channel::oneshot::channel();
-        match self.tx.try_send(Entry { frame, ack: Some(ack) }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(JournalError::Full),
-            Err(TrySendError::Disconnected(_)) => return Err(JournalError::Stopped),
+        match &self.writes {
+            Writes::Cores(shared) => group_commit::push(shared, &frame, Some(ack)),
+            Writes::Thread(tx) => match tx.try_send(Entry { frame, ack: Some(ack) }) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => return Err(JournalError::Full),
+                Err(TrySendError::Disconnected(_)) => return Err(JournalError::Stopped),
+            },
         }
         match done.await {
             Ok(Ok(())) => Ok(()),
@@ -236,14 +268,24 @@ impl Journal {
     /// waited for, supersedes it). Dropped when the journal is overloaded.
     pub fn append_unacknowledged(&self, record: &UsageRecord) {
         let Ok(frame) = encode(record) else { return };
-        if self.tx.try_send(Entry { frame, ack: None }).is_err() {
-            log::debug!(target: "journal", "{}: progress mark dropped (journal busy)", record.request_id);
+        match &self.writes {
+            Writes::Cores(shared) => group_commit::push(shared, &frame, None),
+            Writes::Thread(tx) => {
+                if tx.try_send(Entry { frame, ack: None }).is_err() {
+                    log::debug!(target: "journal", "{}: progress mark dropped (journal busy)", record.request_id);
+                }
+            }
         }
     }
 
-    /// Asks the writer thread to finish what is queued and stop.
+    /// Asks the writer (or sync) thread to finish what is queued, fsync and stop.
     pub fn close(&self) {
-        let _ = self.tx.try_send(Entry { frame: Vec::new(), ack: None });
+        match &self.writes {
+            Writes::Cores(shared) => shared.close(),
+            Writes::Thread(tx) => {
+                let _ = tx.try_send(Entry { frame: Vec::new(), ack: None });
+            }
+        }
     }
 }
 
@@ -595,6 +637,80 @@ mod tests {
             again.iter().map(|(r, _)| r.clone()).collect::<Vec<_>>(),
             (first..first + 5).map(rec).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn cores_writing_while_files_rotate_and_a_reader_prunes_lose_and_repeat_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, t) =
+            Journal::open_rotating_at(dir.path(), WaitFor::Write, Duration::from_millis(2), 16 * 1024)
+                .unwrap();
+        let per_core = 3000u64;
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut seen = std::collections::HashSet::new();
+        std::thread::scope(|scope| {
+            let cores: Vec<_> = (0..2u64)
+                .map(|core| {
+                    let j = j.clone();
+                    scope.spawn(move || {
+                        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                            .enable_timer()
+                            .build()
+                            .unwrap();
+                        rt.block_on(async {
+                            // Many requests settling at once on each core: batches of several records.
+                            let tasks: Vec<_> = (0..30)
+                                .map(|task| {
+                                    let j = j.clone();
+                                    monoio::spawn(async move {
+                                        for i in 0..per_core / 30 {
+                                            j.append(&rec(core * 1_000_000 + task * 1000 + i)).await.unwrap();
+                                            // Spread over long enough for the sync thread to rotate often.
+                                            monoio::time::sleep(Duration::from_millis(1)).await;
+                                        }
+                                    })
+                                })
+                                .collect();
+                            for task in tasks {
+                                task.await;
+                            }
+                        });
+                    })
+                })
+                .collect();
+            // The control plane's side at the same time: read on, prune what is behind.
+            let reader = scope.spawn(|| {
+                let mut reader = JournalReader::new(dir.path());
+                let (mut pos, mut ids) = (JournalPos::default(), Vec::new());
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let batch = reader.read_from(pos, 500).unwrap();
+                    if let Some((_, last)) = batch.last() {
+                        pos = *last;
+                        reader.prune(pos).unwrap();
+                    } else if finished {
+                        return (ids, pos.seq);
+                    }
+                    ids.extend(batch.into_iter().map(|(r, _)| r.request_id));
+                }
+            });
+            for c in cores {
+                c.join().unwrap();
+            }
+            j.close();
+            done.store(true, Ordering::SeqCst);
+            let (ids, last_file) = reader.join().unwrap();
+            assert!(last_file > 3, "the files rotated: {last_file}");
+            for id in ids {
+                assert!(seen.insert(id.clone()), "{id} read twice");
+            }
+        });
+        t.join();
+        assert_eq!(seen.len() as u64, 2 * per_core, "every record, once");
+        assert_eq!(j.stats.written.load(Ordering::Relaxed), 2 * per_core);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(names.iter().all(|n| !n.to_string_lossy().ends_with(".new")), "{names:?}");
+        assert!(j.stats.fsyncs.load(Ordering::Relaxed) > 0);
     }
 
     #[test]
