@@ -364,6 +364,10 @@ fn direct_keys_round_trip_and_list_by_account_or_live(s: &mut dyn Store) {
         "oldest first, archived too"
     );
     assert_eq!(s.direct_keys(None).unwrap(), vec![a1.clone(), b1.clone()], "every live one, oldest first");
+    // An archived key whose float is not swept yet (its sealed key kept) still has work.
+    let b1 = DirectKeyRow { status: KeyStatus::Archived, ..b1 };
+    s.update_direct_key(&b1).unwrap();
+    assert_eq!(s.direct_keys(None).unwrap(), vec![a1.clone(), b1.clone()]);
     let unknown = direct_key("dk_none", "acc_a", 1);
     assert!(matches!(s.update_direct_key(&unknown), Err(StoreError::NotFound(_))));
     // A pending transfer is cleared by writing the row without it.

@@ -139,8 +139,8 @@ pub trait Store: Send {
     fn insert_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()>;
     /// Replaces a direct key's row (by id; `NotFound` when there is none).
     fn update_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()>;
-    /// The direct keys of `account_id` (archived ones too), or with `None` every one not archived;
-    /// oldest first.
+    /// The direct keys of `account_id` (archived ones too), or with `None` every one the chain worker
+    /// still has work on (not archived, or archived with its sealed key not yet erased); oldest first.
     fn direct_keys(&mut self, account_id: Option<&str>) -> StoreResult<Vec<DirectKeyRow>>;
     /// In one transaction: inserts the usage record of `charge` (status `direct`, model `direct`, its id
     /// the charge's reference) with its heights, takes its amount from the account balance and adds it to

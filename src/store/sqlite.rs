@@ -848,7 +848,7 @@ impl Store for SqliteStore {
                 "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE account_id = ?1 ORDER BY created_at, id"
             ),
             None => format!(
-                "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE status <> 'archived' AND ?1 IS NULL
+                "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE (status <> 'archived' OR sealed_private_key <> '') AND ?1 IS NULL
                  ORDER BY created_at, id"
             ),
         };

@@ -614,7 +614,8 @@ impl Store for PostgresStore {
             ),
             None => conn.query(
                 &format!(
-                    "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE status <> 'archived' ORDER BY created_at, id"
+                    "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE status <> 'archived' OR sealed_private_key <> ''
+                     ORDER BY created_at, id"
                 ),
                 &[],
             ),
