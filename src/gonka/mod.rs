@@ -2,6 +2,7 @@
 //! nodes of the current epoch ([`discovery`]), Cosmos SDK transactions ([`tx`]) and the blocking client
 //! of the chain's REST API ([`chain`]).
 
+pub mod chain;
 pub mod discovery;
 pub mod signer;
 pub mod tx;
