@@ -16,9 +16,11 @@
 //! 3. [`error`], [`metrics`], [`logging`]: the one edge error type; counters and histograms; logs.
 //! 4. [`http`]: HTTP/1.1 only (heads, one body decoder, chunks, SSE framing, timed I/O, TLS, one small
 //!    blocking client).
-//! 5. [`gonka`]: the Gonka network's own rules (request signing as the SDK does it, node discovery).
-//! 6. [`config`], [`sim`]: the config file and the validated settings made from it; the node simulator,
-//!    an independent peer that shares only byte plumbing with the gateway.
+//! 5. [`gonka`]: the Gonka network's own rules (request signing as the SDK does it, node discovery,
+//!    Cosmos transactions, the blocking chain client).
+//! 6. [`config`], [`sim`]: the config file and the validated settings made from it; the node (and chain)
+//!    simulator, an independent peer that shares only byte plumbing and the transaction codec with the
+//!    gateway.
 //! 7. [`limits`], [`store`], [`translate`]: rates, spend windows, holds and their admission policy; the
 //!    durable store (SQLite embedded, PostgreSQL shared) and the key snapshot; the seam client dialects
 //!    other than OpenAI's plug into.
