@@ -164,6 +164,9 @@ async fn handle<S: Transport>(
         }
         _ => {}
     }
+    if let Some((status, answer)) = super::chain::rest_answer(&sim.chain, head.method, path, body) {
+        return respond(io, out, status, answer.as_bytes(), &[]).await;
+    }
     if let Some(key) = &sim.api_key
         && !sim.gonka
     {
