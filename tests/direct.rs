@@ -294,7 +294,7 @@ impl ChainSetup {
         let ok = eventually(Duration::from_secs(20), || {
             last = self.key(id);
             last["pending"].is_null()
-                && last["float_ngonka"] == float.to_string()
+                && last["float_ngonka"] == json!(float.to_string())
                 && last["published"] == true
         });
         assert!(ok, "float {float} never reached: {last}\n{}", self.gw.proc.stderr());

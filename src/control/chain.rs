@@ -230,7 +230,10 @@ impl Worker {
                     }
                     Err(e) => {
                         let account = row.account_id.clone();
-                        self.control(move |st| Ok(st.direct_unreserve(&account, reserved)))?;
+                        self.control(move |st| {
+                            st.direct_unreserve(&account, reserved);
+                            Ok(())
+                        })?;
                         Err(e.into())
                     }
                 }
