@@ -28,8 +28,8 @@
 //!    and the usage journal; Anthropic's Messages API and OpenAI's Responses API translated to and from
 //!    chat completions.
 //! 9. [`upstream`]: the node pool, keep-alive connections, one attempt with its retry decision, the relay.
-//! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases)
-//!     and the node health thread.
+//! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases,
+//!     direct keys' floats and billing), the node health thread and the chain worker.
 //! 11. [`app`]: read-mostly state shared by the cores.
 //! 12. [`session`]: one core's context, a connection, one exchange on it, the budgets cores share.
 //! 13. [`api`]: the handlers; [`api::inference`] is the request path, phase by phase.

@@ -433,7 +433,7 @@ fn a_chain_outage_under_direct_key_traffic_stalls_no_core_bills_once_and_top_ups
     // Direct-key traffic goes on (the node serves from balances); the gateway's cores stay fast.
     let endpoints = c.endpoints();
     std::thread::scope(|s| {
-        let traffic = s.spawn(|| sdk(&endpoints, &private_key, 12, "outage"));
+        let traffic = s.spawn(|| sdk(&endpoints, &private_key, 20, "outage"));
         let auth = c.gw.auth();
         for _ in 0..20 {
             let t = Instant::now();
