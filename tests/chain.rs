@@ -230,3 +230,147 @@ fn down_answers_503_and_forgotten_transactions_never_land() {
     assert_eq!(included(&chain, &hash).code, 0);
     assert_eq!(chain.balance(bob.address()).unwrap(), 80);
 }
+
+/// Publishes `who`'s public key with its first transaction (1 ngonka to `to`), and waits for the block.
+fn publish(chain: &ChainClient, who: &GonkaSigner, to: &str) {
+    let n = chain.account(who.address()).unwrap().unwrap().account_number;
+    let hash = chain.send(who, n, 0, to, 1, 0, GAS, "publish").unwrap();
+    assert_eq!(included(chain, &hash).code, 0);
+    assert_eq!(chain.account(who.address()).unwrap().unwrap().pub_key, Some(who.public_key().to_vec()));
+}
+
+#[test]
+fn cosmpy_and_the_simulated_chain_agree_both_ways() {
+    let cosmpy_key = "6a1f0c9e8d7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a19";
+    let cosmpy = GonkaSigner::from_hex(cosmpy_key).unwrap();
+    let recipient = key(0x52);
+    let fund = format!("{}=5000000", cosmpy.address());
+    let sim = Sim::start(&["--gonka", "--chain-fund", &fund, "--chain-block-ms", "50"]);
+    // A transfer the gateway builds, for cosmpy to decode and verify.
+    let ours = key(0x51);
+    let send = gonka_gateway::gonka::tx::Send {
+        chain_id: "gonka-mainnet",
+        account_number: 5,
+        sequence: 3,
+        to_address: recipient.address(),
+        amount: 777,
+        denom: "ngonka",
+        fee: 9,
+        gas_limit: GAS,
+        memo: "gateway",
+    };
+    let bytes = gonka_gateway::gonka::tx::build_send(&ours, &send);
+    use base64::Engine as _;
+    let out = run_python(
+        "chain_fidelity.py",
+        &[
+            ("CHAIN_REST_URL", format!("{}/chain-api", sim.root(0))),
+            ("CHAIN_ID", "gonka-mainnet".to_owned()),
+            ("COSMPY_KEY_HEX", cosmpy_key.to_owned()),
+            ("RECIPIENT", recipient.address().to_owned()),
+            ("RUST_TX_B64", base64::engine::general_purpose::STANDARD.encode(&bytes)),
+            ("RUST_FROM", ours.address().to_owned()),
+            ("RUST_TO", recipient.address().to_owned()),
+            ("RUST_AMOUNT", "777".to_owned()),
+            ("RUST_FEE", "9".to_owned()),
+            ("RUST_MEMO", "gateway".to_owned()),
+            ("RUST_SEQUENCE", "3".to_owned()),
+            ("RUST_ACCOUNT_NUMBER", "5".to_owned()),
+        ],
+    );
+    assert!(out.contains("OK"), "{out}");
+    // What cosmpy did is what the gateway's client sees.
+    let chain = client(&sim, "/chain-api");
+    assert_eq!(chain.balance(recipient.address()).unwrap(), 12_345);
+    assert_eq!(chain.account(cosmpy.address()).unwrap().unwrap().pub_key, Some(cosmpy.public_key().to_vec()));
+}
+
+#[test]
+fn the_official_sdk_pays_for_inference_from_the_chain() {
+    let (funded, poor, unpublished, sink) = (key(0x61), key(0x62), key(0x63), key(0x64));
+    let funds = [
+        format!("{}=1000000", funded.address()),
+        format!("{}=60", poor.address()),
+        format!("{}=1000000", unpublished.address()),
+    ];
+    let mut args = vec!["--gonka", "--chain-price", "3", "--chain-block-ms", "50"];
+    for f in &funds {
+        args.extend(["--chain-fund", f.as_str()]);
+    }
+    let sim = Sim::start(&args);
+    let chain = client(&sim, "/chain-api");
+    publish(&chain, &funded, sink.address());
+    publish(&chain, &poor, sink.address());
+    let out = run_python(
+        "chain_sdk.py",
+        &[
+            ("SIM_NODE_URL", sim.urls[0].clone()),
+            ("SIM_NODE_ADDRESS", sim.addresses[0].clone()),
+            ("CHAIN_REST_URL", format!("{}/chain-api", sim.root(0))),
+            ("MODEL", MODEL.to_owned()),
+            ("CHAIN_PRICE", "3".to_owned()),
+            ("FUNDED_KEY", funded.private_key_hex()),
+            ("FUNDED_ADDRESS", funded.address().to_owned()),
+            ("POOR_KEY", poor.private_key_hex()),
+            ("POOR_ADDRESS", poor.address().to_owned()),
+            ("UNPUBLISHED_KEY", unpublished.private_key_hex()),
+            ("UNPUBLISHED_ADDRESS", unpublished.address().to_owned()),
+            ("UNPUBLISHED_FUNDS", "1000000".to_owned()),
+        ],
+    );
+    assert!(out.contains("OK"), "{out}");
+}
+
+#[test]
+fn a_client_that_leaves_mid_stream_pays_for_what_was_generated() {
+    let (who, sink) = (key(0x71), key(0x72));
+    let fund = format!("{}=1000000", who.address());
+    let sim = Sim::start(&[
+        "--gonka",
+        "--chain-fund",
+        &fund,
+        "--chain-block-ms",
+        "50",
+        "--tokens-per-s",
+        "20",
+        "--completion-tokens",
+        "200",
+    ]);
+    let chain = client(&sim, "/chain-api");
+    publish(&chain, &who, sink.address());
+    let before = chain.balance(who.address()).unwrap();
+    let node = sim.addresses[0].clone();
+    let body = json!({"model": MODEL, "stream": true, "max_tokens": 200,
+        "messages": [{"role": "user", "content": "tell me a long story"}]})
+    .to_string();
+    let ts = who.next_timestamp_ns();
+    let signature = who.sign(body.as_bytes(), ts, &node);
+    let mut s = std::net::TcpStream::connect(sim.addr(0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: {signature}\r\nX-Requester-Address: {}\r\nX-Timestamp: {ts}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        who.address(),
+        body.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&seen).matches("data: ").count() < 3 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // In flight, the whole worst case is escrowed: the prompt (the message and its line end, 21 bytes →
+    // 6, + 4 for the message) and max_tokens.
+    let prompt = 10u128;
+    assert_eq!(chain.balance(who.address()).unwrap(), before - (prompt + 200));
+    drop(s);
+    assert!(eventually(Duration::from_secs(10), || sim.stats()["streams_aborted"] == 1), "{}", sim.stats());
+    let charged = before - chain.balance(who.address()).unwrap();
+    assert!(charged >= prompt + 3 && charged < prompt + 200, "charged {charged} for a stream left early");
+    assert_eq!(chain.balance(&node).unwrap(), charged, "the node got what the requester paid");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(before - chain.balance(who.address()).unwrap(), charged, "settled once, nothing more moves");
+}

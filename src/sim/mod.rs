@@ -18,6 +18,7 @@
 
 mod account;
 pub mod chain;
+mod escrow;
 mod node;
 mod reply;
 pub use node::{Sim, SimNode, SimParams, SimStats, node_key_hex};

@@ -233,11 +233,26 @@ async fn handle<S: Transport>(
             if mid_fault != MidFault::None {
                 sim.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
             }
+            // Tokens generated so far, which the bill (if the chain governs the requester) charges.
+            let meter = std::cell::Cell::new(0u64);
+            let _bill = match head.requester.as_deref().filter(|_| sim.gonka) {
+                Some(requester) => {
+                    let node_address = sim.nodes[node].address.as_str();
+                    match super::escrow::open(&sim.chain, node_address, requester, &req, path, &meter) {
+                        Ok(bill) => bill,
+                        Err(refusal) => {
+                            let body = json!({"error": refusal.message}).to_string();
+                            return respond(io, out, refusal.status, body.as_bytes(), &[]).await;
+                        }
+                    }
+                }
+                None => None,
+            };
             if path == "/v1/embeddings" {
-                return embeddings(io, out, &req, &model).await;
+                return embeddings(io, out, &req, &model, &meter).await;
             }
             let chat = path == "/v1/chat/completions";
-            generate(sim, io, out, &req, &model, chat, &params, mid_fault, rng).await
+            generate(sim, io, out, &req, &model, chat, &params, mid_fault, rng, &meter).await
         }
         _ => respond(io, out, 404, br#"{"error":"not found"}"#, &[]).await,
     }
@@ -316,6 +331,7 @@ async fn generate<S: Transport>(
     params: &SimParams,
     fault: MidFault,
     rng: &std::cell::Cell<u64>,
+    meter: &std::cell::Cell<u64>,
 ) -> bool {
     // vLLM's semantics: chat honours `max_completion_tokens`, else `max_tokens`; completions read only
     // `max_tokens`. `n` choices per prompt (`best_of` generated on completions); a completions prompt
@@ -422,6 +438,7 @@ async fn generate<S: Transport>(
         sim.remember(&id, body.clone());
     }
     if !stream {
+        meter.set(prompt_tokens + completion_tokens);
         let total = ttft + per_token * (n.saturating_sub(1) as u32);
         if !total.is_zero() {
             monoio::time::sleep_until(start + total).await;
@@ -448,6 +465,7 @@ async fn generate<S: Transport>(
     let model_json = Value::String(model.to_owned()).to_string();
     let chunk_object = if chat { "chat.completion.chunk" } else { "text_completion" };
     let mut event = Vec::with_capacity(512);
+    meter.set(prompt_tokens);
     for i in 0..n as usize {
         monoio::time::sleep_until(start + ttft + per_token * i as u32).await;
         if fault != MidFault::None && i as u64 == n / 2 {
@@ -487,12 +505,16 @@ async fn generate<S: Transport>(
             }
             event.extend_from_slice(b"\n\n");
         }
+        // Generated, whether or not the client is still there to read it.
+        let tokens: u64 = choices.iter().filter_map(|c| c.pieces.get(i)).map(reply::piece_tokens).sum();
+        meter.set(meter.get() + tokens);
         wire::chunk(out, &event);
         if !send(io, out).await {
             sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
             return false;
         }
     }
+    meter.set(prompt_tokens + completion_tokens);
     event.clear();
     for c in &choices {
         let index = c.index;
@@ -536,7 +558,13 @@ async fn stall<S: Transport>(io: &mut S) {
     }
 }
 
-async fn embeddings<S: Transport>(io: &mut S, out: &mut Vec<u8>, req: &Value, model: &str) -> bool {
+async fn embeddings<S: Transport>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    req: &Value,
+    model: &str,
+    meter: &std::cell::Cell<u64>,
+) -> bool {
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
@@ -552,6 +580,7 @@ async fn embeddings<S: Transport>(io: &mut S, out: &mut Vec<u8>, req: &Value, mo
         }
     };
     let prompt_tokens: u64 = inputs.iter().map(|s| text::prompt_tokens(s.len(), 0)).sum();
+    meter.set(prompt_tokens);
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()

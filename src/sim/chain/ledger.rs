@@ -477,3 +477,101 @@ impl Ledger {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gonka::signer::GonkaSigner;
+
+    fn ledger(block_ms: u64) -> Ledger {
+        Ledger::new(Params {
+            chain_id: "gonka-mainnet".into(),
+            denom: "ngonka".into(),
+            block: Duration::from_millis(block_ms),
+            min_fee: 0,
+        })
+    }
+
+    fn send(from: &GonkaSigner, number: u64, sequence: u64, to: &str, amount: u128) -> Vec<u8> {
+        tx::build_send(
+            from,
+            &tx::Send {
+                chain_id: "gonka-mainnet",
+                account_number: number,
+                sequence,
+                to_address: to,
+                amount,
+                denom: "ngonka",
+                fee: 0,
+                gas_limit: 200_000,
+                memo: "",
+            },
+        )
+    }
+
+    #[expect(clippy::disallowed_methods, reason = "a test thread may sleep")]
+    fn wait_block(l: &mut Ledger) {
+        let h = l.height();
+        while l.height() == h {
+            std::thread::sleep(Duration::from_millis(5));
+            l.advance();
+        }
+    }
+
+    #[test]
+    fn a_transfer_whose_funds_went_meanwhile_fails_in_its_block_with_code_5() {
+        let (a, b) = (
+            GonkaSigner::from_hex(&"0a".repeat(32)).unwrap(),
+            GonkaSigner::from_hex(&"0b".repeat(32)).unwrap(),
+        );
+        let mut l = ledger(20);
+        l.fund(a.address(), 100);
+        let n = l.account(a.address()).unwrap().number;
+        let checked = l.check_tx(&send(&a, n, 0, b.address(), 80));
+        assert_eq!(checked.code, 0, "{}", checked.raw_log);
+        // An escrow takes the funds before the block.
+        assert!(l.take(a.address(), 50));
+        wait_block(&mut l);
+        let included = l.included(&checked.hash).unwrap();
+        assert_eq!(included.code, code::INSUFFICIENT_FUNDS, "{}", included.raw_log);
+        assert!(
+            included
+                .raw_log
+                .ends_with("spendable balance 50ngonka is smaller than 80ngonka: insufficient funds")
+        );
+        // The fee and sequence were still taken, and the key published; the transfer was not made.
+        let acc = l.account(a.address()).unwrap();
+        assert_eq!((acc.sequence, acc.balance, acc.pub_key.is_some()), (1, 50, true));
+        assert!(l.account(b.address()).is_none());
+    }
+
+    #[test]
+    fn the_mempool_holds_what_pending_transfers_spend() {
+        let (a, b) = (
+            GonkaSigner::from_hex(&"0c".repeat(32)).unwrap(),
+            GonkaSigner::from_hex(&"0d".repeat(32)).unwrap(),
+        );
+        let mut l = ledger(60_000);
+        l.fund(a.address(), 100);
+        let n = l.account(a.address()).unwrap().number;
+        assert_eq!(l.check_tx(&send(&a, n, 0, b.address(), 70)).code, 0);
+        let second = l.check_tx(&send(&a, n, 1, b.address(), 40));
+        assert_eq!(second.code, code::INSUFFICIENT_FUNDS);
+        assert_eq!(second.raw_log, "spendable balance 30ngonka is smaller than 40ngonka: insufficient funds");
+        assert_eq!(l.check_tx(&send(&a, n, 1, b.address(), 30)).code, 0);
+        assert_eq!(l.forget_pending(), 2);
+        assert_eq!(
+            l.check_tx(&send(&a, n, 0, b.address(), 100)).code,
+            0,
+            "forgotten: the sequence is the chain's again"
+        );
+    }
+
+    #[test]
+    fn addresses_are_gonka_bech32_of_20_bytes() {
+        assert!(valid_address(GonkaSigner::from_hex(&"0e".repeat(32)).unwrap().address()));
+        assert!(!valid_address("gonka1qqqq"));
+        assert!(!valid_address("cosmos1qxhrux2n9fj5yf6p0snkgq9248kj3gdjhx6zzr"));
+        assert!(!valid_address(""));
+    }
+}

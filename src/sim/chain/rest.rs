@@ -122,8 +122,10 @@ fn broadcast(chain: &Chain, body: &[u8]) -> (u16, String) {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return bad_request("the body is not JSON".into());
     };
+    // Protobuf JSON names the field `tx_bytes` or `txBytes` (what cosmpy sends); a gRPC gateway reads both.
     let Some(bytes) = req
         .get("tx_bytes")
+        .or_else(|| req.get("txBytes"))
         .and_then(Value::as_str)
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
     else {

@@ -80,11 +80,6 @@ impl Chain {
         Ok(Some(Escrow { requester: requester.to_owned(), amount }))
     }
 
-    /// The public key of `address` on chain, if it has published one.
-    pub fn public_key(&self, address: &str) -> Option<Vec<u8>> {
-        self.ledger()?.account(address)?.pub_key.clone()
-    }
-
     /// Ends `escrow`: `tokens` × price (at most the escrow) go to `node`'s account, the rest back.
     pub fn settle(&self, escrow: &Escrow, tokens: u64, node: &str) -> u128 {
         let charge = u128::from(tokens).saturating_mul(self.price).min(escrow.amount);
