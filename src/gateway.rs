@@ -169,7 +169,7 @@ pub fn start<T>(
     // Direct keys: their private keys are sealed under the server secret.
     let sealing = Arc::new(crate::secret::SealingKey::from_server_secret(server_secret.as_bytes()));
     if let Some(chain) = &settings.chain {
-        let direct = crate::control::direct::DirectKeys::new(chain.clone(), Arc::clone(&sealing));
+        let direct = crate::control::direct_keys::DirectKeys::new(chain.clone(), Arc::clone(&sealing));
         state.enable_direct_keys(direct).map_err(io_err)?;
     }
     let extra = setup(&mut state).map_err(io_err)?;

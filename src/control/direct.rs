@@ -16,34 +16,9 @@
 
 use super::ControlState;
 use super::accounts::KeyAction;
-use crate::config::ChainSettings;
+use super::direct_keys::DirectKeys;
 use crate::error::ApiError;
 use crate::model::{DirectCharge, DirectKeyRow, KeyStatus, PendingTransfer, TransferKind};
-use crate::secret::SealingKey;
-use std::collections::HashMap;
-use std::sync::Arc;
-
-/// The direct-key side of the control state.
-#[derive(Debug)]
-pub struct DirectKeys {
-    pub settings: ChainSettings,
-    /// Seals a new key's private key under the server secret.
-    pub sealing: Arc<SealingKey>,
-    /// The rows the chain worker still has work on, by id: every key not archived, and archived ones
-    /// until their float is swept and their sealed key erased.
-    pub(super) rows: HashMap<String, DirectKeyRow>,
-}
-
-impl DirectKeys {
-    pub fn new(settings: ChainSettings, sealing: Arc<SealingKey>) -> Self {
-        Self { settings, sealing, rows: HashMap::new() }
-    }
-
-    /// What publishing a key costs the direct account: 1 ngonka sent back and the fee.
-    pub fn publish_cost(&self) -> u64 {
-        self.settings.fee_ngonka.saturating_add(1)
-    }
-}
 
 /// A freshly generated direct account: its address, its private key (hex, shown once) and that key
 /// sealed.
@@ -382,9 +357,11 @@ mod tests {
     use super::*;
     use crate::auth::Keys;
     use crate::auth::keys::KeyHasher;
-    use crate::config::{ConfigFile, Secret};
+    use crate::config::{ChainSettings, ConfigFile, Secret};
     use crate::model::{ModelTable, RecordStatus};
+    use crate::secret::SealingKey;
     use arc_swap::ArcSwap;
+    use std::sync::Arc;
     use std::time::Duration;
 
     const FEE: u64 = 10;

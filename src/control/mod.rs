@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod chain;
 pub mod direct;
+pub mod direct_keys;
 pub mod health;
 pub mod leases;
 mod leasing;

@@ -82,7 +82,7 @@ pub struct ControlState {
     /// When expired responses were last swept.
     pub(super) responses_swept: Instant,
     /// Direct keys, when `[chain]` is enabled.
-    pub(super) direct: Option<super::direct::DirectKeys>,
+    pub(super) direct: Option<super::direct_keys::DirectKeys>,
 }
 
 impl std::fmt::Debug for ControlState {
