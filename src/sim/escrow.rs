@@ -13,7 +13,7 @@
 //! hash of its public key on chain: checking it against that key again would prove nothing more.
 
 use super::chain::{Chain, Escrow, Refusal};
-use super::server::prompt_of;
+use super::prompt::{completion_prompts, embedding_inputs, prompt_of};
 use super::text;
 use serde_json::Value;
 use std::cell::Cell;
@@ -26,14 +26,7 @@ pub fn worst_case_tokens(req: &Value, path: &str) -> u64 {
     let get = |k: &str| req.get(k).and_then(Value::as_u64);
     match path {
         "/v1/embeddings" => {
-            let inputs: Vec<String> = match req.get("input") {
-                Some(Value::Array(items)) => {
-                    items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect()
-                }
-                Some(Value::String(s)) => vec![s.clone()],
-                _ => Vec::new(),
-            };
-            inputs.iter().map(|s| text::prompt_tokens(s.len(), 0)).sum()
+            embedding_inputs(req).unwrap_or_default().iter().map(|s| text::prompt_tokens(s.len(), 0)).sum()
         }
         "/v1/chat/completions" => {
             let (prompt, messages) = prompt_of(req, true);
@@ -43,14 +36,7 @@ pub fn worst_case_tokens(req: &Value, path: &str) -> u64 {
             text::prompt_tokens(prompt.len(), messages).saturating_add(max.saturating_mul(n))
         }
         _ => {
-            let prompts: Vec<String> = match req.get("prompt") {
-                Some(Value::Array(items)) if items.iter().any(|i| i.is_string() || i.is_array()) => {
-                    items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect()
-                }
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(other) => vec![other.to_string()],
-                None => vec![String::new()],
-            };
+            let prompts = completion_prompts(req);
             let n = get("n").unwrap_or(1).clamp(1, 128);
             let generated = get("best_of").map_or(n, |b| b.max(n));
             let max = get("max_tokens").unwrap_or(DEFAULT_MAX_TOKENS);

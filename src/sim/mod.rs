@@ -20,6 +20,7 @@ mod account;
 pub mod chain;
 mod escrow;
 mod node;
+mod prompt;
 mod reply;
 pub use node::{Sim, SimNode, SimParams, SimStats, node_key_hex};
 pub mod server;

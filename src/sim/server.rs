@@ -1,6 +1,7 @@
 //! The simulator's HTTP side: a small keep-alive server on its own framing (`sim::wire`).
 
 use super::node::{Sim, SimParams};
+use super::prompt;
 use super::reply::{self, Piece};
 use super::text;
 use super::wire::{self, Framing, Method, Request};
@@ -265,53 +266,6 @@ enum MidFault {
     Stall,
 }
 
-/// The prompt text and message count the completion is derived from.
-pub fn prompt_of(req: &Value, chat: bool) -> (String, usize) {
-    if chat {
-        let msgs = req.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-        let mut text = String::new();
-        for m in &msgs {
-            match m.get("content") {
-                Some(Value::String(s)) => text.push_str(s),
-                Some(Value::Array(parts)) => {
-                    for p in parts {
-                        if let Some(t) = p.get("text").and_then(Value::as_str) {
-                            text.push_str(t);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            text.push('\n');
-        }
-        (text, msgs.len())
-    } else {
-        let text = match req.get("prompt") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
-        (text, 0)
-    }
-}
-
-/// The prompts of a completions request, as vLLM takes them: a string, token ids, or a list of either
-/// (one completion each).
-fn completion_prompts(req: &Value) -> Vec<String> {
-    match req.get("prompt") {
-        Some(Value::Array(items)) if items.iter().any(|i| i.is_string() || i.is_array()) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(other) => vec![other.to_string()],
-        None => vec![String::new()],
-    }
-}
-
 /// What each choice of an answer says.
 struct Choice {
     index: usize,
@@ -353,9 +307,9 @@ async fn generate<S: Transport>(
     let content_budget = max_tokens - reasoning;
     let per_choice = params.completion_tokens.min(content_budget).saturating_add(params.overrun_tokens);
     let prompts: Vec<(String, usize)> = if chat {
-        vec![prompt_of(req, true)]
+        vec![prompt::prompt_of(req, true)]
     } else {
-        completion_prompts(req).into_iter().map(|p| (p, 0)).collect()
+        prompt::completion_prompts(req).into_iter().map(|p| (p, 0)).collect()
     };
     let mut choices = Vec::new();
     let mut prompt_tokens = 0u64;
@@ -565,19 +519,9 @@ async fn embeddings<S: Transport>(
     model: &str,
     meter: &std::cell::Cell<u64>,
 ) -> bool {
-    let inputs: Vec<String> = match req.get("input") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        _ => {
-            let e = json!({"error": {"message": "input is required", "type": "invalid_request_error", "param": "input", "code": null}});
-            return respond(io, out, 400, e.to_string().as_bytes(), &[]).await;
-        }
+    let Some(inputs) = prompt::embedding_inputs(req) else {
+        let e = json!({"error": {"message": "input is required", "type": "invalid_request_error", "param": "input", "code": null}});
+        return respond(io, out, 400, e.to_string().as_bytes(), &[]).await;
     };
     let prompt_tokens: u64 = inputs.iter().map(|s| text::prompt_tokens(s.len(), 0)).sum();
     meter.set(prompt_tokens);
