@@ -529,3 +529,26 @@ fn several_direct_keys_of_one_account_used_at_once_never_take_its_balance_below_
         assert!(balance >= 0 && held >= 0 && held <= balance, "{balance} {held}");
     });
 }
+
+#[test]
+fn after_a_kill_the_floats_are_held_again_and_nothing_is_billed_twice() {
+    const CREDIT: u64 = 50_000_000;
+    let mut c = ChainSetup::start(CREDIT, "100");
+    let k = create_direct(&c.gw, "kept");
+    let (id, private_key) =
+        (k["id"].as_str().unwrap().to_owned(), k["private_key"].as_str().unwrap().to_owned());
+    let address = k["address"].as_str().unwrap().to_owned();
+    c.wait_float(&id, FLOAT);
+    assert!(c.sdk(&private_key, 2, "before").iter().all(|o| o["ok"] == true));
+    let charged = c.node_charged();
+    c.wait_billed(charged);
+    let before = c.balance();
+    c.gw.restart(); // kill -9, then the same data directory
+    assert_eq!(c.balance(), before, "the float is held again at start");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(c.direct_usage(), charged, "nothing billed twice");
+    assert!(c.sdk(&private_key, 2, "after").iter().all(|o| o["ok"] == true));
+    let charged = c.node_charged();
+    c.wait_billed(charged);
+    assert_eq!(c.balance(), ((CREDIT - charged) as i64, c.on_chain(&address) as i64));
+}
