@@ -251,17 +251,16 @@ impl ChainSetup {
     }
 
     fn start_with_blocks(credit_ngonka: u64, price: &str, block_ms: &str) -> ChainSetup {
+        Self::start_with_sim(credit_ngonka, price, block_ms, &[])
+    }
+
+    fn start_with_sim(credit_ngonka: u64, price: &str, block_ms: &str, sim_args: &[&str]) -> ChainSetup {
         let treasury = gonka_gateway::gonka::signer::GonkaSigner::from_hex(TREASURY_KEY).unwrap();
         let fund = format!("{}=1000000000000", treasury.address());
-        let sim = Sim::start(&[
-            "--gonka",
-            "--chain-block-ms",
-            block_ms,
-            "--chain-price",
-            price,
-            "--chain-fund",
-            &fund,
-        ]);
+        let mut args =
+            vec!["--gonka", "--chain-block-ms", block_ms, "--chain-price", price, "--chain-fund", &fund];
+        args.extend_from_slice(sim_args);
+        let sim = Sim::start(&args);
         let plain = Sim::start(&[]);
         let rest = format!("{}/chain-api", sim.root(0));
         let gw = Gateway::start_with(GatewayOpts {
@@ -551,4 +550,22 @@ fn after_a_kill_the_floats_are_held_again_and_nothing_is_billed_twice() {
     let charged = c.node_charged();
     c.wait_billed(charged);
     assert_eq!(c.balance(), ((CREDIT - charged) as i64, c.on_chain(&address) as i64));
+}
+
+#[test]
+fn an_escrow_seen_while_its_request_runs_is_refunded_to_the_owner() {
+    // Answers take about a second (20 tokens/s): the node's escrow is on the account for several polls.
+    const CREDIT: u64 = 50_000_000;
+    let c = ChainSetup::start_with_sim(CREDIT, "1000", "100", &["--tokens-per-s", "20"]);
+    let k = create_direct(&c.gw, "slow");
+    let (id, private_key) =
+        (k["id"].as_str().unwrap().to_owned(), k["private_key"].as_str().unwrap().to_owned());
+    c.wait_float(&id, FLOAT);
+    assert!(c.sdk(&private_key, 2, "slow").iter().all(|o| o["ok"] == true));
+    let charged = c.node_charged();
+    let ok = eventually(Duration::from_secs(20), || {
+        c.key(&id)["spent_ngonka"] == json!(charged.to_string()) && c.balance().0 == (CREDIT - charged) as i64
+    });
+    assert!(ok, "{} {:?} charged {charged}\n{}", c.key(&id), c.balance(), c.gw.proc.stderr());
+    assert!(c.gw.proc.stderr().contains("refunded to the owner"), "an escrow was seen mid-request");
 }

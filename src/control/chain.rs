@@ -9,7 +9,8 @@
 //! been out of a block for `chain.timeout_ms` (then sent again with the sequence number the chain still
 //! expects, so the first one can never be included as well). A key without one has its balance read;
 //! a change from what was accounted for is applied only once two rounds in a row saw the same balance,
-//! so a node's escrow for a request still running (taken, then mostly refunded) is not billed as spend.
+//! so a node's escrow for a short request (taken, then mostly refunded) is not billed as spend; the
+//! escrow of a request that runs longer is, and its refund is credited back when it comes.
 //! Then: an active key not yet published sends 1 ngonka back to the treasury (its first transaction puts
 //! its public key on chain); one below `top_up_below_ngonka` is topped up to `float_ngonka` from the
 //! treasury (one treasury transfer in flight at a time, so its sequence numbers never race); a paused or

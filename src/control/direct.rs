@@ -10,9 +10,10 @@
 //! held, so spend through direct keys can never pass the balance. A drop of the on-chain balance other
 //! than the gateway's own transfers is billed (a usage record of status `direct`) out of that hold. The
 //! fees of the gateway's transfers, and the 1 ngonka plus fee that publishes a key, are the treasury's
-//! cost, never billed. Money that reaches the account unaccounted for (a transfer whose submission the
-//! gateway did not record before a crash, a node's late refund) is held too: it is on chain, spendable
-//! by the key.
+//! cost, never billed. Money that comes back to the account is first a node's refund of what was billed
+//! (an escrow the worker saw before its request ended): that is credited back to the owner, once; beyond
+//! what was ever billed for the key it is money that reached it unaccounted for (a transfer whose
+//! submission the gateway did not record before a crash), held: it is on chain, spendable by the key.
 
 use super::ControlState;
 use super::accounts::KeyAction;
@@ -311,17 +312,28 @@ impl ControlState {
         }
         let counters = self.account_counters(&row.account_id);
         if balance > row.chain_balance_ngonka {
+            // Money back on the account: first a node's refund of what was billed for this key (an
+            // escrow seen before its request ended), credited back to the owner once (the reference
+            // names the key's state before it, so a retry after a crash credits nothing more); beyond
+            // that, money that reached it unaccounted for, held.
             let found = balance - row.chain_balance_ngonka;
+            let refund = found.min(row.spent_ngonka);
+            if refund > 0 {
+                let reference =
+                    format!("direct_refund_{}_{}_{}", row.id, row.spent_ngonka, row.chain_balance_ngonka);
+                self.credit(&row.account_id, refund, &reference)?;
+            }
             let held_ngonka = row.held_ngonka.saturating_add(found);
             self.write_direct(DirectKeyRow {
                 chain_balance_ngonka: balance,
                 chain_height: height,
                 held_ngonka,
+                spent_ngonka: row.spent_ngonka - refund,
                 updated_at: now(),
                 ..row
             })?;
             counters.hold_unchecked(found);
-            log::info!(target: "chain", "direct key {id}: {found} ngonka more on chain than accounted for, held");
+            log::info!(target: "chain", "direct key {id}: {found} ngonka back on chain ({refund} of it refunded to the owner), held");
             return Ok(0);
         }
         let spent = row.chain_balance_ngonka - balance;
@@ -469,9 +481,37 @@ mod tests {
         let row = st.direct_settled(&b, false).unwrap();
         assert_eq!((row.held_ngonka, row.chain_balance_ngonka, row.pending), (0, 0, None));
         assert_eq!(st.account_balance(&account).unwrap(), (1_500, FLOAT as i64));
-        // Money found on chain beyond what was accounted for is held, not credited.
+        // Money found on chain beyond what was billed for the key is held, not credited.
         st.direct_observed(&b, 42, 3, 0).unwrap();
         assert_eq!(st.account_balance(&account).unwrap(), (1_500, FLOAT as i64 + 42));
+    }
+
+    #[test]
+    fn a_refund_of_what_was_billed_is_credited_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut st, account) = state(dir.path(), 5_000);
+        let id = st.create_direct_key(&account, "stream").unwrap().row.id;
+        fund_and_publish(&mut st, &account, &id);
+        // An escrow of 300 seen before its request ended is billed; the node then refunds 200 of it.
+        assert_eq!(st.direct_observed(&id, FLOAT - 300, 5, 0).unwrap(), 300);
+        assert_eq!(st.account_balance(&account).unwrap(), (4_700, (FLOAT - 300) as i64));
+        st.direct_observed(&id, FLOAT - 100, 6, 0).unwrap();
+        assert_eq!(
+            st.account_balance(&account).unwrap(),
+            (4_900, (FLOAT - 100) as i64),
+            "paid 100 in the end"
+        );
+        let row = st.direct_key(&account, &id).unwrap();
+        assert_eq!(
+            (row.spent_ngonka, row.chain_balance_ngonka, row.held_ngonka),
+            (100, FLOAT - 100, FLOAT - 100)
+        );
+        // Crediting the same refund again (a retry from the same state) changes nothing.
+        let again = st.credit(&account, 200, &format!("direct_refund_{id}_300_{}", FLOAT - 300)).unwrap();
+        assert!(!again.applied);
+        // More than was ever billed is held, not credited.
+        st.direct_observed(&id, FLOAT + 500, 7, 0).unwrap();
+        assert_eq!(st.account_balance(&account).unwrap(), (5_000, (FLOAT + 500) as i64));
     }
 
     #[test]
