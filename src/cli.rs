@@ -41,6 +41,9 @@ pub enum AdminCommand {
     /// Keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Direct keys (funded Gonka accounts used with the official SDK; `[chain]` must be enabled).
+    #[command(subcommand)]
+    DirectKeys(DirectKeysCommand),
     /// Model prices.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -73,6 +76,24 @@ pub enum CreditsCommand {
         #[arg(long)]
         reference: String,
     },
+}
+
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum DirectKeysCommand {
+    /// An account's direct keys, archived ones too.
+    List { account: String },
+    /// Creates a direct key; its private key is printed once.
+    Create {
+        account: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Stops top-ups and sweeps the float back to the treasury.
+    Pause { id: String },
+    /// Funds it again.
+    Resume { id: String },
+    /// Sweeps the float back and forgets the key, for good.
+    Archive { id: String },
 }
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -139,9 +160,11 @@ fn model_path(model: &str) -> String {
 
 impl AdminCommand {
     pub fn call(&self) -> AdminCall {
-        use {AccountsCommand as A, CreditsCommand as C, KeysCommand as K, ModelsCommand as M};
+        use ModelsCommand as M;
+        use {AccountsCommand as A, CreditsCommand as C, DirectKeysCommand as D, KeysCommand as K};
         let c = |method, path: String, body| AdminCall { method, path, body };
         let key = |id: &str, action: &str| c("POST", format!("/admin/keys/{id}/{action}"), None);
+        let direct = |id: &str, action: &str| c("POST", format!("/admin/direct-keys/{id}/{action}"), None);
         match self {
             Self::Accounts(A::Create { name }) => {
                 c("POST", "/admin/accounts".into(), Some(json!({ "name": name })))
@@ -164,6 +187,15 @@ impl AdminCommand {
             Self::Keys(K::Resume { id }) => key(id, "resume"),
             Self::Keys(K::Rotate { id }) => key(id, "rotate"),
             Self::Keys(K::Archive { id }) => key(id, "archive"),
+            Self::DirectKeys(D::List { account }) => {
+                c("GET", format!("/admin/accounts/{account}/direct-keys"), None)
+            }
+            Self::DirectKeys(D::Create { account, name }) => {
+                c("POST", format!("/admin/accounts/{account}/direct-keys"), Some(json!({ "name": name })))
+            }
+            Self::DirectKeys(D::Pause { id }) => direct(id, "pause"),
+            Self::DirectKeys(D::Resume { id }) => direct(id, "resume"),
+            Self::DirectKeys(D::Archive { id }) => direct(id, "archive"),
             Self::Models(M::Set { model, price_prompt_ngonka, price_completion_ngonka }) => c(
                 "PUT",
                 model_path(model),
@@ -265,5 +297,12 @@ mod tests {
         assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/keys/key_1/pause", None));
         let c = AdminCommand::Models(ModelsCommand::Delete { model: "org/Model 1+x".into() }).call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("DELETE", "/admin/models/org/Model%201%2Bx", None));
+        let c =
+            AdminCommand::DirectKeys(DirectKeysCommand::Create { account: "acc_1".into(), name: "n".into() })
+                .call();
+        assert_eq!((c.method, c.path.as_str()), ("POST", "/admin/accounts/acc_1/direct-keys"));
+        assert_eq!(c.body, Some(json!({"name": "n"})));
+        let c = AdminCommand::DirectKeys(DirectKeysCommand::Archive { id: "dk_1".into() }).call();
+        assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/direct-keys/dk_1/archive", None));
     }
 }

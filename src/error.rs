@@ -85,6 +85,12 @@ pub enum ApiError {
     RequestTimeout,
     #[error("{0}")]
     Conflict(String),
+    /// A direct key is a chain account: its private key cannot be replaced.
+    #[error(
+        "A direct key cannot be rotated: its private key is the Gonka account itself. Archive this key \
+         (POST /api/direct-keys/{{id}}/archive sweeps its float back) and create a new one."
+    )]
+    DirectKeyCannotBeRotated,
     /// A credit's reference was used before with another amount.
     #[error(
         "This reference already credited {credited_ngonka} ngonka to this account; a credit of another \
@@ -120,7 +126,7 @@ impl ApiError {
             | Self::NotFound(_)
             | Self::PreviousResponseNotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
-            Self::Conflict(_) | Self::CreditReferenceConflict { .. } => 409,
+            Self::Conflict(_) | Self::CreditReferenceConflict { .. } | Self::DirectKeyCannotBeRotated => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedEncoding(_) => 415,
             Self::RequestTimeout => 408,
@@ -152,7 +158,8 @@ impl ApiError {
             | Self::PreviousResponseNotFound(_)
             | Self::RequestTimeout
             | Self::Conflict(_)
-            | Self::CreditReferenceConflict { .. } => "invalid_request_error",
+            | Self::CreditReferenceConflict { .. }
+            | Self::DirectKeyCannotBeRotated => "invalid_request_error",
             Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout => "upstream_error",
             Self::Upstream { kind, .. } => kind,
             Self::Internal(_) | Self::Unavailable(_) => "server_error",
@@ -181,6 +188,7 @@ impl ApiError {
             Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
             Self::CreditReferenceConflict { .. } => "credit_reference_conflict",
+            Self::DirectKeyCannotBeRotated => "direct_key_cannot_be_rotated",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Upstream { code, .. } => return code.as_deref(),

@@ -5,12 +5,13 @@
 //! opened: a second process on the same directory stops here), the listeners (bound on the calling
 //! thread, so a bad or taken address fails the start; see [`crate::rt::net`]), the keys, the usage
 //! journal, the store, the control plane's state (keys, counters, the journal applied), the shared
-//! state of the cores ([`App`]), then the control plane, the health thread, the store's change feed and
-//! one worker thread per core running its accept loops ([`crate::server::accept`]).
+//! state of the cores ([`App`]), then the control plane, the health thread, the chain worker (direct
+//! keys, when `[chain]` is enabled), the store's change feed and one worker thread per core running its
+//! accept loops ([`crate::server::accept`]).
 //!
 //! Shutdown, [`Running::shutdown`]: `/readyz` turns 503, the one [`Shutdown`] signal stops the accept
 //! loops and closes idle keep-alive connections, requests in flight finish until
-//! `server.shutdown_grace_ms`; then the health thread and the change feed stop, the journal is closed,
+//! `server.shutdown_grace_ms`; then the health thread, the chain worker and the change feed stop, the journal is closed,
 //! and the control plane applies it to the store, writes the key snapshot and stops.
 
 use crate::app::App;
@@ -20,6 +21,7 @@ use crate::auth::keys::KeyHasher;
 use crate::billing::estimate::Tokenizers;
 use crate::billing::journal::{Journal, JournalThread};
 use crate::config::{Settings, StoreSettings};
+use crate::control::chain::{ChainWork, ChainWorker};
 use crate::control::health::{Health, HealthChecker};
 use crate::control::{ControlPlane, ControlState};
 use crate::error::ApiError;
@@ -77,6 +79,8 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     control: Option<ControlPlane>,
     health: Option<HealthChecker>,
+    /// Direct keys' chain worker, when `[chain]` is enabled.
+    chain: Option<ChainWorker>,
     journal: Option<JournalThread>,
     /// The store's change feed (PostgreSQL): its stop signal and thread.
     feed: Option<(Shutdown, JoinHandle<()>)>,
@@ -140,7 +144,8 @@ pub fn start<T>(
     let (admin_addr, admin) = bind_group(settings.admin_listen, n, settings.backlog)?;
 
     // Keys, journal, store, and the control plane's state over them.
-    let keys = Arc::new(Keys::new(KeyHasher::new(key_hash_secret(&settings)?.as_bytes())?));
+    let server_secret = key_hash_secret(&settings)?;
+    let keys = Arc::new(Keys::new(KeyHasher::new(server_secret.as_bytes())?));
     let billing = &settings.billing;
     crate::rt::data_dir::create_private(&billing.journal_dir)?;
     let (journal, journal_thread) =
@@ -161,6 +166,12 @@ pub fn start<T>(
         Arc::clone(&models),
     )
     .map_err(io_err)?;
+    // Direct keys: their private keys are sealed under the server secret.
+    let sealing = Arc::new(crate::secret::SealingKey::from_server_secret(server_secret.as_bytes()));
+    if let Some(chain) = &settings.chain {
+        let direct = crate::control::direct_keys::DirectKeys::new(chain.clone(), Arc::clone(&sealing));
+        state.enable_direct_keys(direct).map_err(io_err)?;
+    }
     let extra = setup(&mut state).map_err(io_err)?;
     let cluster = state.gauges();
     let (control, rx) = crate::control::channel();
@@ -209,6 +220,15 @@ pub fn start<T>(
     let health = Health { nodes, upstream: app.settings.upstream.clone(), tls: upstream_tls };
     health.discover();
     let health = HealthChecker::start(health)?;
+    let chain = match &app.settings.chain {
+        Some(c) => Some(ChainWorker::start(ChainWork {
+            settings: c.clone(),
+            control: app.control.clone(),
+            sealing,
+            tls: app.upstream_tls.clone(),
+        })?),
+        None => None,
+    };
     let feed = match &app.settings.store {
         StoreSettings::Postgres(pg) => {
             let stop = Shutdown::new();
@@ -248,6 +268,7 @@ pub fn start<T>(
         workers,
         control: Some(control),
         health: Some(health),
+        chain,
         journal: Some(journal_thread),
         feed,
         _data_dir: data_dir,
@@ -265,6 +286,9 @@ impl Running {
         }
         if let Some(h) = self.health.take() {
             h.stop();
+        }
+        if let Some(c) = self.chain.take() {
+            c.stop();
         }
         if let Some((stop, thread)) = self.feed.take() {
             stop.trigger();

@@ -16,9 +16,11 @@
 //! 3. [`error`], [`metrics`], [`logging`]: the one edge error type; counters and histograms; logs.
 //! 4. [`http`]: HTTP/1.1 only (heads, one body decoder, chunks, SSE framing, timed I/O, TLS, one small
 //!    blocking client).
-//! 5. [`gonka`]: the Gonka network's own rules (request signing as the SDK does it, node discovery).
-//! 6. [`config`], [`sim`]: the config file and the validated settings made from it; the node simulator,
-//!    an independent peer that shares only byte plumbing with the gateway.
+//! 5. [`gonka`]: the Gonka network's own rules (request signing as the SDK does it, node discovery,
+//!    Cosmos transactions, the blocking chain client).
+//! 6. [`config`], [`sim`]: the config file and the validated settings made from it; the node (and chain)
+//!    simulator, an independent peer that shares only byte plumbing and the transaction codec with the
+//!    gateway.
 //! 7. [`limits`], [`store`], [`translate`]: rates, spend windows, holds and their admission policy; the
 //!    durable store (SQLite embedded, PostgreSQL shared) and the key snapshot; the seam client dialects
 //!    other than OpenAI's plug into.
@@ -26,8 +28,8 @@
 //!    and the usage journal; Anthropic's Messages API and OpenAI's Responses API translated to and from
 //!    chat completions.
 //! 9. [`upstream`]: the node pool, keep-alive connections, one attempt with its retry decision, the relay.
-//! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases)
-//!     and the node health thread.
+//! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases,
+//!     direct keys' floats and billing), the node health thread and the chain worker.
 //! 11. [`app`]: read-mostly state shared by the cores.
 //! 12. [`session`]: one core's context, a connection, one exchange on it, the budgets cores share.
 //! 13. [`api`]: the handlers; [`api::inference`] is the request path, phase by phase.

@@ -28,7 +28,7 @@ enum Command {
         config: PathBuf,
     },
     /// The Gonka node simulator.
-    Sim(sim::SimConfig),
+    Sim(Box<sim::SimConfig>),
     /// Accounts, credits, keys and prices, through the admin API.
     Admin(cli::Admin),
     /// The Gonka account key in GONKA_PRIVATE_KEY: its address, and request signatures.
@@ -87,7 +87,7 @@ fn run(command: Command) -> Result<(), String> {
         }
         Command::Sim(config) => {
             logging::init(log::LevelFilter::Warn);
-            let handle = sim::start(config).map_err(|e| format!("cannot start the simulator: {e}"))?;
+            let handle = sim::start(*config).map_err(|e| format!("cannot start the simulator: {e}"))?;
             for i in 0..handle.addrs.len() {
                 say(&format!("SIM_NODE={}", handle.base_url(i)));
                 if handle.sim.gonka {

@@ -433,6 +433,35 @@ impl Store for Flaky {
         self.check()?;
         self.inner.delete_expired_responses(now_ms, limit)
     }
+    fn insert_direct_key(&mut self, row: &gonka_gateway::model::DirectKeyRow) -> StoreResult<()> {
+        self.check()?;
+        self.inner.insert_direct_key(row)
+    }
+    fn update_direct_key(&mut self, row: &gonka_gateway::model::DirectKeyRow) -> StoreResult<()> {
+        self.check()?;
+        self.inner.update_direct_key(row)
+    }
+    fn direct_keys(
+        &mut self,
+        account_id: Option<&str>,
+    ) -> StoreResult<Vec<gonka_gateway::model::DirectKeyRow>> {
+        self.inner.direct_keys(account_id)
+    }
+    fn bill_direct(
+        &mut self,
+        charge: &gonka_gateway::model::DirectCharge,
+        row: &gonka_gateway::model::DirectKeyRow,
+    ) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.bill_direct(charge, row)
+    }
+    fn direct_charges(
+        &mut self,
+        key_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<gonka_gateway::model::DirectCharge>> {
+        self.inner.direct_charges(key_id, limit)
+    }
 }
 
 #[test]

@@ -270,7 +270,20 @@ fn report_of(stdout: &str) -> Value {
 
 #[test]
 fn account_dashboard_in_chromium() {
-    let (_sim, gw) = gateway();
+    // Direct keys on (their chain unreachable: they are listed, never funded).
+    let sim = Sim::start(&["--ttft-ms", "5", "--tokens-per-s", "2000", "--completion-tokens", "8"]);
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        extra: format!(
+            "[chain]\nenabled = true\nrest_url = \"http://127.0.0.1:{}/chain-api\"\n",
+            free_port()
+        ),
+        envs: vec![(
+            "GONKA_TREASURY_KEY",
+            "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318".to_owned(),
+        )],
+        ..GatewayOpts::default()
+    });
     let out = run_browser_script(
         "account.mjs",
         &[

@@ -18,6 +18,7 @@ use gonka_gateway::config::PostgresSettings;
 use gonka_gateway::config::Synchronous;
 use gonka_gateway::model::JournalPos;
 use gonka_gateway::model::{AccountRow, CreditOutcome, GroupBy, KeyRow, PriceRow, UsageQuery};
+use gonka_gateway::model::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
 use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
 use gonka_gateway::model::{RecordStatus, StoredResponse, UsageRecord};
 use gonka_gateway::store::postgres::{PostgresStore, spawn_change_feed};
@@ -65,6 +66,8 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     a_stored_price_can_be_deleted(&mut *make());
     usage_applies_once_with_its_spend(&mut *make());
     responses_are_kept_per_account_until_they_expire(&mut *make());
+    direct_keys_round_trip_and_list_by_account_or_live(&mut *make());
+    a_direct_charge_bills_once_with_its_heights(&mut *make());
 }
 
 fn record(id: &str, key: &str, cost: u64, day: i64) -> UsageRecord {
@@ -299,6 +302,127 @@ fn responses_are_kept_per_account_until_they_expire(s: &mut dyn Store) {
     assert!(s.response("acc_a", "resp_b").unwrap().is_some(), "not expired yet");
     assert!(s.delete_response("acc_a", "resp_b").unwrap());
     assert!(!s.delete_response("acc_a", "resp_b").unwrap(), "nothing left to delete");
+}
+
+fn direct_key(id: &str, account: &str, created_at: i64) -> DirectKeyRow {
+    DirectKeyRow {
+        id: id.into(),
+        account_id: account.into(),
+        name: format!("direct {id}"),
+        address: format!("gonka1{id}"),
+        sealed_private_key: "c2VhbGVk".into(),
+        status: KeyStatus::Active,
+        published: false,
+        float_target_ngonka: 1_000,
+        held_ngonka: 0,
+        chain_balance_ngonka: 0,
+        chain_height: 0,
+        spent_ngonka: 0,
+        pending: None,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+fn direct_keys_round_trip_and_list_by_account_or_live(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_ta", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    s.insert_account(&account("acc_b"), &key("key_tb", "acc_b", KeyKind::AccountToken, 2)).unwrap();
+    let a1 = direct_key("dk_a1", "acc_a", 10);
+    let a2 = direct_key("dk_a2", "acc_a", 20);
+    let b1 = direct_key("dk_b1", "acc_b", 15);
+    for k in [&a1, &a2, &b1] {
+        s.insert_direct_key(k).unwrap();
+    }
+    assert!(matches!(s.insert_direct_key(&a1), Err(StoreError::Conflict(_))), "the id exists");
+    let same_address = DirectKeyRow { id: "dk_other".into(), ..a2.clone() };
+    assert!(matches!(s.insert_direct_key(&same_address), Err(StoreError::Conflict(_))), "the address exists");
+    // Every field comes back, a pending transfer included.
+    let a1 = DirectKeyRow {
+        status: KeyStatus::Paused,
+        published: true,
+        float_target_ngonka: 0,
+        held_ngonka: 700,
+        chain_balance_ngonka: 650,
+        chain_height: 41,
+        spent_ngonka: 350,
+        pending: Some(PendingTransfer {
+            kind: TransferKind::Sweep,
+            tx_hash: "ABCDEF".into(),
+            amount_ngonka: 640,
+            submitted_height: 42,
+            submitted_ms: 1_700_000_000_123,
+        }),
+        updated_at: 30,
+        ..a1
+    };
+    s.update_direct_key(&a1).unwrap();
+    let a2 = DirectKeyRow { status: KeyStatus::Archived, sealed_private_key: String::new(), ..a2 };
+    s.update_direct_key(&a2).unwrap();
+    assert_eq!(
+        s.direct_keys(Some("acc_a")).unwrap(),
+        vec![a1.clone(), a2.clone()],
+        "oldest first, archived too"
+    );
+    assert_eq!(s.direct_keys(None).unwrap(), vec![a1.clone(), b1.clone()], "every live one, oldest first");
+    // An archived key whose float is not swept yet (its sealed key kept) still has work.
+    let b1 = DirectKeyRow { status: KeyStatus::Archived, ..b1 };
+    s.update_direct_key(&b1).unwrap();
+    assert_eq!(s.direct_keys(None).unwrap(), vec![a1.clone(), b1.clone()]);
+    let unknown = direct_key("dk_none", "acc_a", 1);
+    assert!(matches!(s.update_direct_key(&unknown), Err(StoreError::NotFound(_))));
+    // A pending transfer is cleared by writing the row without it.
+    let a1 = DirectKeyRow { pending: None, ..a1 };
+    s.update_direct_key(&a1).unwrap();
+    assert_eq!(s.direct_keys(Some("acc_a")).unwrap()[0].pending, None);
+}
+
+fn a_direct_charge_bills_once_with_its_heights(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_ta", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    s.credit("acc_a", 10_000, "pay-1", 1).unwrap();
+    let k = direct_key("dk_a1", "acc_a", 10);
+    s.insert_direct_key(&k).unwrap();
+    let at_ms = 20_000 * 86_400_000 + 5;
+    let charge = DirectCharge {
+        reference: "direct_dk_a1_7_9".into(),
+        account_id: "acc_a".into(),
+        key_id: "dk_a1".into(),
+        amount_ngonka: 1_234,
+        from_height: 7,
+        to_height: 9,
+        at_ms,
+    };
+    let after =
+        DirectKeyRow { spent_ngonka: 1_234, chain_balance_ngonka: 8_766, chain_height: 9, ..k.clone() };
+    assert!(s.bill_direct(&charge, &after).unwrap(), "billed now");
+    // A retry (the same reference) changes nothing, not even the row.
+    let other_row = DirectKeyRow { spent_ngonka: 99, ..after.clone() };
+    assert!(!s.bill_direct(&charge, &other_row).unwrap(), "a retry bills nothing");
+    assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, 10_000 - 1_234);
+    assert_eq!(s.direct_keys(Some("acc_a")).unwrap(), vec![after]);
+    assert_eq!(s.direct_charges("dk_a1", 10).unwrap(), vec![charge.clone()]);
+    let records = s.usage_records("acc_a", 20_000, 20_000, 10).unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (r.request_id.as_str(), r.key_id.as_str(), r.model.as_str(), r.cost_ngonka, r.status),
+        ("direct_dk_a1_7_9", "dk_a1", "direct", 1_234, RecordStatus::Direct)
+    );
+    assert_eq!((r.prompt_tokens, r.completion_tokens, r.finished_ms), (0, 0, at_ms));
+    let month = gonka_gateway::time::month_index(at_ms);
+    assert_eq!(s.key_spend_of("dk_a1", 20_000, month).unwrap(), (1_234, 1_234));
+    let by_key = s
+        .usage_summary(&UsageQuery {
+            account_id: "acc_a".into(),
+            from_day: 20_000,
+            to_day: 20_000,
+            group_by: GroupBy::Key,
+        })
+        .unwrap();
+    assert_eq!((by_key[0].group.as_str(), by_key[0].cost_ngonka), ("dk_a1", 1_234));
+    // A charge for a key the store does not have is refused, and bills nothing.
+    let ghost = DirectCharge { reference: "direct_ghost".into(), key_id: "dk_ghost".into(), ..charge };
+    assert!(s.bill_direct(&ghost, &direct_key("dk_ghost", "acc_a", 1)).is_err());
+    assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, 10_000 - 1_234);
 }
 
 #[test]

@@ -190,3 +190,47 @@ fn signed_requests_and_discovery_over_https() {
             >= 1
     );
 }
+
+#[test]
+fn the_chain_client_reaches_an_https_chain_and_checks_its_certificate() {
+    use gonka_gateway::gonka::chain::{ChainClient, ChainError};
+    use gonka_gateway::gonka::signer::GonkaSigner;
+    use gonka_gateway::http::tls::ClientTls;
+    let p = pki();
+    let (cert, key) = (p.cert.display().to_string(), p.key.display().to_string());
+    let who = GonkaSigner::from_hex(&"5a".repeat(32)).unwrap();
+    let to = GonkaSigner::from_hex(&"5b".repeat(32)).unwrap();
+    let fund = format!("{}=900", who.address());
+    let sim = Sim::start(&[
+        "--gonka",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--chain-fund",
+        &fund,
+        "--chain-block-ms",
+        "50",
+    ]);
+    let url = format!("{}/chain-api", sim.root(0));
+    assert!(url.starts_with("https://localhost:"), "{url}");
+    let timeout = std::time::Duration::from_secs(5);
+    let trusted = ChainClient::new(
+        &url,
+        "gonka-mainnet",
+        "ngonka",
+        ClientTls::new(false, Some(&p.ca)).unwrap(),
+        timeout,
+    )
+    .unwrap();
+    assert_eq!(trusted.balance(who.address()).unwrap(), 900);
+    let n = trusted.account(who.address()).unwrap().unwrap().account_number;
+    let hash = trusted.send(&who, n, 0, to.address(), 100, 0, 200_000, "over tls").unwrap();
+    assert!(eventually(std::time::Duration::from_secs(10), || trusted.tx(&hash).unwrap().is_some()));
+    assert_eq!(trusted.balance(to.address()).unwrap(), 100);
+    // Without the test CA the certificate is refused: the chain is unreachable, not trusted.
+    let untrusted =
+        ChainClient::new(&url, "gonka-mainnet", "ngonka", ClientTls::new(false, None).unwrap(), timeout)
+            .unwrap();
+    assert!(matches!(untrusted.latest_height(), Err(ChainError::Unreachable(_))));
+}

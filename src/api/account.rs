@@ -40,6 +40,10 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
         (Method::Get, ["management", "keys", id, "children", child]) => get_child(ex, id, child).await,
         (Method::Patch, ["management", "keys", id, "children", child]) => patch_child(ex, id, child).await,
         (Method::Delete, ["management", "keys", id, "children", child]) => delete_child(ex, id, child).await,
+        (_, ["direct-keys", rest @ ..]) => {
+            let account = account_caller(ex)?;
+            super::direct::account_route(ex, account, rest).await
+        }
         (Method::Get, ["balance"]) => {
             let account = account_caller(ex)?;
             super::usage::balance(ex, account).await

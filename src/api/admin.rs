@@ -102,6 +102,9 @@ fn record_json(r: &crate::model::usage::UsageRecord) -> Value {
 
 /// Routes `/admin/...` (token already checked). `segs` are the segments after `admin`.
 pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Result<(), ApiError> {
+    if let Some(answer) = super::direct::admin_route(ex, segs).await {
+        return answer;
+    }
     let core = ex.core();
     let control = core.app.control.clone();
     match (super::route_method(ex.head.method), segs) {

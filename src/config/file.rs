@@ -27,6 +27,7 @@ pub struct ConfigFile {
     pub billing: BillingFile,
     pub journal: JournalFile,
     pub responses: ResponsesFile,
+    pub chain: ChainFile,
     pub log: LogFile,
 }
 
@@ -46,7 +47,53 @@ impl Default for ConfigFile {
             billing: BillingFile::default(),
             journal: JournalFile::default(),
             responses: ResponsesFile::default(),
+            chain: ChainFile::default(),
             log: LogFile::default(),
+        }
+    }
+}
+
+/// `[chain]`: the Gonka chain that direct keys live on (their funding, sweeping and billing).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainFile {
+    /// Whether direct keys exist (their routes, and the chain worker that funds and bills them).
+    pub enabled: bool,
+    /// The chain's Cosmos REST API, e.g. a node's `http://host:8000/chain-api`. Required when enabled.
+    pub rest_url: String,
+    pub chain_id: String,
+    pub denom: String,
+    /// The fee each transfer pays, in `denom`.
+    pub fee_ngonka: u64,
+    pub gas_limit: u64,
+    /// Environment variable holding the treasury's private key (hex): the account that funds direct keys
+    /// and receives their sweeps. Required when enabled.
+    pub treasury_key_env: String,
+    /// The float kept on each active direct key, ngonka (held on its owner's balance).
+    pub float_ngonka: u64,
+    /// A direct key whose on-chain balance falls below this is topped up to `float_ngonka`.
+    pub top_up_below_ngonka: u64,
+    /// How often balances and pending transfers are read, ms.
+    pub poll_ms: u64,
+    /// A chain request's timeout, and how long a submitted transfer may stay out of a block before it
+    /// counts as dropped and is sent again, ms.
+    pub timeout_ms: u64,
+}
+
+impl Default for ChainFile {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            rest_url: String::new(),
+            chain_id: "gonka-mainnet".into(),
+            denom: "ngonka".into(),
+            fee_ngonka: 200,
+            gas_limit: 200_000,
+            treasury_key_env: "GONKA_TREASURY_KEY".into(),
+            float_ngonka: 1_000_000_000,
+            top_up_below_ngonka: 500_000_000,
+            poll_ms: 1_000,
+            timeout_ms: 30_000,
         }
     }
 }
@@ -515,6 +562,7 @@ mod tests {
         assert_eq!(format!("{:?}", file.journal), format!("{:?}", defaults.journal));
         assert_eq!(format!("{:?}", file.billing), format!("{:?}", defaults.billing));
         assert_eq!(format!("{:?}", file.responses), format!("{:?}", defaults.responses));
+        assert_eq!(format!("{:?}", file.chain), format!("{:?}", defaults.chain));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));

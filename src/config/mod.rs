@@ -17,11 +17,12 @@ mod validate;
 pub use error::ConfigError;
 
 pub use file::{
-    AdminFile, BillingFile, ClusterFile, ConfigFile, GonkaFile, JournalFile, KeysFile, LimitsFile, LogFile,
-    ModelFile, NodeFile, ResponsesFile, ServerFile, ServerTlsFile, StoreFile, UpstreamFile, UpstreamTlsFile,
+    AdminFile, BillingFile, ChainFile, ClusterFile, ConfigFile, GonkaFile, JournalFile, KeysFile, LimitsFile,
+    LogFile, ModelFile, NodeFile, ResponsesFile, ServerFile, ServerTlsFile, StoreFile, UpstreamFile,
+    UpstreamTlsFile,
 };
 pub use settings::{
-    BillingSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
+    BillingSettings, ChainSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
     PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous, UpstreamSettings,
     WaitFor,
 };

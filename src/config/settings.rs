@@ -107,6 +107,23 @@ pub struct GonkaSettings {
     pub refresh: Duration,
 }
 
+/// Validated `[chain]` (present only when `enabled`).
+#[derive(Debug, Clone)]
+pub struct ChainSettings {
+    /// The Cosmos REST API's base, without a trailing slash.
+    pub rest_url: String,
+    pub chain_id: String,
+    pub denom: String,
+    pub fee_ngonka: u64,
+    pub gas_limit: u64,
+    /// The treasury's private key (hex), read from `treasury_key_env`. Never logged.
+    pub treasury_key: Secret,
+    pub float_ngonka: u64,
+    pub top_up_below_ngonka: u64,
+    pub poll: Duration,
+    pub timeout: Duration,
+}
+
 /// How SQLite syncs commits (`store.synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
@@ -244,6 +261,8 @@ pub struct Settings {
     pub billing: BillingSettings,
     /// `responses.retention_days`: how long a kept response lives.
     pub responses_retention: Duration,
+    /// `[chain]` when enabled: direct keys exist.
+    pub chain: Option<ChainSettings>,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
     /// The `Access-Control-Allow-Origin` of public answers (`*` or one origin); `None`: no CORS.

@@ -5,7 +5,7 @@
 use super::error::{ConfigError, invalid};
 use super::file::{ClusterFile, ConfigFile};
 use super::settings::{
-    BillingSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
+    BillingSettings, ChainSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
     PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous, UpstreamSettings,
     WaitFor,
 };
@@ -291,6 +291,7 @@ impl ConfigFile {
                 0 | 36_501.. => return Err(invalid("responses.retention_days must be 1 to 36500")),
                 days => Duration::from_secs(u64::from(days) * 86_400),
             },
+            chain: self.validate_chain(env)?,
             log_level,
             access_log: self.log.access_log,
             cors_allow_origin: cors_allow_origin(&s.cors_allow_origins)?,
@@ -355,6 +356,57 @@ fn cors_allow_origin(origins: &[String]) -> Result<Option<String>, ConfigError> 
         _ => Err(invalid(
             "server.cors_allow_origins: give [\"*\"], one origin, or [] (several origins are not supported)",
         )),
+    }
+}
+
+impl ConfigFile {
+    /// `[chain]`: `None` unless enabled; when enabled the REST URL and the treasury key (a valid
+    /// secp256k1 key in hex, from `treasury_key_env`) must be there.
+    fn validate_chain(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<ChainSettings>, ConfigError> {
+        let c = &self.chain;
+        if !c.enabled {
+            return Ok(None);
+        }
+        let rest = url::Url::parse(&c.rest_url).map_err(|e| {
+            invalid(format!("chain.rest_url {:?}: {e} (required when [chain] enabled)", c.rest_url))
+        })?;
+        if !matches!(rest.scheme(), "http" | "https") {
+            return Err(invalid(format!("chain.rest_url {:?} must be http or https", c.rest_url)));
+        }
+        if c.chain_id.is_empty() || c.denom.is_empty() {
+            return Err(invalid("chain.chain_id and chain.denom must not be empty"));
+        }
+        if c.gas_limit == 0 {
+            return Err(invalid("chain.gas_limit must be at least 1"));
+        }
+        if c.float_ngonka == 0 || c.top_up_below_ngonka > c.float_ngonka {
+            return Err(invalid(
+                "chain.float_ngonka must be at least 1 and at least chain.top_up_below_ngonka",
+            ));
+        }
+        let var = &c.treasury_key_env;
+        let key = env(var).filter(|k| !k.is_empty()).ok_or_else(|| {
+            invalid(format!(
+                "[chain] enabled needs the treasury's private key (hex) in the environment variable {var}"
+            ))
+        })?;
+        crate::gonka::signer::GonkaSigner::from_hex(&key)
+            .map_err(|e| invalid(format!("{var} is not a valid private key: {e}")))?;
+        Ok(Some(ChainSettings {
+            rest_url: c.rest_url.trim_end_matches('/').to_owned(),
+            chain_id: c.chain_id.clone(),
+            denom: c.denom.clone(),
+            fee_ngonka: c.fee_ngonka,
+            gas_limit: c.gas_limit,
+            treasury_key: Secret(key),
+            float_ngonka: c.float_ngonka,
+            top_up_below_ngonka: c.top_up_below_ngonka,
+            poll: ms(c.poll_ms, "chain.poll_ms")?,
+            timeout: ms(c.timeout_ms, "chain.timeout_ms")?,
+        }))
     }
 }
 
@@ -463,6 +515,37 @@ mod tests {
         let key = "11".repeat(32);
         let settings = file.validate_with(&env_of(&[("GONKA_PRIVATE_KEY", &key)])).unwrap();
         assert_eq!(settings.upstream.gonka.unwrap().private_key.expose(), key);
+    }
+
+    #[test]
+    fn the_chain_is_off_by_default_and_needs_its_url_and_a_valid_treasury_key_when_on() {
+        assert!(ConfigFile::default().validate_with(&env_of(&[])).unwrap().chain.is_none());
+        let on = |extra: &str| {
+            ConfigFile::parse(&format!(
+                "[chain]\nenabled = true\nrest_url = \"http://127.0.0.1:9000/chain-api/\"\n{extra}"
+            ))
+            .unwrap()
+        };
+        let e = on("").validate_with(&env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("GONKA_TREASURY_KEY"), "{e}");
+        let e = on("").validate_with(&env_of(&[("GONKA_TREASURY_KEY", "zz")])).unwrap_err().to_string();
+        assert!(e.contains("not a valid private key"), "{e}");
+        let key = "1111111111111111111111111111111111111111111111111111111111111111";
+        let c = on("treasury_key_env = \"T\"").validate_with(&env_of(&[("T", key)])).unwrap().chain.unwrap();
+        assert_eq!(
+            (c.rest_url.as_str(), c.chain_id.as_str(), c.denom.as_str()),
+            ("http://127.0.0.1:9000/chain-api", "gonka-mainnet", "ngonka")
+        );
+        assert_eq!(c.treasury_key.expose(), key);
+        assert!(!format!("{c:?}").contains(key), "the key is never printed");
+        let no_url = ConfigFile::parse("[chain]\nenabled = true\n").unwrap();
+        let e = no_url.validate_with(&env_of(&[("GONKA_TREASURY_KEY", key)])).unwrap_err().to_string();
+        assert!(e.contains("chain.rest_url"), "{e}");
+        let e = on("float_ngonka = 5\ntop_up_below_ngonka = 6")
+            .validate_with(&env_of(&[("GONKA_TREASURY_KEY", key)]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("float_ngonka"), "{e}");
     }
 
     #[test]

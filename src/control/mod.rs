@@ -1,9 +1,13 @@
 //! The control plane: one thread that owns all I/O with the store and is the only writer of the key
 //! cache. Cores hand it work as closures over [`ControlState`] and await the answer; they never block
 //! on it (a full queue is an immediate 503). Node health probes run on a thread of their own
-//! ([`health`]), so a slow probe never delays an API call.
+//! ([`health`]), so a slow probe never delays an API call; so does the chain I/O of direct keys
+//! ([`chain`]), whose results are applied here ([`direct`]).
 
 pub mod accounts;
+pub mod chain;
+pub mod direct;
+pub mod direct_keys;
 pub mod health;
 pub mod leases;
 mod leasing;

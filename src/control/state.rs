@@ -81,6 +81,8 @@ pub struct ControlState {
     pub(super) gauges: Arc<super::leases::ClusterGauges>,
     /// When expired responses were last swept.
     pub(super) responses_swept: Instant,
+    /// Direct keys, when `[chain]` is enabled.
+    pub(super) direct: Option<super::direct_keys::DirectKeys>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -154,6 +156,7 @@ impl ControlState {
             responses_swept: Instant::now()
                 .checked_sub(Duration::from_secs(3600))
                 .unwrap_or_else(Instant::now),
+            direct: None,
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);
@@ -480,16 +483,18 @@ impl ControlState {
         }
     }
 
-    /// Keys of `account_id` that count against its quota.
+    /// Keys of `account_id` that count against its quota (direct keys too).
     pub fn live_key_count(&self, account_id: &str) -> usize {
-        self.rows
-            .values()
-            .filter(|k| {
-                k.account_id == account_id
-                    && k.status != KeyStatus::Archived
-                    && !matches!(k.kind, KeyKind::AccountToken | KeyKind::DashboardSession)
-            })
-            .count()
+        self.live_direct_key_count(account_id)
+            + self
+                .rows
+                .values()
+                .filter(|k| {
+                    k.account_id == account_id
+                        && k.status != KeyStatus::Archived
+                        && !matches!(k.kind, KeyKind::AccountToken | KeyKind::DashboardSession)
+                })
+                .count()
     }
 
     /// Stores a model's prices and publishes them to the cores.

@@ -94,6 +94,46 @@ impl GonkaSigner {
         Ok(Self { key, address, last_timestamp_ns: AtomicU64::new(0) })
     }
 
+    /// A fresh random key from the OS CSPRNG (a new Gonka account).
+    ///
+    /// A random 32-byte string is a valid scalar unless it is 0 or at least the curve order (a chance of
+    /// about 2^-128), so the loop draws again only then, or when the OS refuses randomness (`getrandom`
+    /// already waits for the pool at boot, so that means a broken system): a weak key is never made.
+    pub fn generate() -> Self {
+        loop {
+            let mut bytes = [0u8; 32];
+            if getrandom::fill(&mut bytes).is_ok()
+                && let Ok(key) = SigningKey::from_slice(&bytes)
+            {
+                let address = address_of(key.verifying_key());
+                return Self { key, address, last_timestamp_ns: AtomicU64::new(0) };
+            }
+        }
+    }
+
+    /// The private key, 64 lower-hex digits (what `GONKA_PRIVATE_KEY` holds).
+    pub fn private_key_hex(&self) -> String {
+        hex(&self.key.to_bytes())
+    }
+
+    /// The compressed (33-byte) public key.
+    pub fn public_key(&self) -> [u8; 33] {
+        let point = self.key.verifying_key().to_sec1_point(true);
+        let mut out = [0u8; 33];
+        out.copy_from_slice(point.as_bytes());
+        out
+    }
+
+    /// A Cosmos SIGN_MODE_DIRECT signature of `msg` (the encoded sign doc): ECDSA over `sha256(msg)`,
+    /// deterministic (RFC 6979), low-S, `r‖s`.
+    pub fn sign_bytes(&self, msg: &[u8]) -> [u8; 64] {
+        let sig: Signature = self.key.sign(msg);
+        let sig = sig.normalize_s();
+        let mut out = [0u8; 64];
+        out.copy_from_slice(&sig.to_bytes());
+        out
+    }
+
     /// The requester address (`X-Requester-Address`).
     pub fn address(&self) -> &str {
         &self.address
@@ -227,6 +267,30 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), n, "no timestamp handed out twice");
+    }
+
+    #[test]
+    fn generated_keys_round_trip_and_differ() {
+        let a = GonkaSigner::generate();
+        let b = GonkaSigner::generate();
+        assert_ne!(a.private_key_hex(), b.private_key_hex());
+        let again = GonkaSigner::from_hex(&a.private_key_hex()).unwrap();
+        assert_eq!(again.address(), a.address());
+        assert_eq!(hex(&a.public_key()), a.public_key_hex());
+        assert_eq!(a.private_key_hex().len(), 64);
+    }
+
+    #[test]
+    fn byte_signatures_are_low_s_deterministic_and_verify() {
+        use k256::ecdsa::signature::Verifier as _;
+        let signer = GonkaSigner::from_hex(&"22".repeat(32)).unwrap();
+        let sig = signer.sign_bytes(b"a sign doc");
+        assert_eq!(sig, signer.sign_bytes(b"a sign doc"));
+        let parsed = Signature::from_slice(&sig).unwrap();
+        assert_eq!(parsed.normalize_s(), parsed);
+        let key = VerifyingKey::from_sec1_bytes(&signer.public_key()).unwrap();
+        key.verify(b"a sign doc", &parsed).unwrap();
+        assert!(key.verify(b"another doc", &parsed).is_err());
     }
 
     #[test]

@@ -78,6 +78,34 @@ impl AccountCounters {
         true
     }
 
+    /// Holds as much of `max` as the balance not yet held covers (a direct key's float: never more than
+    /// the account has); how much it held.
+    pub fn hold_up_to(&self, max: u64) -> u64 {
+        let max = to_i64(max);
+        let mut cur = self.available.load(Ordering::Acquire);
+        loop {
+            let take = max.min(cur.max(0));
+            if take == 0 {
+                return 0;
+            }
+            match self.available.compare_exchange_weak(cur, cur - take, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.held.fetch_add(take, Ordering::AcqRel);
+                    return take.cast_unsigned();
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Holds `amount` whether or not the balance covers it: money already out of the gateway's hands (a
+    /// direct key's float found on chain at start, or funds that reached it unaccounted for).
+    pub fn hold_unchecked(&self, amount: u64) {
+        let amount = to_i64(amount);
+        self.available.fetch_sub(amount, Ordering::AcqRel);
+        self.held.fetch_add(amount, Ordering::AcqRel);
+    }
+
     /// Takes `amount` out of the available balance for good (a lease given back), if it is there.
     pub fn try_take(&self, amount: u64) -> bool {
         let amount = to_i64(amount);
@@ -139,6 +167,35 @@ mod tests {
         assert_eq!(a.available(), -99);
         a.credit(649);
         assert_eq!(a.balance(), 550);
+    }
+
+    #[test]
+    fn a_float_holds_at_most_what_is_available() {
+        let a = AccountCounters::new(1_000);
+        assert!(a.try_hold(300));
+        assert_eq!(a.hold_up_to(5_000), 700, "only what is not held already");
+        assert_eq!(a.hold_up_to(1), 0);
+        assert_eq!((a.available(), a.held(), a.balance()), (0, 1_000, 1_000));
+        a.hold_unchecked(50);
+        assert_eq!((a.available(), a.held(), a.balance()), (-50, 1_050, 1_000));
+        assert_eq!(a.hold_up_to(10), 0, "nothing from a negative balance");
+    }
+
+    #[test]
+    fn floats_under_threads_never_pass_the_balance() {
+        let a = AccountCounters::new(10_000);
+        let held = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..1_000 {
+                        held.fetch_add(a.hold_up_to(7), Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(held.load(Ordering::Relaxed), 10_000);
+        assert_eq!(a.available(), 0);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum RecordStatus {
     /// record replaces it; one that stays is an answer the gateway was stopped in the middle of (a
     /// crash), billed for what had been relayed.
     Interrupted,
+    /// What a direct key's on-chain balance dropped by, other than the gateway's own transfers: spend
+    /// the node charged peer-to-peer (`model` is `direct`, no tokens).
+    Direct,
 }
 
 impl RecordStatus {
@@ -34,6 +37,7 @@ impl RecordStatus {
             Self::UpstreamFailed => "upstream_failed",
             Self::Timeout => "timeout",
             Self::Interrupted => "interrupted",
+            Self::Direct => "direct",
         }
     }
 
@@ -44,6 +48,7 @@ impl RecordStatus {
             "upstream_failed" => Self::UpstreamFailed,
             "timeout" => Self::Timeout,
             "interrupted" => Self::Interrupted,
+            "direct" => Self::Direct,
             _ => return None,
         })
     }

@@ -17,6 +17,11 @@ fn address(key: &VerifyingKey) -> String {
         .unwrap_or_default()
 }
 
+/// The address of a compressed (33-byte) secp256k1 public key, if it is one.
+pub fn address_of_public_key(key: &[u8]) -> Option<String> {
+    VerifyingKey::from_sec1_bytes(key).ok().map(|k| address(&k))
+}
+
 /// The address of the account whose private key is `key_hex` (64 hex digits), if it is one.
 pub fn address_of_key(key_hex: &str) -> Option<String> {
     if key_hex.len() != 64 || !key_hex.is_ascii() {

@@ -12,9 +12,15 @@
 //! timestamp and its own address, made by the key of `X-Requester-Address`; a fresh timestamp (60 s old
 //! at most, 30 s ahead); each signature used once. Any node serves the epoch's participants (every
 //! simulated node), the Transfer Agent allowlist, and finished completions by id.
+//!
+//! The same listeners serve a simulated Gonka chain ([`chain`]): the Cosmos REST API (accounts, bank
+//! balances, blocks, broadcast and lookup of transactions), and the escrow signed inference pays from.
 
 mod account;
+pub mod chain;
+mod escrow;
 mod node;
+mod prompt;
 mod reply;
 pub use node::{Sim, SimNode, SimParams, SimStats, node_key_hex};
 pub mod server;
@@ -86,6 +92,8 @@ pub struct SimConfig {
     pub workers: usize,
     #[command(flatten)]
     pub params: SimParams,
+    #[command(flatten)]
+    pub chain: chain::ChainConfig,
 }
 
 impl Default for SimConfig {
@@ -103,6 +111,7 @@ impl Default for SimConfig {
             dead_participants: 0,
             workers: 1,
             params: SimParams::default(),
+            chain: chain::ChainConfig::default(),
         }
     }
 }
@@ -173,7 +182,13 @@ pub fn start(config: SimConfig) -> io::Result<SimHandle> {
         node.dead = true;
         nodes.push(node);
     }
-    let sim = Arc::new(Sim::new(config.models.clone(), config.api_key.clone(), config.gonka, nodes));
+    let sim = Arc::new(Sim::new(
+        config.models.clone(),
+        config.api_key.clone(),
+        config.gonka,
+        nodes,
+        chain::Chain::new(&config.chain),
+    ));
     let stop = Shutdown::new();
     let mut threads = Vec::new();
     for (w, listeners) in per_worker.into_iter().enumerate() {

@@ -152,6 +152,8 @@ pub struct Sim {
     pub api_key: Option<String>,
     pub gonka: bool,
     pub nodes: Vec<SimNode>,
+    /// The simulated chain.
+    pub chain: super::chain::Chain,
     /// Counters of the whole process.
     pub stats: SimStats,
     /// Finished completions by id (the latest ones), for `GET /v1/chat/completions/{id}`.
@@ -166,12 +168,14 @@ impl Sim {
         api_key: Option<String>,
         gonka: bool,
         nodes: Vec<SimNode>,
+        chain: super::chain::Chain,
     ) -> Self {
         Self {
             models,
             api_key,
             gonka,
             nodes,
+            chain,
             stats: SimStats::default(),
             completions: Mutex::new(VecDeque::new()),
         }

@@ -1,6 +1,7 @@
 //! The simulator's HTTP side: a small keep-alive server on its own framing (`sim::wire`).
 
 use super::node::{Sim, SimParams};
+use super::prompt;
 use super::reply::{self, Piece};
 use super::text;
 use super::wire::{self, Framing, Method, Request};
@@ -164,6 +165,9 @@ async fn handle<S: Transport>(
         }
         _ => {}
     }
+    if let Some((status, answer)) = super::chain::rest_answer(&sim.chain, head.method, path, body) {
+        return respond(io, out, status, answer.as_bytes(), &[]).await;
+    }
     if let Some(key) = &sim.api_key
         && !sim.gonka
     {
@@ -230,11 +234,26 @@ async fn handle<S: Transport>(
             if mid_fault != MidFault::None {
                 sim.stats.faults_injected.fetch_add(1, Ordering::Relaxed);
             }
+            // Tokens generated so far, which the bill (if the chain governs the requester) charges.
+            let meter = std::cell::Cell::new(0u64);
+            let _bill = match head.requester.as_deref().filter(|_| sim.gonka) {
+                Some(requester) => {
+                    let node_address = sim.nodes[node].address.as_str();
+                    match super::escrow::open(&sim.chain, node_address, requester, &req, path, &meter) {
+                        Ok(bill) => bill,
+                        Err(refusal) => {
+                            let body = json!({"error": refusal.message}).to_string();
+                            return respond(io, out, refusal.status, body.as_bytes(), &[]).await;
+                        }
+                    }
+                }
+                None => None,
+            };
             if path == "/v1/embeddings" {
-                return embeddings(io, out, &req, &model).await;
+                return embeddings(io, out, &req, &model, &meter).await;
             }
             let chat = path == "/v1/chat/completions";
-            generate(sim, io, out, &req, &model, chat, &params, mid_fault, rng).await
+            generate(sim, io, out, &req, &model, chat, &params, mid_fault, rng, &meter).await
         }
         _ => respond(io, out, 404, br#"{"error":"not found"}"#, &[]).await,
     }
@@ -245,53 +264,6 @@ enum MidFault {
     None,
     Drop,
     Stall,
-}
-
-/// The prompt text and message count the completion is derived from.
-pub fn prompt_of(req: &Value, chat: bool) -> (String, usize) {
-    if chat {
-        let msgs = req.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-        let mut text = String::new();
-        for m in &msgs {
-            match m.get("content") {
-                Some(Value::String(s)) => text.push_str(s),
-                Some(Value::Array(parts)) => {
-                    for p in parts {
-                        if let Some(t) = p.get("text").and_then(Value::as_str) {
-                            text.push_str(t);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            text.push('\n');
-        }
-        (text, msgs.len())
-    } else {
-        let text = match req.get("prompt") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-            None => String::new(),
-        };
-        (text, 0)
-    }
-}
-
-/// The prompts of a completions request, as vLLM takes them: a string, token ids, or a list of either
-/// (one completion each).
-fn completion_prompts(req: &Value) -> Vec<String> {
-    match req.get("prompt") {
-        Some(Value::Array(items)) if items.iter().any(|i| i.is_string() || i.is_array()) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(other) => vec![other.to_string()],
-        None => vec![String::new()],
-    }
 }
 
 /// What each choice of an answer says.
@@ -313,6 +285,7 @@ async fn generate<S: Transport>(
     params: &SimParams,
     fault: MidFault,
     rng: &std::cell::Cell<u64>,
+    meter: &std::cell::Cell<u64>,
 ) -> bool {
     // vLLM's semantics: chat honours `max_completion_tokens`, else `max_tokens`; completions read only
     // `max_tokens`. `n` choices per prompt (`best_of` generated on completions); a completions prompt
@@ -334,9 +307,9 @@ async fn generate<S: Transport>(
     let content_budget = max_tokens - reasoning;
     let per_choice = params.completion_tokens.min(content_budget).saturating_add(params.overrun_tokens);
     let prompts: Vec<(String, usize)> = if chat {
-        vec![prompt_of(req, true)]
+        vec![prompt::prompt_of(req, true)]
     } else {
-        completion_prompts(req).into_iter().map(|p| (p, 0)).collect()
+        prompt::completion_prompts(req).into_iter().map(|p| (p, 0)).collect()
     };
     let mut choices = Vec::new();
     let mut prompt_tokens = 0u64;
@@ -419,6 +392,7 @@ async fn generate<S: Transport>(
         sim.remember(&id, body.clone());
     }
     if !stream {
+        meter.set(prompt_tokens + completion_tokens);
         let total = ttft + per_token * (n.saturating_sub(1) as u32);
         if !total.is_zero() {
             monoio::time::sleep_until(start + total).await;
@@ -445,6 +419,7 @@ async fn generate<S: Transport>(
     let model_json = Value::String(model.to_owned()).to_string();
     let chunk_object = if chat { "chat.completion.chunk" } else { "text_completion" };
     let mut event = Vec::with_capacity(512);
+    meter.set(prompt_tokens);
     for i in 0..n as usize {
         monoio::time::sleep_until(start + ttft + per_token * i as u32).await;
         if fault != MidFault::None && i as u64 == n / 2 {
@@ -484,12 +459,16 @@ async fn generate<S: Transport>(
             }
             event.extend_from_slice(b"\n\n");
         }
+        // Generated, whether or not the client is still there to read it.
+        let tokens: u64 = choices.iter().filter_map(|c| c.pieces.get(i)).map(reply::piece_tokens).sum();
+        meter.set(meter.get() + tokens);
         wire::chunk(out, &event);
         if !send(io, out).await {
             sim.stats.streams_aborted.fetch_add(1, Ordering::Relaxed);
             return false;
         }
     }
+    meter.set(prompt_tokens + completion_tokens);
     event.clear();
     for c in &choices {
         let index = c.index;
@@ -533,22 +512,19 @@ async fn stall<S: Transport>(io: &mut S) {
     }
 }
 
-async fn embeddings<S: Transport>(io: &mut S, out: &mut Vec<u8>, req: &Value, model: &str) -> bool {
-    let inputs: Vec<String> = match req.get("input") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        _ => {
-            let e = json!({"error": {"message": "input is required", "type": "invalid_request_error", "param": "input", "code": null}});
-            return respond(io, out, 400, e.to_string().as_bytes(), &[]).await;
-        }
+async fn embeddings<S: Transport>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    req: &Value,
+    model: &str,
+    meter: &std::cell::Cell<u64>,
+) -> bool {
+    let Some(inputs) = prompt::embedding_inputs(req) else {
+        let e = json!({"error": {"message": "input is required", "type": "invalid_request_error", "param": "input", "code": null}});
+        return respond(io, out, 400, e.to_string().as_bytes(), &[]).await;
     };
     let prompt_tokens: u64 = inputs.iter().map(|s| text::prompt_tokens(s.len(), 0)).sum();
+    meter.set(prompt_tokens);
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()

@@ -170,9 +170,12 @@ pub fn head(out: &mut Vec<u8>, status: u16, content_type: &str, extra: &[(&str, 
         200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
+        402 => "Payment Required",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
         _ => "Unknown",
     };
     out.extend_from_slice(

@@ -7,6 +7,7 @@ use crate::model::{
     AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse, UsageQuery,
     UsageSummaryRow,
 };
+use crate::model::{DirectCharge, DirectKeyRow};
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -133,6 +134,41 @@ pub trait Store: Send {
     fn delete_response(&mut self, account_id: &str, id: &str) -> StoreResult<bool>;
     /// Deletes at most `limit` responses whose `expires_ms` is at or before `now_ms`; how many.
     fn delete_expired_responses(&mut self, now_ms: i64, limit: usize) -> StoreResult<usize>;
+
+    /// Stores a new direct key (an id or address that exists is a `Conflict`).
+    fn insert_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()>;
+    /// Replaces a direct key's row (by id; `NotFound` when there is none).
+    fn update_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()>;
+    /// The direct keys of `account_id` (archived ones too), or with `None` every one the chain worker
+    /// still has work on (not archived, or archived with its sealed key not yet erased); oldest first.
+    fn direct_keys(&mut self, account_id: Option<&str>) -> StoreResult<Vec<DirectKeyRow>>;
+    /// In one transaction: inserts the usage record of `charge` (status `direct`, model `direct`, its id
+    /// the charge's reference) with its heights, takes its amount from the account balance and adds it to
+    /// the key's day and month spend, and stores `row` (the key as it is after the charge). A reference
+    /// billed before changes nothing, `row` included (a retry after a crash never bills twice); whether it billed now.
+    fn bill_direct(&mut self, charge: &DirectCharge, row: &DirectKeyRow) -> StoreResult<bool>;
+    /// The charges of one direct key, oldest first, at most `limit`.
+    fn direct_charges(&mut self, key_id: &str, limit: usize) -> StoreResult<Vec<DirectCharge>>;
+}
+
+/// The usage record a direct charge is billed as.
+pub fn direct_usage_record(c: &DirectCharge) -> UsageRecord {
+    UsageRecord {
+        request_id: c.reference.clone(),
+        account_id: c.account_id.clone(),
+        key_id: c.key_id.clone(),
+        model: "direct".into(),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        cost_ngonka: c.amount_ngonka,
+        status: crate::model::RecordStatus::Direct,
+        estimated: false,
+        latency_ms: 0,
+        started_ms: c.at_ms,
+        finished_ms: c.at_ms,
+        day: crate::time::day_index(c.at_ms),
+        month: crate::time::month_index(c.at_ms),
+    }
 }
 
 /// What a batch of new usage records takes from balances and adds to key spend, summed per account and

@@ -4,6 +4,7 @@
 //! rows and these.
 
 use super::backend::{StoreError, StoreResult};
+use crate::model::{DirectKeyRow, PendingTransfer, TransferKind};
 use crate::model::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus, RecordStatus, UsageRecord};
 
 /// The columns of `keys` that make a [`KeyRow`], in the order of [`KeyColumns`].
@@ -14,6 +15,100 @@ pub(super) const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, 
 /// fields' order.
 pub(super) const RESPONSE_COLUMNS: &str =
     "id, account_id, key_id, created_ms, expires_ms, response, input_items";
+
+/// The columns of `direct_keys` that make a [`DirectKeyRow`], in the order of [`DirectColumns`].
+pub(super) const DIRECT_COLUMNS: &str = "id, account_id, name, address, sealed_private_key, status, published, \
+     float_target_ngonka, held_ngonka, chain_balance_ngonka, chain_height, spent_ngonka, pending_kind, \
+     pending_tx_hash, pending_amount_ngonka, pending_submitted_height, pending_submitted_ms, created_at, updated_at";
+
+/// The columns of `direct_charges` that make a [`DirectCharge`](crate::model::DirectCharge), in its
+/// fields' order.
+pub(super) const CHARGE_COLUMNS: &str =
+    "reference, account_id, key_id, amount_ngonka, from_height, to_height, at_ms";
+
+/// One row of [`DIRECT_COLUMNS`], as a driver reads and writes it.
+#[derive(Debug)]
+pub(super) struct DirectColumns {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub address: String,
+    pub sealed_private_key: String,
+    pub status: String,
+    pub published: bool,
+    pub float_target_ngonka: i64,
+    pub held_ngonka: i64,
+    pub chain_balance_ngonka: i64,
+    pub chain_height: i64,
+    pub spent_ngonka: i64,
+    pub pending_kind: Option<String>,
+    pub pending_tx_hash: Option<String>,
+    pub pending_amount_ngonka: Option<i64>,
+    pub pending_submitted_height: Option<i64>,
+    pub pending_submitted_ms: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl DirectColumns {
+    /// The columns of `row`; an amount past `i64::MAX` is refused.
+    pub fn of(row: &DirectKeyRow) -> StoreResult<Self> {
+        let p = row.pending.as_ref();
+        Ok(Self {
+            id: row.id.clone(),
+            account_id: row.account_id.clone(),
+            name: row.name.clone(),
+            address: row.address.clone(),
+            sealed_private_key: row.sealed_private_key.clone(),
+            status: row.status.as_str().to_owned(),
+            published: row.published,
+            float_target_ngonka: to_i64(row.float_target_ngonka, "float_target_ngonka")?,
+            held_ngonka: to_i64(row.held_ngonka, "held_ngonka")?,
+            chain_balance_ngonka: to_i64(row.chain_balance_ngonka, "chain_balance_ngonka")?,
+            chain_height: to_i64(row.chain_height, "chain_height")?,
+            spent_ngonka: to_i64(row.spent_ngonka, "spent_ngonka")?,
+            pending_kind: p.map(|p| p.kind.as_str().to_owned()),
+            pending_tx_hash: p.map(|p| p.tx_hash.clone()),
+            pending_amount_ngonka: p.map(|p| to_i64(p.amount_ngonka, "pending amount")).transpose()?,
+            pending_submitted_height: p.map(|p| to_i64(p.submitted_height, "pending height")).transpose()?,
+            pending_submitted_ms: p.map(|p| p.submitted_ms),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    /// The direct key these columns hold; a status or transfer kind this build does not know is refused.
+    pub fn decode(self) -> Result<DirectKeyRow, BadColumn> {
+        let bad = |what, value: &str| BadColumn { what, value: value.to_owned() };
+        let pending = match (self.pending_kind, self.pending_tx_hash) {
+            (Some(kind), Some(tx_hash)) => Some(PendingTransfer {
+                kind: TransferKind::parse(&kind).ok_or_else(|| bad("pending_kind", &kind))?,
+                tx_hash,
+                amount_ngonka: to_u64(self.pending_amount_ngonka.unwrap_or(0)),
+                submitted_height: to_u64(self.pending_submitted_height.unwrap_or(0)),
+                submitted_ms: self.pending_submitted_ms.unwrap_or(0),
+            }),
+            _ => None,
+        };
+        Ok(DirectKeyRow {
+            id: self.id,
+            account_id: self.account_id,
+            name: self.name,
+            address: self.address,
+            sealed_private_key: self.sealed_private_key,
+            status: KeyStatus::parse(&self.status).ok_or_else(|| bad("status", &self.status))?,
+            published: self.published,
+            float_target_ngonka: to_u64(self.float_target_ngonka),
+            held_ngonka: to_u64(self.held_ngonka),
+            chain_balance_ngonka: to_u64(self.chain_balance_ngonka),
+            chain_height: to_u64(self.chain_height),
+            spent_ngonka: to_u64(self.spent_ngonka),
+            pending,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
 
 /// One row of [`KEY_COLUMNS`] as a driver reads it, not yet decoded.
 #[derive(Debug)]

@@ -1,4 +1,5 @@
-//! The durable store: accounts, keys (as keyed hashes), credits, model prices and usage records.
+//! The durable store: accounts, keys (as keyed hashes), credits, model prices, usage records and direct
+//! keys (their private keys only sealed).
 //!
 //! # Design
 //! [`Store`] is a plain, blocking trait: it is only ever used on the control-plane thread, never on a core.
@@ -14,7 +15,7 @@ pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;
 
-pub use backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
+pub use backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult, direct_usage_record};
 
 /// Opens the configured store and applies pending migrations.
 pub fn open(settings: &crate::config::StoreSettings) -> StoreResult<Box<dyn Store>> {

@@ -7,12 +7,14 @@
 
 use super::backend::{KeyTableState, SpendTotals, Store, StoreError, StoreResult, check_schema_version};
 use super::columns::{
-    KEY_COLUMNS, KeyColumns, LimitColumns, RESPONSE_COLUMNS, UsageColumns, record_status, to_i64, to_u64,
+    CHARGE_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS, KeyColumns, LimitColumns, RESPONSE_COLUMNS,
+    UsageColumns, record_status, to_i64, to_u64,
 };
 use crate::config::Synchronous;
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow, StoredResponse};
+use crate::model::{DirectCharge, DirectKeyRow};
 use crate::model::{GroupBy, InstanceSpend, KeySpend, UsageQuery, UsageSummaryRow};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use std::path::Path;
@@ -99,6 +101,39 @@ const MIGRATIONS: &[&str] = &[
          input_items TEXT NOT NULL
      );
      CREATE INDEX responses_by_expiry ON responses(expires_ms);",
+    // 5: direct keys (funded Gonka accounts) and the chain heights of what they were billed.
+    "CREATE TABLE direct_keys (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL REFERENCES accounts(id),
+         name TEXT NOT NULL,
+         address TEXT NOT NULL UNIQUE,
+         sealed_private_key TEXT NOT NULL,
+         status TEXT NOT NULL,
+         published INTEGER NOT NULL,
+         float_target_ngonka INTEGER NOT NULL,
+         held_ngonka INTEGER NOT NULL,
+         chain_balance_ngonka INTEGER NOT NULL,
+         chain_height INTEGER NOT NULL,
+         spent_ngonka INTEGER NOT NULL,
+         pending_kind TEXT,
+         pending_tx_hash TEXT,
+         pending_amount_ngonka INTEGER,
+         pending_submitted_height INTEGER,
+         pending_submitted_ms INTEGER,
+         created_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL
+     );
+     CREATE INDEX direct_keys_by_account ON direct_keys(account_id);
+     CREATE TABLE direct_charges (
+         reference TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         amount_ngonka INTEGER NOT NULL,
+         from_height INTEGER NOT NULL,
+         to_height INTEGER NOT NULL,
+         at_ms INTEGER NOT NULL
+     );
+     CREATE INDEX direct_charges_by_key ON direct_charges(key_id, at_ms);",
 ];
 
 pub struct SqliteStore {
@@ -168,6 +203,90 @@ fn response_from_row(r: &Row<'_>) -> rusqlite::Result<StoredResponse> {
         response: r.get(5)?,
         input_items: r.get(6)?,
     })
+}
+
+/// A row of `DIRECT_COLUMNS`.
+fn direct_from_row(r: &Row<'_>) -> rusqlite::Result<DirectKeyRow> {
+    DirectColumns {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        name: r.get(2)?,
+        address: r.get(3)?,
+        sealed_private_key: r.get(4)?,
+        status: r.get(5)?,
+        published: r.get(6)?,
+        float_target_ngonka: r.get(7)?,
+        held_ngonka: r.get(8)?,
+        chain_balance_ngonka: r.get(9)?,
+        chain_height: r.get(10)?,
+        spent_ngonka: r.get(11)?,
+        pending_kind: r.get(12)?,
+        pending_tx_hash: r.get(13)?,
+        pending_amount_ngonka: r.get(14)?,
+        pending_submitted_height: r.get(15)?,
+        pending_submitted_ms: r.get(16)?,
+        created_at: r.get(17)?,
+        updated_at: r.get(18)?,
+    }
+    .decode()
+    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// A row of `CHARGE_COLUMNS`.
+fn charge_from_row(r: &Row<'_>) -> rusqlite::Result<DirectCharge> {
+    Ok(DirectCharge {
+        reference: r.get(0)?,
+        account_id: r.get(1)?,
+        key_id: r.get(2)?,
+        amount_ngonka: to_u64(r.get(3)?),
+        from_height: to_u64(r.get(4)?),
+        to_height: to_u64(r.get(5)?),
+        at_ms: r.get(6)?,
+    })
+}
+
+/// Writes a direct key's row: inserts it, or with `update` replaces the one of its id.
+fn write_direct(conn: &Connection, row: &DirectKeyRow, update: bool) -> StoreResult<usize> {
+    let c = DirectColumns::of(row)?;
+    let sql = if update {
+        "UPDATE direct_keys SET account_id = ?2, name = ?3, address = ?4, sealed_private_key = ?5, status = ?6,
+             published = ?7, float_target_ngonka = ?8, held_ngonka = ?9, chain_balance_ngonka = ?10,
+             chain_height = ?11, spent_ngonka = ?12, pending_kind = ?13, pending_tx_hash = ?14,
+             pending_amount_ngonka = ?15, pending_submitted_height = ?16, pending_submitted_ms = ?17,
+             created_at = ?18, updated_at = ?19
+         WHERE id = ?1"
+            .to_owned()
+    } else {
+        format!(
+            "INSERT INTO direct_keys ({DIRECT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+        )
+    };
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                c.id,
+                c.account_id,
+                c.name,
+                c.address,
+                c.sealed_private_key,
+                c.status,
+                c.published,
+                c.float_target_ngonka,
+                c.held_ngonka,
+                c.chain_balance_ngonka,
+                c.chain_height,
+                c.spent_ngonka,
+                c.pending_kind,
+                c.pending_tx_hash,
+                c.pending_amount_ngonka,
+                c.pending_submitted_height,
+                c.pending_submitted_ms,
+                c.created_at,
+                c.updated_at,
+            ])
+        })
+        .map_err(err)
 }
 
 /// `id, name, balance_ngonka, created_at`.
@@ -710,5 +829,102 @@ impl Store for SqliteStore {
                 params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
             )
             .map_err(err)
+    }
+
+    fn insert_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()> {
+        write_direct(&self.conn, row, false).map(|_| ())
+    }
+
+    fn update_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()> {
+        match write_direct(&self.conn, row, true)? {
+            0 => Err(StoreError::NotFound(format!("direct key {}", row.id))),
+            _ => Ok(()),
+        }
+    }
+
+    fn direct_keys(&mut self, account_id: Option<&str>) -> StoreResult<Vec<DirectKeyRow>> {
+        let sql = match account_id {
+            Some(_) => format!(
+                "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE account_id = ?1 ORDER BY created_at, id"
+            ),
+            None => format!(
+                "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE (status <> 'archived' OR sealed_private_key <> '') AND ?1 IS NULL
+                 ORDER BY created_at, id"
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt.query_map([account_id], direct_from_row).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn bill_direct(&mut self, charge: &DirectCharge, row: &DirectKeyRow) -> StoreResult<bool> {
+        let record = super::backend::direct_usage_record(charge);
+        let amounts = UsageColumns::of(&record)?;
+        let tx = self.conn.transaction().map_err(err)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
+                     cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month)
+                 VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6, 0, 0, ?7, ?7, ?8, ?9)
+                 ON CONFLICT(request_id) DO NOTHING",
+                params![
+                    record.request_id,
+                    record.account_id,
+                    record.key_id,
+                    record.model,
+                    amounts.cost_ngonka,
+                    record.status.as_str(),
+                    record.started_ms,
+                    record.day,
+                    record.month,
+                ],
+            )
+            .map_err(err)?
+            == 1;
+        if inserted {
+            let cost = amounts.cost_ngonka;
+            tx.execute(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka - ?2 WHERE id = ?1",
+                params![record.account_id, cost],
+            )
+            .map_err(err)?;
+            for (period, index) in [("day", record.day), ("month", record.month)] {
+                tx.execute(
+                    "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(key_id, period, period_index) DO UPDATE SET spent_ngonka = spent_ngonka + excluded.spent_ngonka",
+                    params![record.key_id, period, index, cost],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                &format!("INSERT INTO direct_charges ({CHARGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    charge.reference,
+                    charge.account_id,
+                    charge.key_id,
+                    cost,
+                    to_i64(charge.from_height, "height")?,
+                    to_i64(charge.to_height, "height")?,
+                    charge.at_ms,
+                ],
+            )
+            .map_err(err)?;
+            if write_direct(&tx, row, true)? == 0 {
+                return Err(StoreError::NotFound(format!("direct key {}", row.id)));
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    fn direct_charges(&mut self, key_id: &str, limit: usize) -> StoreResult<Vec<DirectCharge>> {
+        let sql = format!(
+            "SELECT {CHARGE_COLUMNS} FROM direct_charges WHERE key_id = ?1 ORDER BY at_ms, reference LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let rows = stmt
+            .query_map(params![key_id, i64::try_from(limit).unwrap_or(i64::MAX)], charge_from_row)
+            .map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 }

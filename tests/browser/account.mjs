@@ -122,6 +122,22 @@ try {
   const cells = await row.locator("td").allTextContents();
   assert.match(cells[4], /UTC/, `last used: ${cells}`);
   assert.match(cells[5], /[1-9].* GNK/, `spend: ${cells}`);
+  // A direct key (made through the API: its private key is for the SDK) is listed with its address.
+  const made = await fetch(`${gw}/api/direct-keys`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ name: "sdk laptop" }),
+  });
+  assert.equal(made.status, 201);
+  const direct = await made.json();
+  await page.reload();
+  await ready(page);
+  const directRow = page.locator("#direct-keys tbody tr", { hasText: "sdk laptop" });
+  const directCells = await directRow.locator("td").allTextContents();
+  assert.equal(directCells[1].trim(), direct.address, `address: ${directCells}`);
+  assert.match(directCells[2], /active/, `status: ${directCells}`);
+  assert.ok(!(await page.content()).includes(direct.private_key), "the private key is not in the page");
+  step("a direct key is listed");
   await check(page, "account-keys", report);
 
   // A management key and a child key with a daily limit.

@@ -31,6 +31,8 @@ fn completion_sent(status: RecordStatus, seen: Seen, stream: bool) -> Option<u64
     match status {
         RecordStatus::Completed | RecordStatus::ClientGone | RecordStatus::Interrupted => Some(sent),
         RecordStatus::UpstreamFailed | RecordStatus::Timeout => (stream && seen.events > 0).then_some(sent),
+        // Never a request's status (the chain worker bills direct keys).
+        RecordStatus::Direct => None,
     }
 }
 

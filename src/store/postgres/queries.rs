@@ -3,16 +3,18 @@
 use super::feed::{channel, payload};
 use super::pool::{PostgresStore, err};
 use super::rows::{
-    account_from_row, key_from_row, price_from_row, response_from_row, spend_row, summary_from_row,
-    usage_from_row,
+    account_from_row, charge_from_row, direct_from_row, key_from_row, price_from_row, response_from_row,
+    spend_row, summary_from_row, usage_from_row,
 };
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse};
+use crate::model::{DirectCharge, DirectKeyRow};
 use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
 use crate::store::backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
 use crate::store::columns::{
-    KEY_COLUMNS, LimitColumns, RESPONSE_COLUMNS, UsageColumns, record_status, to_i64, to_u64,
+    CHARGE_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS, LimitColumns, RESPONSE_COLUMNS, UsageColumns,
+    record_status, to_i64, to_u64,
 };
 use postgres::Transaction;
 
@@ -71,6 +73,54 @@ impl PostgresStore {
         .map_err(err)?;
         Ok(KeyRow { version, ..row.clone() })
     }
+}
+
+/// Writes a direct key's row: inserts it, or with `update` replaces the one of its id; rows written.
+fn write_direct<C: postgres::GenericClient>(
+    conn: &mut C,
+    row: &DirectKeyRow,
+    update: bool,
+) -> StoreResult<u64> {
+    let c = DirectColumns::of(row)?;
+    let sql = if update {
+        "UPDATE direct_keys SET account_id = $2, name = $3, address = $4, sealed_private_key = $5, status = $6,
+             published = $7, float_target_ngonka = $8, held_ngonka = $9, chain_balance_ngonka = $10,
+             chain_height = $11, spent_ngonka = $12, pending_kind = $13, pending_tx_hash = $14,
+             pending_amount_ngonka = $15, pending_submitted_height = $16, pending_submitted_ms = $17,
+             created_at = $18, updated_at = $19
+         WHERE id = $1"
+            .to_owned()
+    } else {
+        format!(
+            "INSERT INTO direct_keys ({DIRECT_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        )
+    };
+    conn.execute(
+        &sql,
+        &[
+            &c.id,
+            &c.account_id,
+            &c.name,
+            &c.address,
+            &c.sealed_private_key,
+            &c.status,
+            &c.published,
+            &c.float_target_ngonka,
+            &c.held_ngonka,
+            &c.chain_balance_ngonka,
+            &c.chain_height,
+            &c.spent_ngonka,
+            &c.pending_kind,
+            &c.pending_tx_hash,
+            &c.pending_amount_ngonka,
+            &c.pending_submitted_height,
+            &c.pending_submitted_ms,
+            &c.created_at,
+            &c.updated_at,
+        ],
+    )
+    .map_err(err)
 }
 
 impl Store for PostgresStore {
@@ -538,5 +588,119 @@ impl Store for PostgresStore {
             )
             .map_err(err)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn insert_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        write_direct(&mut *conn, row, false).map(|_| ())
+    }
+
+    fn update_direct_key(&mut self, row: &DirectKeyRow) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        match write_direct(&mut *conn, row, true)? {
+            0 => Err(StoreError::NotFound(format!("direct key {}", row.id))),
+            _ => Ok(()),
+        }
+    }
+
+    fn direct_keys(&mut self, account_id: Option<&str>) -> StoreResult<Vec<DirectKeyRow>> {
+        let mut conn = self.conn()?;
+        let rows = match account_id {
+            Some(a) => conn.query(
+                &format!(
+                    "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE account_id = $1 ORDER BY created_at, id"
+                ),
+                &[&a],
+            ),
+            None => conn.query(
+                &format!(
+                    "SELECT {DIRECT_COLUMNS} FROM direct_keys WHERE status <> 'archived' OR sealed_private_key <> ''
+                     ORDER BY created_at, id"
+                ),
+                &[],
+            ),
+        }
+        .map_err(err)?;
+        rows.iter().map(direct_from_row).collect()
+    }
+
+    fn bill_direct(&mut self, charge: &DirectCharge, row: &DirectKeyRow) -> StoreResult<bool> {
+        let instance = self.instance.clone();
+        let record = crate::store::direct_usage_record(charge);
+        let cost = UsageColumns::of(&record)?.cost_ngonka;
+        let (from, to) = (to_i64(charge.from_height, "height")?, to_i64(charge.to_height, "height")?);
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
+                     cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month, instance_id)
+                 VALUES ($1, $2, $3, $4, 0, 0, $5, $6, FALSE, 0, $7, $7, $8, $9, $10)
+                 ON CONFLICT (request_id) DO NOTHING",
+                &[
+                    &record.request_id,
+                    &record.account_id,
+                    &record.key_id,
+                    &record.model,
+                    &cost,
+                    &record.status.as_str(),
+                    &record.started_ms,
+                    &record.day,
+                    &record.month,
+                    &instance,
+                ],
+            )
+            .map_err(err)?
+            == 1;
+        if inserted {
+            tx.execute(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka - $2 WHERE id = $1",
+                &[&record.account_id, &cost],
+            )
+            .map_err(err)?;
+            // This instance billed it: its share of the account's budget is smaller by it.
+            tx.execute(
+                "INSERT INTO instance_spend (instance_id, scope, id, period, period_index, spent_ngonka)
+                 VALUES ($1, 'account', $2, 'all', 0, $3)
+                 ON CONFLICT (instance_id, scope, id, period, period_index)
+                 DO UPDATE SET spent_ngonka = instance_spend.spent_ngonka + excluded.spent_ngonka",
+                &[&instance, &record.account_id, &cost],
+            )
+            .map_err(err)?;
+            for (period, index) in [("day", record.day), ("month", record.month)] {
+                tx.execute(
+                    "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (key_id, period, period_index)
+                     DO UPDATE SET spent_ngonka = key_spend.spent_ngonka + excluded.spent_ngonka",
+                    &[&record.key_id, &period, &index, &cost],
+                )
+                .map_err(err)?;
+            }
+            tx.execute(
+                &format!("INSERT INTO direct_charges ({CHARGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                &[&charge.reference, &charge.account_id, &charge.key_id, &cost, &from, &to, &charge.at_ms],
+            )
+            .map_err(err)?;
+            if write_direct(&mut tx, row, true)? == 0 {
+                return Err(StoreError::NotFound(format!("direct key {}", row.id)));
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(inserted)
+    }
+
+    fn direct_charges(&mut self, key_id: &str, limit: usize) -> StoreResult<Vec<DirectCharge>> {
+        let mut conn = self.conn()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {CHARGE_COLUMNS} FROM direct_charges WHERE key_id = $1
+                     ORDER BY at_ms, reference LIMIT $2"
+                ),
+                &[&key_id, &limit],
+            )
+            .map_err(err)?;
+        Ok(rows.iter().map(charge_from_row).collect())
     }
 }

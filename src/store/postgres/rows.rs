@@ -3,8 +3,9 @@
 
 use super::pool::err;
 use crate::model::{AccountRow, KeyRow, KeySpend, PriceRow, StoredResponse, UsageRecord, UsageSummaryRow};
+use crate::model::{DirectCharge, DirectKeyRow};
 use crate::store::backend::{StoreError, StoreResult};
-use crate::store::columns::{KeyColumns, record_status, to_u64};
+use crate::store::columns::{DirectColumns, KeyColumns, record_status, to_u64};
 use postgres::Row;
 
 /// A row of `KEY_COLUMNS`.
@@ -99,5 +100,45 @@ pub(super) fn response_from_row(r: &Row) -> StoredResponse {
         expires_ms: r.get(4),
         response: r.get(5),
         input_items: r.get(6),
+    }
+}
+
+/// A row of `DIRECT_COLUMNS`.
+pub(super) fn direct_from_row(r: &Row) -> StoreResult<DirectKeyRow> {
+    DirectColumns {
+        id: r.try_get(0).map_err(err)?,
+        account_id: r.try_get(1).map_err(err)?,
+        name: r.try_get(2).map_err(err)?,
+        address: r.try_get(3).map_err(err)?,
+        sealed_private_key: r.try_get(4).map_err(err)?,
+        status: r.try_get(5).map_err(err)?,
+        published: r.try_get(6).map_err(err)?,
+        float_target_ngonka: r.try_get(7).map_err(err)?,
+        held_ngonka: r.try_get(8).map_err(err)?,
+        chain_balance_ngonka: r.try_get(9).map_err(err)?,
+        chain_height: r.try_get(10).map_err(err)?,
+        spent_ngonka: r.try_get(11).map_err(err)?,
+        pending_kind: r.try_get(12).map_err(err)?,
+        pending_tx_hash: r.try_get(13).map_err(err)?,
+        pending_amount_ngonka: r.try_get(14).map_err(err)?,
+        pending_submitted_height: r.try_get(15).map_err(err)?,
+        pending_submitted_ms: r.try_get(16).map_err(err)?,
+        created_at: r.try_get(17).map_err(err)?,
+        updated_at: r.try_get(18).map_err(err)?,
+    }
+    .decode()
+    .map_err(|e| StoreError::Other(format!("{e} in the direct_keys table")))
+}
+
+/// A row of `CHARGE_COLUMNS`.
+pub(super) fn charge_from_row(r: &Row) -> DirectCharge {
+    DirectCharge {
+        reference: r.get(0),
+        account_id: r.get(1),
+        key_id: r.get(2),
+        amount_ngonka: to_u64(r.get(3)),
+        from_height: to_u64(r.get(4)),
+        to_height: to_u64(r.get(5)),
+        at_ms: r.get(6),
     }
 }

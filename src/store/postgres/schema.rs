@@ -101,6 +101,39 @@ const MIGRATIONS: &[&str] = &[
          input_items TEXT NOT NULL
      );
      CREATE INDEX responses_by_expiry ON responses(expires_ms);",
+    // 4: direct keys (funded Gonka accounts) and the chain heights of what they were billed.
+    "CREATE TABLE direct_keys (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL REFERENCES accounts(id),
+         name TEXT NOT NULL,
+         address TEXT NOT NULL UNIQUE,
+         sealed_private_key TEXT NOT NULL,
+         status TEXT NOT NULL,
+         published BOOLEAN NOT NULL,
+         float_target_ngonka BIGINT NOT NULL,
+         held_ngonka BIGINT NOT NULL,
+         chain_balance_ngonka BIGINT NOT NULL,
+         chain_height BIGINT NOT NULL,
+         spent_ngonka BIGINT NOT NULL,
+         pending_kind TEXT,
+         pending_tx_hash TEXT,
+         pending_amount_ngonka BIGINT,
+         pending_submitted_height BIGINT,
+         pending_submitted_ms BIGINT,
+         created_at BIGINT NOT NULL,
+         updated_at BIGINT NOT NULL
+     );
+     CREATE INDEX direct_keys_by_account ON direct_keys(account_id);
+     CREATE TABLE direct_charges (
+         reference TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         key_id TEXT NOT NULL,
+         amount_ngonka BIGINT NOT NULL,
+         from_height BIGINT NOT NULL,
+         to_height BIGINT NOT NULL,
+         at_ms BIGINT NOT NULL
+     );
+     CREATE INDEX direct_charges_by_key ON direct_charges(key_id, at_ms);",
 ];
 
 impl PostgresStore {

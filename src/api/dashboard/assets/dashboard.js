@@ -452,6 +452,18 @@
         { label: "Spend", num: true, cell: (k) => gnk(byKey.has(k.id) ? byKey.get(k.id).cost_ngonka : "0") },
         { label: "Actions", cell: (k) => keyActions(k, reload, "key") },
       ], keys.data, "No managed keys yet: create one above.");
+      // Direct keys exist only when the gateway's chain is enabled (the route answers 404 otherwise).
+      const direct = await api("GET", "/api/direct-keys").catch(() => null);
+      $("#direct-panel").hidden = direct === null;
+      if (direct === null) return;
+      fillTable($("#direct-keys"), "Direct keys of this account", [
+        { label: "Name", cell: (k) => k.name },
+        { label: "Address", cell: (k) => el("code", {}, k.address) },
+        { label: "Status", cell: (k) => badge(k.status) },
+        { label: "Float", num: true, cell: (k) => gnk(k.float_ngonka) },
+        { label: "Spend", num: true, cell: (k) => gnk(k.spent_ngonka) },
+        { label: "Created", cell: (k) => when(k.created_at) },
+      ], direct.data, "No direct keys: create one with POST /api/direct-keys.");
     };
     $("#create-key").addEventListener("submit", (ev) => {
       ev.preventDefault();
