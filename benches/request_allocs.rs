@@ -7,7 +7,13 @@
 //! `cargo bench --bench request_allocs`
 
 #![expect(unsafe_code, reason = "a global allocator that counts is an unsafe impl")]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout, reason = "a benchmark")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout,
+    reason = "a benchmark"
+)]
 
 use gonka_gateway::dev::{self, DevOptions};
 use std::alloc::{GlobalAlloc, Layout, System};
