@@ -12,7 +12,8 @@
     clippy::expect_used,
     clippy::panic,
     clippy::print_stdout,
-    reason = "a benchmark"
+    clippy::disallowed_methods,
+    reason = "a benchmark: its client and set-up block, on threads of their own"
 )]
 
 use gonka_gateway::dev::{self, DevOptions};
