@@ -21,8 +21,8 @@
 //! by a crash between those steps is given its name when the journal is reopened.
 
 #[cfg(doc)]
-use super::journal::ROTATE_BYTES;
-use super::journal::{JournalStats, file_name};
+use super::journal_files::ROTATE_BYTES;
+use super::journal_files::{JournalStats, file_name};
 use crate::rt::shutdown::Shutdown;
 use arc_swap::ArcSwap;
 use std::cell::RefCell;

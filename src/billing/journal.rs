@@ -19,6 +19,8 @@
 //! end of the last file (a crash mid-write) is cut off when the journal is reopened.
 
 use super::group_commit;
+use super::journal_files::file_name;
+pub use super::journal_files::{JournalStats, ROTATE_BYTES};
 use crate::config::WaitFor;
 use crate::model::JournalPos;
 use crate::model::usage::{ArchivedUsageRecord, UsageRecord};
@@ -28,37 +30,15 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const MAGIC: u8 = 0xA5;
 const FRAME_HEADER: usize = 9;
-/// A journal file is closed and a new one started past this size.
-pub const ROTATE_BYTES: u64 = 64 * 1024 * 1024;
 /// The largest frame accepted when reading (records are small).
 const MAX_FRAME: usize = 1 << 20;
 const QUEUE: usize = 64 * 1024;
-
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct JournalStats {
-    /// Records written.
-    pub written: AtomicU64,
-    /// Records the store has applied.
-    pub applied: AtomicU64,
-    pub fsyncs: AtomicU64,
-    pub write_errors: AtomicU64,
-    /// Set while writes fail; admission refuses new requests meanwhile (they could not be billed).
-    pub failing: std::sync::atomic::AtomicBool,
-}
-
-impl JournalStats {
-    /// Records written and not yet applied to the store.
-    pub fn lag(&self) -> u64 {
-        self.written.load(Ordering::Relaxed).saturating_sub(self.applied.load(Ordering::Relaxed))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -134,10 +114,6 @@ pub fn decode(buf: &[u8]) -> Result<Option<(UsageRecord, usize)>, String> {
     let archived = rkyv::access::<ArchivedUsageRecord, RkyvError>(&aligned).map_err(|e| e.to_string())?;
     let record = rkyv::deserialize::<UsageRecord, RkyvError>(archived).map_err(|e| e.to_string())?;
     Ok(Some((record, FRAME_HEADER + len)))
-}
-
-pub(super) fn file_name(seq: u64) -> String {
-    format!("usage-{seq:010}.log")
 }
 
 /// The journal files in `dir`, by sequence number.

@@ -5,6 +5,7 @@
 pub mod estimate;
 mod group_commit;
 pub mod journal;
+mod journal_files;
 pub mod stream;
 pub mod usage;
 
