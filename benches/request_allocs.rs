@@ -27,6 +27,25 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// `REQUEST_ALLOCS_TRACE=1`: where each allocation of one request comes from (the first frames in this
+/// crate), to find what to pool.
+static TRACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static TRACES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn trace() {
+    if !TRACING.load(Ordering::Relaxed) || BUSY.with(|b| b.replace(true)) {
+        return;
+    }
+    let bt = std::backtrace::Backtrace::force_capture().to_string();
+    let frames: Vec<&str> = bt
+        .lines()
+        .filter(|l| l.contains("gonka_gateway::") && !l.contains("at "))
+        .map(|l| l.trim().split_once(": ").map_or(l, |(_, f)| f))
+        .take(3)
+        .collect();
+    TRACES.lock().unwrap().push(frames.join(" < "));
+    BUSY.with(|b| b.set(false));
+}
 
 thread_local! {
     /// 0: not known yet, 1: a core thread, 2: another thread.
@@ -51,9 +70,10 @@ fn on_core() -> bool {
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if on_core() {
+        if on_core() && !BUSY.with(Cell::get) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
             BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+            trace();
         }
         unsafe { System.alloc(layout) }
     }
@@ -61,9 +81,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if on_core() {
+        if on_core() && !BUSY.with(Cell::get) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
             BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+            trace();
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -120,6 +141,20 @@ fn measure(name: &str, addr: &str, request: &[u8], n: u64) {
         exchange(&mut conn, request);
     }
     let (a1, b1) = (ALLOCS.load(Ordering::SeqCst), BYTES.load(Ordering::SeqCst));
+    if std::env::var_os("REQUEST_ALLOCS_TRACE").is_some() {
+        TRACING.store(true, Ordering::SeqCst);
+        exchange(&mut conn, request);
+        TRACING.store(false, Ordering::SeqCst);
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for t in TRACES.lock().unwrap().drain(..) {
+            *counts.entry(t).or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        for (site, n) in counts {
+            println!("  {n:3} {site}");
+        }
+    }
     println!(
         "{name}: {:.1} allocations and {:.0} bytes allocated per request on the gateway's cores ({n} requests)",
         (a1 - a0) as f64 / n as f64,
