@@ -150,7 +150,7 @@ fn measure(name: &str, addr: &str, request: &[u8], n: u64) {
             *counts.entry(t).or_default() += 1;
         }
         let mut counts: Vec<_> = counts.into_iter().collect();
-        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.1));
         for (site, n) in counts {
             println!("  {n:3} {site}");
         }
