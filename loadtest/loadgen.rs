@@ -817,10 +817,10 @@ fn main() {
         "rss_mib": rss,
         "rss_baseline_mib": baseline,
     });
-    if let (Ok(w), Some(fields)) = (window.join(), out.as_object_mut()) {
-        if let Some(more) = w.close(total.ok).as_object() {
-            fields.extend(more.clone());
-        }
+    if let (Ok(w), Some(fields)) = (window.join(), out.as_object_mut())
+        && let serde_json::Value::Object(more) = w.close(total.ok)
+    {
+        fields.extend(more);
     }
     println!("{out}");
 }
