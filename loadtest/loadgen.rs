@@ -598,6 +598,19 @@ impl Window {
     }
 }
 
+/// The frontier's next probe after one at `rate`, given the highest rate that passed (0: none yet) and
+/// the lowest that failed: up by half again until one fails (capped at `max_rate`), then bisection, or
+/// halving while nothing has passed; `None` once the top passed or the two are within 2 %.
+fn next_probe(rate: f64, pass: f64, fail: Option<f64>, max_rate: f64) -> Option<f64> {
+    match fail {
+        None if rate >= max_rate => None,
+        None => Some((rate * 1.5).min(max_rate)),
+        Some(f) if pass > 0.0 && (f - pass) / pass < 0.02 => None,
+        Some(f) if pass > 0.0 => Some((pass + f) / 2.0),
+        Some(f) => Some(f / 2.0),
+    }
+}
+
 /// Frontier mode: the highest open-loop rate whose p99 stays under the limit, by a bounded search (see
 /// the module doc). Each probe is a fresh open loop with its own warm-up.
 async fn frontier(target: Rc<Target>, args: &Args) -> serde_json::Value {
@@ -616,15 +629,9 @@ async fn frontier(target: Rc<Target>, args: &Args) -> serde_json::Value {
         } else {
             fail = Some(rate);
         }
-        rate = match fail {
-            None if rate >= args.max_rate => break,
-            None => (rate * 1.5).min(args.max_rate),
-            Some(f) if pass > 0.0 => (pass + f) / 2.0,
-            Some(f) => f / 2.0,
-        };
-        // Closer than 2 % apart: the answer is known well enough.
-        if fail.is_some_and(|f| pass > 0.0 && (f - pass) / pass < 0.02) {
-            break;
+        match next_probe(rate, pass, fail, args.max_rate) {
+            Some(r) => rate = r,
+            None => break,
         }
     }
     json!({
@@ -837,5 +844,15 @@ mod tests {
         assert!(m.seen_in(b"x"), "then every piece counts (only the first is timed)");
         let mut any = FirstMark::new(None);
         assert!(!any.seen_in(b"") && any.seen_in(b"a"));
+    }
+
+    #[test]
+    fn the_frontier_steps_up_then_bisects_and_stops() {
+        assert_eq!(next_probe(100.0, 100.0, None, 1000.0), Some(150.0), "up by half again");
+        assert_eq!(next_probe(800.0, 800.0, None, 1000.0), Some(1000.0), "capped at the top");
+        assert_eq!(next_probe(1000.0, 1000.0, None, 1000.0), None, "the top passed");
+        assert_eq!(next_probe(150.0, 100.0, Some(150.0), 1000.0), Some(125.0), "bisection");
+        assert_eq!(next_probe(100.0, 0.0, Some(100.0), 1000.0), Some(50.0), "halving while none passed");
+        assert_eq!(next_probe(101.0, 100.0, Some(101.0), 1000.0), None, "within 2 %");
     }
 }
