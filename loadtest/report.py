@@ -41,8 +41,12 @@ def per_round(w, r):
     # Streams are timed to their first token; everything else to the last byte.
     t = fb if w == "stream_ttft" else lat
     e.update(rps=round(r["rps"], 1), p50_us=t.get("p50"), p99_us=t.get("p99"), p999_us=t.get("p999"))
+    # The names of the one-round reports before: a closed loop's rate is its maximum, an open loop's is
+    # what it achieved of the rate offered.
     if r.get("rate") is not None:
-        e["rate"] = int(r["rate"])
+        e.update(rate=int(r["rate"]), achieved_rps=e["rps"])
+    else:
+        e["max_rps"] = e["rps"]
     share = r.get("target_cpu_share")
     if share is not None:
         e["cpu_share"] = round(share, 3)
@@ -189,7 +193,9 @@ lines = [f"# Load test ({mode}), {meta['date']}", "", f"Machine: {machine}.", ""
          "Latency in µs. `CPU share`: the target's CPU time over the window's wall time (1.00 = one core "
          "busy); `rps/core`: the rate over that share; `TCP segs/req`: the machine's TCP segments sent "
          "per request (system-wide, so the proxy's own are its count minus direct's, in `+segs`); "
-         "`syscalls/req`: the target's system calls per request (perf, `raw_syscalls:sys_enter`).", ""]
+         "`syscalls/req`: the target's system calls per request (perf, `raw_syscalls:sys_enter`; the gateway "
+         "does its I/O through io_uring, where one `io_uring_enter` submits many operations, so its count is "
+         "of ring submissions and waits, not of operations).", ""]
 if notes.get("syscalls"):
     lines += [f"System calls: {notes['syscalls']}.", ""]
 if litellm_note:
