@@ -685,24 +685,30 @@ async fn hold(target: Rc<Target>, conns: usize, pids: Vec<u32>) -> (Tally, usize
                 tally.borrow_mut().errors += 1;
                 return;
             }
-            // The first byte marks the stream as established; then read on to the end.
-            match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
-                Ok(_) => established.set(established.get() + 1),
-                Err(_) => {
-                    failed.set(failed.get() + 1);
-                    tally.borrow_mut().errors += 1;
-                    return;
-                }
+            // The first byte marks the stream as established, unless the head says it is a refusal
+            // (an answer with a body of known length, which would never end like a chunked stream).
+            let refused = match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
+                Ok(_) => parse_response_head(rbuf.data()).is_ok_and(|h| h.status != 200),
+                Err(_) => true,
+            };
+            if refused {
+                failed.set(failed.get() + 1);
+                tally.borrow_mut().errors += 1;
+                return;
             }
+            established.set(established.get() + 1);
             let first = Instant::now();
+            // Read on to the last chunk, which may arrive split across reads (and with the first).
+            let mut tail = Vec::with_capacity(16);
             loop {
+                tail.extend_from_slice(rbuf.data());
+                tail.drain(..tail.len().saturating_sub(5));
+                if tail.ends_with(b"0\r\n\r\n") {
+                    break;
+                }
                 let n = rbuf.len();
                 rbuf.consume(n);
-                match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-                if rbuf.data().ends_with(b"0\r\n\r\n") {
+                if rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await.is_err() {
                     break;
                 }
             }
