@@ -113,6 +113,10 @@ def num(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+def signed(v):
+    return "—" if v is None else f"{v:+,.0f}"
+
+
 def cell(w, t, k, digits=0):
     """The median with the spread of the rounds: `52,476 (51,002–53,101)`."""
     v = get(w, t, k)
@@ -154,17 +158,17 @@ check(f"open loop at 90 % of the gateway's max ({num(get('open_90', 'gateway', '
       f"gateway {num(g)} µs, nginx {num(n)} µs", r, None if r is None else r <= 2)
 a, an = added("one_conn", "gateway", "p99_us"), added("one_conn", "nginx", "p99_us")
 check("added p99 at one connection over direct ≤ 50 µs (proxy on the driver's CPU)",
-      f"gateway +{num(a)} µs (nginx +{num(an)} µs)", ratio(a, 50), None if a is None else a <= 50)
+      f"gateway {signed(a)} µs (nginx {signed(an)} µs)", ratio(a, 50), None if a is None else a <= 50)
 if rate_workloads:
     half = min(rate_workloads, key=lambda w: abs(int(w.rsplit("_", 1)[1]) - gw_max / 2))
     a, an = added(half, "gateway", "p99_us"), added(half, "nginx", "p99_us")
     r = ratio(a, an) if an and an > 0 else None
     check(f"added p99 over direct at half the gateway's max ({half.rsplit('_', 1)[1]} rps) ≤ nginx's",
-          f"gateway +{num(a)} µs, nginx +{num(an)} µs", r, None if a is None or an is None else a <= an)
+          f"gateway {signed(a)} µs, nginx {signed(an)} µs", r, None if a is None or an is None else a <= an)
 else:
     check("added p99 over direct at half the gateway's max ≤ nginx's", "not measured", None, None)
 a = added("stream_ttft", "gateway", "p99_us")
-check("TTFT p99 overhead over direct ≤ 100 µs", f"gateway +{num(a)} µs (nginx +{num(added('stream_ttft', 'nginx', 'p99_us'))} µs)",
+check("TTFT p99 overhead over direct ≤ 100 µs", f"gateway {signed(a)} µs (nginx {signed(added('stream_ttft', 'nginx', 'p99_us'))} µs)",
       ratio(a, 100), None if a is None else a <= 100)
 g, n = get("slow_streams", "gateway", "rss_at_10k_mib"), get("slow_streams", "nginx", "rss_at_10k_mib")
 held = get("slow_streams", "gateway", "held_streams") or 0
