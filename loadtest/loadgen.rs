@@ -8,6 +8,15 @@
 //!   omission). Connections are opened as needed up to `--connections`; beyond that requests wait.
 //! - `hold`: `--connections` streams opened at once (ramped), held until they end; when every stream has
 //!   its first byte, the resident memory of `--rss-pid` processes is sampled.
+//! - `frontier`: a bounded search for the highest open-loop rate whose p99 stays under `--p99-limit-us`:
+//!   short open-loop probes from `--rate` up by half again each time until one fails (or `--max-rate`),
+//!   then bisection between the last that passed and the first that failed, `--probes` in all.
+//!
+//! Over the measured window (after the warm-up) it also reads, for `--cpu-pid` processes, their CPU time
+//! (`/proc/<pid>/stat`: the CPU share is that time over the window's wall time), the machine's TCP
+//! segments sent (`/proc/net/snmp`, `Tcp: OutSegs`: system-wide, so a proxy's own share is its count
+//! minus `direct`'s), and with `--syscalls` the processes' system calls (`perf stat -e
+//! raw_syscalls:sys_enter -p …` for the window's length).
 //!
 //! Every mode times the first body byte (time to first token for streams; with `--first-event`, the
 //! first body byte of the first piece that carries the pattern, e.g. the first `content_block_delta` of
@@ -51,9 +60,12 @@ struct Args {
     #[arg(long)]
     first_event: Option<String>,
     /// The JSON request body.
-    #[arg(long)]
+    #[arg(long, default_value = "")]
     body: String,
-    /// closed, open or hold.
+    /// Read the request body from this file instead (large prompts).
+    #[arg(long)]
+    body_file: Option<std::path::PathBuf>,
+    /// closed, open, hold or frontier.
     #[arg(long, default_value = "closed")]
     mode: String,
     #[arg(long, default_value_t = 64)]
@@ -74,6 +86,18 @@ struct Args {
     /// Processes whose CPU time over the measured interval is divided by the requests served.
     #[arg(long)]
     cpu_pid: Vec<u32>,
+    /// Count the system calls of the `--cpu-pid` processes over the window with `perf stat`.
+    #[arg(long)]
+    syscalls: bool,
+    /// Frontier mode: the p99 (µs, to the last byte) a probe must stay under to pass.
+    #[arg(long, default_value_t = 1000)]
+    p99_limit_us: u64,
+    /// Frontier mode: the highest rate tried.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    max_rate: f64,
+    /// Frontier mode: the number of probes.
+    #[arg(long, default_value_t = 7)]
+    probes: usize,
 }
 
 /// What one thread measured.
@@ -117,7 +141,18 @@ struct Target {
     first_mark: Option<Vec<u8>>,
 }
 
+impl Target {
+    /// A runtime's own copy (the shared one lives in an `Arc`).
+    fn clone_of(t: &Target) -> Target {
+        Target { addr: t.addr, request: t.request.clone(), first_mark: t.first_mark.clone() }
+    }
+}
+
 fn target(args: &Args) -> Result<Target, String> {
+    let body = match &args.body_file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => args.body.clone(),
+    };
     let rest = args.url.strip_prefix("http://").ok_or("the URL must start with http://")?;
     let (hostport, path) =
         rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
@@ -133,7 +168,7 @@ fn target(args: &Args) -> Result<Target, String> {
         }
         request.push_str(&format!("{h}\r\n"));
     }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{}", args.body.len(), args.body));
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     let first_mark = args.first_event.as_ref().map(|m| m.as_bytes().to_vec()).filter(|m| !m.is_empty());
     Ok(Target { addr, request: request.into_bytes(), first_mark })
 }
@@ -479,6 +514,137 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
         .sum()
 }
 
+/// The machine's TCP segments sent so far (`/proc/net/snmp`, `Tcp:` `OutSegs`).
+fn tcp_out_segs() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let col = names.split_whitespace().position(|n| n == "OutSegs")?;
+    values.split_whitespace().nth(col)?.parse().ok()
+}
+
+/// `perf stat` counting the system calls of `pids` for `seconds`, started at the window's start.
+struct SyscallCount {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl SyscallCount {
+    fn start(pids: &[u32], seconds: f64) -> Option<Self> {
+        let out = std::env::temp_dir().join(format!("loadgen-perf-{}.csv", std::process::id()));
+        let list = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let child = std::process::Command::new("perf")
+            .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", &list, "-o"])
+            .arg(&out)
+            .args(["--", "sleep", &format!("{seconds:.3}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self { child, out })
+    }
+
+    /// The count, once perf has ended (`None` when perf could not count).
+    fn finish(mut self) -> Option<u64> {
+        let ok = self.child.wait().ok()?.success();
+        let text = std::fs::read_to_string(&self.out).ok();
+        let _ = std::fs::remove_file(&self.out);
+        if !ok {
+            return None;
+        }
+        text?.lines().find(|l| l.contains("raw_syscalls:sys_enter"))?.split(',').next()?.parse().ok()
+    }
+}
+
+/// What the measured window saw outside the driver: the targets' CPU time, the machine's TCP segments
+/// and (with `--syscalls`) the targets' system calls.
+struct Window {
+    pids: Vec<u32>,
+    started: Instant,
+    cpu_before: f64,
+    segs_before: Option<u64>,
+    syscalls: Option<SyscallCount>,
+}
+
+impl Window {
+    fn open(pids: Vec<u32>, syscalls: bool, seconds: f64) -> Self {
+        let syscalls = if syscalls && !pids.is_empty() { SyscallCount::start(&pids, seconds) } else { None };
+        Self {
+            cpu_before: cpu_seconds(&pids),
+            segs_before: tcp_out_segs(),
+            started: Instant::now(),
+            pids,
+            syscalls,
+        }
+    }
+
+    /// Closes the window over `requests` answers: the fields of the driver's output that it owns.
+    fn close(self, requests: u64) -> serde_json::Value {
+        let wall_s = self.started.elapsed().as_secs_f64();
+        let per_request = |n: Option<f64>| n.map(|n| n / (requests.max(1) as f64));
+        let cpu_s = (!self.pids.is_empty()).then(|| cpu_seconds(&self.pids) - self.cpu_before);
+        let segs = tcp_out_segs().zip(self.segs_before).map(|(a, b)| a.saturating_sub(b) as f64);
+        let syscalls = self.syscalls.and_then(SyscallCount::finish).map(|n| n as f64);
+        json!({
+            "window_s": wall_s,
+            "target_cpu_s": cpu_s,
+            "target_cpu_share": cpu_s.map(|c| c / wall_s.max(1e-9)),
+            "target_cpu_us_per_request": per_request(cpu_s.map(|c| c * 1e6)),
+            "tcp_out_segs": segs,
+            "tcp_out_segs_per_request": per_request(segs),
+            "target_syscalls": syscalls,
+            "target_syscalls_per_request": per_request(syscalls),
+        })
+    }
+}
+
+/// The frontier's next probe after one at `rate`, given the highest rate that passed (0: none yet) and
+/// the lowest that failed: up by half again until one fails (capped at `max_rate`), then bisection, or
+/// halving while nothing has passed; `None` once the top passed or the two are within 2 %.
+fn next_probe(rate: f64, pass: f64, fail: Option<f64>, max_rate: f64) -> Option<f64> {
+    match fail {
+        None if rate >= max_rate => None,
+        None => Some((rate * 1.5).min(max_rate)),
+        Some(f) if pass > 0.0 && (f - pass) / pass < 0.02 => None,
+        Some(f) if pass > 0.0 => Some((pass + f) / 2.0),
+        Some(f) => Some(f / 2.0),
+    }
+}
+
+/// Frontier mode: the highest open-loop rate whose p99 stays under the limit, by a bounded search (see
+/// the module doc). Each probe is a fresh open loop with its own warm-up.
+async fn frontier(target: Rc<Target>, args: &Args) -> serde_json::Value {
+    let (warmup, duration) =
+        (Duration::from_secs_f64(args.warmup_s), Duration::from_secs_f64(args.duration_s));
+    let (mut pass, mut fail): (f64, Option<f64>) = (0.0, None);
+    let mut rate = args.rate.max(1.0);
+    let mut probes = Vec::new();
+    for _ in 0..args.probes.max(1) {
+        let t = open(Rc::clone(&target), rate, args.connections, warmup, duration).await;
+        let p99 = (!t.latency.is_empty()).then(|| t.latency.value_at_quantile(0.99));
+        let ok = t.errors == 0 && p99.is_some_and(|p| p < args.p99_limit_us);
+        probes.push(json!({"rate": rate.round(), "p50_us": (!t.latency.is_empty()).then(|| t.latency.value_at_quantile(0.5)), "p99_us": p99, "errors": t.errors, "pass": ok}));
+        if ok {
+            pass = rate;
+        } else {
+            fail = Some(rate);
+        }
+        match next_probe(rate, pass, fail, args.max_rate) {
+            Some(r) => rate = r,
+            None => break,
+        }
+    }
+    json!({
+        "mode": "frontier",
+        "p99_limit_us": args.p99_limit_us,
+        "frontier_rps": pass.round(),
+        "first_failed_rps": fail.map(f64::round),
+        "probes": probes,
+        "ok": 0,
+        "errors": 0,
+    })
+}
+
 /// Resident memory of `pid` and its child processes' total, MiB.
 fn rss_mib(pids: &[u32]) -> f64 {
     pids.iter()
@@ -519,24 +685,30 @@ async fn hold(target: Rc<Target>, conns: usize, pids: Vec<u32>) -> (Tally, usize
                 tally.borrow_mut().errors += 1;
                 return;
             }
-            // The first byte marks the stream as established; then read on to the end.
-            match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
-                Ok(_) => established.set(established.get() + 1),
-                Err(_) => {
-                    failed.set(failed.get() + 1);
-                    tally.borrow_mut().errors += 1;
-                    return;
-                }
+            // The first byte marks the stream as established, unless the head says it is a refusal
+            // (an answer with a body of known length, which would never end like a chunked stream).
+            let refused = match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
+                Ok(_) => parse_response_head(rbuf.data()).is_ok_and(|h| h.status != 200),
+                Err(_) => true,
+            };
+            if refused {
+                failed.set(failed.get() + 1);
+                tally.borrow_mut().errors += 1;
+                return;
             }
+            established.set(established.get() + 1);
             let first = Instant::now();
+            // Read on to the last chunk, which may arrive split across reads (and with the first).
+            let mut tail = Vec::with_capacity(16);
             loop {
+                tail.extend_from_slice(rbuf.data());
+                tail.drain(..tail.len().saturating_sub(5));
+                if tail.ends_with(b"0\r\n\r\n") {
+                    break;
+                }
                 let n = rbuf.len();
                 rbuf.consume(n);
-                match rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await {
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-                if rbuf.data().ends_with(b"0\r\n\r\n") {
+                if rbuf.fill(&mut s, 64 * 1024, IO_TIMEOUT, std::future::pending()).await.is_err() {
                     break;
                 }
             }
@@ -586,14 +758,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.mode == "frontier" {
+        let out = match gonka_gateway::rt::build_runtime(4096) {
+            Ok(mut rt) => rt.block_on(frontier(Rc::new(Target::clone_of(&target)), &args)),
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                std::process::exit(1);
+            }
+        };
+        println!("{out}");
+        return;
+    }
     let threads = args.threads.max(1);
-    // CPU of the target over the measured interval (after the warm-up).
-    let cpu_pids = args.cpu_pid.clone();
-    let warmup = Duration::from_secs_f64(args.warmup_s);
-    let cpu_probe = std::thread::spawn(move || {
+    // The measured window opens after the warm-up (hold mode has none: it opens at once).
+    let (pids, syscalls, window_s) = (args.cpu_pid.clone(), args.syscalls, args.duration_s);
+    let warmup = if args.mode == "hold" { Duration::ZERO } else { Duration::from_secs_f64(args.warmup_s) };
+    let window = std::thread::spawn(move || {
         std::thread::sleep(warmup);
-        let before = cpu_seconds(&cpu_pids);
-        (before, cpu_pids)
+        Window::open(pids, syscalls, window_s)
     });
     let results: Arc<Mutex<Vec<ThreadResult>>> = Arc::new(Mutex::new(Vec::new()));
     let started = Instant::now();
@@ -603,11 +785,7 @@ fn main() {
         handles.push(std::thread::spawn(move || {
             let Ok(mut rt) = gonka_gateway::rt::build_runtime(4096) else { return };
             let out = rt.block_on(async move {
-                let t = Rc::new(Target {
-                    addr: target.addr,
-                    request: target.request.clone(),
-                    first_mark: target.first_mark.clone(),
-                });
+                let t = Rc::new(Target::clone_of(&target));
                 let warmup = Duration::from_secs_f64(args.warmup_s);
                 let duration = Duration::from_secs_f64(args.duration_s);
                 let per_thread = (args.connections / threads).max(1);
@@ -627,10 +805,6 @@ fn main() {
     for h in handles {
         let _ = h.join();
     }
-    let cpu_s = match cpu_probe.join() {
-        Ok((before, pids)) if !pids.is_empty() => Some(cpu_seconds(&pids) - before),
-        _ => None,
-    };
     let elapsed = started.elapsed().as_secs_f64();
     let results = results.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
     let mut total = Tally::new();
@@ -642,8 +816,10 @@ fn main() {
         baseline = baseline.max(*b);
     }
     let measured_s = if args.mode == "hold" { elapsed } else { args.duration_s };
-    let out = json!({
+    let mut out = json!({
         "mode": args.mode,
+        "connections": args.connections,
+        "rate": (args.mode == "open").then_some(args.rate),
         "ok": total.ok,
         "errors": total.errors,
         "duration_s": measured_s,
@@ -653,9 +829,12 @@ fn main() {
         "held_streams": held,
         "rss_mib": rss,
         "rss_baseline_mib": baseline,
-        "target_cpu_s": cpu_s,
-        "target_cpu_us_per_request": cpu_s.map(|c| c * 1e6 / (total.ok.max(1) as f64)),
     });
+    if let (Ok(w), Some(fields)) = (window.join(), out.as_object_mut())
+        && let serde_json::Value::Object(more) = w.close(total.ok)
+    {
+        fields.extend(more);
+    }
     println!("{out}");
 }
 
@@ -671,5 +850,15 @@ mod tests {
         assert!(m.seen_in(b"x"), "then every piece counts (only the first is timed)");
         let mut any = FirstMark::new(None);
         assert!(!any.seen_in(b"") && any.seen_in(b"a"));
+    }
+
+    #[test]
+    fn the_frontier_steps_up_then_bisects_and_stops() {
+        assert_eq!(next_probe(100.0, 100.0, None, 1000.0), Some(150.0), "up by half again");
+        assert_eq!(next_probe(800.0, 800.0, None, 1000.0), Some(1000.0), "capped at the top");
+        assert_eq!(next_probe(1000.0, 1000.0, None, 1000.0), None, "the top passed");
+        assert_eq!(next_probe(150.0, 100.0, Some(150.0), 1000.0), Some(125.0), "bisection");
+        assert_eq!(next_probe(100.0, 0.0, Some(100.0), 1000.0), Some(50.0), "halving while none passed");
+        assert_eq!(next_probe(101.0, 100.0, Some(101.0), 1000.0), None, "within 2 %");
     }
 }
