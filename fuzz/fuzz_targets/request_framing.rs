@@ -3,8 +3,9 @@
 //! never yields more payload than the bytes it consumed.
 #![no_main]
 
+use gonka_gateway::http::body::Framing;
 use gonka_gateway::http::chunked::ChunkedDecoder;
-use gonka_gateway::http::request::{BodyFraming, HttpLimits, parse_head};
+use gonka_gateway::http::request::{HttpLimits, parse_head};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -21,5 +22,6 @@ fuzz_target!(|data: &[u8]| {
         }
         Framing::Length(n) => assert!(n as usize <= limits.max_body_bytes),
         Framing::Empty => {}
+        Framing::UntilClose => panic!("a request body is never delimited by the connection closing"),
     }
 });

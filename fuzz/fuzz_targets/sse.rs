@@ -4,7 +4,8 @@
 #![no_main]
 
 use gonka_gateway::billing::UsageScanner;
-use gonka_gateway::http::sse::{classify, event_end};
+use gonka_gateway::billing::stream::classify;
+use gonka_gateway::http::sse::event_end;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
