@@ -245,6 +245,60 @@ fn charge_from_row(r: &Row<'_>) -> rusqlite::Result<DirectCharge> {
     })
 }
 
+const INSERT_USAGE: &str =
+    "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
+         cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+     ON CONFLICT(request_id) DO NOTHING";
+
+/// Inserts `r` (its numbers as `amounts`) with `insert` ([`INSERT_USAGE`]) unless its request already has
+/// a record; whether it did.
+fn insert_usage(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    r: &UsageRecord,
+    amounts: &UsageColumns,
+) -> StoreResult<bool> {
+    let n = insert
+        .execute(params![
+            r.request_id,
+            r.account_id,
+            r.key_id,
+            r.model,
+            amounts.prompt_tokens,
+            amounts.completion_tokens,
+            amounts.cost_ngonka,
+            r.status.as_str(),
+            r.estimated,
+            amounts.latency_ms,
+            r.started_ms,
+            r.finished_ms,
+            r.day,
+            r.month,
+        ])
+        .map_err(err)?;
+    Ok(n == 1)
+}
+
+/// Takes what `totals` sums from the accounts' balances and adds it to the keys' spend.
+fn apply_totals(tx: &rusqlite::Transaction<'_>, totals: &SpendTotals<'_>) -> StoreResult<()> {
+    let mut balance = tx
+        .prepare_cached("UPDATE accounts SET balance_ngonka = balance_ngonka - ?2 WHERE id = ?1")
+        .map_err(err)?;
+    let mut spend = tx
+        .prepare_cached(
+            "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(key_id, period, period_index) DO UPDATE SET spent_ngonka = spent_ngonka + excluded.spent_ngonka",
+        )
+        .map_err(err)?;
+    for (account, cost) in &totals.balances {
+        balance.execute(params![account, cost]).map_err(err)?;
+    }
+    for ((key, period, index), cost) in &totals.spend {
+        spend.execute(params![key, period, index, cost]).map_err(err)?;
+    }
+    Ok(())
+}
+
 /// Writes a direct key's row: inserts it, or with `update` replaces the one of its id.
 fn write_direct(conn: &Connection, row: &DirectKeyRow, update: bool) -> StoreResult<usize> {
     let c = DirectColumns::of(row)?;
@@ -570,14 +624,7 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction().map_err(err)?;
         let mut inserted = 0;
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
-                         cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                     ON CONFLICT(request_id) DO NOTHING",
-                )
-                .map_err(err)?;
+            let mut insert = tx.prepare_cached(INSERT_USAGE).map_err(err)?;
             let mut existing = tx
                 .prepare_cached("SELECT status, cost_ngonka FROM usage WHERE request_id = ?1")
                 .map_err(err)?;
@@ -588,38 +635,11 @@ impl Store for SqliteStore {
                      WHERE request_id = ?1",
                 )
                 .map_err(err)?;
-            let mut balance = tx
-                .prepare_cached("UPDATE accounts SET balance_ngonka = balance_ngonka - ?2 WHERE id = ?1")
-                .map_err(err)?;
-            let mut spend = tx
-                .prepare_cached(
-                    "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(key_id, period, period_index) DO UPDATE SET spent_ngonka = spent_ngonka + excluded.spent_ngonka",
-                )
-                .map_err(err)?;
             let mut totals = SpendTotals::default();
             for r in records {
                 let amounts = UsageColumns::of(r)?;
                 let cost = amounts.cost_ngonka;
-                let n = insert
-                    .execute(params![
-                        r.request_id,
-                        r.account_id,
-                        r.key_id,
-                        r.model,
-                        amounts.prompt_tokens,
-                        amounts.completion_tokens,
-                        cost,
-                        r.status.as_str(),
-                        r.estimated,
-                        amounts.latency_ms,
-                        r.started_ms,
-                        r.finished_ms,
-                        r.day,
-                        r.month,
-                    ])
-                    .map_err(err)?;
-                if n == 1 {
+                if insert_usage(&mut insert, r, &amounts)? {
                     inserted += 1;
                     totals.add(r, cost);
                     continue;
@@ -643,12 +663,7 @@ impl Store for SqliteStore {
                     totals.add(r, cost - stored_cost);
                 }
             }
-            for (account, cost) in &totals.balances {
-                balance.execute(params![account, cost]).map_err(err)?;
-            }
-            for ((key, period, index), cost) in &totals.spend {
-                spend.execute(params![key, period, index, cost]).map_err(err)?;
-            }
+            apply_totals(&tx, &totals)?;
         }
         tx.execute("UPDATE meta SET value = ?1 WHERE name = 'journal_seq'", [pos.seq as i64]).map_err(err)?;
         tx.execute("UPDATE meta SET value = ?1 WHERE name = 'journal_offset'", [pos.offset as i64])
@@ -861,41 +876,12 @@ impl Store for SqliteStore {
         let record = super::backend::direct_usage_record(charge);
         let amounts = UsageColumns::of(&record)?;
         let tx = self.conn.transaction().map_err(err)?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
-                     cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month)
-                 VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6, 0, 0, ?7, ?7, ?8, ?9)
-                 ON CONFLICT(request_id) DO NOTHING",
-                params![
-                    record.request_id,
-                    record.account_id,
-                    record.key_id,
-                    record.model,
-                    amounts.cost_ngonka,
-                    record.status.as_str(),
-                    record.started_ms,
-                    record.day,
-                    record.month,
-                ],
-            )
-            .map_err(err)?
-            == 1;
+        let inserted = insert_usage(&mut tx.prepare_cached(INSERT_USAGE).map_err(err)?, &record, &amounts)?;
         if inserted {
             let cost = amounts.cost_ngonka;
-            tx.execute(
-                "UPDATE accounts SET balance_ngonka = balance_ngonka - ?2 WHERE id = ?1",
-                params![record.account_id, cost],
-            )
-            .map_err(err)?;
-            for (period, index) in [("day", record.day), ("month", record.month)] {
-                tx.execute(
-                    "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(key_id, period, period_index) DO UPDATE SET spent_ngonka = spent_ngonka + excluded.spent_ngonka",
-                    params![record.key_id, period, index, cost],
-                )
-                .map_err(err)?;
-            }
+            let mut totals = SpendTotals::default();
+            totals.add(&record, cost);
+            apply_totals(&tx, &totals)?;
             tx.execute(
                 &format!("INSERT INTO direct_charges ({CHARGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
                 params![

@@ -123,6 +123,84 @@ fn write_direct<C: postgres::GenericClient>(
     .map_err(err)
 }
 
+const INSERT_USAGE: &str =
+    "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
+         cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month, instance_id)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+     ON CONFLICT (request_id) DO NOTHING";
+
+/// Inserts `r` (its numbers as `amounts`) with `insert` ([`INSERT_USAGE`], as text or prepared) unless its
+/// request already has a record; whether it did.
+fn insert_usage<T: postgres::ToStatement + ?Sized>(
+    tx: &mut postgres::Transaction<'_>,
+    insert: &T,
+    r: &UsageRecord,
+    amounts: &UsageColumns,
+    instance: &str,
+) -> StoreResult<bool> {
+    let n = tx
+        .execute(
+            insert,
+            &[
+                &r.request_id,
+                &r.account_id,
+                &r.key_id,
+                &r.model,
+                &amounts.prompt_tokens,
+                &amounts.completion_tokens,
+                &amounts.cost_ngonka,
+                &r.status.as_str(),
+                &r.estimated,
+                &amounts.latency_ms,
+                &r.started_ms,
+                &r.finished_ms,
+                &r.day,
+                &r.month,
+                &instance,
+            ],
+        )
+        .map_err(err)?;
+    Ok(n == 1)
+}
+
+/// Takes `cost` from the account's balance and adds it to what `instance` has spent of the account.
+fn debit_account(
+    tx: &mut postgres::Transaction<'_>,
+    instance: &str,
+    account: &str,
+    cost: i64,
+) -> StoreResult<()> {
+    tx.execute("UPDATE accounts SET balance_ngonka = balance_ngonka - $2 WHERE id = $1", &[&account, &cost])
+        .map_err(err)?;
+    tx.execute(
+        "INSERT INTO instance_spend (instance_id, scope, id, period, period_index, spent_ngonka)
+         VALUES ($1, 'account', $2, 'all', 0, $3)
+         ON CONFLICT (instance_id, scope, id, period, period_index)
+         DO UPDATE SET spent_ngonka = instance_spend.spent_ngonka + excluded.spent_ngonka",
+        &[&instance, &account, &cost],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Adds `cost` to a key's spend in one day or month.
+fn add_key_spend(
+    tx: &mut postgres::Transaction<'_>,
+    key: &str,
+    period: &str,
+    index: i64,
+    cost: i64,
+) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (key_id, period, period_index)
+         DO UPDATE SET spent_ngonka = key_spend.spent_ngonka + excluded.spent_ngonka",
+        &[&key, &period, &index, &cost],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -300,42 +378,13 @@ impl Store for PostgresStore {
         let instance = self.instance.clone();
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(err)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
-                     cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month, instance_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                 ON CONFLICT (request_id) DO NOTHING",
-            )
-            .map_err(err)?;
+        let insert = tx.prepare(INSERT_USAGE).map_err(err)?;
         let mut inserted = 0;
         let mut totals = SpendTotals::default();
         for r in records {
             let amounts = UsageColumns::of(r)?;
             let cost = amounts.cost_ngonka;
-            let n = tx
-                .execute(
-                    &insert,
-                    &[
-                        &r.request_id,
-                        &r.account_id,
-                        &r.key_id,
-                        &r.model,
-                        &amounts.prompt_tokens,
-                        &amounts.completion_tokens,
-                        &cost,
-                        &r.status.as_str(),
-                        &r.estimated,
-                        &amounts.latency_ms,
-                        &r.started_ms,
-                        &r.finished_ms,
-                        &r.day,
-                        &r.month,
-                        &instance,
-                    ],
-                )
-                .map_err(err)?;
-            if n == 1 {
+            if insert_usage(&mut tx, &insert, r, &amounts, &instance)? {
                 inserted += 1;
                 totals.add(r, cost);
                 continue;
@@ -370,28 +419,10 @@ impl Store for PostgresStore {
         }
         // Sorted (BTreeMap): concurrent instances lock the same rows in the same order.
         for (account, cost) in &totals.balances {
-            tx.execute(
-                "UPDATE accounts SET balance_ngonka = balance_ngonka - $2 WHERE id = $1",
-                &[account, cost],
-            )
-            .map_err(err)?;
-            tx.execute(
-                "INSERT INTO instance_spend (instance_id, scope, id, period, period_index, spent_ngonka)
-                 VALUES ($1, 'account', $2, 'all', 0, $3)
-                 ON CONFLICT (instance_id, scope, id, period, period_index)
-                 DO UPDATE SET spent_ngonka = instance_spend.spent_ngonka + excluded.spent_ngonka",
-                &[&instance, account, cost],
-            )
-            .map_err(err)?;
+            debit_account(&mut tx, &instance, account, *cost)?;
         }
         for ((key, period, index), cost) in &totals.spend {
-            tx.execute(
-                "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (key_id, period, period_index)
-                 DO UPDATE SET spent_ngonka = key_spend.spent_ngonka + excluded.spent_ngonka",
-                &[key, period, index, cost],
-            )
-            .map_err(err)?;
+            add_key_spend(&mut tx, key, period, *index, *cost)?;
             tx.execute(
                 "INSERT INTO instance_spend (instance_id, scope, id, period, period_index, spent_ngonka)
                  VALUES ($1, 'key', $2, $3, $4, $5)
@@ -627,54 +658,17 @@ impl Store for PostgresStore {
     fn bill_direct(&mut self, charge: &DirectCharge, row: &DirectKeyRow) -> StoreResult<bool> {
         let instance = self.instance.clone();
         let record = crate::store::direct_usage_record(charge);
-        let cost = UsageColumns::of(&record)?.cost_ngonka;
+        let amounts = UsageColumns::of(&record)?;
+        let cost = amounts.cost_ngonka;
         let (from, to) = (to_i64(charge.from_height, "height")?, to_i64(charge.to_height, "height")?);
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(err)?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO usage (request_id, account_id, key_id, model, prompt_tokens, completion_tokens,
-                     cost_ngonka, status, estimated, latency_ms, started_ms, finished_ms, day, month, instance_id)
-                 VALUES ($1, $2, $3, $4, 0, 0, $5, $6, FALSE, 0, $7, $7, $8, $9, $10)
-                 ON CONFLICT (request_id) DO NOTHING",
-                &[
-                    &record.request_id,
-                    &record.account_id,
-                    &record.key_id,
-                    &record.model,
-                    &cost,
-                    &record.status.as_str(),
-                    &record.started_ms,
-                    &record.day,
-                    &record.month,
-                    &instance,
-                ],
-            )
-            .map_err(err)?
-            == 1;
+        let inserted = insert_usage(&mut tx, INSERT_USAGE, &record, &amounts, &instance)?;
         if inserted {
-            tx.execute(
-                "UPDATE accounts SET balance_ngonka = balance_ngonka - $2 WHERE id = $1",
-                &[&record.account_id, &cost],
-            )
-            .map_err(err)?;
             // This instance billed it: its share of the account's budget is smaller by it.
-            tx.execute(
-                "INSERT INTO instance_spend (instance_id, scope, id, period, period_index, spent_ngonka)
-                 VALUES ($1, 'account', $2, 'all', 0, $3)
-                 ON CONFLICT (instance_id, scope, id, period, period_index)
-                 DO UPDATE SET spent_ngonka = instance_spend.spent_ngonka + excluded.spent_ngonka",
-                &[&instance, &record.account_id, &cost],
-            )
-            .map_err(err)?;
+            debit_account(&mut tx, &instance, &record.account_id, cost)?;
             for (period, index) in [("day", record.day), ("month", record.month)] {
-                tx.execute(
-                    "INSERT INTO key_spend (key_id, period, period_index, spent_ngonka) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (key_id, period, period_index)
-                     DO UPDATE SET spent_ngonka = key_spend.spent_ngonka + excluded.spent_ngonka",
-                    &[&record.key_id, &period, &index, &cost],
-                )
-                .map_err(err)?;
+                add_key_spend(&mut tx, &record.key_id, period, index, cost)?;
             }
             tx.execute(
                 &format!("INSERT INTO direct_charges ({CHARGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
