@@ -15,7 +15,7 @@ mod utils;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use utils::*;
 
 const CONFIG: &str = include_str!("../config/codex/config.toml");
@@ -99,18 +99,7 @@ fn codex_exec(dev: &Dev, prompt: &str) -> Run {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_or_kill(&mut child, Duration::from_secs(180));
     let run = Run {
         success: status.is_some_and(|s| s.success()),
         stdout: std::fs::read_to_string(&out).unwrap_or_default(),

@@ -7,7 +7,7 @@
 use super::once_across_processes;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const VERSION: &str = "2.1.332";
 
@@ -85,18 +85,7 @@ pub fn run(base_url: &str, token: &str, model: &str, prompt: &str, args: &[&str]
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = super::wait_or_kill(&mut child, Duration::from_secs(120));
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     Run { status, stdout: read(&out), stderr: read(&err), work }
 }
