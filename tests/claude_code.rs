@@ -34,29 +34,9 @@ struct Dev {
 impl Dev {
     fn start() -> Dev {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let (proc, ports, env) = with_free_ports(2, |ports| {
-            let (listen, admin) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
-            let args = [
-                "dev",
-                "--listen",
-                &listen,
-                "--admin-listen",
-                &admin,
-                "--data",
-                data.to_str().unwrap(),
-                "--sim-ttft-ms",
-                "20",
-                "--sim-tokens-per-s",
-                "500",
-            ];
-            let mut proc = Proc::spawn(&args, dir.path(), &[]);
-            let mut env = HashMap::new();
-            for name in ["OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ADMIN_TOKEN"] {
-                env.insert(name, proc.try_wait_line(&format!("{name}="))?);
-            }
-            Ok((proc, ports.to_vec(), env))
-        });
+        let extra = ["--sim-ttft-ms", "20", "--sim-tokens-per-s", "500"];
+        let (proc, ports, env) =
+            spawn_dev(dir.path(), &extra, &["OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ADMIN_TOKEN"]);
         let addr = |p: u16| format!("127.0.0.1:{p}").parse().unwrap();
         Dev { proc, public: addr(ports[0]), admin: addr(ports[1]), env, _dir: dir }
     }

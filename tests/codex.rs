@@ -36,28 +36,12 @@ struct Dev {
 
 fn start_dev() -> Dev {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (proc, base_url, api_key, admin, admin_token) = with_free_ports(2, |ports| {
-        let (listen, admin) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
-        let args = [
-            "dev",
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-            "--data",
-            data.to_str().unwrap(),
-            "--sim-ttft-ms",
-            "0",
-            "--sim-tokens-per-s",
-            "0",
-        ];
-        let mut proc = Proc::spawn(&args, dir.path(), &[]);
-        let base_url = proc.try_wait_line("OPENAI_BASE_URL=")?;
-        let api_key = proc.try_wait_line("OPENAI_API_KEY=")?;
-        let admin_token = proc.try_wait_line("ADMIN_TOKEN=")?;
-        Ok((proc, base_url, api_key, admin.parse().unwrap(), admin_token))
-    });
+    let extra = ["--sim-ttft-ms", "0", "--sim-tokens-per-s", "0"];
+    let (proc, ports, lines) =
+        spawn_dev(dir.path(), &extra, &["OPENAI_BASE_URL", "OPENAI_API_KEY", "ADMIN_TOKEN"]);
+    let admin = format!("127.0.0.1:{}", ports[1]).parse().unwrap();
+    let [base_url, api_key, admin_token] =
+        ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ADMIN_TOKEN"].map(|name| lines[name].clone());
     Dev { proc, base_url, api_key, admin, admin_token, _dir: dir }
 }
 

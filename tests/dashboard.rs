@@ -225,17 +225,12 @@ fn the_admin_session_stands_for_the_admin_token() {
 #[test]
 fn dev_prints_the_dashboard_url_and_a_token_that_signs_in() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let start = |ports: &[u16]| {
-        let (listen, admin) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
-        let args = ["dev", "--listen", &listen, "--admin-listen", &admin, "--data", data.to_str().unwrap()];
-        let mut proc = Proc::spawn(&args, dir.path(), &[]);
-        let url = proc.try_wait_line("DASHBOARD_URL=")?;
-        let token = proc.try_wait_line("ACCOUNT_TOKEN=")?;
-        assert_eq!(url, format!("http://127.0.0.1:{}/dashboard", ports[0]));
-        Ok((proc, ports.to_vec(), token))
+    let start = || {
+        let (proc, ports, lines) = spawn_dev(dir.path(), &[], &["DASHBOARD_URL", "ACCOUNT_TOKEN"]);
+        assert_eq!(lines["DASHBOARD_URL"], format!("http://127.0.0.1:{}/dashboard", ports[0]));
+        (proc, ports, lines["ACCOUNT_TOKEN"].clone())
     };
-    let (mut proc, ports, token) = with_free_ports(2, start);
+    let (mut proc, ports, token) = start();
     let addr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
     let session = sign_in(addr, &token);
     let r = http(addr, "GET", "/api/balance", &[("Cookie", &format!("gonka_session={session}"))], None);
@@ -243,7 +238,7 @@ fn dev_prints_the_dashboard_url_and_a_token_that_signs_in() {
     // A restart on the same data prints the same token, and the session survives it.
     proc.signal("TERM");
     assert!(proc.wait_exit(std::time::Duration::from_secs(10)).is_some_and(|s| s.success()));
-    let (_proc, ports, again) = with_free_ports(2, start);
+    let (_proc, ports, again) = start();
     assert_eq!(again, token);
     let addr = format!("127.0.0.1:{}", ports[0]).parse().unwrap();
     let r = http(addr, "GET", "/api/balance", &[("Cookie", &format!("gonka_session={session}"))], None);

@@ -9,7 +9,6 @@
 
 mod utils;
 
-use std::collections::HashMap;
 use utils::*;
 
 const LINES: [&str; 8] = [
@@ -26,18 +25,8 @@ const LINES: [&str; 8] = [
 #[test]
 fn exporting_the_lines_dev_prints_makes_the_admin_cli_work() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let (mut proc, ports, env) = with_free_ports(2, |ports| {
-        let (listen, admin) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
-        let args = ["dev", "--listen", &listen, "--admin-listen", &admin, "--data", data.to_str().unwrap()];
-        let mut proc = Proc::spawn(&args, dir.path(), &[]);
-        let mut env = HashMap::new();
-        for name in LINES {
-            // Each alone on its line, in this order.
-            env.insert(name, proc.try_wait_line(&format!("{name}="))?);
-        }
-        Ok((proc, ports.to_vec(), env))
-    });
+    // Each alone on its line, in this order.
+    let (mut proc, ports, env) = spawn_dev(dir.path(), &[], &LINES);
     assert_eq!(env["OPENAI_BASE_URL"], format!("http://127.0.0.1:{}/v1", ports[0]));
     assert_eq!(
         env["ANTHROPIC_BASE_URL"],

@@ -55,6 +55,28 @@ pub fn with_free_ports<T>(n: usize, mut start: impl FnMut(&[u16]) -> Result<T, S
     panic!("ports kept being taken: {last}");
 }
 
+/// `gonka-gateway dev` on two free ports with data under `dir` and `extra` arguments: the process, its
+/// public and admin ports, and the values of the `NAME=` lines it prints for `names` (read in this order).
+pub fn spawn_dev(
+    dir: &Path,
+    extra: &[&str],
+    names: &[&'static str],
+) -> (Proc, Vec<u16>, std::collections::HashMap<&'static str, String>) {
+    let data = dir.join("data");
+    with_free_ports(2, |ports| {
+        let (listen, admin) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+        let mut args =
+            vec!["dev", "--listen", &listen, "--admin-listen", &admin, "--data", data.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn(&args, dir, &[]);
+        let mut lines = std::collections::HashMap::new();
+        for name in names {
+            lines.insert(*name, proc.try_wait_line(&format!("{name}="))?);
+        }
+        Ok((proc, ports.to_vec(), lines))
+    })
+}
+
 /// A child process killed on drop; its stdout lines arrive on a channel, stderr goes to a file.
 pub struct Proc {
     pub child: Child,
