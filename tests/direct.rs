@@ -147,17 +147,7 @@ fn direct_keys_count_toward_the_key_quota() {
 #[test]
 fn the_admin_api_and_cli_manage_direct_keys() {
     let gw = gateway_with_a_dead_chain("");
-    let url = format!("http://{}", gw.admin_addr);
-    let admin = |args: &[&str]| -> Value {
-        let out = std::process::Command::new(BIN)
-            .args(["admin", "--url", &url])
-            .args(args)
-            .env("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let admin = |args: &[&str]| gw.admin_cli(args);
     let acc = gw.account_id.as_str();
     let k = admin(&["direct-keys", "create", acc, "--name", "from-cli"]);
     let id = k["id"].as_str().unwrap();

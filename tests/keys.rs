@@ -584,17 +584,7 @@ fn secrets_appear_in_no_log_line() {
 fn the_admin_cli_manages_accounts_credits_and_keys() {
     let sim = Sim::start(&[]);
     let gw = Gateway::start(&sim.urls);
-    let url = format!("http://{}", gw.admin_addr);
-    let admin = |args: &[&str]| -> Value {
-        let out = std::process::Command::new(BIN)
-            .args(["admin", "--url", &url])
-            .args(args)
-            .env("GATEWAY_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let admin = |args: &[&str]| gw.admin_cli(args);
     let acc = admin(&["accounts", "create", "--name", "cli"]);
     let id = acc["id"].as_str().unwrap();
     assert!(acc["token"].as_str().unwrap().starts_with("gka-"));
@@ -627,7 +617,15 @@ fn the_admin_cli_manages_accounts_credits_and_keys() {
     );
 
     let out = std::process::Command::new(BIN)
-        .args(["admin", "--url", &url, "--token", "wrong", "accounts", "list"])
+        .args([
+            "admin",
+            "--url",
+            &format!("http://{}", gw.admin_addr),
+            "--token",
+            "wrong",
+            "accounts",
+            "list",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -425,6 +425,19 @@ impl GatewayApi for Gateway {
 }
 
 impl Gateway {
+    /// Runs `gonka-gateway admin --url <this gateway's admin listener> ARGS` with its admin token; its JSON
+    /// answer (it must succeed).
+    pub fn admin_cli(&self, args: &[&str]) -> Value {
+        let out = Command::new(BIN)
+            .args(["admin", "--url", &format!("http://{}", self.admin_addr)])
+            .args(args)
+            .env("GATEWAY_ADMIN_TOKEN", &self.admin_token)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn start(node_urls: &[String]) -> Gateway {
         Self::start_with(GatewayOpts { node_urls: node_urls.to_vec(), ..GatewayOpts::default() })
     }
