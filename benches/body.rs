@@ -1,6 +1,8 @@
 //! JSON body inspection and rewrite, the per-request cost of reading what a client sent:
 //! - `inspect_small`: a one-message chat body (about 150 bytes), the common SDK call.
 //! - `inspect_8k`: a chat body with a 20-turn history (about 8 KiB): the parse scales with the body.
+//! - `inspect_64k`: a coding agent's request, a 64 KiB file of code pasted into one message (quotes and
+//!   newlines escaped, as JSON encodes them): the size at which the inspection's cost per byte shows.
 //! - `rewrite_append`: the usual rewrite of a streamed body without `stream_options`: the members are
 //!   appended before the closing brace, no re-serialisation.
 //! - `rewrite_reserialize`: a streamed body that carries `stream_options` without `include_usage`: the
@@ -30,6 +32,16 @@ fn history() -> Vec<u8> {
     .unwrap()
 }
 
+/// One user message of 64 KiB of code, like the load harness's `prompt_64k`.
+fn pasted_file() -> Vec<u8> {
+    let line = "fn main() { println!(\"hello\"); } // a line of code pasted into the prompt\n";
+    let text: String = line.repeat(65536 / line.len() + 1).chars().take(65536).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "model": "moonshotai/Kimi-K2.6", "messages": [{"role": "user", "content": text}], "max_tokens": 16
+    }))
+    .unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let mut scratch = JsonScratch::default();
     let mut out = Vec::new();
@@ -44,6 +56,12 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(big.len() as u64));
     g.bench_function("inspect_8k", |b| {
         b.iter(|| inspect(Endpoint::ChatCompletions, black_box(&big), &mut scratch).unwrap())
+    });
+
+    let file = pasted_file();
+    g.throughput(Throughput::Bytes(file.len() as u64));
+    g.bench_function("inspect_64k", |b| {
+        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(&file), &mut scratch).unwrap())
     });
 
     let small = inspect(Endpoint::ChatCompletions, SMALL, &mut scratch).unwrap();
