@@ -33,6 +33,16 @@ pub struct Core {
 /// Buffers kept per core for reuse; beyond this they are freed.
 const MAX_POOLED_BUFFERS: usize = 256;
 
+impl crate::upstream::buffer::BufferPool for Core {
+    fn take(&self) -> Vec<u8> {
+        self.take_relay_buffer()
+    }
+
+    fn put(&self, buf: Vec<u8>) {
+        self.put_relay_buffer(buf);
+    }
+}
+
 impl Core {
     pub fn new(app: Arc<App>, index: usize, limits: Arc<ServerLimits>, shutdown: Shutdown) -> Self {
         let mut seed = [0u8; 8];

@@ -2,7 +2,7 @@
 //! hangs up is noticed at once, bytes it sends meanwhile (a pipelined request) are kept, and once it
 //! has left, reads of the node's answer are bounded by the drain bound.
 
-use super::buffer::TAILROOM;
+use super::buffer::{BufferPool, HEADROOM, TAILROOM};
 use super::client::UpstreamIo;
 use crate::http::io::{ReadBuf, ReadError, Transport, write_all_deadline};
 use monoio::buf::IoBufMut;
@@ -22,17 +22,27 @@ pub struct DrainBound {
 }
 
 /// The client half of a relay.
-#[derive(Debug)]
 pub struct ClientSide<'a, S> {
     pub io: &'a mut S,
     /// Where bytes the client sends meanwhile (a pipelined request) are kept.
     pub rbuf: &'a mut ReadBuf,
     pub rbuf_max: usize,
     pub write_timeout: Duration,
+    /// Set for a streamed answer: its waits on the node hold no buffer (see [`BufferPool`]).
+    pub buffers: Option<&'a dyn BufferPool>,
     watching: bool,
     pub(super) drain: DrainBound,
     /// When the client went away, if it did.
     gone_at: Option<Instant>,
+}
+
+impl<S> std::fmt::Debug for ClientSide<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSide")
+            .field("watching", &self.watching)
+            .field("gone_at", &self.gone_at)
+            .finish()
+    }
 }
 
 impl<'a, S: Transport> ClientSide<'a, S> {
@@ -43,7 +53,7 @@ impl<'a, S: Transport> ClientSide<'a, S> {
         write_timeout: Duration,
         drain: DrainBound,
     ) -> Self {
-        Self { io, rbuf, rbuf_max, write_timeout, watching: true, drain, gone_at: None }
+        Self { io, rbuf, rbuf_max, write_timeout, buffers: None, watching: true, drain, gone_at: None }
     }
 
     /// Whether the client has gone away.
@@ -113,6 +123,28 @@ async fn read_owned(
     (up, res, slice.into_inner())
 }
 
+/// Waits until `node` is readable (`None`), or the deadline passes or the client leaves (why), watching
+/// the client meanwhile as [`read_upstream`] does.
+async fn wait_readable<S: Transport>(
+    client: &mut ClientSide<'_, S>,
+    node: &monoio::net::TcpStream,
+    deadline: Instant,
+) -> Option<UpRead> {
+    let deadline = client.bounded(deadline);
+    loop {
+        let watching = client.watching && !client.is_gone();
+        let client_readable = monoio::select! {
+            // An error shows again in the read that follows.
+            _ = node.readable(false) => return None,
+            _ = monoio::time::sleep_until(deadline) => return Some(UpRead::TimedOut),
+            r = client.io.socket().readable(false), if watching => r,
+        };
+        if client_readable.is_err() || !client.on_readable().await {
+            return Some(UpRead::ClientGone);
+        }
+    }
+}
+
 /// Reads more of the node's answer after `buf`'s current length, watching the client meanwhile.
 pub(super) async fn read_upstream<S: Transport>(
     client: &mut ClientSide<'_, S>,
@@ -120,6 +152,17 @@ pub(super) async fn read_upstream<S: Transport>(
     mut buf: Vec<u8>,
     deadline: Instant,
 ) -> (UpstreamIo, Vec<u8>, UpRead) {
+    if let (Some(pool), UpstreamIo::Plain(node)) = (client.buffers, &up)
+        && buf.len() == HEADROOM
+    {
+        // Nothing held in the buffer: wait for the node without it.
+        pool.put(std::mem::take(&mut buf));
+        let woke = wait_readable(client, node, deadline).await;
+        buf = pool.take();
+        if let Some(why) = woke {
+            return (up, buf, why);
+        }
+    }
     if buf.capacity() < buf.len() + TAILROOM + 512 {
         buf.reserve(buf.capacity().max(4096));
     }

@@ -252,8 +252,17 @@ async fn serve<S: Transport>(
         stream: to_node.stream,
         request_id: &ex.request_id,
     };
+    // A stream spends most of its life waiting on the node: it waits without a relay buffer, and without
+    // the connection's read buffer when nothing is in it (the core's pools keep both meanwhile).
+    let lent_rbuf = to_node.stream && ex.conn.rbuf.is_empty();
+    if lent_rbuf {
+        core.put_bytes(ex.conn.rbuf.take().0);
+    }
     let mut client =
         ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, settings.timeouts.write, drain);
+    if to_node.stream {
+        client.buffers = Some(core);
+    }
     let mut tries = Tries::new(core, model);
     let mut buf = core.take_relay_buffer();
     let mut head = core.take_bytes();
@@ -344,6 +353,9 @@ async fn serve<S: Transport>(
     };
     core.put_relay_buffer(buf);
     core.put_bytes(head);
+    if lent_rbuf && ex.conn.rbuf.capacity() == 0 {
+        ex.conn.rbuf.restore(core.take_bytes(), 0);
+    }
     match outcome {
         Ok((served, keep_alive)) => {
             if !keep_alive {
