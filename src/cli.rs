@@ -1,4 +1,4 @@
-//! The shell commands that are not servers: `gonka-gateway admin …` (accounts, credits, keys and prices
+//! The shell commands that are not servers: `gonka-gateway admin …` (accounts, credits, referrals, keys and prices
 //! through the admin API, over the blocking HTTP/1.1 client; this runs in the CLI process, never on a
 //! core) and `gonka-gateway gonka …` (the address of a Gonka key, request signatures).
 
@@ -35,9 +35,11 @@ pub enum AdminCommand {
     /// Accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
-    /// Credits.
+    /// Credits: add, refund, history.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Credits an account (same as `credits add`).
+    Credit(CreditArgs),
     /// Keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -55,6 +57,9 @@ pub enum AccountsCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// The referral code of the account that referred it.
+        #[arg(long)]
+        referral_code: Option<String>,
     },
     List,
     Get {
@@ -64,18 +69,57 @@ pub enum AccountsCommand {
     RotateToken {
         id: String,
     },
+    /// Sets the account's referrer (once) by the referrer's referral code.
+    SetReferrer {
+        id: String,
+        #[arg(long)]
+        referral_code: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum CreditsCommand {
-    /// Credits an account; the same reference twice credits once.
+    /// Credits an account (negative: takes back); the same reference twice credits once.
     Add {
         account: String,
-        #[arg(long)]
+        /// Ngonka; negative (`--amount-ngonka=-5`) for an adjustment or a refund.
+        #[arg(long, allow_hyphen_values = true)]
         amount_ngonka: String,
         #[arg(long)]
         reference: String,
+        /// Money was received for it: it pays the account's referrers.
+        #[arg(long)]
+        paid: bool,
+        /// The reference of the credit this negative amount refunds (claws back its referral credits).
+        #[arg(long)]
+        refund_of: Option<String>,
     },
+    /// An account's credit history, newest first.
+    List {
+        account: String,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The id (crd_…) of the entry to continue after.
+        #[arg(long)]
+        starting_after: Option<String>,
+    },
+}
+
+/// `admin credit ACCOUNT --amount-ngonka N --reference R [--paid] [--refund-of REF]`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct CreditArgs {
+    pub account: String,
+    /// Ngonka; negative (`--amount-ngonka=-5`) for an adjustment or a refund.
+    #[arg(long, allow_hyphen_values = true)]
+    pub amount_ngonka: String,
+    #[arg(long)]
+    pub reference: String,
+    /// Money was received for it: it pays the account's referrers.
+    #[arg(long)]
+    pub paid: bool,
+    /// The reference of the credit this negative amount refunds (claws back its referral credits).
+    #[arg(long)]
+    pub refund_of: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -166,17 +210,51 @@ impl AdminCommand {
         let key = |id: &str, action: &str| c("POST", format!("/admin/keys/{id}/{action}"), None);
         let direct = |id: &str, action: &str| c("POST", format!("/admin/direct-keys/{id}/{action}"), None);
         match self {
-            Self::Accounts(A::Create { name }) => {
+            Self::Accounts(A::Create { name, referral_code: None }) => {
                 c("POST", "/admin/accounts".into(), Some(json!({ "name": name })))
             }
+            Self::Accounts(A::Create { name, referral_code: Some(code) }) => {
+                c("POST", "/admin/accounts".into(), Some(json!({ "name": name, "referral_code": code })))
+            }
+            Self::Accounts(A::SetReferrer { id, referral_code }) => c(
+                "POST",
+                format!("/admin/accounts/{id}/referrer"),
+                Some(json!({ "referral_code": referral_code })),
+            ),
             Self::Accounts(A::List) => c("GET", "/admin/accounts".into(), None),
             Self::Accounts(A::Get { id }) => c("GET", format!("/admin/accounts/{id}"), None),
             Self::Accounts(A::RotateToken { id }) => c("POST", format!("/admin/accounts/{id}/token"), None),
-            Self::Credits(C::Add { account, amount_ngonka, reference }) => c(
-                "POST",
-                format!("/admin/accounts/{account}/credits"),
-                Some(json!({ "amount_ngonka": amount_ngonka, "reference": reference })),
-            ),
+            Self::Credits(C::Add { account, amount_ngonka, reference, paid, refund_of }) => {
+                let args = CreditArgs {
+                    account: account.clone(),
+                    amount_ngonka: amount_ngonka.clone(),
+                    reference: reference.clone(),
+                    paid: *paid,
+                    refund_of: refund_of.clone(),
+                };
+                Self::Credit(args).call()
+            }
+            Self::Credit(a) => {
+                let mut body = json!({ "amount_ngonka": a.amount_ngonka, "reference": a.reference });
+                if a.paid {
+                    body["paid"] = json!(true);
+                }
+                if let Some(r) = &a.refund_of {
+                    body["refund_of"] = json!(r);
+                }
+                c("POST", format!("/admin/accounts/{}/credits", a.account), Some(body))
+            }
+            Self::Credits(C::List { account, limit, starting_after }) => {
+                let mut query = Vec::new();
+                if let Some(l) = limit {
+                    query.push(format!("limit={l}"));
+                }
+                if let Some(s) = starting_after {
+                    query.push(format!("starting_after={s}"));
+                }
+                let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+                c("GET", format!("/admin/accounts/{account}/credits{q}"), None)
+            }
             Self::Keys(K::List { account }) => c("GET", format!("/admin/accounts/{account}/keys"), None),
             Self::Keys(K::Create { account, name, kind }) => c(
                 "POST",
@@ -289,10 +367,31 @@ mod tests {
             account: "acc_1".into(),
             amount_ngonka: "5".into(),
             reference: "r".into(),
+            paid: false,
+            refund_of: None,
         })
         .call();
         assert_eq!((c.method, c.path.as_str()), ("POST", "/admin/accounts/acc_1/credits"));
         assert_eq!(c.body, Some(json!({"amount_ngonka": "5", "reference": "r"})));
+        let c = AdminCommand::Credit(CreditArgs {
+            account: "acc_1".into(),
+            amount_ngonka: "-5".into(),
+            reference: "r2".into(),
+            paid: false,
+            refund_of: Some("r".into()),
+        })
+        .call();
+        assert_eq!(c.body, Some(json!({"amount_ngonka": "-5", "reference": "r2", "refund_of": "r"})));
+        let c = AdminCommand::Credits(CreditsCommand::List {
+            account: "acc_1".into(),
+            limit: Some(2),
+            starting_after: Some("crd_9".into()),
+        })
+        .call();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            ("GET", "/admin/accounts/acc_1/credits?limit=2&starting_after=crd_9")
+        );
         let c = AdminCommand::Keys(KeysCommand::Pause { id: "key_1".into() }).call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/keys/key_1/pause", None));
         let c = AdminCommand::Models(ModelsCommand::Delete { model: "org/Model 1+x".into() }).call();
