@@ -604,6 +604,8 @@ mod tests {
         assert_eq!(format!("{:?}", file.billing), format!("{:?}", defaults.billing));
         assert_eq!(format!("{:?}", file.responses), format!("{:?}", defaults.responses));
         assert_eq!(format!("{:?}", file.chain), format!("{:?}", defaults.chain));
+        assert_eq!(format!("{:?}", file.referrals), format!("{:?}", defaults.referrals));
+        assert_eq!(format!("{:?}", file.signup), format!("{:?}", defaults.signup));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));
