@@ -343,7 +343,7 @@ fn admin_dashboard_in_chromium() {
     let accounts = gw.admin("GET", "/admin/accounts", None).json();
     let customer =
         accounts["data"].as_array().unwrap().iter().find(|a| a["name"] == "browser customer").unwrap();
-    assert_eq!(customer["balance_ngonka"], "2500000000", "credited once: {customer}");
+    assert_eq!(customer["balance_ngonka"], "3500000000", "credited once, and 10 % of 10 GNK: {customer}");
     let token = report["account_token"].as_str().unwrap();
     assert_eq!(gw.api(token, "GET", "/api/balance", None).status, 200, "the token the page showed works");
 }

@@ -27,6 +27,7 @@ pub fn credit_json(c: &CreditRow) -> Value {
     json!({
         "id": credit_id(c.seq),
         "object": "credit",
+        "account_id": c.account_id,
         "reference": c.reference,
         "kind": c.kind.as_str(),
         "amount_ngonka": c.amount_ngonka.to_string(),

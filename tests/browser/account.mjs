@@ -2,7 +2,7 @@
 // managed key and use the secret the page shows for a chat completion; pause it in the page and see
 // inference refused, resume it and see it work; rotate it and see the old secret refused; create a
 // management key and a child key with a daily limit, send traffic, and see its progress bar and the
-// usage chart change; archive with a confirmation; forged form posts from another origin and from
+// usage chart change; the referral code and credit history on the overview; archive with a confirmation; forged form posts from another origin and from
 // another site refused; sign out and see the pages refuse the old session. Screenshots of every page
 // at 1280 and 390 px and an axe check of each. Prints a JSON report on its last line.
 //
@@ -214,6 +214,10 @@ try {
   assert.ok((await chartTotal(page, "#daily-chart")) > 0, "the daily chart shows today's spend");
   assert.match(await page.textContent("#top-keys"), /browser key/);
   assert.match(await page.textContent("#top-models"), new RegExp(env("MODEL")));
+  // Its referral code and its credit history (the credit the test gateway starts it with).
+  const me = await call(gw, token, "GET", "/api/account");
+  assert.equal(await page.textContent("#referral-code"), me.body.referral_code);
+  assert.match(await page.textContent("#credits"), /test-initial/);
   await check(page, "account-overview", report);
 
   // Archive, confirmed by keyboard: the confirmation says it cannot be undone.
