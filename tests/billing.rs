@@ -399,6 +399,9 @@ impl Store for Flaky {
     fn account_by_referral_code(&mut self, code: &str) -> StoreResult<Option<AccountRow>> {
         self.inner.account_by_referral_code(code)
     }
+    fn referred_count(&mut self, a: &str) -> StoreResult<u64> {
+        self.inner.referred_count(a)
+    }
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
         self.check()?;
         self.inner.upsert_price(row)

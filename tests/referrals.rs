@@ -167,7 +167,7 @@ fn the_credit_history_lists_newest_first_in_pages_and_refuses_bad_credits() {
     let last = history(&gw, &new, &format!("?starting_after={}", second["data"][1]["id"].as_str().unwrap()));
     assert_eq!((refs(&last), last["has_more"].as_bool()), (vec!["c1".to_owned()], Some(false)));
     // [referrals] l1_bps = 2000, withdrawable = false.
-    let cli = gw.admin_cli(&["credits", "list", mid["id"].as_str().unwrap()]);
+    let cli = gw.admin_cli(&["credits", mid["id"].as_str().unwrap()]);
     assert_eq!(cli["data"][0]["amount_ngonka"], "1000", "{cli}");
     assert_eq!(
         (cli["data"][0]["kind"].as_str(), cli["data"][0]["withdrawable"].as_bool()),

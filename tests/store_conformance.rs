@@ -112,6 +112,7 @@ fn referral_codes_are_unique_and_find_their_account(s: &mut dyn Store) {
     let found = s.account_by_referral_code("code-acc_mid").unwrap().unwrap();
     assert_eq!((found.id.as_str(), found.referrer_id.as_deref()), ("acc_mid", Some("acc_top")));
     assert_eq!(s.account_by_referral_code("nobody's").unwrap(), None);
+    assert_eq!([s.referred_count("acc_top").unwrap(), s.referred_count("acc_new").unwrap()], [1, 0]);
     let same_code = AccountRow { referral_code: "code-acc_top".into(), ..account("acc_x") };
     let r = s.insert_account(&same_code, &key("key_tx", "acc_x", KeyKind::AccountToken, 9));
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");

@@ -217,8 +217,8 @@ impl ControlState {
     }
 
     /// How many accounts `account_id` referred.
-    pub fn referred_count(&mut self, account_id: &str) -> Result<usize, ApiError> {
-        Ok(self.store.accounts()?.iter().filter(|a| a.referrer_id.as_deref() == Some(account_id)).count())
+    pub fn referred_count(&mut self, account_id: &str) -> Result<u64, ApiError> {
+        Ok(self.store.referred_count(account_id)?)
     }
 
     /// Takes one self-serve sign-up from `ip` out of this hour's allowance, or says when to come back.

@@ -116,6 +116,8 @@ pub trait Store: Send {
     /// such call): `AlreadySet` when it has one, `WouldCycle` when the referrer is the account itself or
     /// has it up its own chain of referrers. `NotFound` when either account does not exist.
     fn set_referrer(&mut self, account_id: &str, referrer_id: &str) -> StoreResult<ReferrerOutcome>;
+    /// How many accounts `account_id` referred.
+    fn referred_count(&mut self, account_id: &str) -> StoreResult<u64>;
     /// The account whose referral code is `code`.
     fn account_by_referral_code(&mut self, code: &str) -> StoreResult<Option<AccountRow>>;
 

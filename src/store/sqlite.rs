@@ -141,6 +141,7 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE accounts ADD COLUMN referrer_id TEXT REFERENCES accounts(id);
      UPDATE accounts SET referral_code = lower(hex(randomblob(6)));
      CREATE UNIQUE INDEX accounts_by_referral_code ON accounts(referral_code);
+     CREATE INDEX accounts_by_referrer ON accounts(referrer_id);
      ALTER TABLE credits ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
      UPDATE credits SET seq = rowid;
      ALTER TABLE credits ADD COLUMN kind TEXT NOT NULL DEFAULT 'admin';
@@ -613,6 +614,13 @@ impl Store for SqliteStore {
                 account_from_row,
             )
             .optional()
+            .map_err(err)
+    }
+
+    fn referred_count(&mut self, account_id: &str) -> StoreResult<u64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM accounts WHERE referrer_id = ?1", [account_id], |r| r.get(0))
+            .map(to_u64)
             .map_err(err)
     }
 

@@ -330,6 +330,14 @@ impl Store for PostgresStore {
             .transpose()
     }
 
+    fn referred_count(&mut self, account_id: &str) -> StoreResult<u64> {
+        let mut conn = self.conn()?;
+        let r = conn
+            .query_one("SELECT COUNT(*) FROM accounts WHERE referrer_id = $1", &[&account_id])
+            .map_err(err)?;
+        Ok(to_u64(r.try_get(0).map_err(err)?))
+    }
+
     fn account_by_referral_code(&mut self, code: &str) -> StoreResult<Option<AccountRow>> {
         let mut conn = self.conn()?;
         conn.query_opt(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE referral_code = $1"), &[&code])

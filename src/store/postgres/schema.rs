@@ -140,6 +140,7 @@ const MIGRATIONS: &[&str] = &[
      UPDATE accounts SET referral_code = substr(md5(random()::text || id), 1, 12);
      ALTER TABLE accounts ALTER COLUMN referral_code SET NOT NULL;
      CREATE UNIQUE INDEX accounts_by_referral_code ON accounts(referral_code);
+     CREATE INDEX accounts_by_referrer ON accounts(referrer_id);
      ALTER TABLE credits ADD COLUMN seq BIGSERIAL;
      ALTER TABLE credits ADD COLUMN kind TEXT NOT NULL DEFAULT 'admin';
      ALTER TABLE credits ADD COLUMN paid BOOLEAN NOT NULL DEFAULT FALSE;
