@@ -35,7 +35,7 @@
       cache: "no-store",
       redirect: "error",
     });
-    if (r.status === 401 && page !== "sign-in") {
+    if (r.status === 401 && page !== "sign-in" && page !== "sign-up") {
       // The session ended (signed out elsewhere, expired, or the token was rotated).
       location.assign("/dashboard/sign-in");
     }
@@ -387,6 +387,35 @@
         error.textContent = e.message;
         input.setAttribute("aria-invalid", "true");
         input.focus();
+      }
+    });
+  }
+
+  function signUpPage() {
+    const name = $("#signup-name");
+    const code = $("#signup-code");
+    const error = $("#sign-up-error");
+    // A shared link names the referrer: /dashboard/sign-up?ref=<code>.
+    code.value = new URLSearchParams(location.search).get("ref") || "";
+    name.focus();
+    $("#sign-up").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      error.textContent = "";
+      const body = { name: name.value.trim() };
+      if (!body.name) {
+        error.textContent = "Enter a name for the account.";
+        name.focus();
+        return;
+      }
+      if (code.value.trim()) body.referral_code = code.value.trim();
+      try {
+        const a = await api("POST", "/api/signup", body);
+        $("#sign-up").hidden = true;
+        $("#sign-in-link").hidden = false;
+        showSecret(`Account “${a.name}” is created`, a.token, "This is your account token: sign in with it to this dashboard, and use it to call the account API.");
+      } catch (e) {
+        error.textContent = e.message;
+        (e.param === "referral_code" ? code : name).focus();
       }
     });
   }
@@ -954,6 +983,7 @@
 
   const pages = {
     "sign-in": signInPage,
+    "sign-up": signUpPage,
     overview: overviewPage,
     keys: keysPage,
     management: managementPage,
