@@ -37,6 +37,8 @@ pub(crate) trait Ledger {
     fn insert_credit(&mut self, row: &CreditRow) -> StoreResult<()>;
     /// Records `referrer` as the account's referrer.
     fn write_referrer(&mut self, account: &str, referrer: &str) -> StoreResult<()>;
+    /// The account's referrer, read without a lock; `None` if there is no such account.
+    fn referrer_of(&mut self, id: &str) -> StoreResult<Option<Option<String>>>;
 }
 
 /// Longest chain of referrers walked looking for a cycle (far longer than any real one).
@@ -44,7 +46,9 @@ const MAX_CHAIN: usize = 100_000;
 
 /// Makes `referrer` the referrer of `account` (inside the caller's transaction, which must keep any
 /// other referrer from being set meanwhile), unless it has one or that would make a cycle.
-/// `NotFound` when either account does not exist.
+/// `NotFound` when either account does not exist. Only `account` is locked: the chain above
+/// `referrer` is read without locks (only this call changes it, and it runs alone), so a credit locking
+/// its way up a chain meanwhile can never wait on this transaction while it waits on the credit.
 pub(crate) fn set_referrer(
     ledger: &mut dyn Ledger,
     account: &str,
@@ -62,8 +66,8 @@ pub(crate) fn set_referrer(
         if a == account {
             return Ok(ReferrerOutcome::WouldCycle);
         }
-        up = match ledger.lock_account(&a)? {
-            Some((_, next)) => next,
+        up = match ledger.referrer_of(&a)? {
+            Some(next) => next,
             None if a == referrer => return Err(StoreError::NotFound(format!("account {a}"))),
             None => None,
         };
@@ -280,6 +284,9 @@ mod tests {
         fn write_referrer(&mut self, account: &str, referrer: &str) -> StoreResult<()> {
             self.accounts.get_mut(account).unwrap().1 = Some(referrer.to_owned());
             Ok(())
+        }
+        fn referrer_of(&mut self, id: &str) -> StoreResult<Option<Option<String>>> {
+            Ok(self.accounts.get(id).map(|a| a.1.clone()))
         }
     }
 

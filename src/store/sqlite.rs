@@ -473,6 +473,13 @@ impl Ledger for SqliteLedger<'_, '_> {
             .map_err(err)?;
         Ok(())
     }
+
+    fn referrer_of(&mut self, id: &str) -> StoreResult<Option<Option<String>>> {
+        self.0
+            .query_row("SELECT referrer_id FROM accounts WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(err)
+    }
 }
 
 /// Creates the database file 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files the

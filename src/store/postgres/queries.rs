@@ -167,6 +167,14 @@ impl Ledger for PgLedger<'_, '_> {
             .map_err(err)?;
         Ok(())
     }
+
+    fn referrer_of(&mut self, id: &str) -> StoreResult<Option<Option<String>>> {
+        self.0
+            .query_opt("SELECT referrer_id FROM accounts WHERE id = $1", &[&id])
+            .map_err(err)?
+            .map(|r| r.try_get(0).map_err(err))
+            .transpose()
+    }
 }
 
 /// Writes a direct key's row: inserts it, or with `update` replaces the one of its id; rows written.
