@@ -1051,3 +1051,53 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CreditKind;
+
+    /// The schema before referrals (migrations 1 to 5), with an account and a credit in it.
+    fn before_referrals() -> SqliteStore {
+        let conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().take(5).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64).unwrap();
+        }
+        for id in ["acc_1", "acc_2"] {
+            conn.execute(
+                "INSERT INTO accounts (id, name, balance_ngonka, created_at) VALUES (?1, 'n', 5, 1)",
+                [id],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES (?1, 'old', 5, 1)",
+                [id],
+            )
+            .unwrap();
+        }
+        SqliteStore { conn }
+    }
+
+    #[test]
+    fn accounts_and_credits_made_before_referrals_get_codes_kinds_and_an_order() {
+        let mut s = before_referrals();
+        s.migrate().unwrap();
+        let accounts = s.accounts().unwrap();
+        let codes: Vec<&str> = accounts.iter().map(|a| a.referral_code.as_str()).collect();
+        assert!(codes.iter().all(|c| c.len() == 12) && codes[0] != codes[1], "{codes:?}");
+        assert!(accounts.iter().all(|a| a.referrer_id.is_none()));
+        let history = s.credit_history("acc_2", None, 10).unwrap();
+        assert_eq!(history.len(), 1);
+        let old = &history[0];
+        assert_eq!(
+            (old.kind, old.paid, old.withdrawable, old.amount_ngonka),
+            (CreditKind::Admin, false, true, 5)
+        );
+        assert!(old.seq > 0);
+        // New entries come after the old ones.
+        s.credit("acc_2", 1, "new", 2).unwrap();
+        let history = s.credit_history("acc_2", None, 10).unwrap();
+        assert_eq!(history.iter().map(|c| c.reference.as_str()).collect::<Vec<_>>(), ["new", "old"]);
+    }
+}
