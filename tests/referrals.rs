@@ -230,6 +230,16 @@ fn a_self_referral_a_circle_and_an_unknown_code_are_refused() {
     assert_eq!(ok["referrer_id"], top["id"], "{ok}");
     credit(&gw, &solo, json!({ "amount_ngonka": "1000", "reference": "p", "paid": true }));
     assert_eq!(balance_of(&gw, &top), 100);
+    let referred =
+        gw.admin("GET", &format!("/admin/accounts?referrer_id={}", top["id"].as_str().unwrap()), None);
+    let mut names: Vec<String> = referred.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().into())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["mid", "solo"]);
     let listed = gw.admin("GET", "/admin/accounts", None).json();
     let codes: Vec<_> = listed["data"]
         .as_array()

@@ -110,10 +110,13 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             ex.respond_json(201, &body).await;
         }
         (Method::Get, ["accounts"]) => {
+            // `?referrer_id=acc_…`: only the accounts it referred.
+            let referrer = query_param(ex.head.query.as_deref(), "referrer_id");
             let data = control
-                .call(|st| {
+                .call(move |st| {
                     let rows = st.accounts()?;
-                    Ok::<_, ApiError>(rows.iter().map(|a| account_json(st, a)).collect::<Vec<_>>())
+                    let rows = rows.iter().filter(|a| referrer.is_none() || a.referrer_id == referrer);
+                    Ok::<_, ApiError>(rows.map(|a| account_json(st, a)).collect::<Vec<_>>())
                 })
                 .await??;
             ex.respond_json(200, &list(data)).await;
