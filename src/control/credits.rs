@@ -233,6 +233,41 @@ impl ControlState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Keys;
+    use crate::auth::keys::KeyHasher;
+    use crate::config::ConfigFile;
+    use crate::model::ModelTable;
+    use arc_swap::ArcSwap;
+    use std::sync::Arc;
+
+    /// A control state on an in-memory store, with the default `[referrals]`.
+    fn state(dir: &std::path::Path) -> ControlState {
+        let file = ConfigFile { data_dir: dir.to_string_lossy().into_owned(), ..ConfigFile::default() };
+        let settings = file.validate_with(&|_| None).unwrap();
+        crate::rt::data_dir::create_private(&settings.billing.journal_dir).unwrap();
+        let store = Box::new(crate::store::sqlite::SqliteStore::open_in_memory().unwrap());
+        let keys = Arc::new(Keys::new(KeyHasher::new(&[7; 32]).unwrap()));
+        let models = Arc::new(ArcSwap::from_pointee(ModelTable::default()));
+        let clock = Arc::new(crate::time::SystemClock);
+        ControlState::open(store, &settings, keys, clock, Arc::default(), models).unwrap().0
+    }
+
+    #[test]
+    fn a_deposit_is_paid_once_by_its_hash_and_pays_the_referrers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = state(dir.path());
+        let (top, _) = st.create_account("top").unwrap();
+        let (mid, _) = st.create_referred_account("mid", Some(&top.referral_code)).unwrap();
+        let (new, _) = st.create_referred_account("new", Some(&mid.referral_code)).unwrap();
+        let done = st.credit_deposit(&new.id, 100_000, "ABCDEF").unwrap();
+        assert_eq!(done, Credited { applied: true, balance_ngonka: 100_000 });
+        assert!(!st.credit_deposit(&new.id, 100_000, "ABCDEF").unwrap().applied, "seen again");
+        let balance = |st: &mut ControlState, id: &str| st.account_balance(id).unwrap().0;
+        assert_eq!([balance(&mut st, &mid.id), balance(&mut st, &top.id)], [10_000, 3_000]);
+        let history = st.credit_history(&new.id, None, 10).unwrap();
+        assert_eq!((history.len(), history[0].kind, history[0].paid), (1, CreditKind::Deposit, true));
+        assert!(st.credit_deposit(&new.id, 0, "ZERO").is_err());
+    }
 
     #[test]
     fn specs_are_checked_before_the_store() {
