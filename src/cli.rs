@@ -1,4 +1,4 @@
-//! The shell commands that are not servers: `gonka-gateway admin …` (accounts, credits, keys and prices
+//! The shell commands that are not servers: `gonka-gateway admin …` (accounts, credits, referrals, keys and prices
 //! through the admin API, over the blocking HTTP/1.1 client; this runs in the CLI process, never on a
 //! core) and `gonka-gateway gonka …` (the address of a Gonka key, request signatures).
 
@@ -35,9 +35,10 @@ pub enum AdminCommand {
     /// Accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
-    /// Credits.
-    #[command(subcommand)]
-    Credits(CreditsCommand),
+    /// An account's credit history (`credits ACCOUNT`), or `credits add|list`.
+    Credits(CreditsArgs),
+    /// Credits an account (same as `credits add`).
+    Credit(CreditArgs),
     /// Keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -55,6 +56,9 @@ pub enum AccountsCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// The referral code of the account that referred it.
+        #[arg(long)]
+        referral_code: Option<String>,
     },
     List,
     Get {
@@ -64,18 +68,87 @@ pub enum AccountsCommand {
     RotateToken {
         id: String,
     },
+    /// Sets the account's referrer (once) by the referrer's referral code.
+    SetReferrer {
+        id: String,
+        #[arg(long)]
+        referral_code: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum CreditsCommand {
-    /// Credits an account; the same reference twice credits once.
+    /// Credits an account (negative: takes back); the same reference twice credits once.
     Add {
         account: String,
-        #[arg(long)]
+        /// Ngonka; negative (`--amount-ngonka=-5`) for an adjustment or a refund.
+        #[arg(long, allow_hyphen_values = true)]
         amount_ngonka: String,
         #[arg(long)]
         reference: String,
+        /// Money was received for it: it pays the account's referrers.
+        #[arg(long)]
+        paid: bool,
+        /// The reference of the credit this negative amount refunds (claws back its referral credits).
+        #[arg(long)]
+        refund_of: Option<String>,
     },
+    /// An account's credit history, newest first.
+    List {
+        account: String,
+        #[arg(long)]
+        limit: Option<u32>,
+        /// The id (crd_…) of the entry to continue after.
+        #[arg(long)]
+        starting_after: Option<String>,
+    },
+}
+
+/// `admin credits ACCOUNT [--limit N] [--starting-after crd_…]` (the history), or a subcommand.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct CreditsArgs {
+    #[command(subcommand)]
+    pub command: Option<CreditsCommand>,
+    /// The account whose credit history to show, newest first.
+    #[arg(required = true)]
+    pub account: Option<String>,
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// The id (crd_…) of the entry to continue after.
+    #[arg(long)]
+    pub starting_after: Option<String>,
+}
+
+impl CreditsArgs {
+    /// The subcommand, or the history of `account`.
+    fn command(&self) -> CreditsCommand {
+        match &self.command {
+            Some(c) => c.clone(),
+            None => CreditsCommand::List {
+                account: self.account.clone().unwrap_or_default(),
+                limit: self.limit,
+                starting_after: self.starting_after.clone(),
+            },
+        }
+    }
+}
+
+/// `admin credit ACCOUNT --amount-ngonka N --reference R [--paid] [--refund-of REF]`.
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
+pub struct CreditArgs {
+    pub account: String,
+    /// Ngonka; negative (`--amount-ngonka=-5`) for an adjustment or a refund.
+    #[arg(long, allow_hyphen_values = true)]
+    pub amount_ngonka: String,
+    #[arg(long)]
+    pub reference: String,
+    /// Money was received for it: it pays the account's referrers.
+    #[arg(long)]
+    pub paid: bool,
+    /// The reference of the credit this negative amount refunds (claws back its referral credits).
+    #[arg(long)]
+    pub refund_of: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -166,17 +239,46 @@ impl AdminCommand {
         let key = |id: &str, action: &str| c("POST", format!("/admin/keys/{id}/{action}"), None);
         let direct = |id: &str, action: &str| c("POST", format!("/admin/direct-keys/{id}/{action}"), None);
         match self {
-            Self::Accounts(A::Create { name }) => {
+            Self::Accounts(A::Create { name, referral_code: None }) => {
                 c("POST", "/admin/accounts".into(), Some(json!({ "name": name })))
             }
+            Self::Accounts(A::Create { name, referral_code: Some(code) }) => {
+                c("POST", "/admin/accounts".into(), Some(json!({ "name": name, "referral_code": code })))
+            }
+            Self::Accounts(A::SetReferrer { id, referral_code }) => c(
+                "POST",
+                format!("/admin/accounts/{id}/referrer"),
+                Some(json!({ "referral_code": referral_code })),
+            ),
             Self::Accounts(A::List) => c("GET", "/admin/accounts".into(), None),
             Self::Accounts(A::Get { id }) => c("GET", format!("/admin/accounts/{id}"), None),
             Self::Accounts(A::RotateToken { id }) => c("POST", format!("/admin/accounts/{id}/token"), None),
-            Self::Credits(C::Add { account, amount_ngonka, reference }) => c(
-                "POST",
-                format!("/admin/accounts/{account}/credits"),
-                Some(json!({ "amount_ngonka": amount_ngonka, "reference": reference })),
-            ),
+            Self::Credits(args) => match args.command() {
+                C::Add { account, amount_ngonka, reference, paid, refund_of } => {
+                    Self::Credit(CreditArgs { account, amount_ngonka, reference, paid, refund_of }).call()
+                }
+                C::List { account, limit, starting_after } => {
+                    let mut query = Vec::new();
+                    if let Some(l) = limit {
+                        query.push(format!("limit={l}"));
+                    }
+                    if let Some(s) = starting_after {
+                        query.push(format!("starting_after={s}"));
+                    }
+                    let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+                    c("GET", format!("/admin/accounts/{account}/credits{q}"), None)
+                }
+            },
+            Self::Credit(a) => {
+                let mut body = json!({ "amount_ngonka": a.amount_ngonka, "reference": a.reference });
+                if a.paid {
+                    body["paid"] = json!(true);
+                }
+                if let Some(r) = &a.refund_of {
+                    body["refund_of"] = json!(r);
+                }
+                c("POST", format!("/admin/accounts/{}/credits", a.account), Some(body))
+            }
             Self::Keys(K::List { account }) => c("GET", format!("/admin/accounts/{account}/keys"), None),
             Self::Keys(K::Create { account, name, kind }) => c(
                 "POST",
@@ -283,16 +385,74 @@ impl GonkaCommand {
 mod tests {
     use super::*;
 
+    /// What the shell's words parse to.
+    fn parse(words: &str) -> AdminCall {
+        #[derive(clap::Parser)]
+        struct Shell {
+            #[command(subcommand)]
+            command: AdminCommand,
+        }
+        let args = std::iter::once("admin").chain(words.split(' '));
+        <Shell as clap::Parser>::try_parse_from(args)
+            .unwrap_or_else(|e| panic!("{words}: {e}"))
+            .command
+            .call()
+    }
+
+    #[test]
+    fn credits_parse_as_a_history_a_credit_or_a_refund() {
+        let history = parse("credits acc_1 --limit 3");
+        assert_eq!((history.method, history.path.as_str()), ("GET", "/admin/accounts/acc_1/credits?limit=3"));
+        assert_eq!(parse("credits list acc_1").path, "/admin/accounts/acc_1/credits");
+        let paid = parse("credit acc_1 --amount-ngonka 5 --reference r --paid");
+        assert_eq!(paid.body, Some(json!({"amount_ngonka": "5", "reference": "r", "paid": true})));
+        let refund = parse("credits add acc_1 --amount-ngonka -5 --reference r2 --refund-of r");
+        assert_eq!(refund.body, Some(json!({"amount_ngonka": "-5", "reference": "r2", "refund_of": "r"})));
+        let set = parse("accounts set-referrer acc_1 --referral-code abc");
+        assert_eq!(
+            (set.path.as_str(), set.body),
+            ("/admin/accounts/acc_1/referrer", Some(json!({"referral_code": "abc"})))
+        );
+    }
+
     #[test]
     fn commands_map_to_admin_calls() {
-        let c = AdminCommand::Credits(CreditsCommand::Add {
+        let sub = |command| CreditsArgs {
+            command: Some(command),
+            account: None,
+            limit: None,
+            starting_after: None,
+        };
+        let c = AdminCommand::Credits(sub(CreditsCommand::Add {
             account: "acc_1".into(),
             amount_ngonka: "5".into(),
             reference: "r".into(),
-        })
+            paid: false,
+            refund_of: None,
+        }))
         .call();
         assert_eq!((c.method, c.path.as_str()), ("POST", "/admin/accounts/acc_1/credits"));
         assert_eq!(c.body, Some(json!({"amount_ngonka": "5", "reference": "r"})));
+        let c = AdminCommand::Credit(CreditArgs {
+            account: "acc_1".into(),
+            amount_ngonka: "-5".into(),
+            reference: "r2".into(),
+            paid: false,
+            refund_of: Some("r".into()),
+        })
+        .call();
+        assert_eq!(c.body, Some(json!({"amount_ngonka": "-5", "reference": "r2", "refund_of": "r"})));
+        let c = AdminCommand::Credits(CreditsArgs {
+            command: None,
+            account: Some("acc_1".into()),
+            limit: Some(2),
+            starting_after: Some("crd_9".into()),
+        })
+        .call();
+        assert_eq!(
+            (c.method, c.path.as_str()),
+            ("GET", "/admin/accounts/acc_1/credits?limit=2&starting_after=crd_9")
+        );
         let c = AdminCommand::Keys(KeysCommand::Pause { id: "key_1".into() }).call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/keys/key_1/pause", None));
         let c = AdminCommand::Models(ModelsCommand::Delete { model: "org/Model 1+x".into() }).call();

@@ -97,6 +97,15 @@ pub enum ApiError {
          amount needs a reference of its own."
     )]
     CreditReferenceConflict { credited_ngonka: i64 },
+    /// A refund would take back more than what is left of the credit it refunds.
+    #[error(
+        "This refund is more than what is left of the credit it refunds ({refundable_ngonka} ngonka can \
+         still be refunded)."
+    )]
+    RefundExceedsCredit { refundable_ngonka: i64 },
+    /// An account's referrer is set once.
+    #[error("This account already has a referrer; a referrer is set once.")]
+    ReferrerAlreadySet,
     /// No node could serve: 502 when nodes failed, 503 (with `Retry-After`) when none was available.
     #[error("{message}")]
     UpstreamUnavailable { status: u16, message: String, retry_after_secs: Option<u32> },
@@ -126,7 +135,11 @@ impl ApiError {
             | Self::NotFound(_)
             | Self::PreviousResponseNotFound(_) => 404,
             Self::MethodNotAllowed { .. } => 405,
-            Self::Conflict(_) | Self::CreditReferenceConflict { .. } | Self::DirectKeyCannotBeRotated => 409,
+            Self::Conflict(_)
+            | Self::CreditReferenceConflict { .. }
+            | Self::RefundExceedsCredit { .. }
+            | Self::ReferrerAlreadySet
+            | Self::DirectKeyCannotBeRotated => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedEncoding(_) => 415,
             Self::RequestTimeout => 408,
@@ -159,6 +172,8 @@ impl ApiError {
             | Self::RequestTimeout
             | Self::Conflict(_)
             | Self::CreditReferenceConflict { .. }
+            | Self::RefundExceedsCredit { .. }
+            | Self::ReferrerAlreadySet
             | Self::DirectKeyCannotBeRotated => "invalid_request_error",
             Self::UpstreamUnavailable { .. } | Self::UpstreamTimeout => "upstream_error",
             Self::Upstream { kind, .. } => kind,
@@ -188,6 +203,8 @@ impl ApiError {
             Self::RequestTimeout => "request_timeout",
             Self::Conflict(_) => "conflict",
             Self::CreditReferenceConflict { .. } => "credit_reference_conflict",
+            Self::RefundExceedsCredit { .. } => "refund_exceeds_credit",
+            Self::ReferrerAlreadySet => "referrer_already_set",
             Self::DirectKeyCannotBeRotated => "direct_key_cannot_be_rotated",
             Self::UpstreamUnavailable { .. } => "upstream_unavailable",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -203,6 +220,7 @@ impl ApiError {
             Self::ModelNotFound(_) => Some("model"),
             Self::PreviousResponseNotFound(_) => Some("previous_response_id"),
             Self::CreditReferenceConflict { .. } => Some("reference"),
+            Self::RefundExceedsCredit { .. } => Some("amount_ngonka"),
             _ => None,
         }
     }
@@ -286,6 +304,9 @@ impl ApiError {
         }
         if let Self::BudgetInFlight { held_ngonka } = self {
             err.insert("held_ngonka".into(), Value::String(held_ngonka.to_string()));
+        }
+        if let Self::RefundExceedsCredit { refundable_ngonka } = self {
+            err.insert("refundable_ngonka".into(), Value::String(refundable_ngonka.to_string()));
         }
         let body = match shape {
             ErrorShape::OpenAi => json!({ "error": err }),

@@ -105,6 +105,13 @@ pub fn random_base62(n: usize) -> io::Result<String> {
     Ok(out)
 }
 
+/// `n` random bytes from the OS CSPRNG, as lowercase hex.
+pub fn random_hex(n: usize) -> io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Equal-length comparison that does not stop at the first difference (secrets, MACs).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

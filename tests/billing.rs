@@ -385,6 +385,23 @@ impl Store for Flaky {
         self.check()?;
         self.inner.credit(a, n, r, at)
     }
+    fn apply_credit(&mut self, req: &CreditRequest, policy: &ReferralPolicy) -> StoreResult<CreditApplied> {
+        self.check()?;
+        self.inner.apply_credit(req, policy)
+    }
+    fn credit_history(&mut self, a: &str, before: Option<i64>, limit: usize) -> StoreResult<Vec<CreditRow>> {
+        self.inner.credit_history(a, before, limit)
+    }
+    fn set_referrer(&mut self, a: &str, r: &str) -> StoreResult<ReferrerOutcome> {
+        self.check()?;
+        self.inner.set_referrer(a, r)
+    }
+    fn account_by_referral_code(&mut self, code: &str) -> StoreResult<Option<AccountRow>> {
+        self.inner.account_by_referral_code(code)
+    }
+    fn referred_count(&mut self, a: &str) -> StoreResult<u64> {
+        self.inner.referred_count(a)
+    }
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
         self.check()?;
         self.inner.upsert_price(row)

@@ -63,6 +63,9 @@ fn pages_need_a_session_and_carry_the_security_headers() {
     assert!(chart.text().starts_with("/*!\n * Chart.js v4.6.1"));
     assert_eq!(http(gw.addr, "GET", "/dashboard/assets/../Cargo.toml", &[], None).status, 404);
     assert_eq!(http(gw.addr, "GET", "/dashboard/nothing", &[], None).status, 404);
+    // Sign-up is off unless `[signup]` enables it: no page, and no link to one.
+    assert_eq!(http(gw.addr, "GET", "/dashboard/sign-up", &[], None).status, 404);
+    assert!(!http(gw.addr, "GET", "/dashboard/sign-in", &[], None).text().contains("sign-up"));
     assert_eq!(http(gw.addr, "DELETE", "/dashboard/keys", &[], None).status, 405);
     // The admin pages are on the admin listener only.
     let admin = http(gw.admin_addr, "GET", "/dashboard/nodes", &[], None);
@@ -270,7 +273,7 @@ fn account_dashboard_in_chromium() {
     let gw = Gateway::start_with(GatewayOpts {
         node_urls: sim.urls.clone(),
         extra: format!(
-            "[chain]\nenabled = true\nrest_url = \"http://127.0.0.1:{}/chain-api\"\n",
+            "[chain]\nenabled = true\nrest_url = \"http://127.0.0.1:{}/chain-api\"\n[signup]\nenabled = true\n",
             free_port()
         ),
         envs: vec![(
@@ -291,11 +294,17 @@ fn account_dashboard_in_chromium() {
     let report = report_of(&out);
     let names: Vec<&str> =
         report["pages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    for page in ["account-sign-in", "account-keys", "account-usage", "account-management", "account-overview"]
-    {
+    for page in [
+        "account-sign-in",
+        "account-sign-up",
+        "account-keys",
+        "account-usage",
+        "account-management",
+        "account-overview",
+    ] {
         assert!(names.contains(&page), "{page} not checked: {names:?}");
     }
-    assert_eq!(screenshots(&report).len(), 10);
+    assert_eq!(screenshots(&report).len(), 12);
     // What the browser saw, checked again from outside it.
     let old = report["secrets"]["old"].as_str().unwrap();
     let rotated = report["secrets"]["rotated"].as_str().unwrap();
@@ -343,7 +352,7 @@ fn admin_dashboard_in_chromium() {
     let accounts = gw.admin("GET", "/admin/accounts", None).json();
     let customer =
         accounts["data"].as_array().unwrap().iter().find(|a| a["name"] == "browser customer").unwrap();
-    assert_eq!(customer["balance_ngonka"], "2500000000", "credited once: {customer}");
+    assert_eq!(customer["balance_ngonka"], "3500000000", "credited once, and 10 % of 10 GNK: {customer}");
     let token = report["account_token"].as_str().unwrap();
     assert_eq!(gw.api(token, "GET", "/api/balance", None).status, 200, "the token the page showed works");
 }

@@ -378,12 +378,22 @@ fn quota_and_credits() {
     let a = gw.admin("GET", &format!("/admin/accounts/{id}"), None).json();
     assert_eq!((a["name"].as_str(), a["balance_ngonka"].as_str()), (Some("payer"), Some("1000")));
     assert_eq!(gw.admin("GET", "/admin/accounts/acc_nope", None).status, 404);
+    // A negative amount is an adjustment (it takes back); 0 and fractions are refused.
     let r = gw.admin(
         "POST",
         &format!("/admin/accounts/{id}/credits"),
         Some(json!({"amount_ngonka": "-5", "reference": "x"})),
     );
-    assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("amount_ngonka")));
+    assert_eq!((r.status, r.json()["balance_ngonka"].as_str()), (200, Some("995")), "{}", r.text());
+    assert_eq!(r.json()["entries"][0]["kind"], "adjustment");
+    for bad in ["0", "1.5", "-"] {
+        let r = gw.admin(
+            "POST",
+            &format!("/admin/accounts/{id}/credits"),
+            Some(json!({"amount_ngonka": bad, "reference": "y"})),
+        );
+        assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("amount_ngonka")), "{bad}");
+    }
     let r = gw.admin("POST", &format!("/admin/accounts/{id}/credits"), Some(json!({"amount_ngonka": "5"})));
     assert_eq!((r.status, r.json()["error"]["param"].as_str()), (400, Some("reference")));
     let r = http(gw.admin_addr, "GET", "/admin/accounts", &[("Authorization", "Bearer wrong")], None);

@@ -18,6 +18,7 @@ use gonka_gateway::config::PostgresSettings;
 use gonka_gateway::config::Synchronous;
 use gonka_gateway::model::JournalPos;
 use gonka_gateway::model::{AccountRow, CreditOutcome, GroupBy, KeyRow, PriceRow, UsageQuery};
+use gonka_gateway::model::{CreditKind, CreditRequest, ReferralPolicy, ReferrerOutcome};
 use gonka_gateway::model::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
 use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
 use gonka_gateway::model::{RecordStatus, StoredResponse, UsageRecord};
@@ -29,7 +30,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn account(id: &str) -> AccountRow {
-    AccountRow { id: id.into(), name: format!("name of {id}"), balance_ngonka: 0, created_at: 1_700_000_000 }
+    AccountRow {
+        id: id.into(),
+        name: format!("name of {id}"),
+        balance_ngonka: 0,
+        created_at: 1_700_000_000,
+        referral_code: format!("code-{id}"),
+        referrer_id: None,
+    }
 }
 
 fn key(id: &str, account: &str, kind: KeyKind, hash: u8) -> KeyRow {
@@ -68,6 +76,133 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     responses_are_kept_per_account_until_they_expire(&mut *make());
     direct_keys_round_trip_and_list_by_account_or_live(&mut *make());
     a_direct_charge_bills_once_with_its_heights(&mut *make());
+    referral_codes_are_unique_and_find_their_account(&mut *make());
+    a_referrer_is_set_once_and_never_closes_a_circle(&mut *make());
+    paid_credits_pay_two_levels_once_and_refunds_claw_back(&mut *make());
+    the_credit_history_is_newest_first_in_pages(&mut *make());
+}
+
+/// Accounts `acc_top` ← `acc_mid` ← `acc_new` (each referred by the one before).
+fn referral_chain(s: &mut dyn Store) {
+    s.insert_account(&account("acc_top"), &key("key_t1", "acc_top", KeyKind::AccountToken, 1)).unwrap();
+    let mid = AccountRow { referrer_id: Some("acc_top".into()), ..account("acc_mid") };
+    s.insert_account(&mid, &key("key_t2", "acc_mid", KeyKind::AccountToken, 2)).unwrap();
+    let new = AccountRow { referrer_id: Some("acc_mid".into()), ..account("acc_new") };
+    s.insert_account(&new, &key("key_t3", "acc_new", KeyKind::AccountToken, 3)).unwrap();
+}
+
+fn request(amount: i64, reference: &str, paid: bool, refund_of: Option<&str>) -> CreditRequest {
+    CreditRequest {
+        account_id: "acc_new".into(),
+        reference: reference.into(),
+        kind: match (amount > 0, refund_of) {
+            (true, _) => CreditKind::Admin,
+            (false, Some(_)) => CreditKind::Refund,
+            (false, None) => CreditKind::Adjustment,
+        },
+        amount_ngonka: amount,
+        paid,
+        refund_of: refund_of.map(str::to_owned),
+        at: 1_700_000_100,
+    }
+}
+
+fn referral_codes_are_unique_and_find_their_account(s: &mut dyn Store) {
+    referral_chain(s);
+    let found = s.account_by_referral_code("code-acc_mid").unwrap().unwrap();
+    assert_eq!((found.id.as_str(), found.referrer_id.as_deref()), ("acc_mid", Some("acc_top")));
+    assert_eq!(s.account_by_referral_code("nobody's").unwrap(), None);
+    assert_eq!([s.referred_count("acc_top").unwrap(), s.referred_count("acc_new").unwrap()], [1, 0]);
+    let same_code = AccountRow { referral_code: "code-acc_top".into(), ..account("acc_x") };
+    let r = s.insert_account(&same_code, &key("key_tx", "acc_x", KeyKind::AccountToken, 9));
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+}
+
+fn a_referrer_is_set_once_and_never_closes_a_circle(s: &mut dyn Store) {
+    referral_chain(s);
+    assert_eq!(s.set_referrer("acc_top", "acc_top").unwrap(), ReferrerOutcome::WouldCycle);
+    assert_eq!(s.set_referrer("acc_top", "acc_new").unwrap(), ReferrerOutcome::WouldCycle);
+    assert_eq!(s.set_referrer("acc_new", "acc_top").unwrap(), ReferrerOutcome::AlreadySet);
+    assert!(matches!(s.set_referrer("acc_top", "acc_none"), Err(StoreError::NotFound(_))));
+    s.insert_account(&account("acc_solo"), &key("key_ts", "acc_solo", KeyKind::AccountToken, 4)).unwrap();
+    assert_eq!(s.set_referrer("acc_top", "acc_solo").unwrap(), ReferrerOutcome::Set);
+    assert_eq!(s.account("acc_top").unwrap().unwrap().referrer_id.as_deref(), Some("acc_solo"));
+}
+
+fn paid_credits_pay_two_levels_once_and_refunds_claw_back(s: &mut dyn Store) {
+    referral_chain(s);
+    let policy = ReferralPolicy { enabled: true, l1_bps: 1000, l2_bps: 300, withdrawable: false };
+    let gnk = 1_000_000_000;
+    let balances = |s: &mut dyn Store| {
+        ["acc_new", "acc_mid", "acc_top"].map(|a| s.account(a).unwrap().unwrap().balance_ngonka)
+    };
+    // Unpaid: nothing for the referrers.
+    let unpaid = s.apply_credit(&request(50 * gnk, "free", false, None), &policy).unwrap();
+    assert_eq!(unpaid.entries.len(), 1);
+    let paid = s.apply_credit(&request(100 * gnk, "inv-1", true, None), &policy).unwrap();
+    assert_eq!(paid.outcome, CreditOutcome::Applied { balance_ngonka: 150 * gnk });
+    let kinds: Vec<_> = paid
+        .entries
+        .iter()
+        .map(|e| (e.account_id.as_str(), e.kind, e.amount_ngonka, e.referral_level))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("acc_new", CreditKind::Admin, 100 * gnk, None),
+            ("acc_mid", CreditKind::Referral, 10 * gnk, Some(1)),
+            ("acc_top", CreditKind::Referral, 3 * gnk, Some(2)),
+        ]
+    );
+    assert!(paid.entries[0].paid && !paid.entries[1].paid && !paid.entries[1].withdrawable);
+    assert_eq!(paid.entries[1].source_reference.as_deref(), Some("inv-1"));
+    // A retry pays nothing more.
+    let again = s.apply_credit(&request(100 * gnk, "inv-1", true, None), &policy).unwrap();
+    assert_eq!(
+        (again.outcome, again.entries.len()),
+        (CreditOutcome::Repeated { balance_ngonka: 150 * gnk }, 0)
+    );
+    assert_eq!(balances(s), [150 * gnk, 10 * gnk, 3 * gnk]);
+    assert_eq!(s.account_credit("acc_mid").unwrap(), 10 * gnk);
+    // Half refunded: half of each referral credit comes back; a retry of the refund takes nothing more.
+    let half = s.apply_credit(&request(-50 * gnk, "ref-1", false, Some("inv-1")), &policy).unwrap();
+    assert_eq!(half.entries.len(), 3);
+    assert_eq!(half.entries[1].kind, CreditKind::ReferralClawback);
+    s.apply_credit(&request(-50 * gnk, "ref-1", false, Some("inv-1")), &policy).unwrap();
+    assert_eq!(balances(s), [100 * gnk, 5 * gnk, 1_500_000_000]);
+    // Spent, then refunded in full: the clawback takes the referrer below zero.
+    let spent =
+        UsageRecord { account_id: "acc_mid".into(), ..record("r1", "key_t2", 5 * gnk as u64, 20_000) };
+    s.apply_usage(&[spent], JournalPos { seq: 1, offset: 1 }).unwrap();
+    s.apply_credit(&request(-50 * gnk, "ref-2", false, Some("inv-1")), &policy).unwrap();
+    assert_eq!(balances(s), [50 * gnk, -5 * gnk, 0]);
+    assert_eq!(s.account_credit("acc_top").unwrap(), 0);
+    // Nothing is left to refund; an unknown credit cannot be refunded; nothing changed.
+    let over = s.apply_credit(&request(-1, "ref-3", false, Some("inv-1")), &policy).unwrap();
+    assert_eq!(over.outcome, CreditOutcome::RefundExceedsCredit { refundable_ngonka: 0 });
+    let unknown = s.apply_credit(&request(-1, "ref-4", false, Some("inv-9")), &policy).unwrap();
+    assert_eq!(unknown.outcome, CreditOutcome::RefundOfUnknown);
+    assert_eq!(balances(s), [50 * gnk, -5 * gnk, 0]);
+}
+
+fn the_credit_history_is_newest_first_in_pages(s: &mut dyn Store) {
+    referral_chain(s);
+    let policy = ReferralPolicy::default();
+    for i in 0..5 {
+        s.apply_credit(&request(1_000 + i, &format!("c{i}"), i == 4, None), &policy).unwrap();
+    }
+    let all = s.credit_history("acc_new", None, 100).unwrap();
+    let refs: Vec<_> = all.iter().map(|c| c.reference.as_str()).collect();
+    assert_eq!(refs, ["c4", "c3", "c2", "c1", "c0"]);
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
+    let page = s.credit_history("acc_new", Some(all[1].seq), 2).unwrap();
+    assert_eq!(page.iter().map(|c| c.reference.as_str()).collect::<Vec<_>>(), ["c2", "c1"]);
+    let mid = s.credit_history("acc_mid", None, 10).unwrap();
+    assert_eq!(mid.len(), 1);
+    assert_eq!(
+        (mid[0].kind, mid[0].amount_ngonka, mid[0].source_account_id.as_deref(), mid[0].created_at),
+        (CreditKind::Referral, 100, Some("acc_new"), 1_700_000_100)
+    );
 }
 
 fn record(id: &str, key: &str, cost: u64, day: i64) -> UsageRecord {

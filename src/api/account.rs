@@ -52,6 +52,15 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             let account = account_caller(ex)?;
             super::usage::usage(ex, account).await
         }
+        (Method::Get, ["credits"]) => {
+            let account = account_caller(ex)?;
+            super::credits::history(ex, account).await
+        }
+        (Method::Get, ["account"]) => {
+            let account = account_caller(ex)?;
+            super::credits::account(ex, account).await
+        }
+        (Method::Post, ["signup"]) => super::credits::signup(ex).await,
         _ => Err(ApiError::NotFound(format!("Unknown path: {}", ex.head.path))),
     }
 }

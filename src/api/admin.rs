@@ -2,32 +2,18 @@
 //! `Authorization: Bearer <admin token>`.
 
 use super::fields::Fields;
-use super::views::{key_json, list};
+use super::views::{account_json, key_json, list};
 use crate::app::App;
-use crate::control::ControlState;
 use crate::control::accounts::{KeyAction, KeySpec};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
 use crate::http::request::query_param;
-use crate::model::AccountRow;
 use crate::model::KeyKind;
 use crate::model::ModelEntry;
 use crate::session::exchange::Exchange;
 use serde_json::{Value, json};
-
-/// An account with its live balance (the store's lags behind the journal) and holds.
-fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
-    let (balance, held) = st.account_balance(&a.id).unwrap_or((a.balance_ngonka, 0));
-    json!({
-        "id": a.id,
-        "object": "account",
-        "name": a.name,
-        "balance_ngonka": balance.to_string(),
-        "held_ngonka": held.to_string(),
-        "created_at": crate::time::rfc3339(a.created_at),
-    })
-}
+use std::sync::Arc;
 
 /// A model as the admin sees it: `configured` says whether it is in the config's `[[models]]` (a
 /// DELETE then only removes its stored price) or exists only by its stored price.
@@ -111,10 +97,11 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
         (Method::Post, ["accounts"]) => {
             let mut f = Fields::parse(&ex.read_body().await?)?;
             let name = f.required_name("name")?;
+            let code = f.text("referral_code")?;
             f.finish()?;
             let body = control
                 .call(move |st| {
-                    let (account, token) = st.create_account(&name)?;
+                    let (account, token) = st.create_referred_account(&name, code.as_deref())?;
                     let mut body = account_json(st, &account);
                     body["token"] = json!(token.secret);
                     Ok::<_, ApiError>(body)
@@ -123,10 +110,13 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             ex.respond_json(201, &body).await;
         }
         (Method::Get, ["accounts"]) => {
+            // `?referrer_id=acc_…`: only the accounts it referred.
+            let referrer = query_param(ex.head.query.as_deref(), "referrer_id");
             let data = control
-                .call(|st| {
+                .call(move |st| {
                     let rows = st.accounts()?;
-                    Ok::<_, ApiError>(rows.iter().map(|a| account_json(st, a)).collect::<Vec<_>>())
+                    let rows = rows.iter().filter(|a| referrer.is_none() || a.referrer_id == referrer);
+                    Ok::<_, ApiError>(rows.map(|a| account_json(st, a)).collect::<Vec<_>>())
                 })
                 .await??;
             ex.respond_json(200, &list(data)).await;
@@ -141,26 +131,9 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 .await??;
             ex.respond_json(200, &body).await;
         }
-        (Method::Post, ["accounts", id, "credits"]) => {
-            let mut f = Fields::parse(&ex.read_body().await?)?;
-            let amount = f.amount("amount_ngonka")?.flatten().ok_or_else(|| {
-                ApiError::bad_request("`amount_ngonka` is required.", Some("amount_ngonka"))
-            })?;
-            let reference = f.text("reference")?.ok_or_else(|| {
-                ApiError::bad_request(
-                    "`reference` is required (it makes the credit idempotent).",
-                    Some("reference"),
-                )
-            })?;
-            f.finish()?;
-            let id = (*id).to_owned();
-            let outcome = control.call(move |st| st.credit(&id, amount, &reference)).await??;
-            ex.respond_json(
-                200,
-                &json!({"balance_ngonka": outcome.balance_ngonka.to_string(), "credited": outcome.applied}),
-            )
-            .await;
-        }
+        (Method::Post, ["accounts", id, "credits"]) => super::credits::admin_credit(ex, id).await?,
+        (Method::Get, ["accounts", id, "credits"]) => super::credits::history(ex, Arc::from(*id)).await?,
+        (Method::Post, ["accounts", id, "referrer"]) => super::credits::set_referrer(ex, id).await?,
         (Method::Post, ["accounts", id, "token"]) => {
             let id = (*id).to_owned();
             let k = control.call(move |st| st.rotate_account_token(&id)).await??;

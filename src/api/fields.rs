@@ -91,6 +91,46 @@ impl Fields {
         }
     }
 
+    /// A signed ngonka amount (a credit or, negative, an adjustment): a decimal string (or integer) that
+    /// fits `i64`, not `i64::MIN`.
+    pub fn signed_amount(&mut self, key: &str) -> Result<Option<i64>, ApiError> {
+        let err = || {
+            bad(
+                key,
+                format!(
+                    "`{key}` must be an integer amount of ngonka, as a decimal string (negative: taken back)."
+                ),
+            )
+        };
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => {
+                let digits = s.strip_prefix('-').unwrap_or(&s);
+                if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(err());
+                }
+                match s.parse::<i64>() {
+                    Ok(v) if v != i64::MIN => Ok(Some(v)),
+                    _ => Err(err()),
+                }
+            }
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(v) if v != i64::MIN => Ok(Some(v)),
+                _ => Err(err()),
+            },
+            Some(_) => Err(err()),
+        }
+    }
+
+    /// `true` or `false`.
+    pub fn boolean(&mut self, key: &str) -> Result<Option<bool>, ApiError> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(bad(key, format!("`{key}` must be true or false."))),
+        }
+    }
+
     /// A requests-per-minute limit: an integer from 1 to [`MAX_RPM`]. `Some(None)` for null.
     pub fn rpm(&mut self, key: &str) -> Result<Option<Option<u32>>, ApiError> {
         match self.map.remove(key) {
@@ -168,6 +208,18 @@ mod tests {
             assert_eq!(e.param(), Some("a"), "{bad}");
         }
         assert_eq!(f(r#"{"a":"9223372036854775807"}"#).amount("a").unwrap(), Some(Some(i64::MAX as u64)));
+    }
+
+    #[test]
+    fn signed_amounts() {
+        assert_eq!(f(r#"{"a":"-500"}"#).signed_amount("a").unwrap(), Some(-500));
+        assert_eq!(f(r#"{"a":"9223372036854775807"}"#).signed_amount("a").unwrap(), Some(i64::MAX));
+        assert_eq!(f(r#"{"a":-7}"#).signed_amount("a").unwrap(), Some(-7));
+        for bad in [r#""-""#, r#""+1""#, r#""1.5""#, r#""-9223372036854775809""#, r#""--1""#, "true", "1.5"] {
+            assert!(f(&format!(r#"{{"a":{bad}}}"#)).signed_amount("a").is_err(), "{bad}");
+        }
+        assert!(f(r#"{"p":"yes"}"#).boolean("p").is_err());
+        assert_eq!(f(r#"{"p":true}"#).boolean("p").unwrap(), Some(true));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The HTTP API: `/v1` inference ([`inference`]), Anthropic's token counts ([`count_tokens`]), models
-//! ([`models`]) and stored responses ([`responses`]), health, the account API ([`account`]) with its direct keys ([`direct`]), the admin
+//! ([`models`]) and stored responses ([`responses`]), health, the account API ([`account`]) with its direct keys ([`direct`]), credits, referrals and sign-up ([`credits`]), the admin
 //! listener's routes ([`admin`]), who calls those two ([`credentials`]), and the dashboard over them
 //! ([`dashboard`]). Handlers return [`crate::error::ApiError`]; the router answers it.
 
@@ -7,6 +7,7 @@ pub mod account;
 pub mod admin;
 pub mod count_tokens;
 pub mod credentials;
+pub mod credits;
 pub mod dashboard;
 pub mod direct;
 pub mod fields;

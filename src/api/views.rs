@@ -1,8 +1,8 @@
-//! The JSON shapes the account and admin APIs answer with: keys as listed, child keys with their spend,
+//! The JSON shapes the account and admin APIs answer with: accounts, keys as listed, child keys with their spend,
 //! lists. Money is a decimal string of ngonka; a limit that is not set is `null`.
 
 use crate::control::ControlState;
-use crate::model::{KeyKind, KeyRow};
+use crate::model::{AccountRow, KeyKind, KeyRow};
 use serde_json::{Value, json};
 
 fn opt_amount(v: Option<u64>) -> Value {
@@ -50,4 +50,20 @@ pub fn child_json(st: &mut ControlState, row: &KeyRow, secret: Option<&str>) -> 
     v["daily_remaining"] = opt_amount(daily_remaining);
     v["monthly_remaining"] = opt_amount(monthly_remaining);
     v
+}
+
+/// An account with its live balance (the store's lags behind the journal) and holds, its referral
+/// code and its referrer.
+pub fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
+    let (balance, held) = st.account_balance(&a.id).unwrap_or((a.balance_ngonka, 0));
+    json!({
+        "id": a.id,
+        "object": "account",
+        "name": a.name,
+        "balance_ngonka": balance.to_string(),
+        "held_ngonka": held.to_string(),
+        "created_at": crate::time::rfc3339(a.created_at),
+        "referral_code": a.referral_code,
+        "referrer_id": a.referrer_id,
+    })
 }

@@ -28,6 +28,8 @@ pub struct ConfigFile {
     pub journal: JournalFile,
     pub responses: ResponsesFile,
     pub chain: ChainFile,
+    pub referrals: ReferralsFile,
+    pub signup: SignupFile,
     pub log: LogFile,
 }
 
@@ -48,6 +50,8 @@ impl Default for ConfigFile {
             journal: JournalFile::default(),
             responses: ResponsesFile::default(),
             chain: ChainFile::default(),
+            referrals: ReferralsFile::default(),
+            signup: SignupFile::default(),
             log: LogFile::default(),
         }
     }
@@ -95,6 +99,43 @@ impl Default for ChainFile {
             poll_ms: 1_000,
             timeout_ms: 30_000,
         }
+    }
+}
+
+/// `[referrals]`: what the accounts that referred an account earn on its paid credits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReferralsFile {
+    /// Whether paid credits (deposits, admin credits marked paid) pay referral credits.
+    pub enabled: bool,
+    /// The referrer's share of a paid credit, basis points (1000 = 10 %), 0..=10000.
+    pub l1_bps: u32,
+    /// The referrer's referrer's share, basis points, 0..=10000.
+    pub l2_bps: u32,
+    /// Whether referral credits are marked withdrawable (`false`: for spending only).
+    pub withdrawable: bool,
+}
+
+impl Default for ReferralsFile {
+    fn default() -> Self {
+        Self { enabled: true, l1_bps: 1000, l2_bps: 300, withdrawable: true }
+    }
+}
+
+/// `[signup]`: self-serve sign-up (`POST /api/signup`), off unless enabled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignupFile {
+    pub enabled: bool,
+    /// Sign-ups one client address may make per hour.
+    pub max_per_ip_per_hour: u32,
+    /// Sign-ups the gateway takes per hour from everyone together.
+    pub max_per_hour: u32,
+}
+
+impl Default for SignupFile {
+    fn default() -> Self {
+        Self { enabled: false, max_per_ip_per_hour: 3, max_per_hour: 100 }
     }
 }
 
@@ -563,6 +604,8 @@ mod tests {
         assert_eq!(format!("{:?}", file.billing), format!("{:?}", defaults.billing));
         assert_eq!(format!("{:?}", file.responses), format!("{:?}", defaults.responses));
         assert_eq!(format!("{:?}", file.chain), format!("{:?}", defaults.chain));
+        assert_eq!(format!("{:?}", file.referrals), format!("{:?}", defaults.referrals));
+        assert_eq!(format!("{:?}", file.signup), format!("{:?}", defaults.signup));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));

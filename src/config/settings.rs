@@ -191,6 +191,13 @@ pub struct BillingSettings {
     pub journal_fsync_interval: Duration,
 }
 
+/// Validated `[signup]` (enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignupSettings {
+    pub max_per_ip_per_hour: u32,
+    pub max_per_hour: u32,
+}
+
 /// Validated `[keys]`.
 #[derive(Debug, Clone)]
 pub struct KeySettings {
@@ -263,6 +270,10 @@ pub struct Settings {
     pub responses_retention: Duration,
     /// `[chain]` when enabled: direct keys exist.
     pub chain: Option<ChainSettings>,
+    /// `[referrals]`.
+    pub referrals: crate::model::ReferralPolicy,
+    /// `[signup]` when enabled.
+    pub signup: Option<SignupSettings>,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
     /// The `Access-Control-Allow-Origin` of public answers (`*` or one origin); `None`: no CORS.

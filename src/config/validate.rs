@@ -6,8 +6,8 @@ use super::error::{ConfigError, invalid};
 use super::file::{ClusterFile, ConfigFile};
 use super::settings::{
     BillingSettings, ChainSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
-    PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous, UpstreamSettings,
-    WaitFor,
+    PostgresSettings, Secret, ServerTimeouts, Settings, SignupSettings, StoreSettings, Synchronous,
+    UpstreamSettings, WaitFor,
 };
 use crate::http::{HttpLimits, request::MAX_HEADERS_CAP};
 use crate::model::ModelSpec;
@@ -292,6 +292,8 @@ impl ConfigFile {
                 days => Duration::from_secs(u64::from(days) * 86_400),
             },
             chain: self.validate_chain(env)?,
+            referrals: self.validate_referrals()?,
+            signup: self.validate_signup()?,
             log_level,
             access_log: self.log.access_log,
             cors_allow_origin: cors_allow_origin(&s.cors_allow_origins)?,
@@ -407,6 +409,36 @@ impl ConfigFile {
             poll: ms(c.poll_ms, "chain.poll_ms")?,
             timeout: ms(c.timeout_ms, "chain.timeout_ms")?,
         }))
+    }
+}
+
+impl ConfigFile {
+    /// `[referrals]`: shares are basis points of the credit, at most all of it.
+    fn validate_referrals(&self) -> Result<crate::model::ReferralPolicy, ConfigError> {
+        let r = &self.referrals;
+        for (v, name) in [(r.l1_bps, "referrals.l1_bps"), (r.l2_bps, "referrals.l2_bps")] {
+            if v > 10_000 {
+                return Err(invalid(format!("{name} must be 0..=10000 (basis points: 10000 = 100 %)")));
+            }
+        }
+        Ok(crate::model::ReferralPolicy {
+            enabled: r.enabled,
+            l1_bps: r.l1_bps,
+            l2_bps: r.l2_bps,
+            withdrawable: r.withdrawable,
+        })
+    }
+
+    /// `[signup]`: `None` unless enabled; an enabled sign-up must let someone sign up.
+    fn validate_signup(&self) -> Result<Option<SignupSettings>, ConfigError> {
+        let s = &self.signup;
+        if !s.enabled {
+            return Ok(None);
+        }
+        if s.max_per_ip_per_hour == 0 || s.max_per_hour == 0 {
+            return Err(invalid("signup.max_per_ip_per_hour and signup.max_per_hour must be at least 1"));
+        }
+        Ok(Some(SignupSettings { max_per_ip_per_hour: s.max_per_ip_per_hour, max_per_hour: s.max_per_hour }))
     }
 }
 
@@ -546,6 +578,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("float_ngonka"), "{e}");
+    }
+
+    #[test]
+    fn referral_shares_are_basis_points_and_sign_up_is_off_by_default() {
+        let s = ConfigFile::default().validate_with(&env_of(&[])).unwrap();
+        assert_eq!(s.referrals, crate::model::ReferralPolicy::default());
+        assert_eq!((s.referrals.l1_bps, s.referrals.l2_bps, s.signup), (1000, 300, None));
+        let e = ConfigFile::parse("[referrals]\nl2_bps = 10001\n").unwrap().validate_with(&env_of(&[]));
+        assert!(e.unwrap_err().to_string().contains("referrals.l2_bps"));
+        let on =
+            ConfigFile::parse("[signup]\nenabled = true\n").unwrap().validate_with(&env_of(&[])).unwrap();
+        assert_eq!(on.signup, Some(SignupSettings { max_per_ip_per_hour: 3, max_per_hour: 100 }));
+        let none = ConfigFile::parse("[signup]\nenabled = true\nmax_per_hour = 0\n").unwrap();
+        assert!(none.validate_with(&env_of(&[])).is_err());
     }
 
     #[test]

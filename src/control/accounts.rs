@@ -4,7 +4,7 @@
 use super::ControlState;
 use crate::auth::keys;
 use crate::error::ApiError;
-use crate::model::{AccountRow, CreditOutcome, KeyRow};
+use crate::model::{AccountRow, KeyRow};
 use crate::model::{KeyKind, KeyStatus};
 
 fn now() -> i64 {
@@ -88,9 +88,26 @@ pub struct KeyWithSecret {
 impl ControlState {
     /// Creates an account and its account token.
     pub fn create_account(&mut self, name: &str) -> Result<(AccountRow, KeyWithSecret), ApiError> {
+        self.create_account_row(name, None)
+    }
+
+    /// Creates an account (referred by `referrer_id`, an account that exists) with a new referral code,
+    /// and its account token.
+    pub(super) fn create_account_row(
+        &mut self,
+        name: &str,
+        referrer_id: Option<String>,
+    ) -> Result<(AccountRow, KeyWithSecret), ApiError> {
         let at = now();
-        let account =
-            AccountRow { id: new_id("acc_")?, name: name.to_owned(), balance_ngonka: 0, created_at: at };
+        let account = AccountRow {
+            id: new_id("acc_")?,
+            name: name.to_owned(),
+            balance_ngonka: 0,
+            created_at: at,
+            // 48 random bits: short enough to type, and a clash (refused by the store) is never seen.
+            referral_code: crate::secret::random_hex(6).map_err(|e| ApiError::Internal(e.to_string()))?,
+            referrer_id,
+        };
         let (token, secret) = self.new_account_token(&account.id, at)?;
         let stored = self.store.insert_account(&account, &token)?;
         self.account_counters(&account.id);
@@ -163,9 +180,10 @@ impl ControlState {
         Ok(KeyWithSecret { row, secret: Some(secret) })
     }
 
-    /// Credits an account once per `reference`: the same reference with the same amount again is a
-    /// harmless retry (`applied: false`); with another amount it is a 409, since that is another
-    /// payment that must not be dropped. A zero credit is refused, so it cannot use up a reference.
+    /// Credits an account once per `reference` (an unpaid admin credit: it pays no referrals): the
+    /// same reference with the same amount again is a harmless retry (`applied: false`); with another
+    /// amount it is a 409, since that is another payment that must not be dropped. A zero credit is
+    /// refused, so it cannot use up a reference.
     pub fn credit(&mut self, account_id: &str, amount: u64, reference: &str) -> Result<Credited, ApiError> {
         let too_large = || {
             ApiError::bad_request(
@@ -184,23 +202,16 @@ impl ControlState {
             ));
         }
         let amount = i64::try_from(amount).map_err(|_| too_large())?;
-        let applied = match self.store.credit(account_id, amount, reference, now())? {
-            CreditOutcome::Applied { .. } => true,
-            CreditOutcome::Repeated { .. } => false,
-            CreditOutcome::ReferenceConflict { credited_ngonka } => {
-                return Err(ApiError::CreditReferenceConflict { credited_ngonka });
-            }
-            CreditOutcome::WouldOverflow => return Err(too_large()),
+        let req = crate::model::CreditRequest {
+            account_id: account_id.to_owned(),
+            reference: reference.to_owned(),
+            kind: crate::model::CreditKind::Admin,
+            amount_ngonka: amount,
+            paid: false,
+            refund_of: None,
+            at: now(),
         };
-        if self.share.is_split() {
-            // Several instances: every one (this one too) takes its share of the new total.
-            self.refresh_credit(account_id)?;
-        } else if applied {
-            self.account_counters(account_id).credit(amount);
-        }
-        // The live balance: the store's lags behind usage still in the journal.
-        let (balance_ngonka, _) = self.account_balance(account_id)?;
-        Ok(Credited { applied, balance_ngonka })
+        Ok(self.apply_credit(&req)?.credited)
     }
 
     /// Creates a managed or management key, or (with `parent`) a child key of that management key.

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod chain;
+pub mod credits;
 pub mod direct;
 pub mod direct_keys;
 pub mod health;

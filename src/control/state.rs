@@ -83,6 +83,11 @@ pub struct ControlState {
     pub(super) responses_swept: Instant,
     /// Direct keys, when `[chain]` is enabled.
     pub(super) direct: Option<super::direct_keys::DirectKeys>,
+    /// What paid credits pay referrers (`[referrals]`).
+    pub(super) referrals: crate::model::ReferralPolicy,
+    /// `[signup]` when enabled, and the sign-ups of this hour.
+    pub(super) signup_limits: Option<crate::config::SignupSettings>,
+    pub(super) signups: crate::limits::signups::SignupWindow,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -157,6 +162,9 @@ impl ControlState {
                 .checked_sub(Duration::from_secs(3600))
                 .unwrap_or_else(Instant::now),
             direct: None,
+            referrals: settings.referrals,
+            signup_limits: settings.signup,
+            signups: crate::limits::signups::SignupWindow::default(),
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);

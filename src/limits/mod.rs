@@ -27,6 +27,7 @@ pub mod fit;
 pub mod gcra;
 pub mod lease;
 pub mod share;
+pub mod signups;
 pub mod window;
 
 use crate::error::{ApiError, RateLimitInfo};

@@ -9,6 +9,10 @@ pub struct AccountRow {
     pub balance_ngonka: i64,
     /// Unix seconds.
     pub created_at: i64,
+    /// The code others sign up with to make this account their referrer (unique).
+    pub referral_code: String,
+    /// The account whose referral code this one was created with; set once, at creation.
+    pub referrer_id: Option<String>,
 }
 
 /// What a credit did. Only `Applied` changed anything.
@@ -20,6 +24,21 @@ pub enum CreditOutcome {
     Repeated { balance_ngonka: i64 },
     /// The reference had credited another amount before: nothing changed.
     ReferenceConflict { credited_ngonka: i64 },
-    /// The balance or the account's credit total would pass `i64::MAX`: nothing changed.
+    /// The balance or the credit total of an account it touches would leave `i64`: nothing changed.
     WouldOverflow,
+    /// A refund names no positive admin or deposit credit of the account: nothing changed.
+    RefundOfUnknown,
+    /// A refund would take back more than what is left of its credit: nothing changed.
+    RefundExceedsCredit { refundable_ngonka: i64 },
+}
+
+/// What setting an account's referrer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferrerOutcome {
+    Set,
+    /// The account had a referrer already: nothing changed.
+    AlreadySet,
+    /// The referrer is the account itself or is referred by it (directly or further up): nothing
+    /// changed.
+    WouldCycle,
 }

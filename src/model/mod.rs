@@ -1,14 +1,16 @@
 //! Plain data every layer may use: keys and their rows, accounts, models and their table, usage and its
-//! records, kept responses, direct keys. No behaviour beyond parsing and naming its own values.
+//! records, credits, kept responses, direct keys. No behaviour beyond parsing and naming its own values.
 
 pub mod accounts;
+pub mod credits;
 pub mod direct;
 pub mod keys;
 pub mod models;
 pub mod responses;
 pub mod usage;
 
-pub use accounts::{AccountRow, CreditOutcome};
+pub use accounts::{AccountRow, CreditOutcome, ReferrerOutcome};
+pub use credits::{CreditApplied, CreditKind, CreditRequest, CreditRow, ReferralPolicy};
 pub use direct::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
 pub use keys::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus};
 pub use models::{ModelEntry, ModelSpec, ModelTable, PriceRow};

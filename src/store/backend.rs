@@ -2,11 +2,13 @@
 //! the key table's state, spend totals of a batch.
 
 use crate::model::JournalPos;
+use crate::model::ReferrerOutcome;
 use crate::model::usage::UsageRecord;
 use crate::model::{
     AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse, UsageQuery,
     UsageSummaryRow,
 };
+use crate::model::{CreditApplied, CreditKind, CreditRequest, CreditRow, ReferralPolicy};
 use crate::model::{DirectCharge, DirectKeyRow};
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -74,17 +76,50 @@ pub trait Store: Send {
     fn keys_since(&mut self, version: i64) -> StoreResult<Vec<KeyRow>>;
     fn key_table_state(&mut self) -> StoreResult<KeyTableState>;
 
-    /// Adds `amount` (> 0) to the account's balance, once per (account, `reference`): a reference used
-    /// before changes nothing, whatever its amount (`Repeated` or `ReferenceConflict`). Refuses
-    /// (`WouldOverflow`) a credit that would take the balance or the account's credit total past
-    /// `i64::MAX`, so every sum the store keeps stays exact.
+    /// Adds `amount` (> 0) to the account's balance as an unpaid admin credit, once per (account,
+    /// `reference`): a reference used before changes nothing, whatever its amount (`Repeated` or
+    /// `ReferenceConflict`). Refuses (`WouldOverflow`) a credit that would take the balance or the
+    /// account's credit total past `i64::MAX`, so every sum the store keeps stays exact.
     fn credit(
         &mut self,
         account_id: &str,
         amount: i64,
         reference: &str,
         at: i64,
-    ) -> StoreResult<CreditOutcome>;
+    ) -> StoreResult<CreditOutcome> {
+        let req = CreditRequest {
+            account_id: account_id.to_owned(),
+            reference: reference.to_owned(),
+            kind: CreditKind::Admin,
+            amount_ngonka: amount,
+            paid: false,
+            refund_of: None,
+            at,
+        };
+        let off = ReferralPolicy { enabled: false, ..ReferralPolicy::default() };
+        Ok(self.apply_credit(&req, &off)?.outcome)
+    }
+    /// In one transaction, once per (account, reference): the credit (or negative adjustment) `req`,
+    /// the referral credits a paid credit pays under `policy`, the clawbacks a refund makes; each
+    /// entry's amount added to its account's balance (see `store::credits` for the rules). Nothing is
+    /// written unless the outcome is `Applied`.
+    fn apply_credit(&mut self, req: &CreditRequest, policy: &ReferralPolicy) -> StoreResult<CreditApplied>;
+    /// An account's credit history, newest first: at most `limit` entries written before the entry
+    /// `before_seq` (all, with `None`).
+    fn credit_history(
+        &mut self,
+        account_id: &str,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<CreditRow>>;
+    /// Makes `referrer_id` the referrer of `account_id`, in one transaction (serialised with every other
+    /// such call): `AlreadySet` when it has one, `WouldCycle` when the referrer is the account itself or
+    /// has it up its own chain of referrers. `NotFound` when either account does not exist.
+    fn set_referrer(&mut self, account_id: &str, referrer_id: &str) -> StoreResult<ReferrerOutcome>;
+    /// How many accounts `account_id` referred.
+    fn referred_count(&mut self, account_id: &str) -> StoreResult<u64>;
+    /// The account whose referral code is `code`.
+    fn account_by_referral_code(&mut self, code: &str) -> StoreResult<Option<AccountRow>>;
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()>;
     /// Removes the stored price of `model`; whether there was one.

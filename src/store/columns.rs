@@ -26,6 +26,14 @@ pub(super) const DIRECT_COLUMNS: &str = "id, account_id, name, address, sealed_p
 pub(super) const CHARGE_COLUMNS: &str =
     "reference, account_id, key_id, amount_ngonka, from_height, to_height, at_ms";
 
+/// The columns of `accounts` that make an [`AccountRow`](crate::model::AccountRow), in its fields'
+/// order.
+pub(super) const ACCOUNT_COLUMNS: &str = "id, name, balance_ngonka, created_at, referral_code, referrer_id";
+
+/// The columns of `credits` that make a [`CreditRow`](crate::model::CreditRow), in its fields' order.
+pub(super) const CREDIT_COLUMNS: &str = "seq, account_id, reference, kind, amount_ngonka, paid, withdrawable, \
+     source_account_id, source_reference, referral_level, created_at";
+
 /// One row of [`DIRECT_COLUMNS`], as a driver reads and writes it.
 #[derive(Debug)]
 pub(super) struct DirectColumns {
@@ -224,6 +232,11 @@ pub(super) fn to_u64(v: i64) -> u64 {
 /// A usage record's stored status; one this build does not know reads as `Completed`.
 pub(super) fn record_status(s: &str) -> RecordStatus {
     RecordStatus::parse(s).unwrap_or(RecordStatus::Completed)
+}
+
+/// A credit's stored kind; one this build does not know reads as `Admin`.
+pub(super) fn credit_kind(s: &str) -> crate::model::CreditKind {
+    crate::model::CreditKind::parse(s).unwrap_or(crate::model::CreditKind::Admin)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 mod backend;
 mod columns;
+pub(crate) mod credits;
 pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;

@@ -7,13 +7,15 @@
 
 use super::backend::{KeyTableState, SpendTotals, Store, StoreError, StoreResult, check_schema_version};
 use super::columns::{
-    CHARGE_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS, KeyColumns, LimitColumns, RESPONSE_COLUMNS,
-    UsageColumns, record_status, to_i64, to_u64,
+    ACCOUNT_COLUMNS, CHARGE_COLUMNS, CREDIT_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS, KeyColumns,
+    LimitColumns, RESPONSE_COLUMNS, UsageColumns, credit_kind, record_status, to_i64, to_u64,
 };
+use super::credits::Ledger;
 use crate::config::Synchronous;
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow, StoredResponse};
+use crate::model::{CreditApplied, CreditRequest, CreditRow, ReferralPolicy, ReferrerOutcome};
 use crate::model::{DirectCharge, DirectKeyRow};
 use crate::model::{GroupBy, InstanceSpend, KeySpend, UsageQuery, UsageSummaryRow};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -134,6 +136,22 @@ const MIGRATIONS: &[&str] = &[
          at_ms INTEGER NOT NULL
      );
      CREATE INDEX direct_charges_by_key ON direct_charges(key_id, at_ms);",
+    // 6: referral codes and referrers; credit kinds, paid, withdrawable, their sources, a history order.
+    "ALTER TABLE accounts ADD COLUMN referral_code TEXT;
+     ALTER TABLE accounts ADD COLUMN referrer_id TEXT REFERENCES accounts(id);
+     UPDATE accounts SET referral_code = lower(hex(randomblob(6)));
+     CREATE UNIQUE INDEX accounts_by_referral_code ON accounts(referral_code);
+     CREATE INDEX accounts_by_referrer ON accounts(referrer_id);
+     ALTER TABLE credits ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+     UPDATE credits SET seq = rowid;
+     ALTER TABLE credits ADD COLUMN kind TEXT NOT NULL DEFAULT 'admin';
+     ALTER TABLE credits ADD COLUMN paid INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE credits ADD COLUMN withdrawable INTEGER NOT NULL DEFAULT 1;
+     ALTER TABLE credits ADD COLUMN source_account_id TEXT;
+     ALTER TABLE credits ADD COLUMN source_reference TEXT;
+     ALTER TABLE credits ADD COLUMN referral_level INTEGER;
+     CREATE INDEX credits_by_account_seq ON credits(account_id, seq);
+     CREATE INDEX credits_by_source ON credits(source_account_id, source_reference);",
 ];
 
 pub struct SqliteStore {
@@ -343,9 +361,125 @@ fn write_direct(conn: &Connection, row: &DirectKeyRow, update: bool) -> StoreRes
         .map_err(err)
 }
 
-/// `id, name, balance_ngonka, created_at`.
+/// `ACCOUNT_COLUMNS`.
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
-    Ok(AccountRow { id: r.get(0)?, name: r.get(1)?, balance_ngonka: r.get(2)?, created_at: r.get(3)? })
+    Ok(AccountRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        balance_ngonka: r.get(2)?,
+        created_at: r.get(3)?,
+        referral_code: r.get(4)?,
+        referrer_id: r.get(5)?,
+    })
+}
+
+/// A row of `CREDIT_COLUMNS`.
+fn credit_from_row(r: &Row<'_>) -> rusqlite::Result<CreditRow> {
+    let kind: String = r.get(3)?;
+    let level: Option<i64> = r.get(9)?;
+    Ok(CreditRow {
+        seq: r.get(0)?,
+        account_id: r.get(1)?,
+        reference: r.get(2)?,
+        kind: credit_kind(&kind),
+        amount_ngonka: r.get(4)?,
+        paid: r.get(5)?,
+        withdrawable: r.get(6)?,
+        source_account_id: r.get(7)?,
+        source_reference: r.get(8)?,
+        referral_level: level.and_then(|l| u8::try_from(l).ok()),
+        created_at: r.get(10)?,
+    })
+}
+
+/// The credit ledger's reads and writes inside one SQLite transaction (the control plane is the only
+/// writer, so a read needs no lock).
+struct SqliteLedger<'a, 't>(&'a rusqlite::Transaction<'t>);
+
+impl Ledger for SqliteLedger<'_, '_> {
+    fn lock_account(&mut self, id: &str) -> StoreResult<Option<(i64, Option<String>)>> {
+        self.0
+            .query_row("SELECT balance_ngonka, referrer_id FROM accounts WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(err)
+    }
+
+    fn credit_row(&mut self, account: &str, reference: &str) -> StoreResult<Option<CreditRow>> {
+        self.0
+            .prepare_cached(&format!(
+                "SELECT {CREDIT_COLUMNS} FROM credits WHERE account_id = ?1 AND reference = ?2"
+            ))
+            .and_then(|mut stmt| stmt.query_row(params![account, reference], credit_from_row).optional())
+            .map_err(err)
+    }
+
+    fn credits_from(&mut self, source_account: &str, source_reference: &str) -> StoreResult<Vec<CreditRow>> {
+        let mut stmt = self
+            .0
+            .prepare_cached(&format!(
+                "SELECT {CREDIT_COLUMNS} FROM credits WHERE source_account_id = ?1 AND source_reference = ?2
+                 ORDER BY seq"
+            ))
+            .map_err(err)?;
+        let rows = stmt.query_map(params![source_account, source_reference], credit_from_row).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn credit_total(&mut self, account: &str) -> StoreResult<i64> {
+        self.0
+            .query_row(
+                "SELECT COALESCE(SUM(amount_ngonka), 0) FROM credits WHERE account_id = ?1",
+                [account],
+                |r| r.get(0),
+            )
+            .map_err(err)
+    }
+
+    fn insert_credit(&mut self, c: &CreditRow) -> StoreResult<()> {
+        self.0
+            .execute(
+                &format!(
+                    "INSERT INTO credits ({CREDIT_COLUMNS})
+                     VALUES ((SELECT COALESCE(MAX(seq), 0) + 1 FROM credits), ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ),
+                params![
+                    c.account_id,
+                    c.reference,
+                    c.kind.as_str(),
+                    c.amount_ngonka,
+                    c.paid,
+                    c.withdrawable,
+                    c.source_account_id,
+                    c.source_reference,
+                    c.referral_level,
+                    c.created_at,
+                ],
+            )
+            .map_err(err)?;
+        self.0
+            .execute(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka + ?2 WHERE id = ?1",
+                params![c.account_id, c.amount_ngonka],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn write_referrer(&mut self, account: &str, referrer: &str) -> StoreResult<()> {
+        self.0
+            .execute("UPDATE accounts SET referrer_id = ?2 WHERE id = ?1", params![account, referrer])
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn referrer_of(&mut self, id: &str) -> StoreResult<Option<Option<String>>> {
+        self.0
+            .query_row("SELECT referrer_id FROM accounts WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(err)
+    }
 }
 
 /// Creates the database file 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm` files the
@@ -463,8 +597,15 @@ impl Store for SqliteStore {
     fn insert_account(&mut self, account: &AccountRow, token: &KeyRow) -> StoreResult<KeyRow> {
         let tx = self.conn.transaction().map_err(err)?;
         tx.execute(
-            "INSERT INTO accounts (id, name, balance_ngonka, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![account.id, account.name, account.balance_ngonka, account.created_at],
+            &format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            params![
+                account.id,
+                account.name,
+                account.balance_ngonka,
+                account.created_at,
+                account.referral_code,
+                account.referrer_id
+            ],
         )
         .map_err(err)?;
         let row = Self::write_key(&tx, token)?;
@@ -475,8 +616,26 @@ impl Store for SqliteStore {
     fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>> {
         self.conn
             .query_row(
-                "SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = ?1",
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
                 [id],
+                account_from_row,
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    fn referred_count(&mut self, account_id: &str) -> StoreResult<u64> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM accounts WHERE referrer_id = ?1", [account_id], |r| r.get(0))
+            .map(to_u64)
+            .map_err(err)
+    }
+
+    fn account_by_referral_code(&mut self, code: &str) -> StoreResult<Option<AccountRow>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE referral_code = ?1"),
+                [code],
                 account_from_row,
             )
             .optional()
@@ -486,9 +645,7 @@ impl Store for SqliteStore {
     fn accounts(&mut self) -> StoreResult<Vec<AccountRow>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT id, name, balance_ngonka, created_at FROM accounts ORDER BY created_at, id",
-            )
+            .prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"))
             .map_err(err)?;
         let rows = stmt.query_map([], account_from_row).map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
@@ -523,61 +680,41 @@ impl Store for SqliteStore {
             .map_err(err)
     }
 
-    fn credit(
+    fn apply_credit(&mut self, req: &CreditRequest, policy: &ReferralPolicy) -> StoreResult<CreditApplied> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let done = super::credits::apply(&mut SqliteLedger(&tx), req, policy)?;
+        if matches!(done.outcome, CreditOutcome::Applied { .. }) {
+            tx.commit().map_err(err)?;
+        }
+        Ok(done)
+    }
+
+    fn set_referrer(&mut self, account_id: &str, referrer_id: &str) -> StoreResult<ReferrerOutcome> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let done = super::credits::set_referrer(&mut SqliteLedger(&tx), account_id, referrer_id)?;
+        tx.commit().map_err(err)?;
+        Ok(done)
+    }
+
+    fn credit_history(
         &mut self,
         account_id: &str,
-        amount: i64,
-        reference: &str,
-        at: i64,
-    ) -> StoreResult<CreditOutcome> {
-        let tx = self.conn.transaction().map_err(err)?;
-        let balance: Option<i64> = tx
-            .query_row("SELECT balance_ngonka FROM accounts WHERE id = ?1", [account_id], |r| r.get(0))
-            .optional()
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<CreditRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {CREDIT_COLUMNS} FROM credits WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            ))
             .map_err(err)?;
-        let Some(balance) = balance else {
-            return Err(StoreError::NotFound(format!("account {account_id}")));
-        };
-        let before: Option<i64> = tx
-            .query_row(
-                "SELECT amount_ngonka FROM credits WHERE account_id = ?1 AND reference = ?2",
-                params![account_id, reference],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err)?;
-        match before {
-            Some(credited) if credited == amount => {
-                return Ok(CreditOutcome::Repeated { balance_ngonka: balance });
-            }
-            Some(credited) => return Ok(CreditOutcome::ReferenceConflict { credited_ngonka: credited }),
-            None => {}
-        }
-        let total: i64 = tx
-            .query_row(
-                "SELECT COALESCE(SUM(amount_ngonka), 0) FROM credits WHERE account_id = ?1",
-                [account_id],
-                |r| r.get(0),
+        let rows = stmt
+            .query_map(
+                params![account_id, before_seq.unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX)],
+                credit_from_row,
             )
             .map_err(err)?;
-        if balance.checked_add(amount).is_none() || total.checked_add(amount).is_none() {
-            return Ok(CreditOutcome::WouldOverflow);
-        }
-        // The control plane is the store's only writer: nothing inserts this reference meanwhile.
-        tx.execute(
-            "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![account_id, reference, amount, at],
-        )
-        .map_err(err)?;
-        let balance: i64 = tx
-            .query_row(
-                "UPDATE accounts SET balance_ngonka = balance_ngonka + ?2 WHERE id = ?1 RETURNING balance_ngonka",
-                params![account_id, amount],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(CreditOutcome::Applied { balance_ngonka: balance })
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {
@@ -912,5 +1049,55 @@ impl Store for SqliteStore {
             .query_map(params![key_id, i64::try_from(limit).unwrap_or(i64::MAX)], charge_from_row)
             .map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CreditKind;
+
+    /// The schema before referrals (migrations 1 to 5), with an account and a credit in it.
+    fn before_referrals() -> SqliteStore {
+        let conn = Connection::open_in_memory().unwrap();
+        for (i, sql) in MIGRATIONS.iter().take(5).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64).unwrap();
+        }
+        for id in ["acc_1", "acc_2"] {
+            conn.execute(
+                "INSERT INTO accounts (id, name, balance_ngonka, created_at) VALUES (?1, 'n', 5, 1)",
+                [id],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES (?1, 'old', 5, 1)",
+                [id],
+            )
+            .unwrap();
+        }
+        SqliteStore { conn }
+    }
+
+    #[test]
+    fn accounts_and_credits_made_before_referrals_get_codes_kinds_and_an_order() {
+        let mut s = before_referrals();
+        s.migrate().unwrap();
+        let accounts = s.accounts().unwrap();
+        let codes: Vec<&str> = accounts.iter().map(|a| a.referral_code.as_str()).collect();
+        assert!(codes.iter().all(|c| c.len() == 12) && codes[0] != codes[1], "{codes:?}");
+        assert!(accounts.iter().all(|a| a.referrer_id.is_none()));
+        let history = s.credit_history("acc_2", None, 10).unwrap();
+        assert_eq!(history.len(), 1);
+        let old = &history[0];
+        assert_eq!(
+            (old.kind, old.paid, old.withdrawable, old.amount_ngonka),
+            (CreditKind::Admin, false, true, 5)
+        );
+        assert!(old.seq > 0);
+        // New entries come after the old ones.
+        s.credit("acc_2", 1, "new", 2).unwrap();
+        let history = s.credit_history("acc_2", None, 10).unwrap();
+        assert_eq!(history.iter().map(|c| c.reference.as_str()).collect::<Vec<_>>(), ["new", "old"]);
     }
 }

@@ -1,10 +1,13 @@
-// The account dashboard in Chromium, end to end against a real gateway and simulator: sign in; create a
+// The account dashboard in Chromium, end to end against a real gateway and simulator: sign up with a
+// referral code; sign in; create a
 // managed key and use the secret the page shows for a chat completion; pause it in the page and see
 // inference refused, resume it and see it work; rotate it and see the old secret refused; create a
 // management key and a child key with a daily limit, send traffic, and see its progress bar and the
-// usage chart change; archive with a confirmation; forged form posts from another origin and from
+// usage chart change; the referral code and credit history on the overview; archive with a confirmation; forged form posts from another origin and from
 // another site refused; sign out and see the pages refuse the old session. Screenshots of every page
 // at 1280 and 390 px and an axe check of each. Prints a JSON report on its last line.
+//
+// The gateway has [signup] enabled.
 //
 // Environment: GATEWAY_URL, ACCOUNT_TOKEN, MODEL, ATTACKER_PORT (a free port for the forged pages),
 // and what lib.mjs reads.
@@ -58,6 +61,24 @@ try {
   assert.equal(headers["cache-control"], "no-store");
   await ready(page);
   await check(page, "account-sign-in", report);
+
+  // Sign-up (enabled on this gateway) from a shared link naming the referrer: the new account's token
+  // is shown once, it works, and the account was referred by the code's account.
+  const referrer = (await call(gw, token, "GET", "/api/account")).body;
+  await page.click('a[href="/dashboard/sign-up"]');
+  await page.goto(`${gw}/dashboard/sign-up?ref=${referrer.referral_code}`);
+  await ready(page);
+  assert.equal(await page.inputValue("#signup-code"), referrer.referral_code);
+  await page.fill("#signup-name", "browser sign-up");
+  await page.click('#sign-up button[type="submit"]');
+  const newToken = await shownSecret(page);
+  assert.match(newToken, /^gka-/);
+  const signedUp = await call(gw, newToken, "GET", "/api/account");
+  assert.deepEqual([signedUp.status, signedUp.body.name, signedUp.body.referrer_id], [200, "browser sign-up", referrer.id]);
+  await check(page, "account-sign-up", report);
+  step("signed up with a referral code");
+  await page.goto(`${gw}/dashboard/sign-in`);
+  await ready(page);
 
   // A wrong token is refused on the page; the right one, typed and sent with Enter, signs in.
   await page.fill("#token", "gka-not-a-real-token");
@@ -214,6 +235,10 @@ try {
   assert.ok((await chartTotal(page, "#daily-chart")) > 0, "the daily chart shows today's spend");
   assert.match(await page.textContent("#top-keys"), /browser key/);
   assert.match(await page.textContent("#top-models"), new RegExp(env("MODEL")));
+  // Its referral code and its credit history (the credit the test gateway starts it with).
+  const me = await call(gw, token, "GET", "/api/account");
+  assert.equal(await page.textContent("#referral-code"), me.body.referral_code);
+  assert.match(await page.textContent("#credits"), /test-initial/);
   await check(page, "account-overview", report);
 
   // Archive, confirmed by keyboard: the confirmation says it cannot be undone.

@@ -1,6 +1,7 @@
 // The admin dashboard in Chromium against a real gateway and simulator: sign in with the admin token;
 // the headline metrics; create an account (its token shown once, and it works); credit it with a
-// reference (once: the same reference again changes nothing); set a model's prices and remove them
+// reference (once: the same reference again changes nothing); a referred account's paid credit pays
+// its referrer, as its credit history shows; set a model's prices and remove them
 // again; the upstream nodes with their health and latency; a forged form post from the public
 // listener's origin refused; sign out and see the old session refused. Screenshots of every page at
 // 1280 and 390 px and an axe check of each. Prints a JSON report on its last line.
@@ -72,8 +73,29 @@ try {
   const after = await call(gw, accountToken, "GET", "/api/balance");
   assert.equal(after.body.balance_ngonka, "2500000000", "credited once");
   assert.match(await page.locator("#accounts tbody tr", { hasText: "browser customer" }).textContent(), /2\.5 GNK/);
-  await check(page, "admin-accounts", report);
   report.steps.push("created and credited an account");
+
+  // Referrals: an account made with the customer's referral code; its paid credit pays the customer
+  // 10 %, shown in the customer's credit history.
+  const customer = (await call(admin, adminToken, "GET", "/admin/accounts")).body.data.find((a) => a.name === "browser customer");
+  await page.fill("#account-name", "browser referred");
+  await page.fill("#account-referral", customer.referral_code);
+  await page.click('#create-account button[type="submit"]');
+  await shownSecret(page);
+  const referred = page.locator("#credit-account option", { hasText: "browser referred" });
+  await page.selectOption("#credit-account", await referred.getAttribute("value"));
+  await page.fill("#credit-amount", "10");
+  await page.fill("#credit-reference", "payment-2");
+  await page.check("#credit-paid");
+  await page.click('#credit button[type="submit"]');
+  await statusSays(page, "referral credits");
+  await page.click('button[aria-label="Credit history of account browser customer"]');
+  await page.waitForFunction(() => document.querySelector("#account-credits").textContent.includes("payment-2"));
+  const history = await page.textContent("#account-credits");
+  assert.match(history, /Referral credit/, history);
+  assert.match(history, /1 GNK/, history);
+  await check(page, "admin-accounts", report);
+  report.steps.push("a referred account's paid credit paid its referrer");
 
   // Model prices: set in a dialog, then the stored price removed (back to the config's).
   await open(page, `${admin}/dashboard/models`);

@@ -1,5 +1,6 @@
 //! The dashboard, served by the gateway itself on both listeners under `/dashboard`: on the public
-//! listener an account's keys, child keys, limits and usage; on the admin listener accounts, credits,
+//! listener an account's keys, child keys, limits, usage, referral code and credits (and, when
+//! `[signup]` is enabled, a sign-up page); on the admin listener accounts, credits,
 //! prices, nodes and headline metrics.
 //!
 //! # Design
@@ -17,7 +18,7 @@ pub mod assets;
 pub mod pages;
 pub mod session;
 
-use self::pages::{SIGN_IN_PATH, Side};
+use self::pages::{SIGN_IN_PATH, SIGN_UP_PATH, Side};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::{Method, query_param};
@@ -77,8 +78,16 @@ async fn route<S: Transport>(ex: &mut Exchange<'_, S>, side: Side, tls: bool) ->
             if signed_in(ex, side).is_some() {
                 return redirect(ex, "/dashboard", false).await;
             }
-            let html = pages::render_sign_in(side);
+            let sign_up = side == Side::Account && ex.core().app.settings.signup.is_some();
+            let html = pages::render_sign_in(side, sign_up);
             respond_page(ex, &html).await;
+            Ok(())
+        }
+        (Method::Get, SIGN_UP_PATH, Side::Account) if ex.core().app.settings.signup.is_some() => {
+            if signed_in(ex, side).is_some() {
+                return redirect(ex, "/dashboard", false).await;
+            }
+            respond_page(ex, &pages::render_sign_up()).await;
             Ok(())
         }
         (_, SIGN_IN_PATH | "/dashboard/sign-out", _) => Err(ApiError::MethodNotAllowed { allow: "POST" }),

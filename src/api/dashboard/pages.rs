@@ -106,6 +106,8 @@ pub const ADMIN_PAGES: [Page; 4] = [
 ];
 
 pub const SIGN_IN_PATH: &str = "/dashboard/sign-in";
+/// The account side's self-serve sign-up, when `[signup]` is enabled.
+pub const SIGN_UP_PATH: &str = "/dashboard/sign-up";
 
 /// The pages of `side`.
 pub fn pages(side: Side) -> &'static [Page] {
@@ -133,13 +135,26 @@ pub fn render(side: Side, page: &Page, csrf: &str) -> String {
     layout(side, page.id, page.title, page.charts, csrf, &header, page.body)
 }
 
-/// The sign-in page of `side`.
-pub fn render_sign_in(side: Side) -> String {
-    let header = format!(
+fn plain_header(side: Side) -> String {
+    format!(
         r#"<header class="top"><p class="brand">gonka-gateway <span class="side">{}</span></p></header>"#,
         side.title()
-    );
-    layout(side, "sign-in", "Sign in", false, "", &header, include_str!("pages/sign-in.html"))
+    )
+}
+
+/// The sign-in page of `side`; `sign_up`: it links to the sign-up page.
+pub fn render_sign_in(side: Side, sign_up: bool) -> String {
+    let mut body = include_str!("pages/sign-in.html").to_owned();
+    if sign_up {
+        body.push_str(&format!(r#"<p>No account yet? <a href="{SIGN_UP_PATH}">Sign up</a>.</p>"#));
+    }
+    layout(side, "sign-in", "Sign in", false, "", &plain_header(side), &body)
+}
+
+/// The account side's sign-up page.
+pub fn render_sign_up() -> String {
+    let side = Side::Account;
+    layout(side, "sign-up", "Sign up", false, "", &plain_header(side), include_str!("pages/sign-up.html"))
 }
 
 fn layout(side: Side, id: &str, title: &str, charts: bool, csrf: &str, header: &str, body: &str) -> String {
@@ -216,6 +231,9 @@ mod tests {
                 assert_eq!(html.contains("chart.umd.min.js"), page.charts);
             }
         }
-        assert!(render_sign_in(Side::Admin).contains(r#"data-page="sign-in" data-side="admin""#));
+        assert!(render_sign_in(Side::Admin, false).contains(r#"data-page="sign-in" data-side="admin""#));
+        assert!(render_sign_in(Side::Account, true).contains(r#"href="/dashboard/sign-up""#));
+        assert!(!render_sign_in(Side::Account, false).contains("sign-up"));
+        assert!(render_sign_up().contains(r#"data-page="sign-up" data-side="account""#));
     }
 }

@@ -3,23 +3,27 @@
 use super::feed::{channel, payload};
 use super::pool::{PostgresStore, err};
 use super::rows::{
-    account_from_row, charge_from_row, direct_from_row, key_from_row, price_from_row, response_from_row,
-    spend_row, summary_from_row, usage_from_row,
+    account_from_row, charge_from_row, credit_from_row, direct_from_row, key_from_row, price_from_row,
+    response_from_row, spend_row, summary_from_row, usage_from_row,
 };
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse};
+use crate::model::{CreditApplied, CreditRequest, CreditRow, ReferralPolicy, ReferrerOutcome};
 use crate::model::{DirectCharge, DirectKeyRow};
 use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
 use crate::store::backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
 use crate::store::columns::{
-    CHARGE_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS, LimitColumns, RESPONSE_COLUMNS, UsageColumns,
-    record_status, to_i64, to_u64,
+    ACCOUNT_COLUMNS, CHARGE_COLUMNS, CREDIT_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS,
+    LimitColumns, RESPONSE_COLUMNS, UsageColumns, record_status, to_i64, to_u64,
 };
+use crate::store::credits::Ledger;
 use postgres::Transaction;
 
 /// The advisory lock key writes take, so versions are assigned in commit order.
 const LOCK_KEY_VERSION: &str = "key_version";
+/// The advisory lock that setting a referrer takes.
+const LOCK_REFERRERS: &str = "referrers";
 
 impl PostgresStore {
     /// Serialises key writes of this schema across instances (see the module docs).
@@ -72,6 +76,104 @@ impl PostgresStore {
         )
         .map_err(err)?;
         Ok(KeyRow { version, ..row.clone() })
+    }
+}
+
+/// The credit ledger's reads and writes inside one PostgreSQL transaction. Account rows are locked
+/// `FOR UPDATE`, so credits touching one account, from any instance, run one at a time.
+struct PgLedger<'a, 't>(&'a mut Transaction<'t>);
+
+impl Ledger for PgLedger<'_, '_> {
+    fn lock_account(&mut self, id: &str) -> StoreResult<Option<(i64, Option<String>)>> {
+        self.0
+            .query_opt("SELECT balance_ngonka, referrer_id FROM accounts WHERE id = $1 FOR UPDATE", &[&id])
+            .map_err(err)?
+            .map(|r| Ok((r.try_get(0).map_err(err)?, r.try_get(1).map_err(err)?)))
+            .transpose()
+    }
+
+    fn credit_row(&mut self, account: &str, reference: &str) -> StoreResult<Option<CreditRow>> {
+        self.0
+            .query_opt(
+                &format!("SELECT {CREDIT_COLUMNS} FROM credits WHERE account_id = $1 AND reference = $2"),
+                &[&account, &reference],
+            )
+            .map_err(err)?
+            .map(|r| credit_from_row(&r))
+            .transpose()
+    }
+
+    fn credits_from(&mut self, source_account: &str, source_reference: &str) -> StoreResult<Vec<CreditRow>> {
+        self.0
+            .query(
+                &format!(
+                    "SELECT {CREDIT_COLUMNS} FROM credits WHERE source_account_id = $1 AND source_reference = $2
+                     ORDER BY seq"
+                ),
+                &[&source_account, &source_reference],
+            )
+            .map_err(err)?
+            .iter()
+            .map(credit_from_row)
+            .collect()
+    }
+
+    fn credit_total(&mut self, account: &str) -> StoreResult<i64> {
+        // Summed as NUMERIC: a total past i64 reads as one that does not fit, never as an error.
+        let r = self
+            .0
+            .query_one(
+                "SELECT LEAST(GREATEST(COALESCE(SUM(amount_ngonka), 0), -9223372036854775808), 9223372036854775807)::BIGINT
+                 FROM credits WHERE account_id = $1",
+                &[&account],
+            )
+            .map_err(err)?;
+        r.try_get(0).map_err(err)
+    }
+
+    fn insert_credit(&mut self, c: &CreditRow) -> StoreResult<()> {
+        let level = c.referral_level.map(i32::from);
+        self.0
+            .execute(
+                "INSERT INTO credits (account_id, reference, kind, amount_ngonka, paid, withdrawable,
+                     source_account_id, source_reference, referral_level, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &c.account_id,
+                    &c.reference,
+                    &c.kind.as_str(),
+                    &c.amount_ngonka,
+                    &c.paid,
+                    &c.withdrawable,
+                    &c.source_account_id,
+                    &c.source_reference,
+                    &level,
+                    &c.created_at,
+                ],
+            )
+            .map_err(err)?;
+        self.0
+            .execute(
+                "UPDATE accounts SET balance_ngonka = balance_ngonka + $2 WHERE id = $1",
+                &[&c.account_id, &c.amount_ngonka],
+            )
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn write_referrer(&mut self, account: &str, referrer: &str) -> StoreResult<()> {
+        self.0
+            .execute("UPDATE accounts SET referrer_id = $2 WHERE id = $1", &[&account, &referrer])
+            .map_err(err)?;
+        Ok(())
+    }
+
+    fn referrer_of(&mut self, id: &str) -> StoreResult<Option<Option<String>>> {
+        self.0
+            .query_opt("SELECT referrer_id FROM accounts WHERE id = $1", &[&id])
+            .map_err(err)?
+            .map(|r| r.try_get(0).map_err(err))
+            .transpose()
     }
 }
 
@@ -211,8 +313,15 @@ impl Store for PostgresStore {
         let mut tx = conn.transaction().map_err(err)?;
         self.lock_key_version(&mut tx)?;
         tx.execute(
-            "INSERT INTO accounts (id, name, balance_ngonka, created_at) VALUES ($1, $2, $3, $4)",
-            &[&account.id, &account.name, &account.balance_ngonka, &account.created_at],
+            &format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+            &[
+                &account.id,
+                &account.name,
+                &account.balance_ngonka,
+                &account.created_at,
+                &account.referral_code,
+                &account.referrer_id,
+            ],
         )
         .map_err(err)?;
         let row = Self::write_key(&mut tx, token)?;
@@ -223,7 +332,23 @@ impl Store for PostgresStore {
 
     fn account(&mut self, id: &str) -> StoreResult<Option<AccountRow>> {
         let mut conn = self.conn()?;
-        conn.query_opt("SELECT id, name, balance_ngonka, created_at FROM accounts WHERE id = $1", &[&id])
+        conn.query_opt(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"), &[&id])
+            .map_err(err)?
+            .map(|r| account_from_row(&r))
+            .transpose()
+    }
+
+    fn referred_count(&mut self, account_id: &str) -> StoreResult<u64> {
+        let mut conn = self.conn()?;
+        let r = conn
+            .query_one("SELECT COUNT(*) FROM accounts WHERE referrer_id = $1", &[&account_id])
+            .map_err(err)?;
+        Ok(to_u64(r.try_get(0).map_err(err)?))
+    }
+
+    fn account_by_referral_code(&mut self, code: &str) -> StoreResult<Option<AccountRow>> {
+        let mut conn = self.conn()?;
+        conn.query_opt(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE referral_code = $1"), &[&code])
             .map_err(err)?
             .map(|r| account_from_row(&r))
             .transpose()
@@ -231,7 +356,7 @@ impl Store for PostgresStore {
 
     fn accounts(&mut self) -> StoreResult<Vec<AccountRow>> {
         let mut conn = self.conn()?;
-        conn.query("SELECT id, name, balance_ngonka, created_at FROM accounts ORDER BY created_at, id", &[])
+        conn.query(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id"), &[])
             .map_err(err)?
             .iter()
             .map(account_from_row)
@@ -270,67 +395,51 @@ impl Store for PostgresStore {
         Ok(KeyTableState { max_version: r.get(0), count: r.get(1) })
     }
 
-    fn credit(
-        &mut self,
-        account_id: &str,
-        amount: i64,
-        reference: &str,
-        at: i64,
-    ) -> StoreResult<CreditOutcome> {
+    fn apply_credit(&mut self, req: &CreditRequest, policy: &ReferralPolicy) -> StoreResult<CreditApplied> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(err)?;
-        // The account row is locked: credits to one account, from any instance, run one at a time, so
-        // the overflow check below sees the balance and credit total the update will change.
-        let Some(row) = tx
-            .query_opt("SELECT balance_ngonka FROM accounts WHERE id = $1 FOR UPDATE", &[&account_id])
-            .map_err(err)?
-        else {
-            return Err(StoreError::NotFound(format!("account {account_id}")));
-        };
-        let balance: i64 = row.try_get(0).map_err(err)?;
-        let before = tx
-            .query_opt(
-                "SELECT amount_ngonka FROM credits WHERE account_id = $1 AND reference = $2",
-                &[&account_id, &reference],
-            )
-            .map_err(err)?;
-        if let Some(r) = before {
-            let credited: i64 = r.try_get(0).map_err(err)?;
-            return Ok(if credited == amount {
-                CreditOutcome::Repeated { balance_ngonka: balance }
-            } else {
-                CreditOutcome::ReferenceConflict { credited_ngonka: credited }
-            });
+        let done = crate::store::credits::apply(&mut PgLedger(&mut tx), req, policy)?;
+        if matches!(done.outcome, CreditOutcome::Applied { .. }) {
+            let mut told: Vec<&str> = Vec::new();
+            for e in &done.entries {
+                if !told.contains(&e.account_id.as_str()) {
+                    told.push(&e.account_id);
+                    self.notify(&mut tx, &Change::Credits(e.account_id.clone()))?;
+                }
+            }
+            tx.commit().map_err(err)?;
         }
-        // Summed as NUMERIC: no overflow while checking for one.
-        let total_fits: bool = tx
-            .query_one(
-                "SELECT COALESCE(SUM(amount_ngonka), 0) + $2::BIGINT <= 9223372036854775807
-                 FROM credits WHERE account_id = $1",
-                &[&account_id, &amount],
-            )
-            .map_err(err)?
-            .try_get(0)
-            .map_err(err)?;
-        if balance.checked_add(amount).is_none() || !total_fits {
-            return Ok(CreditOutcome::WouldOverflow);
-        }
-        tx.execute(
-            "INSERT INTO credits (account_id, reference, amount_ngonka, created_at) VALUES ($1, $2, $3, $4)",
-            &[&account_id, &reference, &amount, &at],
-        )
-        .map_err(err)?;
-        let balance: i64 = tx
-            .query_one(
-                "UPDATE accounts SET balance_ngonka = balance_ngonka + $2 WHERE id = $1 RETURNING balance_ngonka",
-                &[&account_id, &amount],
-            )
-            .map_err(err)?
-            .try_get(0)
-            .map_err(err)?;
-        self.notify(&mut tx, &Change::Credits(account_id.to_owned()))?;
+        Ok(done)
+    }
+
+    fn set_referrer(&mut self, account_id: &str, referrer_id: &str) -> StoreResult<ReferrerOutcome> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(err)?;
+        // One referrer set at a time, from any instance: a cycle cannot be closed by two at once.
+        self.advisory_lock(&mut tx, LOCK_REFERRERS)?;
+        let done = crate::store::credits::set_referrer(&mut PgLedger(&mut tx), account_id, referrer_id)?;
         tx.commit().map_err(err)?;
-        Ok(CreditOutcome::Applied { balance_ngonka: balance })
+        Ok(done)
+    }
+
+    fn credit_history(
+        &mut self,
+        account_id: &str,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> StoreResult<Vec<CreditRow>> {
+        let mut conn = self.conn()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        conn.query(
+            &format!(
+                "SELECT {CREDIT_COLUMNS} FROM credits WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+            ),
+            &[&account_id, &before_seq.unwrap_or(i64::MAX), &limit],
+        )
+        .map_err(err)?
+        .iter()
+        .map(credit_from_row)
+        .collect()
     }
 
     fn upsert_price(&mut self, row: &PriceRow) -> StoreResult<()> {

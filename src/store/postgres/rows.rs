@@ -2,10 +2,11 @@
 //! store's (`store::columns`).
 
 use super::pool::err;
+use crate::model::CreditRow;
 use crate::model::{AccountRow, KeyRow, KeySpend, PriceRow, StoredResponse, UsageRecord, UsageSummaryRow};
 use crate::model::{DirectCharge, DirectKeyRow};
 use crate::store::backend::{StoreError, StoreResult};
-use crate::store::columns::{DirectColumns, KeyColumns, record_status, to_u64};
+use crate::store::columns::{DirectColumns, KeyColumns, credit_kind, record_status, to_u64};
 use postgres::Row;
 
 /// A row of `KEY_COLUMNS`.
@@ -32,13 +33,34 @@ pub(super) fn key_from_row(row: &Row) -> StoreResult<KeyRow> {
     .map_err(|e| StoreError::Other(format!("{e} in the keys table")))
 }
 
-/// `id, name, balance_ngonka, created_at`.
+/// A row of `ACCOUNT_COLUMNS`.
 pub(super) fn account_from_row(r: &Row) -> StoreResult<AccountRow> {
     Ok(AccountRow {
         id: r.try_get(0).map_err(err)?,
         name: r.try_get(1).map_err(err)?,
         balance_ngonka: r.try_get(2).map_err(err)?,
         created_at: r.try_get(3).map_err(err)?,
+        referral_code: r.try_get(4).map_err(err)?,
+        referrer_id: r.try_get(5).map_err(err)?,
+    })
+}
+
+/// A row of `CREDIT_COLUMNS`.
+pub(super) fn credit_from_row(r: &Row) -> StoreResult<CreditRow> {
+    let kind: String = r.try_get(3).map_err(err)?;
+    let level: Option<i32> = r.try_get(9).map_err(err)?;
+    Ok(CreditRow {
+        seq: r.try_get(0).map_err(err)?,
+        account_id: r.try_get(1).map_err(err)?,
+        reference: r.try_get(2).map_err(err)?,
+        kind: credit_kind(&kind),
+        amount_ngonka: r.try_get(4).map_err(err)?,
+        paid: r.try_get(5).map_err(err)?,
+        withdrawable: r.try_get(6).map_err(err)?,
+        source_account_id: r.try_get(7).map_err(err)?,
+        source_reference: r.try_get(8).map_err(err)?,
+        referral_level: level.and_then(|l| u8::try_from(l).ok()),
+        created_at: r.try_get(10).map_err(err)?,
     })
 }
 

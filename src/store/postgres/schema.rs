@@ -134,6 +134,22 @@ const MIGRATIONS: &[&str] = &[
          at_ms BIGINT NOT NULL
      );
      CREATE INDEX direct_charges_by_key ON direct_charges(key_id, at_ms);",
+    // 5: referral codes and referrers; credit kinds, paid, withdrawable, their sources, a history order.
+    "ALTER TABLE accounts ADD COLUMN referral_code TEXT;
+     ALTER TABLE accounts ADD COLUMN referrer_id TEXT REFERENCES accounts(id);
+     UPDATE accounts SET referral_code = substr(md5(random()::text || id), 1, 12);
+     ALTER TABLE accounts ALTER COLUMN referral_code SET NOT NULL;
+     CREATE UNIQUE INDEX accounts_by_referral_code ON accounts(referral_code);
+     CREATE INDEX accounts_by_referrer ON accounts(referrer_id);
+     ALTER TABLE credits ADD COLUMN seq BIGSERIAL;
+     ALTER TABLE credits ADD COLUMN kind TEXT NOT NULL DEFAULT 'admin';
+     ALTER TABLE credits ADD COLUMN paid BOOLEAN NOT NULL DEFAULT FALSE;
+     ALTER TABLE credits ADD COLUMN withdrawable BOOLEAN NOT NULL DEFAULT TRUE;
+     ALTER TABLE credits ADD COLUMN source_account_id TEXT;
+     ALTER TABLE credits ADD COLUMN source_reference TEXT;
+     ALTER TABLE credits ADD COLUMN referral_level INTEGER;
+     CREATE INDEX credits_by_account_seq ON credits(account_id, seq);
+     CREATE INDEX credits_by_source ON credits(source_account_id, source_reference);",
 ];
 
 impl PostgresStore {

@@ -35,7 +35,7 @@
       cache: "no-store",
       redirect: "error",
     });
-    if (r.status === 401 && page !== "sign-in") {
+    if (r.status === 401 && page !== "sign-in" && page !== "sign-up") {
       // The session ended (signed out elsewhere, expired, or the token was rotated).
       location.assign("/dashboard/sign-in");
     }
@@ -78,6 +78,14 @@
     }
     const [whole, frac = ""] = t.split(".");
     return (BigInt(whole) * NGONKA_PER_GNK + BigInt(frac.padEnd(9, "0"))).toString();
+  }
+
+  /** "-1.5" GNK → "-1500000000" ngonka (a credit, or negative, an amount taken back). */
+  function toSignedNgonka(text, what) {
+    const t = text.trim();
+    const negative = t.startsWith("-");
+    const n = toNgonka(negative ? t.slice(1) : t, what);
+    return negative && n !== "0" ? `-${n}` : n;
   }
 
   /** GNK as a float, for chart heights only. */
@@ -302,6 +310,52 @@
     return names;
   }
 
+  const creditKinds = {
+    admin: "Credit",
+    deposit: "Deposit",
+    referral: "Referral credit",
+    refund: "Refund",
+    adjustment: "Adjustment",
+    referral_clawback: "Referral clawback",
+  };
+
+  /** What a credit entry came from, in words. */
+  function creditSource(c) {
+    if (c.kind === "referral" || c.kind === "referral_clawback") {
+      const level = c.referral_level === 2 ? "second-level referral" : "referral";
+      return `${c.source_reference} of ${c.source_account_id} (${level})`;
+    }
+    return c.kind === "refund" ? `refunds ${c.source_reference}` : "—";
+  }
+
+  const creditColumns = [
+    { label: "When", cell: (c) => when(c.created_at) },
+    { label: "Kind", cell: (c) => creditKinds[c.kind] || c.kind },
+    { label: "Amount", num: true, cell: (c) => gnk(c.amount_ngonka) },
+    { label: "Reference", cell: (c) => el("code", {}, c.reference) },
+    { label: "From", cell: creditSource },
+    { label: "Paid", cell: (c) => (c.paid ? "paid" : "—") },
+    { label: "Withdrawable", cell: (c) => (c.withdrawable ? "yes" : "no") },
+  ];
+
+  /**
+   * Fills `table` with the credit history at `path`, newest first; `more` (a button) loads older pages
+   * into the same table.
+   */
+  async function creditHistory(table, caption, path, more) {
+    let rows = [];
+    const load = async (after) => {
+      const page = await api("GET", `${path}?limit=50${after ? `&starting_after=${after}` : ""}`);
+      rows = rows.concat(page.data);
+      fillTable(table, caption, creditColumns, rows, "No credits yet.");
+      if (more) more.hidden = !page.has_more;
+    };
+    if (more) {
+      more.onclick = () => attempt(() => load(rows.length ? rows[rows.length - 1].id : ""));
+    }
+    await load("");
+  }
+
   const usage = (from, to, groupBy) => api("GET", `/api/usage?from=${from}&to=${to}&group_by=${groupBy}`);
 
   // ---- sign-in and sign-out ------------------------------------------------------------------------
@@ -337,6 +391,35 @@
     });
   }
 
+  function signUpPage() {
+    const name = $("#signup-name");
+    const code = $("#signup-code");
+    const error = $("#sign-up-error");
+    // A shared link names the referrer: /dashboard/sign-up?ref=<code>.
+    code.value = new URLSearchParams(location.search).get("ref") || "";
+    name.focus();
+    $("#sign-up").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      error.textContent = "";
+      const body = { name: name.value.trim() };
+      if (!body.name) {
+        error.textContent = "Enter a name for the account.";
+        name.focus();
+        return;
+      }
+      if (code.value.trim()) body.referral_code = code.value.trim();
+      try {
+        const a = await api("POST", "/api/signup", body);
+        $("#sign-up").hidden = true;
+        $("#sign-in-link").hidden = false;
+        showSecret(`Account “${a.name}” is created`, a.token, "This is your account token: sign in with it to this dashboard, and use it to call the account API.");
+      } catch (e) {
+        error.textContent = e.message;
+        (e.param === "referral_code" ? code : name).focus();
+      }
+    });
+  }
+
   function wireSignOut() {
     const form = $("#sign-out");
     if (!form) return;
@@ -356,14 +439,18 @@
     const t = today();
     const last30 = addDays(t, -29);
     const from = monthStart(t) < last30 ? monthStart(t) : last30;
-    const [balance, days, byKey, byModel, names] = await Promise.all([
+    const [balance, days, byKey, byModel, names, me] = await Promise.all([
       api("GET", "/api/balance"),
       usage(from, t, "day"),
       usage(last30, t, "key"),
       usage(last30, t, "model"),
       keyNames(),
+      api("GET", "/api/account"),
     ]);
     $("#balance").textContent = gnk(balance.balance_ngonka);
+    $("#referral-code").textContent = me.referral_code;
+    $("#referred").textContent = count(me.referred_accounts);
+    await creditHistory($("#credits"), "Credit history, newest first", "/api/credits", $("#credits-more"));
     $("#held").textContent = gnk(balance.held_ngonka);
     const sum = (rows) => rows.reduce((a, r) => a + BigInt(r.cost_ngonka), 0n).toString();
     $("#spent-today").textContent = gnk(sum(days.data.filter((r) => r.day === t)));
@@ -728,25 +815,44 @@
   async function adminAccountsPage() {
     const reload = async () => {
       const accounts = (await api("GET", "/admin/accounts")).data;
+      const names = new Map(accounts.map((a) => [a.id, a.name]));
       fillTable($("#accounts"), "Accounts", [
         { label: "Name", cell: (a) => a.name },
         { label: "Id", cell: (a) => el("code", {}, a.id) },
         { label: "Balance", num: true, cell: (a) => gnk(a.balance_ngonka) },
         { label: "Held", num: true, cell: (a) => gnk(a.held_ngonka) },
         { label: "Created", cell: (a) => when(a.created_at) },
+        { label: "Referral code", cell: (a) => el("code", {}, a.referral_code) },
+        { label: "Referred by", cell: (a) => (a.referrer_id ? (names.get(a.referrer_id) || a.referrer_id) : "—") },
         {
           label: "Actions",
-          cell: (a) => el("button", {
-            type: "button",
-            class: "secondary",
-            "aria-label": `New token for account ${a.name}`,
-            onclick: () => attempt(async () => {
-              const ok = await confirmAction(`New token for “${a.name}”?`, "The account's current token, and every dashboard session signed in with it, stop working at once.", "Make a new token");
-              if (!ok) return;
-              const t = await api("POST", `/admin/accounts/${a.id}/token`);
-              showSecret(`New token of “${a.name}”`, t.token, "Give it to the account's owner: it signs in to the dashboard and calls the account API.");
-            }),
-          }, "New token"),
+          cell: (a) => el(
+            "div",
+            { class: "actions" },
+            el("button", {
+              type: "button",
+              class: "secondary",
+              "aria-label": `Credit history of account ${a.name}`,
+              onclick: () => attempt(async () => {
+                const panel = $("#account-credits-panel");
+                panel.hidden = false;
+                $("#h-account-credits").textContent = `Credit history of “${a.name}”`;
+                await creditHistory($("#account-credits"), `Credits of ${a.name}, newest first`, `/admin/accounts/${a.id}/credits`);
+                panel.scrollIntoView();
+              }),
+            }, "Credit history"),
+            el("button", {
+              type: "button",
+              class: "secondary",
+              "aria-label": `New token for account ${a.name}`,
+              onclick: () => attempt(async () => {
+                const ok = await confirmAction(`New token for “${a.name}”?`, "The account's current token, and every dashboard session signed in with it, stop working at once.", "Make a new token");
+                if (!ok) return;
+                const t = await api("POST", `/admin/accounts/${a.id}/token`);
+                showSecret(`New token of “${a.name}”`, t.token, "Give it to the account's owner: it signs in to the dashboard and calls the account API.");
+              }),
+            }, "New token"),
+          ),
         },
       ], accounts, "No accounts yet: create one.");
       const select = $("#credit-account");
@@ -757,8 +863,12 @@
     $("#create-account").addEventListener("submit", (ev) => {
       ev.preventDefault();
       attempt(async () => {
-        const a = await api("POST", "/admin/accounts", { name: $("#account-name").value.trim() });
+        const body = { name: $("#account-name").value.trim() };
+        const code = $("#account-referral").value.trim();
+        if (code) body.referral_code = code;
+        const a = await api("POST", "/admin/accounts", body);
         $("#account-name").value = "";
+        $("#account-referral").value = "";
         await reload();
         showSecret(`Account “${a.name}” is created`, a.token, "This is the account's token: give it to the account's owner. It signs in to the dashboard and calls the account API.");
       });
@@ -767,14 +877,24 @@
       ev.preventDefault();
       attempt(async () => {
         const id = $("#credit-account").value;
-        const amount = toNgonka($("#credit-amount").value, "The amount");
+        const amount = toSignedNgonka($("#credit-amount").value, "The amount");
         const reference = $("#credit-reference").value.trim();
-        const r = await api("POST", `/admin/accounts/${id}/credits`, { amount_ngonka: amount, reference });
+        const body = { amount_ngonka: amount, reference };
+        if ($("#credit-paid").checked) body.paid = true;
+        const refundOf = $("#credit-refund-of").value.trim();
+        if (refundOf) body.refund_of = refundOf;
+        const r = await api("POST", `/admin/accounts/${id}/credits`, body);
         $("#credit-amount").value = "";
         $("#credit-reference").value = "";
+        $("#credit-refund-of").value = "";
+        $("#credit-paid").checked = false;
         await reload();
+        const others = r.entries.slice(1);
+        const referrals = others.length
+          ? ` ${others.map((e) => `${gnk(e.amount_ngonka)} to ${e.account_id || "a referrer"}`).join(", ")} (${others[0].kind === "referral" ? "referral credits" : "clawed back"}).`
+          : "";
         say(r.credited
-          ? `Credited ${gnk(amount)}; the balance is now ${gnk(r.balance_ngonka)}.`
+          ? `Credited ${gnk(amount)}; the balance is now ${gnk(r.balance_ngonka)}.${referrals}`
           : `Reference “${reference}” was already credited with this amount: nothing changed (balance ${gnk(r.balance_ngonka)}).`);
       });
     });
@@ -863,6 +983,7 @@
 
   const pages = {
     "sign-in": signInPage,
+    "sign-up": signUpPage,
     overview: overviewPage,
     keys: keysPage,
     management: managementPage,
