@@ -28,6 +28,7 @@ pub struct ConfigFile {
     pub journal: JournalFile,
     pub responses: ResponsesFile,
     pub chain: ChainFile,
+    pub deposits: DepositsFile,
     pub log: LogFile,
 }
 
@@ -48,6 +49,7 @@ impl Default for ConfigFile {
             journal: JournalFile::default(),
             responses: ResponsesFile::default(),
             chain: ChainFile::default(),
+            deposits: DepositsFile::default(),
             log: LogFile::default(),
         }
     }
@@ -94,6 +96,40 @@ impl Default for ChainFile {
             top_up_below_ngonka: 500_000_000,
             poll_ms: 1_000,
             timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[deposits]`: GNK sent on chain to an account's own deposit address is credited to the account
+/// (needs `[chain]`, whose REST API and `poll_ms` the watcher uses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DepositsFile {
+    pub enabled: bool,
+    /// Environment variable holding the deposit key (64 hex digits): every account's deposit address is
+    /// derived from it. Required when enabled; changing it gives every account another address.
+    pub key_env: String,
+    /// Blocks that must follow a deposit's block before it is credited (0: credited once its block is
+    /// seen).
+    pub confirmations: u64,
+    /// ngonka credited per 1,000,000 ngonka received (1,000,000: 1:1), rounded down.
+    pub rate_ppm: u64,
+    /// The gateway's fee on a deposit, in basis points of what the rate gives (rounded up).
+    pub fee_bps: u32,
+    /// Deposits smaller than this are held until an account's held deposits add up to it, then credited
+    /// together (0: every deposit is credited at once).
+    pub min_ngonka: u64,
+}
+
+impl Default for DepositsFile {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            key_env: "GONKA_DEPOSIT_KEY".into(),
+            confirmations: 3,
+            rate_ppm: 1_000_000,
+            fee_bps: 0,
+            min_ngonka: 0,
         }
     }
 }

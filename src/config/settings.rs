@@ -124,6 +124,17 @@ pub struct ChainSettings {
     pub timeout: Duration,
 }
 
+/// Validated `[deposits]` (present only when enabled, which needs `[chain]`).
+#[derive(Debug, Clone)]
+pub struct DepositSettings {
+    /// The deposit key (64 hex digits), read from `key_env`. Never logged.
+    pub key: Secret,
+    pub confirmations: u64,
+    pub rate_ppm: u64,
+    pub fee_bps: u32,
+    pub min_ngonka: u64,
+}
+
 /// How SQLite syncs commits (`store.synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Synchronous {
@@ -263,6 +274,8 @@ pub struct Settings {
     pub responses_retention: Duration,
     /// `[chain]` when enabled: direct keys exist.
     pub chain: Option<ChainSettings>,
+    /// `[deposits]` when enabled: deposits are watched for and credited.
+    pub deposits: Option<DepositSettings>,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
     /// The `Access-Control-Allow-Origin` of public answers (`*` or one origin); `None`: no CORS.
