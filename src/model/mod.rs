@@ -1,7 +1,8 @@
 //! Plain data every layer may use: keys and their rows, accounts, models and their table, usage and its
-//! records, kept responses, direct keys. No behaviour beyond parsing and naming its own values.
+//! records, kept responses, direct keys, deposits. No behaviour beyond parsing and naming its own values.
 
 pub mod accounts;
+pub mod deposits;
 pub mod direct;
 pub mod keys;
 pub mod models;
@@ -9,6 +10,7 @@ pub mod responses;
 pub mod usage;
 
 pub use accounts::{AccountRow, CreditOutcome};
+pub use deposits::{BlockRef, DepositClaim, DepositRow, DepositStatus, NewDeposit};
 pub use direct::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
 pub use keys::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus};
 pub use models::{ModelEntry, ModelSpec, ModelTable, PriceRow};

@@ -134,6 +134,8 @@ const MIGRATIONS: &[&str] = &[
          at_ms BIGINT NOT NULL
      );
      CREATE INDEX direct_charges_by_key ON direct_charges(key_id, at_ms);",
+    // 6: deposit addresses, the deposit watcher's cursor, deposits.
+    super::deposits::MIGRATION,
 ];
 
 impl PostgresStore {
