@@ -172,6 +172,9 @@ pub fn start<T>(
         let direct = crate::control::direct_keys::DirectKeys::new(chain.clone(), Arc::clone(&sealing));
         state.enable_direct_keys(direct).map_err(io_err)?;
     }
+    if let Some(d) = &settings.deposits {
+        state.enable_deposits(crate::control::deposit_keys::Deposits::new(d.clone())).map_err(io_err)?;
+    }
     let extra = setup(&mut state).map_err(io_err)?;
     let cluster = state.gauges();
     let (control, rx) = crate::control::channel();
@@ -226,6 +229,7 @@ pub fn start<T>(
             control: app.control.clone(),
             sealing,
             tls: app.upstream_tls.clone(),
+            deposits: app.settings.deposits.clone(),
         })?),
         None => None,
     };

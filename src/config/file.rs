@@ -119,6 +119,9 @@ pub struct DepositsFile {
     /// Deposits smaller than this are held until an account's held deposits add up to it, then credited
     /// together (0: every deposit is credited at once).
     pub min_ngonka: u64,
+    /// The first block scanned when the store has not scanned any yet (0: the latest block then; the
+    /// watcher then goes on from where the store says it stopped).
+    pub start_height: u64,
 }
 
 impl Default for DepositsFile {
@@ -130,6 +133,7 @@ impl Default for DepositsFile {
             rate_ppm: 1_000_000,
             fee_bps: 0,
             min_ngonka: 0,
+            start_height: 0,
         }
     }
 }

@@ -133,6 +133,8 @@ pub struct DepositSettings {
     pub rate_ppm: u64,
     pub fee_bps: u32,
     pub min_ngonka: u64,
+    /// 0: the latest block at the first start.
+    pub start_height: u64,
 }
 
 /// How SQLite syncs commits (`store.synchronous`).

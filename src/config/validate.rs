@@ -446,6 +446,7 @@ impl ConfigFile {
             rate_ppm: d.rate_ppm,
             fee_bps: d.fee_bps,
             min_ngonka: d.min_ngonka,
+            start_height: d.start_height,
         }))
     }
 }

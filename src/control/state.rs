@@ -83,6 +83,8 @@ pub struct ControlState {
     pub(super) responses_swept: Instant,
     /// Direct keys, when `[chain]` is enabled.
     pub(super) direct: Option<super::direct_keys::DirectKeys>,
+    /// Deposits, when `[deposits]` is enabled.
+    pub(super) deposits: Option<super::deposit_keys::Deposits>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -157,6 +159,7 @@ impl ControlState {
                 .checked_sub(Duration::from_secs(3600))
                 .unwrap_or_else(Instant::now),
             direct: None,
+            deposits: None,
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);
