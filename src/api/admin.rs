@@ -16,7 +16,8 @@ use crate::model::ModelEntry;
 use crate::session::exchange::Exchange;
 use serde_json::{Value, json};
 
-/// An account with its live balance (the store's lags behind the journal) and holds.
+/// An account with its live balance (the store's lags behind the journal) and holds, and its deposit
+/// address (`null` while deposits are not enabled).
 fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
     let (balance, held) = st.account_balance(&a.id).unwrap_or((a.balance_ngonka, 0));
     json!({
@@ -25,6 +26,7 @@ fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
         "name": a.name,
         "balance_ngonka": balance.to_string(),
         "held_ngonka": held.to_string(),
+        "deposit_address": st.deposit_address(&a.id),
         "created_at": crate::time::rfc3339(a.created_at),
     })
 }
@@ -103,6 +105,9 @@ fn record_json(r: &crate::model::usage::UsageRecord) -> Value {
 /// Routes `/admin/...` (token already checked). `segs` are the segments after `admin`.
 pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Result<(), ApiError> {
     if let Some(answer) = super::direct::admin_route(ex, segs).await {
+        return answer;
+    }
+    if let Some(answer) = super::deposits::admin_route(ex, segs).await {
         return answer;
     }
     let core = ex.core();

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod count_tokens;
 pub mod credentials;
 pub mod dashboard;
+pub mod deposits;
 pub mod direct;
 pub mod fields;
 pub mod inference;
