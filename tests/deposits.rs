@@ -318,6 +318,26 @@ fn a_deposit_signed_by_cosmpy_is_credited() {
     assert_eq!(gw.balance(&id), 4242);
 }
 
+#[test]
+fn the_dashboard_overview_shows_the_deposit_address_and_the_deposits_in_chromium() {
+    let sim = sim_with_chain(100);
+    let gw = gateway(&sim, "confirmations = 1");
+    let (_, token, address) = depositor(&gw);
+    let hash = send(&chain_client(&sim), &address, 3_000);
+    wait_status(&gw, &token, &hash, "credited", Duration::from_secs(10));
+    let out = run_browser_script(
+        "deposits.mjs",
+        &[
+            ("GATEWAY_URL", format!("http://{}", gw.addr)),
+            ("ACCOUNT_TOKEN", token),
+            ("DEPOSIT_ADDRESS", address),
+            ("TX_HASH", hash),
+        ],
+    );
+    let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["pages"][0]["name"], "account-overview-deposits", "{out}");
+}
+
 /// The PostgreSQL and Redis of the cluster tests.
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
