@@ -371,7 +371,9 @@ fn instance(sim: &Sim, schema: &str, id: &str) -> Instance {
                  [limits]\nredis_url = \"redis://127.0.0.1:6379/\"\n{}",
                 p[0],
                 p[1],
-                deposits_toml(sim, "confirmations = 3"),
+                // Direct keys on one instance only, as a cluster runs them; both watch for deposits.
+                deposits_toml(sim, "confirmations = 3")
+                    .replace("[chain]\nenabled = true\n", &format!("[chain]\nenabled = true\ndirect_keys = {}\n", id == "a")),
                 data = dir.path().join("data").display(),
             ),
         )
@@ -421,6 +423,8 @@ fn with_two_instances_watching_every_deposit_is_credited_once() {
     let mut a = instance(&sim, &schema, "a");
     let b = instance(&sim, &schema, "b");
     let (id, token, address) = depositor(&a);
+    assert_eq!(b.api(&token, "GET", "/api/direct-keys", None).status, 404, "no direct keys on b");
+    assert_eq!(a.api(&token, "GET", "/api/direct-keys", None).status, 200);
     // Both instances show the one address, derived from the one deposit key.
     assert_eq!(b.api(&token, "GET", "/api/deposit-address", None).json()["address"], address.as_str());
     let mut hashes = Vec::new();

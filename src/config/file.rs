@@ -61,6 +61,9 @@ impl Default for ConfigFile {
 pub struct ChainFile {
     /// Whether direct keys exist (their routes, and the chain worker that funds and bills them).
     pub enabled: bool,
+    /// With `enabled`: whether this instance has direct keys (false: the chain is used for deposits
+    /// only, as on every instance but one of a cluster).
+    pub direct_keys: bool,
     /// The chain's Cosmos REST API, e.g. a node's `http://host:8000/chain-api`. Required when enabled.
     pub rest_url: String,
     pub chain_id: String,
@@ -86,6 +89,7 @@ impl Default for ChainFile {
     fn default() -> Self {
         Self {
             enabled: false,
+            direct_keys: true,
             rest_url: String::new(),
             chain_id: "gonka-mainnet".into(),
             denom: "ngonka".into(),
@@ -603,6 +607,7 @@ mod tests {
         assert_eq!(format!("{:?}", file.billing), format!("{:?}", defaults.billing));
         assert_eq!(format!("{:?}", file.responses), format!("{:?}", defaults.responses));
         assert_eq!(format!("{:?}", file.chain), format!("{:?}", defaults.chain));
+        assert_eq!(format!("{:?}", file.deposits), format!("{:?}", defaults.deposits));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));

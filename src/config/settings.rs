@@ -110,6 +110,8 @@ pub struct GonkaSettings {
 /// Validated `[chain]` (present only when `enabled`).
 #[derive(Debug, Clone)]
 pub struct ChainSettings {
+    /// Whether this instance has direct keys (`chain.direct_keys`).
+    pub direct_keys: bool,
     /// The Cosmos REST API's base, without a trailing slash.
     pub rest_url: String,
     pub chain_id: String,

@@ -397,6 +397,7 @@ impl ConfigFile {
         crate::gonka::signer::GonkaSigner::from_hex(&key)
             .map_err(|e| invalid(format!("{var} is not a valid private key: {e}")))?;
         Ok(Some(ChainSettings {
+            direct_keys: c.direct_keys,
             rest_url: c.rest_url.trim_end_matches('/').to_owned(),
             chain_id: c.chain_id.clone(),
             denom: c.denom.clone(),
