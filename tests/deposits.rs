@@ -319,7 +319,7 @@ fn a_deposit_signed_by_cosmpy_is_credited() {
 }
 
 #[test]
-fn the_dashboard_overview_shows_the_deposit_address_and_the_deposits_in_chromium() {
+fn the_dashboards_show_the_deposit_address_and_the_deposits_in_chromium() {
     let sim = sim_with_chain(100);
     let gw = gateway(&sim, "confirmations = 1");
     let (_, token, address) = depositor(&gw);
@@ -329,13 +329,17 @@ fn the_dashboard_overview_shows_the_deposit_address_and_the_deposits_in_chromium
         "deposits.mjs",
         &[
             ("GATEWAY_URL", format!("http://{}", gw.addr)),
+            ("ADMIN_URL", format!("http://{}", gw.admin_addr)),
             ("ACCOUNT_TOKEN", token),
+            ("ADMIN_TOKEN", gw.admin_token.clone()),
             ("DEPOSIT_ADDRESS", address),
             ("TX_HASH", hash),
         ],
     );
     let report: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(report["pages"][0]["name"], "account-overview-deposits", "{out}");
+    let pages: Vec<&str> =
+        report["pages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(pages, ["account-overview-deposits", "admin-accounts-deposits"], "{out}");
 }
 
 /// The PostgreSQL and Redis of the cluster tests.

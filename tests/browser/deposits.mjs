@@ -1,8 +1,10 @@
-// The account dashboard's deposit panel in Chromium: signed in with the account token, the overview
-// shows the account's deposit address and terms, and the deposit the test made, credited. Screenshots at
-// 1280 and 390 px and an axe check. Prints a JSON report on its last line.
+// Deposits on the dashboards in Chromium: signed in with the account token, the overview shows the
+// account's deposit address and terms, and the deposit the test made, credited; signed in with the admin
+// token, the accounts page shows the account's deposit address. Screenshots at 1280 and 390 px and an
+// axe check of each. Prints a JSON report on its last line.
 //
-// Environment: GATEWAY_URL, ACCOUNT_TOKEN, DEPOSIT_ADDRESS, TX_HASH, and what lib.mjs reads.
+// Environment: GATEWAY_URL, ADMIN_URL, ACCOUNT_TOKEN, ADMIN_TOKEN, DEPOSIT_ADDRESS, TX_HASH, and what
+// lib.mjs reads.
 import { assert, check, env, launch, newPage, ready } from "./lib.mjs";
 
 const gw = env("GATEWAY_URL");
@@ -25,6 +27,17 @@ try {
   assert.match(await row.textContent(), /credited/);
   assert.match(await row.textContent(), /0\.000003 GNK/);
   await check(page, "account-overview-deposits", report);
+
+  const admin = await newPage(await browser.newContext({ viewport: { width: 1280, height: 900 } }));
+  await admin.goto(`${env("ADMIN_URL")}/dashboard/sign-in`);
+  await ready(admin);
+  await admin.fill("#token", env("ADMIN_TOKEN"));
+  await admin.press("#token", "Enter");
+  await admin.waitForURL(`${env("ADMIN_URL")}/dashboard`);
+  await admin.goto(`${env("ADMIN_URL")}/dashboard/accounts`);
+  await ready(admin);
+  assert.match(await admin.textContent("#accounts"), new RegExp(env("DEPOSIT_ADDRESS")));
+  await check(admin, "admin-accounts-deposits", report);
 } finally {
   await browser.close();
 }

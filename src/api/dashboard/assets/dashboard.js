@@ -762,6 +762,10 @@
         { label: "Balance", num: true, cell: (a) => gnk(a.balance_ngonka) },
         { label: "Held", num: true, cell: (a) => gnk(a.held_ngonka) },
         { label: "Created", cell: (a) => when(a.created_at) },
+        // With deposits enabled every account has a deposit address.
+        ...(accounts.some((a) => a.deposit_address)
+          ? [{ label: "Deposit address", cell: (a) => el("code", { class: "address" }, a.deposit_address || "—") }]
+          : []),
         {
           label: "Actions",
           cell: (a) => el("button", {
