@@ -740,3 +740,49 @@ fn postgres_key_versions_never_let_a_catching_up_reader_skip_a_row() {
     let seen = reader.join().unwrap();
     assert_eq!(seen.len(), 401, "a reader that only ever asked for newer versions saw every row");
 }
+
+#[test]
+fn postgres_instances_racing_to_confirm_deposits_claim_each_once() {
+    utils::require_postgres(&pg_url());
+    let schemas = Schemas::default();
+    let (schema, mut a) = schemas.store("a");
+    a.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    // 40 deposits of 1..=40 ngonka in 40 blocks; both instances confirm all of them at once, each in its
+    // own order, with a minimum that makes held deposits add up several at a time.
+    let hashes: Vec<String> = (1..=40).map(|i| format!("TX{i:02}")).collect();
+    for (i, h) in hashes.iter().enumerate() {
+        let d = NewDeposit { credit_ngonka: i as i64 + 1, ..new_deposit("acc_a", h, i as i64 + 1) };
+        a.record_deposit_block(&block(i as u64 + 1, &format!("h{i}")), &[d], 1).unwrap();
+    }
+    std::thread::scope(|s| {
+        for (instance, reversed) in [("a", false), ("b", true)] {
+            let (schema, hashes) = (schema.clone(), hashes.clone());
+            s.spawn(move || {
+                let mut store = PostgresStore::open(&pg_settings(&schema, instance)).unwrap();
+                let order: Vec<&String> =
+                    if reversed { hashes.iter().rev().collect() } else { hashes.iter().collect() };
+                for h in order {
+                    store.confirm_deposit("acc_a", h, 30).unwrap();
+                }
+            });
+        }
+    });
+    let claims = a.deposit_claims().unwrap();
+    for c in &claims {
+        assert!(c.credit_ngonka >= 30, "a claim adds up to the minimum: {c:?}");
+    }
+    // Every deposit is claimed once or still held (what is left held is below the minimum).
+    let listed = a.deposits(Some("acc_a"), 100).unwrap();
+    let held: i64 = listed.iter().filter(|d| d.status == DepositStatus::Held).map(|d| d.credit_ngonka).sum();
+    assert!(held < 30, "{listed:?}");
+    let claimed: i64 = claims.iter().map(|c| c.credit_ngonka).sum();
+    assert_eq!(claimed + held, (1..=40).sum::<i64>(), "{claims:?}");
+    assert!(listed.iter().all(|d| matches!(d.status, DepositStatus::Crediting | DepositStatus::Held)));
+    // Each claim's reference is one of its own deposits, the last of them.
+    for c in &claims {
+        let members: Vec<_> =
+            listed.iter().filter(|d| d.credit_reference.as_deref() == Some(c.reference.as_str())).collect();
+        let last = members.iter().max_by_key(|d| (d.height, d.tx_hash.clone())).unwrap();
+        assert_eq!(last.tx_hash, c.reference);
+    }
+}
