@@ -12,8 +12,10 @@
 //!    /cosmos/base/tendermint/v1beta1/blocks/{height}`); each transaction is decoded, its `MsgSend`s to
 //!    addresses in the chain's denom summed per (transaction, address), the addresses looked up in the
 //!    store, and a transaction that pays one is checked to have succeeded (`GET
-//!    /cosmos/tx/v1beta1/txs/{hash}`: code 0, in this block). The block's deposits and the cursor are
-//!    stored in one transaction, so a restart neither misses nor repeats a block.
+//!    /cosmos/tx/v1beta1/txs/{hash}`: code 0, in this block). A block's deposits and the cursor are
+//!    stored in one transaction, so a restart neither misses nor repeats a block. (Blocks without
+//!    deposits move the cursor only at the end of the round, or every [`RECORD_EVERY`] blocks: a
+//!    restart scans those again, which finds nothing new.)
 //! 4. A pending deposit whose block has `confirmations` blocks after it is checked once more right
 //!    before it is confirmed: its block must still have the hash it was seen with and hold it, and the
 //!    chain must still report it succeeded at that height. Otherwise it is dropped (never credited),
@@ -35,10 +37,12 @@ use crate::gonka::chain::{Block, ChainClient, ChainError};
 use crate::gonka::tx::{self, MsgSend};
 use crate::model::{BlockRef, NewDeposit};
 use prost::Message as _;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Blocks scanned at most per round (a watcher far behind catches up over several rounds).
 pub const BLOCKS_PER_ROUND: u64 = 200;
+/// A block without deposits is written (as the cursor) at least once in this many while catching up.
+const RECORD_EVERY: u64 = 50;
 
 /// Why a watcher round ended early.
 #[derive(Debug, thiserror::Error)]
@@ -105,14 +109,28 @@ impl DepositWatch {
         self.credit_claims(control)?;
         let Some(next) = self.next_height(client, control, latest)? else { return Ok(()) };
         let last = latest.min(next.saturating_add(BLOCKS_PER_ROUND - 1));
+        // Blocks that need writing: those with deposits or at a pending deposit's height (it may have
+        // another hash now), the last one scanned (the cursor), and one in RECORD_EVERY on the way.
+        let pending: BTreeSet<u64> =
+            Self::control(control, |st| st.pending_deposits())?.iter().map(|d| d.height).collect();
+        let mut unrecorded = None;
         for height in next..=last {
             let Some(block) = client.block(height)? else { break };
             let found = self.deposits_in(client, control, &block)?;
+            let at = BlockRef { height, hash: block.hash };
+            if found.is_empty() && !pending.contains(&height) && height != last && height % RECORD_EVERY != 0
+            {
+                unrecorded = Some(at);
+                continue;
+            }
             if !found.is_empty() {
                 log::info!(target: "deposits", "block {height}: {} deposit(s) seen", found.len());
             }
-            let at = BlockRef { height, hash: block.hash };
+            unrecorded = None;
             Self::control(control, move |st| st.record_deposit_block(&at, &found))?;
+        }
+        if let Some(at) = unrecorded {
+            Self::control(control, move |st| st.record_deposit_block(&at, &[]))?;
         }
         self.confirm_due(client, control, latest)?;
         self.credit_claims(control)
