@@ -297,6 +297,23 @@ fn deposits_below_the_minimum_are_held_until_they_add_up_then_credited_together(
 }
 
 #[test]
+fn a_deposit_whose_hash_another_credit_took_is_not_credited_again_and_is_warned_about_once() {
+    let sim = sim_with_chain(150);
+    let gw = gateway(&sim, "confirmations = 4");
+    let chain = chain_client(&sim);
+    let (id, token, address) = depositor(&gw);
+    let hash = send(&chain, &address, 8_000);
+    // An operator's credit under that reference first, of another amount.
+    gw.credit(&id, 1, &hash);
+    wait_status(&gw, &token, &hash, "crediting", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(gw.balance(&id), 1, "the reference credits once");
+    assert_eq!(deposit(&gw, &token, &hash).unwrap()["status"], "crediting", "left for the operator to see");
+    let warned = gw.proc.stderr().matches(&format!("deposit claim {hash}")).count();
+    assert_eq!(warned, 1, "{}", gw.proc.stderr());
+}
+
+#[test]
 fn a_deposit_signed_by_cosmpy_is_credited() {
     let sim = sim_with_chain(100);
     let gw = gateway(&sim, "confirmations = 2");

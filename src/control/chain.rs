@@ -94,10 +94,11 @@ impl ChainWorker {
         log::info!(target: "chain", "chain worker: treasury {}, chain {}", treasury.address(), work.settings.rest_url);
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
-        let deposits = work
-            .deposits
-            .clone()
-            .map(|settings| DepositWatch { settings, denom: work.settings.denom.clone() });
+        let deposits = work.deposits.clone().map(|settings| DepositWatch {
+            settings,
+            denom: work.settings.denom.clone(),
+            conflicts: Default::default(),
+        });
         let mut worker = Worker { work, client, treasury, seen: HashMap::new(), deposits };
         let thread = std::thread::Builder::new().name("chain".into()).spawn(move || {
             crate::rt::make_background_thread();
@@ -168,7 +169,7 @@ impl Worker {
 
     fn round(&mut self) -> Result<(), RoundError> {
         self.direct_round()?;
-        if let Some(watch) = &self.deposits {
+        if let Some(watch) = &mut self.deposits {
             watch.round(&self.client, &self.work.control)?;
         }
         Ok(())

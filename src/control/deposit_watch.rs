@@ -58,6 +58,8 @@ pub enum WatchError {
 pub struct DepositWatch {
     pub settings: DepositSettings,
     pub denom: String,
+    /// Claims whose reference another credit took, warned about once.
+    pub conflicts: BTreeSet<String>,
 }
 
 /// The bank transfers of a transaction's body (other messages skipped).
@@ -103,7 +105,7 @@ impl DepositWatch {
     }
 
     /// One round (see the module docs).
-    pub fn round(&self, client: &ChainClient, control: &ControlHandle) -> Result<(), WatchError> {
+    pub fn round(&mut self, client: &ChainClient, control: &ControlHandle) -> Result<(), WatchError> {
         let latest = client.latest_height()?;
         Self::control(control, move |st| st.deposits_round(latest))?;
         self.credit_claims(control)?;
@@ -256,7 +258,7 @@ impl DepositWatch {
     }
 
     /// Credits every claim not yet credited.
-    fn credit_claims(&self, control: &ControlHandle) -> Result<(), WatchError> {
+    fn credit_claims(&mut self, control: &ControlHandle) -> Result<(), WatchError> {
         let claims = Self::control(control, |st| st.deposit_claims())?;
         for claim in claims {
             let c = claim.clone();
@@ -266,10 +268,13 @@ impl DepositWatch {
                 }
                 Ok(false) => {}
                 // Another payment under this reference (an admin credit reusing the hash): left claimed,
-                // for the operator to see, and tried again next round.
-                Err(WatchError::Control(ApiError::CreditReferenceConflict { credited_ngonka })) => {
+                // for the operator to see, and tried again every round (warned about once).
+                Err(WatchError::Control(ApiError::CreditReferenceConflict { credited_ngonka }))
+                    if self.conflicts.insert(claim.reference.clone()) =>
+                {
                     log::warn!(target: "deposits", "deposit claim {} of {}: the reference was credited {credited_ngonka} ngonka before, not {}", claim.reference, claim.account_id, claim.credit_ngonka);
                 }
+                Err(WatchError::Control(ApiError::CreditReferenceConflict { .. })) => {}
                 Err(e) => return Err(e),
             }
         }
