@@ -109,7 +109,7 @@ impl DepositWatch {
         let latest = client.latest_height()?;
         Self::control(control, move |st| st.deposits_round(latest))?;
         self.credit_claims(control)?;
-        let Some(next) = self.next_height(client, control, latest)? else { return Ok(()) };
+        let next = self.next_height(client, control, latest)?;
         let last = latest.min(next.saturating_add(BLOCKS_PER_ROUND - 1));
         // Blocks that need writing: those with deposits or at a pending deposit's height (it may have
         // another hash now), the last one scanned (the cursor), and one in RECORD_EVERY on the way.
@@ -138,22 +138,23 @@ impl DepositWatch {
         self.credit_claims(control)
     }
 
-    /// The first height to scan; `None` when the cursor was just placed.
+    /// The first height to scan: after the cursor, or (a reorganisation) earlier, or where the first
+    /// round on a fresh store starts.
     fn next_height(
         &self,
         client: &ChainClient,
         control: &ControlHandle,
         latest: u64,
-    ) -> Result<Option<u64>, WatchError> {
+    ) -> Result<u64, WatchError> {
         let Some(cursor) = Self::control(control, |st| st.deposit_cursor())? else {
             let start = match self.settings.start_height {
                 0 => latest,
                 h => h.min(latest.saturating_add(1)),
             };
-            log::info!(target: "deposits", "watching for deposits from block {start}");
             if start > latest {
-                return Ok(Some(start));
+                return Ok(start);
             }
+            log::info!(target: "deposits", "watching for deposits from block {start}");
             // The block before the first one scanned is where the cursor starts.
             let before = start.saturating_sub(1);
             let hash = match client.block(before)? {
@@ -162,7 +163,7 @@ impl DepositWatch {
             };
             let at = BlockRef { height: before, hash };
             Self::control(control, move |st| st.record_deposit_block(&at, &[]))?;
-            return Ok(Some(start));
+            return Ok(start);
         };
         if !cursor.hash.is_empty() && cursor.height > 0 {
             let now = client.block(cursor.height)?.map(|b| b.hash);
@@ -170,10 +171,10 @@ impl DepositWatch {
                 let back = cursor.height.saturating_sub(self.settings.confirmations.saturating_add(1));
                 log::warn!(target: "deposits", "block {} is not the one scanned (a reorganisation): scanning again from {}", cursor.height, back + 1);
                 Self::control(control, move |st| st.rewind_deposit_cursor(back))?;
-                return Ok(Some(back + 1));
+                return Ok(back + 1);
             }
         }
-        Ok(Some(cursor.height + 1))
+        Ok(cursor.height + 1)
     }
 
     /// The deposits `block` holds: transfers to deposit addresses, by transactions that succeeded.
