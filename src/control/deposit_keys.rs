@@ -20,7 +20,6 @@ pub fn credit_for(amount_ngonka: i64, rate_ppm: u64, fee_bps: u32) -> i64 {
 }
 
 /// The deposit side of the control state.
-#[derive(Debug)]
 pub struct Deposits {
     pub settings: DepositSettings,
     key: Vec<u8>,
@@ -29,6 +28,16 @@ pub struct Deposits {
     /// The chain's latest height as the watcher last saw it (0 before its first round).
     pub latest_height: u64,
     pub(super) last_backfill: Option<Instant>,
+}
+
+impl std::fmt::Debug for Deposits {
+    // Never the deposit key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deposits")
+            .field("settings", &self.settings)
+            .field("latest_height", &self.latest_height)
+            .finish()
+    }
 }
 
 impl Deposits {
@@ -90,6 +99,7 @@ mod tests {
         assert_eq!(a, Deposits::new(settings("ab")).address("acc_1"), "the same on every instance");
         assert_ne!(a, d.address("acc_2"));
         assert_ne!(a, Deposits::new(settings("cd")).address("acc_1"));
+        assert!(!format!("{d:?}").contains("171, 171"), "the key is never printed");
         assert_eq!(
             d.signer("acc_1").private_key_hex(),
             GonkaSigner::derived(&[0xab; 32], b"gonka-gateway deposit\0acc_1").private_key_hex()
