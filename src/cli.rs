@@ -74,6 +74,11 @@ pub enum AccountsCommand {
         #[arg(long)]
         referral_code: String,
     },
+    /// The account's GNK deposits and their status (`[deposits]` must be enabled); its deposit address
+    /// is in `accounts get`.
+    Deposits {
+        id: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -253,6 +258,7 @@ impl AdminCommand {
             Self::Accounts(A::List) => c("GET", "/admin/accounts".into(), None),
             Self::Accounts(A::Get { id }) => c("GET", format!("/admin/accounts/{id}"), None),
             Self::Accounts(A::RotateToken { id }) => c("POST", format!("/admin/accounts/{id}/token"), None),
+            Self::Accounts(A::Deposits { id }) => c("GET", format!("/admin/accounts/{id}/deposits"), None),
             Self::Credits(args) => match args.command() {
                 C::Add { account, amount_ngonka, reference, paid, refund_of } => {
                     Self::Credit(CreditArgs { account, amount_ngonka, reference, paid, refund_of }).call()
@@ -462,6 +468,8 @@ mod tests {
                 .call();
         assert_eq!((c.method, c.path.as_str()), ("POST", "/admin/accounts/acc_1/direct-keys"));
         assert_eq!(c.body, Some(json!({"name": "n"})));
+        let c = AdminCommand::Accounts(AccountsCommand::Deposits { id: "acc_1".into() }).call();
+        assert_eq!((c.method, c.path.as_str(), c.body), ("GET", "/admin/accounts/acc_1/deposits", None));
         let c = AdminCommand::DirectKeys(DirectKeysCommand::Archive { id: "dk_1".into() }).call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/direct-keys/dk_1/archive", None));
     }

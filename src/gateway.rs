@@ -6,7 +6,7 @@
 //! thread, so a bad or taken address fails the start; see [`crate::rt::net`]), the keys, the usage
 //! journal, the store, the control plane's state (keys, counters, the journal applied), the shared
 //! state of the cores ([`App`]), then the control plane, the health thread, the chain worker (direct
-//! keys, when `[chain]` is enabled), the store's change feed and one worker thread per core running its
+//! keys and deposits, when `[chain]` is enabled), the store's change feed and one worker thread per core running its
 //! accept loops ([`crate::server::accept`]).
 //!
 //! Shutdown, [`Running::shutdown`]: `/readyz` turns 503, the one [`Shutdown`] signal stops the accept
@@ -168,9 +168,12 @@ pub fn start<T>(
     .map_err(io_err)?;
     // Direct keys: their private keys are sealed under the server secret.
     let sealing = Arc::new(crate::secret::SealingKey::from_server_secret(server_secret.as_bytes()));
-    if let Some(chain) = &settings.chain {
+    if let Some(chain) = settings.chain.as_ref().filter(|c| c.direct_keys) {
         let direct = crate::control::direct_keys::DirectKeys::new(chain.clone(), Arc::clone(&sealing));
         state.enable_direct_keys(direct).map_err(io_err)?;
+    }
+    if let Some(d) = &settings.deposits {
+        state.enable_deposits(crate::control::deposit_keys::Deposits::new(d.clone())).map_err(io_err)?;
     }
     let extra = setup(&mut state).map_err(io_err)?;
     let cluster = state.gauges();
@@ -226,6 +229,7 @@ pub fn start<T>(
             control: app.control.clone(),
             sealing,
             tls: app.upstream_tls.clone(),
+            deposits: app.settings.deposits.clone(),
         })?),
         None => None,
     };

@@ -29,7 +29,8 @@
 //!    chat completions.
 //! 9. [`upstream`]: the node pool, keep-alive connections, one attempt with its retry decision, the relay.
 //! 10. [`control`]: the control-plane thread (the store's only user, the key cache's only writer, leases,
-//!     direct keys' floats and billing), the node health thread and the chain worker.
+//!     direct keys' floats and billing, deposits credited), the node health thread and the chain worker
+//!     (direct keys, and the deposit watcher).
 //! 11. [`app`]: read-mostly state shared by the cores.
 //! 12. [`session`]: one core's context, a connection, one exchange on it, the budgets cores share.
 //! 13. [`api`]: the handlers; [`api::inference`] is the request path, phase by phase.

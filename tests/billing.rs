@@ -13,6 +13,7 @@ mod utils;
 use gonka_gateway::model::JournalPos;
 use gonka_gateway::model::usage::UsageRecord;
 use gonka_gateway::model::*;
+use gonka_gateway::model::{BlockRef, DepositClaim, DepositRow, NewDeposit};
 use gonka_gateway::store::*;
 use gonka_gateway::time::{Clock, DAY_MS, ManualClock, days_from_civil};
 use serde_json::{Value, json};
@@ -478,6 +479,48 @@ impl Store for Flaky {
         limit: usize,
     ) -> StoreResult<Vec<gonka_gateway::model::DirectCharge>> {
         self.inner.direct_charges(key_id, limit)
+    }
+    fn set_deposit_addresses(&mut self, rows: &[(String, String)]) -> StoreResult<()> {
+        self.check()?;
+        self.inner.set_deposit_addresses(rows)
+    }
+    fn deposit_addresses(&mut self) -> StoreResult<Vec<(String, String)>> {
+        self.inner.deposit_addresses()
+    }
+    fn deposit_accounts(&mut self, addresses: &[String]) -> StoreResult<Vec<(String, String)>> {
+        self.inner.deposit_accounts(addresses)
+    }
+    fn deposit_cursor(&mut self) -> StoreResult<Option<BlockRef>> {
+        self.inner.deposit_cursor()
+    }
+    fn record_deposit_block(&mut self, block: &BlockRef, found: &[NewDeposit], at: i64) -> StoreResult<()> {
+        self.check()?;
+        self.inner.record_deposit_block(block, found, at)
+    }
+    fn rewind_deposit_cursor(&mut self, height: u64) -> StoreResult<()> {
+        self.check()?;
+        self.inner.rewind_deposit_cursor(height)
+    }
+    fn pending_deposits(&mut self) -> StoreResult<Vec<DepositRow>> {
+        self.inner.pending_deposits()
+    }
+    fn drop_deposit(&mut self, account_id: &str, tx_hash: &str) -> StoreResult<()> {
+        self.check()?;
+        self.inner.drop_deposit(account_id, tx_hash)
+    }
+    fn confirm_deposit(&mut self, account_id: &str, tx_hash: &str, min_ngonka: i64) -> StoreResult<()> {
+        self.check()?;
+        self.inner.confirm_deposit(account_id, tx_hash, min_ngonka)
+    }
+    fn deposit_claims(&mut self) -> StoreResult<Vec<DepositClaim>> {
+        self.inner.deposit_claims()
+    }
+    fn finish_deposit_claim(&mut self, account_id: &str, reference: &str, at: i64) -> StoreResult<()> {
+        self.check()?;
+        self.inner.finish_deposit_claim(account_id, reference, at)
+    }
+    fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>> {
+        self.inner.deposits(account_id, limit)
     }
 }
 

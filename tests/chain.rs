@@ -1,7 +1,8 @@
 //! The simulated chain of `gonka-gateway sim`, driven over TCP by the gateway's own chain client
 //! (`gonka::chain::ChainClient`): a transfer it builds is accepted and applied in a block, the refusals
 //! carry the Cosmos SDK's codes and logs, the first transaction publishes the account's public key, and
-//! the test control takes the chain down and makes pending transactions disappear. The fidelity of both
+//! the test control takes the chain down and makes pending transactions disappear; blocks are served by
+//! height with their transactions, and a reorganisation replaces the last ones and undoes what they held. The fidelity of both
 //! against an independent library (cosmpy) is `tests/python/chain_fidelity.py`.
 #![allow(
     clippy::unwrap_used,
@@ -373,4 +374,49 @@ fn a_client_that_leaves_mid_stream_pays_for_what_was_generated() {
     assert_eq!(chain.balance(&node).unwrap(), charged, "the node got what the requester paid");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(before - chain.balance(who.address()).unwrap(), charged, "settled once, nothing more moves");
+}
+
+#[test]
+fn blocks_are_served_by_height_with_their_transactions_and_a_reorganisation_replaces_them() {
+    let alice = key(0x41);
+    let fund = format!("{}=1000000", alice.address());
+    let sim = Sim::start(&["--chain-fund", &fund, "--chain-block-ms", "100"]);
+    let chain = client(&sim, "/chain-api");
+    let info = chain.account(alice.address()).unwrap().unwrap();
+    let to = key(0x42);
+    let hash = chain.send(&alice, info.account_number, 0, to.address(), 500, 0, GAS, "to a block").unwrap();
+    let at = included(&chain, &hash).height;
+    let block = chain.block(at).unwrap().unwrap();
+    assert_eq!(block.height, at);
+    assert_eq!(
+        block.txs.iter().map(|t| gonka_gateway::gonka::tx::tx_hash(t)).collect::<Vec<_>>(),
+        std::slice::from_ref(&hash)
+    );
+    assert_eq!(chain.block(at).unwrap().unwrap().hash, block.hash, "a block keeps its hash");
+    assert!(chain.block(at - 1).unwrap().unwrap().txs.is_empty());
+    let latest = chain.latest_height().unwrap();
+    assert_eq!(chain.block(latest + 1000).unwrap(), None, "not that high yet");
+    // The raw answer has the SDK's shape: the block id, the header, the transactions in base64.
+    let r = http(sim.addr(0), "GET", &format!("/cosmos/base/tendermint/v1beta1/blocks/{at}"), &[], None);
+    let v = r.json();
+    assert_eq!(v["block"]["header"]["height"], at.to_string());
+    assert_eq!(v["block"]["header"]["chain_id"], "gonka-mainnet");
+    assert_eq!(v["sdk_block"], v["block"]);
+    assert_eq!(v["block_id"]["hash"], block.hash.as_str());
+    let previous = chain.block(at - 1).unwrap().unwrap().hash;
+    assert_eq!(v["block"]["header"]["last_block_id"]["hash"], previous.as_str());
+    let r = http(sim.addr(0), "GET", "/cosmos/base/tendermint/v1beta1/blocks/99999999", &[], None);
+    assert_eq!((r.status, r.json()["code"].as_u64()), (400, Some(3)));
+
+    let depth = chain.latest_height().unwrap() - at + 1;
+    let r = control(&sim, json!({ "reorg": depth }));
+    assert_eq!(r["reorganised"], json!([hash]));
+    let after = chain.block(at).unwrap().unwrap();
+    assert!(after.txs.is_empty());
+    assert_ne!(after.hash, block.hash);
+    assert_eq!(chain.tx(&hash).unwrap(), None);
+    assert_eq!(chain.balance(to.address()).unwrap(), 0);
+    assert_eq!(chain.balance(alice.address()).unwrap(), 1_000_000, "the transfer is undone");
+    let r = http(sim.addr(0), "POST", "/sim/chain", &[], Some(br#"{"reorg": "x"}"#));
+    assert_eq!(r.status, 400);
 }

@@ -18,6 +18,7 @@ use gonka_gateway::config::PostgresSettings;
 use gonka_gateway::config::Synchronous;
 use gonka_gateway::model::JournalPos;
 use gonka_gateway::model::{AccountRow, CreditOutcome, GroupBy, KeyRow, PriceRow, UsageQuery};
+use gonka_gateway::model::{BlockRef, DepositClaim, DepositStatus, NewDeposit};
 use gonka_gateway::model::{CreditKind, CreditRequest, ReferralPolicy, ReferrerOutcome};
 use gonka_gateway::model::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
 use gonka_gateway::model::{KeyHash, KeyKind, KeyStatus};
@@ -80,6 +81,9 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     a_referrer_is_set_once_and_never_closes_a_circle(&mut *make());
     paid_credits_pay_two_levels_once_and_refunds_claw_back(&mut *make());
     the_credit_history_is_newest_first_in_pages(&mut *make());
+    deposit_addresses_are_stored_and_looked_up(&mut *make());
+    deposits_go_from_a_block_to_one_credit_claim(&mut *make());
+    a_deposit_whose_block_changed_is_dropped_unless_found_again(&mut *make());
 }
 
 /// Accounts `acc_top` ← `acc_mid` ← `acc_new` (each referred by the one before).
@@ -560,6 +564,136 @@ fn a_direct_charge_bills_once_with_its_heights(s: &mut dyn Store) {
     assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, 10_000 - 1_234);
 }
 
+fn deposit_addresses_are_stored_and_looked_up(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_ta", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    s.insert_account(&account("acc_b"), &key("key_tb", "acc_b", KeyKind::AccountToken, 2)).unwrap();
+    let pairs =
+        vec![("acc_a".to_owned(), "gonka1aaa".to_owned()), ("acc_b".to_owned(), "gonka1bbb".to_owned())];
+    s.set_deposit_addresses(&pairs).unwrap();
+    assert_eq!(s.deposit_addresses().unwrap(), pairs);
+    let mut found =
+        s.deposit_accounts(&["gonka1bbb".into(), "gonka1zzz".into(), "gonka1aaa".into()]).unwrap();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![("gonka1aaa".to_owned(), "acc_a".to_owned()), ("gonka1bbb".to_owned(), "acc_b".to_owned())]
+    );
+    // Another deposit key: the account's address is replaced, not added to.
+    s.set_deposit_addresses(&[("acc_a".to_owned(), "gonka1ccc".to_owned())]).unwrap();
+    assert_eq!(s.deposit_accounts(&["gonka1aaa".into()]).unwrap(), vec![]);
+    assert_eq!(
+        s.deposit_accounts(&["gonka1ccc".into()]).unwrap(),
+        vec![("gonka1ccc".into(), "acc_a".into())]
+    );
+    // An address belongs to one account.
+    assert!(s.set_deposit_addresses(&[("acc_b".to_owned(), "gonka1ccc".to_owned())]).is_err());
+}
+
+fn new_deposit(account: &str, tx: &str, amount: i64) -> NewDeposit {
+    NewDeposit {
+        account_id: account.into(),
+        tx_hash: tx.into(),
+        address: format!("gonka1{account}"),
+        amount_ngonka: amount,
+        credit_ngonka: amount * 2,
+    }
+}
+
+fn block(height: u64, hash: &str) -> BlockRef {
+    BlockRef { height, hash: hash.into() }
+}
+
+fn deposits_go_from_a_block_to_one_credit_claim(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_ta", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    assert_eq!(s.deposit_cursor().unwrap(), None);
+    s.record_deposit_block(&block(5, "h5"), &[new_deposit("acc_a", "TX1", 30)], 100).unwrap();
+    s.record_deposit_block(&block(6, "h6"), &[], 101).unwrap();
+    assert_eq!(s.deposit_cursor().unwrap(), Some(block(6, "h6")));
+    // The cursor only moves forward (another instance lagging behind), but a rewind moves it back.
+    s.record_deposit_block(&block(4, "h4"), &[], 102).unwrap();
+    assert_eq!(s.deposit_cursor().unwrap(), Some(block(6, "h6")));
+    s.rewind_deposit_cursor(5).unwrap();
+    assert_eq!(s.deposit_cursor().unwrap(), Some(block(5, "")));
+    s.rewind_deposit_cursor(9).unwrap();
+    assert_eq!(s.deposit_cursor().unwrap(), Some(block(5, "")), "a rewind never moves it forward");
+    // Found again (a rescan): still one deposit.
+    s.record_deposit_block(&block(5, "h5"), &[new_deposit("acc_a", "TX1", 30)], 103).unwrap();
+    let pending = s.pending_deposits().unwrap();
+    assert_eq!(pending.len(), 1);
+    let d = &pending[0];
+    assert_eq!(
+        (
+            d.tx_hash.as_str(),
+            d.amount_ngonka,
+            d.credit_ngonka,
+            d.height,
+            d.block_hash.as_str(),
+            d.status,
+            d.seen_at
+        ),
+        ("TX1", 30, 60, 5, "h5", DepositStatus::Pending, 100)
+    );
+    // Below the minimum of 50: held, nothing claimed.
+    s.confirm_deposit("acc_a", "TX1", 50).unwrap();
+    assert!(s.pending_deposits().unwrap().is_empty());
+    assert_eq!(s.deposit_claims().unwrap(), vec![]);
+    assert_eq!(s.deposits(Some("acc_a"), 10).unwrap()[0].status, DepositStatus::Held);
+    // A second one adds up: both claimed under the later one's hash, for what both credit.
+    s.record_deposit_block(&block(7, "h7"), &[new_deposit("acc_a", "TX2", 25)], 104).unwrap();
+    s.confirm_deposit("acc_a", "TX2", 50).unwrap();
+    let claim = DepositClaim { account_id: "acc_a".into(), reference: "TX2".into(), credit_ngonka: 110 };
+    assert_eq!(s.deposit_claims().unwrap(), vec![claim]);
+    // Confirming again (another instance) claims nothing more.
+    s.confirm_deposit("acc_a", "TX2", 50).unwrap();
+    s.confirm_deposit("acc_a", "TX1", 50).unwrap();
+    assert_eq!(s.deposit_claims().unwrap().len(), 1);
+    // A rescan of a claimed deposit's block changes nothing.
+    s.record_deposit_block(&block(7, "h7"), &[new_deposit("acc_a", "TX2", 25)], 105).unwrap();
+    s.finish_deposit_claim("acc_a", "TX2", 200).unwrap();
+    assert_eq!(s.deposit_claims().unwrap(), vec![]);
+    let listed = s.deposits(Some("acc_a"), 10).unwrap();
+    assert_eq!(listed.iter().map(|d| d.tx_hash.as_str()).collect::<Vec<_>>(), ["TX2", "TX1"], "newest first");
+    for d in &listed {
+        assert_eq!(
+            (d.status, d.credit_reference.as_deref(), d.credited_at),
+            (DepositStatus::Credited, Some("TX2"), Some(200))
+        );
+    }
+    assert_eq!(s.deposits(None, 1).unwrap().len(), 1);
+    assert!(s.deposits(Some("acc_other"), 10).unwrap().is_empty());
+}
+
+fn a_deposit_whose_block_changed_is_dropped_unless_found_again(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_ta", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    s.record_deposit_block(
+        &block(5, "h5"),
+        &[new_deposit("acc_a", "TX1", 10), new_deposit("acc_a", "TX2", 10)],
+        1,
+    )
+    .unwrap();
+    // Height 5 again with another hash: TX1 is in the new block, TX2 is not.
+    s.record_deposit_block(&block(5, "h5b"), &[new_deposit("acc_a", "TX1", 10)], 2).unwrap();
+    let all = s.deposits(Some("acc_a"), 10).unwrap();
+    let of = |tx: &str| all.iter().find(|d| d.tx_hash == tx).unwrap().clone();
+    assert_eq!((of("TX1").status, of("TX1").block_hash.as_str()), (DepositStatus::Pending, "h5b"));
+    assert_eq!(of("TX2").status, DepositStatus::Dropped);
+    // TX2 included again later: pending at its new height.
+    s.record_deposit_block(&block(8, "h8"), &[new_deposit("acc_a", "TX2", 10)], 3).unwrap();
+    let again = s.pending_deposits().unwrap();
+    assert_eq!(
+        again.iter().map(|d| (d.tx_hash.as_str(), d.height)).collect::<Vec<_>>(),
+        [("TX1", 5), ("TX2", 8)]
+    );
+    s.drop_deposit("acc_a", "TX1").unwrap();
+    s.confirm_deposit("acc_a", "TX1", 0).unwrap();
+    assert_eq!(s.deposit_claims().unwrap(), vec![], "a dropped deposit is never confirmed");
+    s.confirm_deposit("acc_a", "TX2", 0).unwrap();
+    assert_eq!(
+        s.deposit_claims().unwrap(),
+        vec![DepositClaim { account_id: "acc_a".into(), reference: "TX2".into(), credit_ngonka: 20 }]
+    );
+}
+
 #[test]
 fn sqlite_in_memory_conforms() {
     conformance(&|| Box::new(SqliteStore::open_in_memory().unwrap()));
@@ -740,4 +874,50 @@ fn postgres_key_versions_never_let_a_catching_up_reader_skip_a_row() {
     done.store(true, Ordering::SeqCst);
     let seen = reader.join().unwrap();
     assert_eq!(seen.len(), 401, "a reader that only ever asked for newer versions saw every row");
+}
+
+#[test]
+fn postgres_instances_racing_to_confirm_deposits_claim_each_once() {
+    utils::require_postgres(&pg_url());
+    let schemas = Schemas::default();
+    let (schema, mut a) = schemas.store("a");
+    a.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    // 40 deposits of 1..=40 ngonka in 40 blocks; both instances confirm all of them at once, each in its
+    // own order, with a minimum that makes held deposits add up several at a time.
+    let hashes: Vec<String> = (1..=40).map(|i| format!("TX{i:02}")).collect();
+    for (i, h) in hashes.iter().enumerate() {
+        let d = NewDeposit { credit_ngonka: i as i64 + 1, ..new_deposit("acc_a", h, i as i64 + 1) };
+        a.record_deposit_block(&block(i as u64 + 1, &format!("h{i}")), &[d], 1).unwrap();
+    }
+    std::thread::scope(|s| {
+        for (instance, reversed) in [("a", false), ("b", true)] {
+            let (schema, hashes) = (schema.clone(), hashes.clone());
+            s.spawn(move || {
+                let mut store = PostgresStore::open(&pg_settings(&schema, instance)).unwrap();
+                let order: Vec<&String> =
+                    if reversed { hashes.iter().rev().collect() } else { hashes.iter().collect() };
+                for h in order {
+                    store.confirm_deposit("acc_a", h, 30).unwrap();
+                }
+            });
+        }
+    });
+    let claims = a.deposit_claims().unwrap();
+    for c in &claims {
+        assert!(c.credit_ngonka >= 30, "a claim adds up to the minimum: {c:?}");
+    }
+    // Every deposit is claimed once or still held (what is left held is below the minimum).
+    let listed = a.deposits(Some("acc_a"), 100).unwrap();
+    let held: i64 = listed.iter().filter(|d| d.status == DepositStatus::Held).map(|d| d.credit_ngonka).sum();
+    assert!(held < 30, "{listed:?}");
+    let claimed: i64 = claims.iter().map(|c| c.credit_ngonka).sum();
+    assert_eq!(claimed + held, (1..=40).sum::<i64>(), "{claims:?}");
+    assert!(listed.iter().all(|d| matches!(d.status, DepositStatus::Crediting | DepositStatus::Held)));
+    // Each claim's reference is one of its own deposits, the last of them.
+    for c in &claims {
+        let members: Vec<_> =
+            listed.iter().filter(|d| d.credit_reference.as_deref() == Some(c.reference.as_str())).collect();
+        let last = members.iter().max_by_key(|d| (d.height, d.tx_hash.clone())).unwrap();
+        assert_eq!(last.tx_hash, c.reference);
+    }
 }

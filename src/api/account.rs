@@ -44,6 +44,12 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
             let account = account_caller(ex)?;
             super::direct::account_route(ex, account, rest).await
         }
+        (_, ["deposit-address" | "deposits"]) => {
+            let account = account_caller(ex)?;
+            super::deposits::account_route(ex, account, segs)
+                .await
+                .unwrap_or_else(|| Err(ApiError::NotFound(format!("Unknown path: {}", ex.head.path))))
+        }
         (Method::Get, ["balance"]) => {
             let account = account_caller(ex)?;
             super::usage::balance(ex, account).await

@@ -91,6 +91,9 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
     if let Some(answer) = super::direct::admin_route(ex, segs).await {
         return answer;
     }
+    if let Some(answer) = super::deposits::admin_route(ex, segs).await {
+        return answer;
+    }
     let core = ex.core();
     let control = core.app.control.clone();
     match (super::route_method(ex.head.method), segs) {

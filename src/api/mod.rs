@@ -9,6 +9,7 @@ pub mod count_tokens;
 pub mod credentials;
 pub mod credits;
 pub mod dashboard;
+pub mod deposits;
 pub mod direct;
 pub mod fields;
 pub mod inference;

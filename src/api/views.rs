@@ -53,7 +53,7 @@ pub fn child_json(st: &mut ControlState, row: &KeyRow, secret: Option<&str>) -> 
 }
 
 /// An account with its live balance (the store's lags behind the journal) and holds, its referral
-/// code and its referrer.
+/// code, its referrer and its deposit address (`null` while deposits are not enabled).
 pub fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
     let (balance, held) = st.account_balance(&a.id).unwrap_or((a.balance_ngonka, 0));
     json!({
@@ -65,5 +65,6 @@ pub fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
         "created_at": crate::time::rfc3339(a.created_at),
         "referral_code": a.referral_code,
         "referrer_id": a.referrer_id,
+        "deposit_address": st.deposit_address(&a.id),
     })
 }

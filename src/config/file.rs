@@ -30,6 +30,7 @@ pub struct ConfigFile {
     pub chain: ChainFile,
     pub referrals: ReferralsFile,
     pub signup: SignupFile,
+    pub deposits: DepositsFile,
     pub log: LogFile,
 }
 
@@ -52,6 +53,7 @@ impl Default for ConfigFile {
             chain: ChainFile::default(),
             referrals: ReferralsFile::default(),
             signup: SignupFile::default(),
+            deposits: DepositsFile::default(),
             log: LogFile::default(),
         }
     }
@@ -63,6 +65,9 @@ impl Default for ConfigFile {
 pub struct ChainFile {
     /// Whether direct keys exist (their routes, and the chain worker that funds and bills them).
     pub enabled: bool,
+    /// With `enabled`: whether this instance has direct keys (false: the chain is used for deposits
+    /// only, as on every instance but one of a cluster).
+    pub direct_keys: bool,
     /// The chain's Cosmos REST API, e.g. a node's `http://host:8000/chain-api`. Required when enabled.
     pub rest_url: String,
     pub chain_id: String,
@@ -88,6 +93,7 @@ impl Default for ChainFile {
     fn default() -> Self {
         Self {
             enabled: false,
+            direct_keys: true,
             rest_url: String::new(),
             chain_id: "gonka-mainnet".into(),
             denom: "ngonka".into(),
@@ -136,6 +142,43 @@ pub struct SignupFile {
 impl Default for SignupFile {
     fn default() -> Self {
         Self { enabled: false, max_per_ip_per_hour: 3, max_per_hour: 100 }
+    }
+}
+/// `[deposits]`: GNK sent on chain to an account's own deposit address is credited to the account
+/// (needs `[chain]`, whose REST API and `poll_ms` the watcher uses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DepositsFile {
+    pub enabled: bool,
+    /// Environment variable holding the deposit key (64 hex digits): every account's deposit address is
+    /// derived from it. Required when enabled; changing it gives every account another address.
+    pub key_env: String,
+    /// Blocks that must follow a deposit's block before it is credited (0: credited once its block is
+    /// seen).
+    pub confirmations: u64,
+    /// ngonka credited per 1,000,000 ngonka received (1,000,000: 1:1), rounded down.
+    pub rate_ppm: u64,
+    /// The gateway's fee on a deposit, in basis points of what the rate gives (rounded up).
+    pub fee_bps: u32,
+    /// Deposits smaller than this are held until an account's held deposits add up to it, then credited
+    /// together (0: every deposit is credited at once).
+    pub min_ngonka: u64,
+    /// The first block scanned when the store has not scanned any yet (0: the latest block then; the
+    /// watcher then goes on from where the store says it stopped).
+    pub start_height: u64,
+}
+
+impl Default for DepositsFile {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            key_env: "GONKA_DEPOSIT_KEY".into(),
+            confirmations: 3,
+            rate_ppm: 1_000_000,
+            fee_bps: 0,
+            min_ngonka: 0,
+            start_height: 0,
+        }
     }
 }
 
@@ -606,6 +649,7 @@ mod tests {
         assert_eq!(format!("{:?}", file.chain), format!("{:?}", defaults.chain));
         assert_eq!(format!("{:?}", file.referrals), format!("{:?}", defaults.referrals));
         assert_eq!(format!("{:?}", file.signup), format!("{:?}", defaults.signup));
+        assert_eq!(format!("{:?}", file.deposits), format!("{:?}", defaults.deposits));
         let u = &file.upstream;
         let d = &defaults.upstream;
         assert_eq!(format!("{:?}", u.gonka), format!("{:?}", d.gonka));

@@ -22,7 +22,7 @@ pub use file::{
     StoreFile, UpstreamFile, UpstreamTlsFile,
 };
 pub use settings::{
-    BillingSettings, ChainSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
-    PostgresSettings, Secret, ServerTimeouts, Settings, SignupSettings, StoreSettings, Synchronous,
-    UpstreamSettings, WaitFor,
+    BillingSettings, ChainSettings, ClusterSettings, DepositSettings, GonkaSettings, KeySettings, NodeKind,
+    NodeSpec, NodeUrl, PostgresSettings, Secret, ServerTimeouts, Settings, SignupSettings, StoreSettings,
+    Synchronous, UpstreamSettings, WaitFor,
 };

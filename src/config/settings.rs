@@ -110,6 +110,8 @@ pub struct GonkaSettings {
 /// Validated `[chain]` (present only when `enabled`).
 #[derive(Debug, Clone)]
 pub struct ChainSettings {
+    /// Whether this instance has direct keys (`chain.direct_keys`).
+    pub direct_keys: bool,
     /// The Cosmos REST API's base, without a trailing slash.
     pub rest_url: String,
     pub chain_id: String,
@@ -122,6 +124,19 @@ pub struct ChainSettings {
     pub top_up_below_ngonka: u64,
     pub poll: Duration,
     pub timeout: Duration,
+}
+
+/// Validated `[deposits]` (present only when enabled, which needs `[chain]`).
+#[derive(Debug, Clone)]
+pub struct DepositSettings {
+    /// The deposit key (64 hex digits), read from `key_env`. Never logged.
+    pub key: Secret,
+    pub confirmations: u64,
+    pub rate_ppm: u64,
+    pub fee_bps: u32,
+    pub min_ngonka: u64,
+    /// 0: the latest block at the first start.
+    pub start_height: u64,
 }
 
 /// How SQLite syncs commits (`store.synchronous`).
@@ -274,6 +289,8 @@ pub struct Settings {
     pub referrals: crate::model::ReferralPolicy,
     /// `[signup]` when enabled.
     pub signup: Option<SignupSettings>,
+    /// `[deposits]` when enabled: deposits are watched for and credited.
+    pub deposits: Option<DepositSettings>,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
     /// The `Access-Control-Allow-Origin` of public answers (`*` or one origin); `None`: no CORS.

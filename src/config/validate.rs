@@ -5,9 +5,9 @@
 use super::error::{ConfigError, invalid};
 use super::file::{ClusterFile, ConfigFile};
 use super::settings::{
-    BillingSettings, ChainSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
-    PostgresSettings, Secret, ServerTimeouts, Settings, SignupSettings, StoreSettings, Synchronous,
-    UpstreamSettings, WaitFor,
+    BillingSettings, ChainSettings, ClusterSettings, DepositSettings, GonkaSettings, KeySettings, NodeKind,
+    NodeSpec, NodeUrl, PostgresSettings, Secret, ServerTimeouts, Settings, SignupSettings, StoreSettings,
+    Synchronous, UpstreamSettings, WaitFor,
 };
 use crate::http::{HttpLimits, request::MAX_HEADERS_CAP};
 use crate::model::ModelSpec;
@@ -294,6 +294,7 @@ impl ConfigFile {
             chain: self.validate_chain(env)?,
             referrals: self.validate_referrals()?,
             signup: self.validate_signup()?,
+            deposits: self.validate_deposits(env)?,
             log_level,
             access_log: self.log.access_log,
             cors_allow_origin: cors_allow_origin(&s.cors_allow_origins)?,
@@ -398,6 +399,7 @@ impl ConfigFile {
         crate::gonka::signer::GonkaSigner::from_hex(&key)
             .map_err(|e| invalid(format!("{var} is not a valid private key: {e}")))?;
         Ok(Some(ChainSettings {
+            direct_keys: c.direct_keys,
             rest_url: c.rest_url.trim_end_matches('/').to_owned(),
             chain_id: c.chain_id.clone(),
             denom: c.denom.clone(),
@@ -439,6 +441,43 @@ impl ConfigFile {
             return Err(invalid("signup.max_per_ip_per_hour and signup.max_per_hour must be at least 1"));
         }
         Ok(Some(SignupSettings { max_per_ip_per_hour: s.max_per_ip_per_hour, max_per_hour: s.max_per_hour }))
+    }
+    /// `[deposits]`: `None` unless enabled; when enabled `[chain]` must be too, the deposit key (64 hex
+    /// digits) must be in `key_env`, the rate above 0 (at most 10^12 ppm) and the fee at most 10000 bps.
+    fn validate_deposits(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<DepositSettings>, ConfigError> {
+        let d = &self.deposits;
+        if !d.enabled {
+            return Ok(None);
+        }
+        if !self.chain.enabled {
+            return Err(invalid("[deposits] enabled needs [chain] enabled (the chain it watches)"));
+        }
+        if d.rate_ppm == 0 || d.rate_ppm > 1_000_000_000_000 {
+            return Err(invalid("deposits.rate_ppm must be between 1 and 1000000000000"));
+        }
+        if d.fee_bps > 10_000 {
+            return Err(invalid("deposits.fee_bps must be at most 10000 (100%)"));
+        }
+        let var = &d.key_env;
+        let key = env(var).map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).ok_or_else(|| {
+            invalid(format!(
+                "[deposits] enabled needs the deposit key (64 hex digits) in the environment variable {var}"
+            ))
+        })?;
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(format!("{var} must be 64 hex digits (32 bytes)")));
+        }
+        Ok(Some(DepositSettings {
+            key: Secret(key),
+            confirmations: d.confirmations,
+            rate_ppm: d.rate_ppm,
+            fee_bps: d.fee_bps,
+            min_ngonka: d.min_ngonka,
+            start_height: d.start_height,
+        }))
     }
 }
 
@@ -592,6 +631,43 @@ mod tests {
         assert_eq!(on.signup, Some(SignupSettings { max_per_ip_per_hour: 3, max_per_hour: 100 }));
         let none = ConfigFile::parse("[signup]\nenabled = true\nmax_per_hour = 0\n").unwrap();
         assert!(none.validate_with(&env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn deposits_are_off_by_default_and_need_the_chain_a_key_and_sane_rates_when_on() {
+        assert!(ConfigFile::default().validate_with(&env_of(&[])).unwrap().deposits.is_none());
+        let treasury = "11".repeat(32);
+        let deposit = "ab".repeat(32);
+        let chain = "[chain]\nenabled = true\nrest_url = \"http://127.0.0.1:9000\"\n";
+        let with = |chain: &str, extra: &str, key: Option<&str>| {
+            let mut env = vec![("GONKA_TREASURY_KEY", treasury.as_str())];
+            env.extend(key.map(|k| ("GONKA_DEPOSIT_KEY", k)));
+            ConfigFile::parse(&format!("{chain}[deposits]\nenabled = true\n{extra}"))
+                .unwrap()
+                .validate_with(&env_of(&env))
+        };
+        let e = with("", "", Some(&deposit)).unwrap_err().to_string();
+        assert!(e.contains("needs [chain] enabled"), "{e}");
+        let e = with(chain, "", None).unwrap_err().to_string();
+        assert!(e.contains("GONKA_DEPOSIT_KEY"), "{e}");
+        let e = with(chain, "", Some("abcd")).unwrap_err().to_string();
+        assert!(e.contains("64 hex digits"), "{e}");
+        let e = with(chain, "fee_bps = 10001", Some(&deposit)).unwrap_err().to_string();
+        assert!(e.contains("fee_bps"), "{e}");
+        let e = with(chain, "rate_ppm = 0", Some(&deposit)).unwrap_err().to_string();
+        assert!(e.contains("rate_ppm"), "{e}");
+        let d = with(chain, "", Some(&deposit)).unwrap().deposits.unwrap();
+        assert_eq!((d.confirmations, d.rate_ppm, d.fee_bps, d.min_ngonka), (3, 1_000_000, 0, 0));
+        assert!(!format!("{d:?}").contains(&deposit), "the key is never printed");
+        let d = with(
+            chain,
+            "confirmations = 0\nrate_ppm = 2000000\nfee_bps = 250\nmin_ngonka = 7",
+            Some(&deposit),
+        )
+        .unwrap()
+        .deposits
+        .unwrap();
+        assert_eq!((d.confirmations, d.rate_ppm, d.fee_bps, d.min_ngonka), (0, 2_000_000, 250, 7));
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl ControlState {
         };
         let (token, secret) = self.new_account_token(&account.id, at)?;
         let stored = self.store.insert_account(&account, &token)?;
+        self.store_deposit_address(&account.id);
         self.account_counters(&account.id);
         self.apply_rows(std::slice::from_ref(&stored));
         Ok((account, KeyWithSecret { row: stored, secret: Some(secret) }))

@@ -1,5 +1,7 @@
 //! The chain worker: a thread of its own that keeps every direct key's float, publishes new keys'
-//! public keys, sweeps paused and archived keys, and bills what their balances drop by. All chain I/O
+//! public keys, sweeps paused and archived keys, and bills what their balances drop by; with
+//! `[deposits]` it also watches the chain for deposits ([`super::deposit_watch`]), after the direct keys
+//! in every round. All chain I/O
 //! happens here, never on a core or on the control plane; what it learns is applied on the control plane
 //! ([`super::direct`]), to the key's row as it is then.
 //!
@@ -23,7 +25,8 @@
 //! this: they see only the holds the control plane keeps.
 
 use super::ControlHandle;
-use crate::config::ChainSettings;
+use super::deposit_watch::{DepositWatch, WatchError};
+use crate::config::{ChainSettings, DepositSettings};
 use crate::error::ApiError;
 use crate::gonka::chain::{ChainClient, ChainError};
 use crate::gonka::signer::GonkaSigner;
@@ -49,6 +52,15 @@ enum RoundError {
     Control(#[from] ApiError),
 }
 
+impl From<WatchError> for RoundError {
+    fn from(e: WatchError) -> Self {
+        match e {
+            WatchError::Chain(e) => Self::Chain(e),
+            WatchError::Control(e) => Self::Control(e),
+        }
+    }
+}
+
 /// What the worker works with.
 #[derive(Debug)]
 pub struct ChainWork {
@@ -56,6 +68,8 @@ pub struct ChainWork {
     pub control: ControlHandle,
     pub sealing: Arc<SealingKey>,
     pub tls: ClientTls,
+    /// `[deposits]` when enabled: deposits are watched for too.
+    pub deposits: Option<DepositSettings>,
 }
 
 /// The running worker thread.
@@ -80,7 +94,12 @@ impl ChainWorker {
         log::info!(target: "chain", "chain worker: treasury {}, chain {}", treasury.address(), work.settings.rest_url);
         let shutdown = Shutdown::new();
         let stop = shutdown.clone();
-        let mut worker = Worker { work, client, treasury, seen: HashMap::new() };
+        let deposits = work.deposits.clone().map(|settings| DepositWatch {
+            settings,
+            denom: work.settings.denom.clone(),
+            conflicts: Default::default(),
+        });
+        let mut worker = Worker { work, client, treasury, seen: HashMap::new(), deposits };
         let thread = std::thread::Builder::new().name("chain".into()).spawn(move || {
             crate::rt::make_background_thread();
             let poll = worker.work.settings.poll;
@@ -132,6 +151,7 @@ struct Worker {
     treasury: GonkaSigner,
     /// Per key: the balance the last round saw (a change is applied once two rounds agree).
     seen: HashMap<String, u64>,
+    deposits: Option<DepositWatch>,
 }
 
 fn now_ms() -> i64 {
@@ -148,6 +168,14 @@ impl Worker {
     }
 
     fn round(&mut self) -> Result<(), RoundError> {
+        self.direct_round()?;
+        if let Some(watch) = &mut self.deposits {
+            watch.round(&self.client, &self.work.control)?;
+        }
+        Ok(())
+    }
+
+    fn direct_round(&mut self) -> Result<(), RoundError> {
         let rows = self.control(|st| Ok(st.direct_work()))?;
         self.seen.retain(|id, _| rows.iter().any(|r| &r.id == id));
         if rows.is_empty() {

@@ -381,6 +381,7 @@ mod tests {
 
     fn chain() -> ChainSettings {
         ChainSettings {
+            direct_keys: true,
             rest_url: "http://127.0.0.1:1/chain-api".into(),
             chain_id: "gonka-mainnet".into(),
             denom: "ngonka".into(),

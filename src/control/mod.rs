@@ -2,11 +2,15 @@
 //! cache. Cores hand it work as closures over [`ControlState`] and await the answer; they never block
 //! on it (a full queue is an immediate 503). Node health probes run on a thread of their own
 //! ([`health`]), so a slow probe never delays an API call; so does the chain I/O of direct keys
-//! ([`chain`]), whose results are applied here ([`direct`]).
+//! ([`chain`]), whose results are applied here ([`direct`]); the chain worker also watches for deposits,
+//! which are credited here ([`deposits`]).
 
 pub mod accounts;
 pub mod chain;
 pub mod credits;
+pub mod deposit_keys;
+mod deposit_watch;
+pub mod deposits;
 pub mod direct;
 pub mod direct_keys;
 pub mod health;

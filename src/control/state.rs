@@ -88,6 +88,8 @@ pub struct ControlState {
     /// `[signup]` when enabled, and the sign-ups of this hour.
     pub(super) signup_limits: Option<crate::config::SignupSettings>,
     pub(super) signups: crate::limits::signups::SignupWindow,
+    /// Deposits, when `[deposits]` is enabled.
+    pub(super) deposits: Option<super::deposit_keys::Deposits>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -165,6 +167,7 @@ impl ControlState {
             referrals: settings.referrals,
             signup_limits: settings.signup,
             signups: crate::limits::signups::SignupWindow::default(),
+            deposits: None,
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);

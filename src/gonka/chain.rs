@@ -1,6 +1,7 @@
 //! The blocking client of the Gonka chain's Cosmos SDK REST API (gRPC-gateway JSON, as a node serves it
-//! under `/chain-api`): accounts (number, sequence, public key), bank balances, the latest height,
-//! broadcast of a signed bank transfer ([`super::tx`]) and its confirmation by hash.
+//! under `/chain-api`): accounts (number, sequence, public key), bank balances, the latest height, a
+//! block by height (its id hash and its transactions' bytes), broadcast of a signed bank transfer
+//! ([`super::tx`]) and its confirmation by hash.
 //!
 //! # Design
 //! One request per call on the one blocking HTTP client (`crate::http::client`), so it runs on the
@@ -52,6 +53,14 @@ pub struct TxResult {
     /// 0 when it was applied; the SDK's error code when its execution failed.
     pub code: u32,
     pub raw_log: String,
+}
+
+/// A block: its id hash (as the API writes it: base64) and its transactions' `TxRaw` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    pub height: u64,
+    pub hash: String,
+    pub txs: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +135,43 @@ fn parse_tx_response(body: &Value) -> Result<TxResult, ChainError> {
         code: r.get("code").and_then(integer).and_then(|c| u32::try_from(c).ok()).unwrap_or(0),
         raw_log: r.get("raw_log").and_then(Value::as_str).unwrap_or_default().to_owned(),
     })
+}
+
+/// A `GetBlockByHeight` answer: `block_id.hash`, and the header's height and the data's transactions
+/// under `block` (or `sdk_block`, which newer SDKs add).
+fn parse_block(v: &Value) -> Result<Block, ChainError> {
+    let bad = |what: &str| {
+        ChainError::Malformed(format!(
+            "not a block ({what}): {}",
+            v.to_string().chars().take(300).collect::<String>()
+        ))
+    };
+    let hash = v
+        .get("block_id")
+        .and_then(|b| b.get("hash"))
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad("no block_id.hash"))?
+        .to_owned();
+    let block = ["block", "sdk_block"].iter().find_map(|k| v.get(k)).ok_or_else(|| bad("no block"))?;
+    let height = block
+        .get("header")
+        .and_then(|h| h.get("height"))
+        .and_then(integer_u64)
+        .ok_or_else(|| bad("no height"))?;
+    let txs = match block.get("data").and_then(|d| d.get("txs")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(txs)) => txs
+            .iter()
+            .map(|t| {
+                t.as_str()
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .ok_or_else(|| bad("a transaction is not base64"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("data.txs is not a list")),
+    };
+    Ok(Block { height, hash, txs })
 }
 
 impl ChainClient {
@@ -237,6 +283,23 @@ impl ChainClient {
             .iter()
             .find_map(|k| v.get(k)?.get("header")?.get("height").and_then(integer_u64))
             .ok_or_else(|| ChainError::Malformed(format!("no block height: {}", snippet(&answer.body))))
+    }
+
+    /// Block `height`; `None` while the chain is not that high yet (the SDK answers 400, code 3).
+    pub fn block(&self, height: u64) -> Result<Option<Block>, ChainError> {
+        let path = format!("/cosmos/base/tendermint/v1beta1/blocks/{height}");
+        let answer = self.call("GET", &path, None)?;
+        if answer.status == 400 || not_found(&answer) {
+            return Ok(None);
+        }
+        if !answer.is_success() {
+            return Err(Self::unexpected(&path, &answer));
+        }
+        let block = parse_block(&Self::json(&answer)?)?;
+        if block.height != height {
+            return Err(ChainError::Malformed(format!("{path}: the answer is block {}", block.height)));
+        }
+        Ok(Some(block))
     }
 
     /// Builds `MsgSend(from → to, amount denom)` with fee `fee` denom and `gas_limit`, signs it
@@ -369,6 +432,26 @@ mod tests {
         .unwrap();
         assert_eq!(r, TxResult { height: 12, code: 32, raw_log: "x".into() });
         assert!(parse_tx_response(&json!({})).is_err());
+    }
+
+    #[test]
+    fn blocks_are_read_with_their_hash_and_transactions() {
+        let b = parse_block(&json!({"block_id": {"hash": "qrs=", "part_set_header": {}},
+            "block": {"header": {"height": "9"}, "data": {"txs": ["AQI=", "Aw=="]}}}))
+        .unwrap();
+        assert_eq!(b, Block { height: 9, hash: "qrs=".into(), txs: vec![vec![1, 2], vec![3]] });
+        let empty = parse_block(&json!({"block_id": {"hash": "x"}, "sdk_block": {"header": {"height": 3},
+            "data": {"txs": null}}}))
+        .unwrap();
+        assert!(empty.txs.is_empty());
+        assert!(
+            parse_block(&json!({"block_id": {"hash": ""}, "block": {"header": {"height": "1"}}})).is_err()
+        );
+        assert!(
+            parse_block(&json!({"block_id": {"hash": "x"}, "block": {"header": {"height": "1"},
+            "data": {"txs": ["%%%"]}}}))
+            .is_err()
+        );
     }
 
     #[test]

@@ -111,6 +111,28 @@ impl GonkaSigner {
         }
     }
 
+    /// The key derived from `secret` for `info`: HMAC-SHA256(secret, `info` ‖ counter as 4 big-endian
+    /// bytes) for the first counter from 0 whose output is a valid scalar (not 0, below the curve order;
+    /// another counter is needed with a chance of about 2^-128). The same inputs always give the same key,
+    /// so a key derived for a purpose need never be stored.
+    pub fn derived(secret: &[u8], info: &[u8]) -> Self {
+        use hmac::{KeyInit as _, Mac as _};
+        let mut counter: u32 = 0;
+        loop {
+            // HMAC takes keys of any length: `new_from_slice` never fails.
+            if let Ok(mut mac) = <hmac::Hmac<Sha256>>::new_from_slice(secret) {
+                mac.update(info);
+                mac.update(&counter.to_be_bytes());
+                let bytes: [u8; 32] = mac.finalize().into_bytes().into();
+                if let Ok(key) = SigningKey::from_slice(&bytes) {
+                    let address = address_of(key.verifying_key());
+                    return Self { key, address, last_timestamp_ns: AtomicU64::new(0) };
+                }
+            }
+            counter = counter.wrapping_add(1);
+        }
+    }
+
     /// The private key, 64 lower-hex digits (what `GONKA_PRIVATE_KEY` holds).
     pub fn private_key_hex(&self) -> String {
         hex(&self.key.to_bytes())
@@ -206,6 +228,18 @@ pub fn verify(
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn derived_keys_are_hmac_of_the_secret_and_the_same_every_time() {
+        let secret = [0xab; 32];
+        let k = GonkaSigner::derived(&secret, b"gonka-gateway deposit\0acc_1");
+        // HMAC-SHA256(secret, info || 0u32), computed by Python's hmac module.
+        assert_eq!(k.private_key_hex(), "19efc3026251256215c5af786cd993d9aac609f62c14d72804e70530074ab0c1");
+        assert_eq!(k.address(), GonkaSigner::derived(&secret, b"gonka-gateway deposit\0acc_1").address());
+        assert_ne!(k.address(), GonkaSigner::derived(&secret, b"gonka-gateway deposit\0acc_2").address());
+        assert_ne!(k.address(), GonkaSigner::derived(&[0xac; 32], b"gonka-gateway deposit\0acc_1").address());
+        assert!(k.address().starts_with("gonka1"));
+    }
 
     fn vectors() -> Vec<Value> {
         let text = include_str!("../../tests/data/gonka_signing.json");

@@ -1,8 +1,10 @@
 //! Plain data every layer may use: keys and their rows, accounts, models and their table, usage and its
-//! records, credits, kept responses, direct keys. No behaviour beyond parsing and naming its own values.
+//! records, credits, kept responses, direct keys, deposits. No behaviour beyond parsing and naming its own
+//! values.
 
 pub mod accounts;
 pub mod credits;
+pub mod deposits;
 pub mod direct;
 pub mod keys;
 pub mod models;
@@ -11,6 +13,7 @@ pub mod usage;
 
 pub use accounts::{AccountRow, CreditOutcome, ReferrerOutcome};
 pub use credits::{CreditApplied, CreditKind, CreditRequest, CreditRow, ReferralPolicy};
+pub use deposits::{BlockRef, DepositClaim, DepositRow, DepositStatus, NewDeposit};
 pub use direct::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
 pub use keys::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus};
 pub use models::{ModelEntry, ModelSpec, ModelTable, PriceRow};

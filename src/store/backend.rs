@@ -8,6 +8,7 @@ use crate::model::{
     AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse, UsageQuery,
     UsageSummaryRow,
 };
+use crate::model::{BlockRef, DepositClaim, DepositRow, NewDeposit};
 use crate::model::{CreditApplied, CreditKind, CreditRequest, CreditRow, ReferralPolicy};
 use crate::model::{DirectCharge, DirectKeyRow};
 
@@ -184,6 +185,36 @@ pub trait Store: Send {
     fn bill_direct(&mut self, charge: &DirectCharge, row: &DirectKeyRow) -> StoreResult<bool>;
     /// The charges of one direct key, oldest first, at most `limit`.
     fn direct_charges(&mut self, key_id: &str, limit: usize) -> StoreResult<Vec<DirectCharge>>;
+
+    /// Stores each `(account id, deposit address)`, replacing an address the account had.
+    fn set_deposit_addresses(&mut self, rows: &[(String, String)]) -> StoreResult<()>;
+    /// Every `(account id, deposit address)`.
+    fn deposit_addresses(&mut self) -> StoreResult<Vec<(String, String)>>;
+    /// Those of `addresses` that are deposit addresses, with their accounts: `(address, account id)`.
+    fn deposit_accounts(&mut self, addresses: &[String]) -> StoreResult<Vec<(String, String)>>;
+    /// The last block the deposit watcher scanned (`None` before the first).
+    fn deposit_cursor(&mut self) -> StoreResult<Option<BlockRef>>;
+    /// In one transaction, what scanning `block` found: a deposit pending at its height in another block
+    /// (a reorganisation) is dropped unless `found` has it again, then it takes this block's hash; each
+    /// of `found` is inserted pending, or pending again here if it was pending elsewhere or dropped (a
+    /// held, claimed or credited one stays as it is); the cursor moves to `block` unless it is past it.
+    fn record_deposit_block(&mut self, block: &BlockRef, found: &[NewDeposit], at: i64) -> StoreResult<()>;
+    /// Moves the cursor back to `height` (its hash unknown) when it is past it.
+    fn rewind_deposit_cursor(&mut self, height: u64) -> StoreResult<()>;
+    /// Every pending deposit, lowest height first.
+    fn pending_deposits(&mut self) -> StoreResult<Vec<DepositRow>>;
+    /// A pending deposit is dropped (its block or its transaction left the chain).
+    fn drop_deposit(&mut self, account_id: &str, tx_hash: &str) -> StoreResult<()>;
+    /// In one transaction: the pending deposit is confirmed (held); then, when the account's held deposits
+    /// add up to `min_ngonka` received, they are claimed together under the hash of the last of them
+    /// (highest height, then hash). Instances racing claim each deposit once.
+    fn confirm_deposit(&mut self, account_id: &str, tx_hash: &str, min_ngonka: i64) -> StoreResult<()>;
+    /// The claims not yet finished, each with what its deposits credit.
+    fn deposit_claims(&mut self) -> StoreResult<Vec<DepositClaim>>;
+    /// The deposits of a claim are credited.
+    fn finish_deposit_claim(&mut self, account_id: &str, reference: &str, at: i64) -> StoreResult<()>;
+    /// The deposits of `account_id` (of every account with `None`), newest first, at most `limit`.
+    fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>>;
 }
 
 /// The usage record a direct charge is billed as.

@@ -33,6 +33,47 @@ pub(super) const ACCOUNT_COLUMNS: &str = "id, name, balance_ngonka, created_at, 
 /// The columns of `credits` that make a [`CreditRow`](crate::model::CreditRow), in its fields' order.
 pub(super) const CREDIT_COLUMNS: &str = "seq, account_id, reference, kind, amount_ngonka, paid, withdrawable, \
      source_account_id, source_reference, referral_level, created_at";
+/// The columns of `deposits` that make a [`DepositRow`](crate::model::DepositRow), in the order of
+/// [`DepositColumns`].
+pub(super) const DEPOSIT_COLUMNS: &str = "account_id, tx_hash, address, amount_ngonka, credit_ngonka, height, \
+     block_hash, status, credit_reference, seen_at, credited_at";
+
+/// One row of [`DEPOSIT_COLUMNS`] as a driver reads it.
+#[derive(Debug)]
+pub(super) struct DepositColumns {
+    pub account_id: String,
+    pub tx_hash: String,
+    pub address: String,
+    pub amount_ngonka: i64,
+    pub credit_ngonka: i64,
+    pub height: i64,
+    pub block_hash: String,
+    pub status: String,
+    pub credit_reference: Option<String>,
+    pub seen_at: i64,
+    pub credited_at: Option<i64>,
+}
+
+impl DepositColumns {
+    /// The deposit these columns hold; a status this build does not know is refused.
+    pub fn decode(self) -> Result<crate::model::DepositRow, BadColumn> {
+        let status = crate::model::DepositStatus::parse(&self.status)
+            .ok_or_else(|| BadColumn { what: "deposit status", value: self.status.clone() })?;
+        Ok(crate::model::DepositRow {
+            account_id: self.account_id,
+            tx_hash: self.tx_hash,
+            address: self.address,
+            amount_ngonka: self.amount_ngonka,
+            credit_ngonka: self.credit_ngonka,
+            height: to_u64(self.height),
+            block_hash: self.block_hash,
+            status,
+            credit_reference: self.credit_reference,
+            seen_at: self.seen_at,
+            credited_at: self.credited_at,
+        })
+    }
+}
 
 /// One row of [`DIRECT_COLUMNS`], as a driver reads and writes it.
 #[derive(Debug)]

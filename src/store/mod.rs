@@ -1,5 +1,5 @@
-//! The durable store: accounts, keys (as keyed hashes), credits, model prices, usage records and direct
-//! keys (their private keys only sealed).
+//! The durable store: accounts, keys (as keyed hashes), credits, model prices, usage records, direct
+//! keys (their private keys only sealed) and deposits.
 //!
 //! # Design
 //! [`Store`] is a plain, blocking trait: it is only ever used on the control-plane thread, never on a core.
@@ -15,6 +15,7 @@ pub(crate) mod credits;
 pub mod postgres;
 pub mod snapshot;
 pub mod sqlite;
+mod sqlite_deposits;
 
 pub use backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult, direct_usage_record};
 

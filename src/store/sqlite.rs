@@ -11,10 +11,12 @@ use super::columns::{
     LimitColumns, RESPONSE_COLUMNS, UsageColumns, credit_kind, record_status, to_i64, to_u64,
 };
 use super::credits::Ledger;
+use super::sqlite_deposits as deposits;
 use crate::config::Synchronous;
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, KeyRow, PriceRow, StoredResponse};
+use crate::model::{BlockRef, DepositClaim, DepositRow, NewDeposit};
 use crate::model::{CreditApplied, CreditRequest, CreditRow, ReferralPolicy, ReferrerOutcome};
 use crate::model::{DirectCharge, DirectKeyRow};
 use crate::model::{GroupBy, InstanceSpend, KeySpend, UsageQuery, UsageSummaryRow};
@@ -152,6 +154,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE credits ADD COLUMN referral_level INTEGER;
      CREATE INDEX credits_by_account_seq ON credits(account_id, seq);
      CREATE INDEX credits_by_source ON credits(source_account_id, source_reference);",
+    // 7: deposit addresses, the deposit watcher's cursor, deposits.
+    super::sqlite_deposits::MIGRATION,
 ];
 
 pub struct SqliteStore {
@@ -1049,6 +1053,54 @@ impl Store for SqliteStore {
             .query_map(params![key_id, i64::try_from(limit).unwrap_or(i64::MAX)], charge_from_row)
             .map_err(err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
+    fn set_deposit_addresses(&mut self, rows: &[(String, String)]) -> StoreResult<()> {
+        deposits::set_addresses(&mut self.conn, rows).map_err(err)
+    }
+
+    fn deposit_addresses(&mut self) -> StoreResult<Vec<(String, String)>> {
+        deposits::addresses(&self.conn).map_err(err)
+    }
+
+    fn deposit_accounts(&mut self, addresses: &[String]) -> StoreResult<Vec<(String, String)>> {
+        deposits::accounts_of(&self.conn, addresses).map_err(err)
+    }
+
+    fn deposit_cursor(&mut self) -> StoreResult<Option<BlockRef>> {
+        deposits::cursor(&self.conn).map_err(err)
+    }
+
+    fn record_deposit_block(&mut self, block: &BlockRef, found: &[NewDeposit], at: i64) -> StoreResult<()> {
+        deposits::record_block(&mut self.conn, block, found, at).map_err(err)
+    }
+
+    fn rewind_deposit_cursor(&mut self, height: u64) -> StoreResult<()> {
+        deposits::rewind(&self.conn, height).map_err(err)
+    }
+
+    fn pending_deposits(&mut self) -> StoreResult<Vec<DepositRow>> {
+        deposits::pending(&self.conn).map_err(err)
+    }
+
+    fn drop_deposit(&mut self, account_id: &str, tx_hash: &str) -> StoreResult<()> {
+        deposits::drop_pending(&self.conn, account_id, tx_hash).map_err(err)
+    }
+
+    fn confirm_deposit(&mut self, account_id: &str, tx_hash: &str, min_ngonka: i64) -> StoreResult<()> {
+        deposits::confirm(&mut self.conn, account_id, tx_hash, min_ngonka).map_err(err)
+    }
+
+    fn deposit_claims(&mut self) -> StoreResult<Vec<DepositClaim>> {
+        deposits::claims(&self.conn).map_err(err)
+    }
+
+    fn finish_deposit_claim(&mut self, account_id: &str, reference: &str, at: i64) -> StoreResult<()> {
+        deposits::finish_claim(&self.conn, account_id, reference, at).map_err(err)
+    }
+
+    fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>> {
+        deposits::list(&self.conn, account_id, limit).map_err(err)
     }
 }
 

@@ -14,12 +14,20 @@
 //!
 //! Blocks are computed, not timed: height `1 + elapsed / block_ms`; whenever the ledger is touched and
 //! the height moved on, the pending transactions go into the next block (the heights between are empty
-//! blocks), so nothing needs a thread.
+//! blocks), so nothing needs a thread. A block's hash is SHA-256 of the chain id, its height, its fork
+//! (how many reorganisations rewrote it) and its transactions' hashes; the blocks that hold transactions
+//! (or that a reorganisation rewrote) are kept with their transactions' bytes, the empty ones are
+//! computed when asked for.
+//!
+//! A reorganisation ([`Ledger::reorg`]) replaces the last blocks by empty ones with new hashes, at the
+//! same heights: their transactions are undone (transfers, fees and sequence numbers) and gone, as on a
+//! chain whose other fork won without them.
 
 use crate::gonka::tx::{self, DecodedTx};
 use k256::ecdsa::signature::Verifier as _;
 use k256::ecdsa::{Signature, VerifyingKey};
-use std::collections::{HashMap, VecDeque};
+use sha2::{Digest as _, Sha256};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The SDK's error codes (codespace "sdk") the simulator answers with.
@@ -46,6 +54,8 @@ pub const SEND_GAS: u64 = 60_000;
 const MAX_MEMO_CHARS: usize = 256;
 /// Included transactions remembered for `GET /cosmos/tx/v1beta1/txs/{hash}`.
 const KEPT_RESULTS: usize = 100_000;
+/// Blocks kept with their transactions (older ones answer as empty blocks).
+const KEPT_BLOCKS: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
@@ -78,6 +88,7 @@ pub struct CheckResult {
 #[derive(Debug, Clone)]
 struct Pending {
     hash: String,
+    bytes: Vec<u8>,
     signer: String,
     pub_key: Vec<u8>,
     fee: u128,
@@ -89,6 +100,35 @@ impl Pending {
     fn spend(&self) -> u128 {
         self.sends.iter().fold(self.fee, |a, (_, n)| a.saturating_add(*n))
     }
+}
+
+/// What delivering a transaction changed, so a reorganisation can undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// Nothing (the fee could not be paid).
+    Nothing,
+    /// The fee and the sequence, not the transfers (they failed).
+    Fee,
+    /// The fee, the sequence and the transfers.
+    Full,
+}
+
+/// A block that holds transactions (or that a reorganisation rewrote).
+#[derive(Debug, Clone)]
+struct Block {
+    hash: [u8; 32],
+    txs: Vec<(Pending, Effect)>,
+}
+
+/// A block as the REST API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockView {
+    pub height: u64,
+    pub hash: [u8; 32],
+    pub previous_hash: [u8; 32],
+    /// When the block was made, unix ms.
+    pub time_ms: i64,
+    pub txs: Vec<Vec<u8>>,
 }
 
 /// The chain's parameters.
@@ -111,6 +151,12 @@ pub struct Ledger {
     pending: Vec<Pending>,
     included: HashMap<String, Included>,
     included_order: VecDeque<String>,
+    /// When the chain started, unix ms (block times count from it).
+    started_unix_ms: i64,
+    /// Blocks with transactions, or rewritten by a reorganisation, by height.
+    blocks: BTreeMap<u64, Block>,
+    /// Reorganisations so far (the fork a rewritten block's hash is made for).
+    forks: u64,
 }
 
 /// Whether `address` is a `gonka1…` account address (bech32, 20 bytes).
@@ -134,6 +180,84 @@ impl Ledger {
             pending: Vec::new(),
             included: HashMap::new(),
             included_order: VecDeque::new(),
+            started_unix_ms: i64::try_from(crate::time::unix_ms()).unwrap_or(0),
+            blocks: BTreeMap::new(),
+            forks: 0,
+        }
+    }
+
+    /// The hash of block `height` of fork `fork` holding transactions `tx_hashes`.
+    fn block_hash<'a>(&self, height: u64, fork: u64, tx_hashes: impl Iterator<Item = &'a str>) -> [u8; 32] {
+        let mut h = Sha256::new()
+            .chain_update(b"sim block")
+            .chain_update(self.params.chain_id.as_bytes())
+            .chain_update(height.to_be_bytes())
+            .chain_update(fork.to_be_bytes());
+        for t in tx_hashes {
+            h.update(t.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// Block `height` (`None` above the latest, or for 0).
+    pub fn block(&self, height: u64) -> Option<BlockView> {
+        if height == 0 || height > self.height {
+            return None;
+        }
+        let hash_of = |h: u64| match self.blocks.get(&h) {
+            Some(b) => b.hash,
+            None => self.block_hash(h, 0, std::iter::empty()),
+        };
+        let block_ms = i64::try_from(self.params.block.as_millis()).unwrap_or(i64::MAX);
+        Some(BlockView {
+            height,
+            hash: hash_of(height),
+            previous_hash: if height > 1 { hash_of(height - 1) } else { [0; 32] },
+            time_ms: self
+                .started_unix_ms
+                .saturating_add(block_ms.saturating_mul(i64::try_from(height - 1).unwrap_or(i64::MAX))),
+            txs: self
+                .blocks
+                .get(&height)
+                .map(|b| b.txs.iter().map(|(p, _)| p.bytes.clone()).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Replaces the last `depth` blocks (never the first) by empty ones with new hashes: their
+    /// transactions are undone, newest first, and forgotten. Returns their hashes.
+    pub fn reorg(&mut self, depth: u64) -> Vec<String> {
+        let depth = depth.min(self.height.saturating_sub(1));
+        let first = self.height + 1 - depth;
+        self.forks += 1;
+        let mut dropped = Vec::new();
+        for height in (first..=self.height).rev() {
+            if let Some(block) = self.blocks.remove(&height) {
+                for (p, effect) in block.txs.iter().rev() {
+                    self.undo(p, *effect);
+                    self.included.remove(&p.hash);
+                    dropped.push(p.hash.clone());
+                }
+            }
+            let hash = self.block_hash(height, self.forks, std::iter::empty());
+            self.blocks.insert(height, Block { hash, txs: Vec::new() });
+        }
+        dropped
+    }
+
+    /// Undoes what delivering `p` did.
+    fn undo(&mut self, p: &Pending, effect: Effect) {
+        if effect == Effect::Full {
+            for (to, n) in &p.sends {
+                let acc = self.account_mut(to);
+                acc.balance = acc.balance.saturating_sub(*n);
+            }
+        }
+        if effect != Effect::Nothing {
+            let total = if effect == Effect::Full { p.spend() } else { p.fee };
+            let acc = self.account_mut(&p.signer);
+            acc.balance = acc.balance.saturating_add(total);
+            acc.sequence = acc.sequence.saturating_sub(1);
         }
     }
 
@@ -145,9 +269,18 @@ impl Ledger {
             return;
         }
         let height = self.height + 1;
+        let mut txs = Vec::new();
         for p in std::mem::take(&mut self.pending) {
-            let result = self.deliver(&p, height);
-            self.remember(p.hash, result);
+            let (result, effect) = self.deliver(&p, height);
+            self.remember(p.hash.clone(), result);
+            txs.push((p, effect));
+        }
+        if !txs.is_empty() {
+            let hash = self.block_hash(height, self.forks, txs.iter().map(|(p, _)| p.hash.as_str()));
+            self.blocks.insert(height, Block { hash, txs });
+            while self.blocks.len() > KEPT_BLOCKS {
+                self.blocks.pop_first();
+            }
         }
         self.height = due;
     }
@@ -215,6 +348,7 @@ impl Ledger {
         let hash = tx::tx_hash(tx_bytes);
         let mut gas_wanted = 0;
         let outcome = self.check(tx_bytes, &hash, &mut gas_wanted);
+        let outcome = outcome.map(|p| Pending { bytes: tx_bytes.to_vec(), ..p });
         let (code, raw_log) = match outcome {
             Ok(p) => {
                 self.pending.push(p);
@@ -428,7 +562,15 @@ impl Ledger {
                 ),
             ));
         }
-        let p = Pending { hash: hash.to_owned(), signer, pub_key, fee, sends, gas_wanted: *gas_wanted };
+        let p = Pending {
+            hash: hash.to_owned(),
+            bytes: Vec::new(),
+            signer,
+            pub_key,
+            fee,
+            sends,
+            gas_wanted: *gas_wanted,
+        };
         let need = p.spend();
         if spendable < need {
             return Err(refuse(
@@ -443,7 +585,7 @@ impl Ledger {
 
     /// Applies a pending transaction in block `height`: the fee, the sequence and public key, then the
     /// transfers (all or none).
-    fn deliver(&mut self, p: &Pending, height: u64) -> Included {
+    fn deliver(&mut self, p: &Pending, height: u64) -> (Included, Effect) {
         let denom = self.params.denom.clone();
         let mut result =
             Included { height, code: 0, raw_log: "[]".into(), gas_wanted: p.gas_wanted, gas_used: SEND_GAS };
@@ -454,7 +596,7 @@ impl Ledger {
                 "spendable balance {}{denom} is smaller than {}{denom}: insufficient funds",
                 acc.balance, p.fee
             );
-            return result;
+            return (result, Effect::Nothing);
         }
         acc.balance -= p.fee;
         acc.sequence += 1;
@@ -468,13 +610,13 @@ impl Ledger {
                 "failed to execute message; message index: 0: spendable balance {}{denom} is smaller than {total}{denom}: insufficient funds",
                 acc.balance
             );
-            return result;
+            return (result, Effect::Fee);
         }
         acc.balance -= total;
         for (to, n) in &p.sends {
             self.fund(to, *n);
         }
-        result
+        (result, Effect::Full)
     }
 }
 
@@ -565,6 +707,39 @@ mod tests {
             0,
             "forgotten: the sequence is the chain's again"
         );
+    }
+
+    #[test]
+    fn blocks_keep_their_transactions_and_a_reorganisation_undoes_them() {
+        let (a, b) = (
+            GonkaSigner::from_hex(&"1a".repeat(32)).unwrap(),
+            GonkaSigner::from_hex(&"1b".repeat(32)).unwrap(),
+        );
+        let mut l = ledger(20);
+        l.fund(a.address(), 1_000);
+        let n = l.account(a.address()).unwrap().number;
+        let bytes = send(&a, n, 0, b.address(), 300);
+        let checked = l.check_tx(&bytes);
+        assert_eq!(checked.code, 0, "{}", checked.raw_log);
+        wait_block(&mut l);
+        let at = l.included(&checked.hash).unwrap().height;
+        let block = l.block(at).unwrap();
+        assert_eq!(block.txs, vec![bytes.clone()]);
+        assert_eq!(block.previous_hash, l.block(at - 1).unwrap().hash);
+        assert!(l.block(l.height() + 1).is_none() && l.block(0).is_none());
+        assert_eq!(l.account(b.address()).unwrap().balance, 300);
+
+        let depth = l.height() - at + 1;
+        assert_eq!(l.reorg(depth), vec![checked.hash.clone()]);
+        let rewritten = l.block(at).unwrap();
+        assert!(rewritten.txs.is_empty());
+        assert_ne!(rewritten.hash, block.hash, "the other fork's block has another hash");
+        assert!(l.included(&checked.hash).is_none());
+        assert_eq!(l.account(b.address()).unwrap().balance, 0);
+        let acc = l.account(a.address()).unwrap();
+        assert_eq!((acc.balance, acc.sequence), (1_000, 0));
+        // Gone, not forgotten by the chain's rules: the same transaction may be sent again.
+        assert_eq!(l.check_tx(&bytes).code, 0);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //!   404 `{"code": 5, ...}` for an account the chain does not know.
 //! - `GET /cosmos/bank/v1beta1/balances/{addr}/by_denom?denom=D` → `{"balance": {"denom", "amount"}}`;
 //!   `GET /cosmos/bank/v1beta1/balances/{addr}` → `{"balances": [...], "pagination": ...}`.
-//! - `GET /cosmos/base/tendermint/v1beta1/blocks/latest` → `{"block": {"header": {"height", ...}}}`.
+//! - `GET /cosmos/base/tendermint/v1beta1/blocks/latest` and `.../blocks/{height}` → `{"block_id":
+//!   {"hash": base64, ...}, "block": {"header": {"chain_id", "height", "time", "last_block_id", ...},
+//!   "data": {"txs": [base64 TxRaw, ...]}, ...}, "sdk_block": ...}`; a height past the latest is 400
+//!   `{"code": 3}`, as the SDK answers it.
 //! - `POST /cosmos/tx/v1beta1/txs` `{"tx_bytes": base64, "mode"}` → `{"tx_response": {"txhash", "code",
 //!   "codespace", "raw_log", "height": "0", ...}}` (only the fields of the SDK's `TxResponse`, so strict
 //!   protobuf-JSON clients read it).
@@ -18,7 +21,9 @@
 //!
 //! While the chain is down (`POST /sim/chain {"down": true}`), every REST call answers 503; signed
 //! inference keeps serving from the balances. `{"fund": {"address", "amount"}}` adds funds (creating
-//! the account); `{"forget_pending": true}` drops the transactions not yet in a block.
+//! the account); `{"forget_pending": true}` drops the transactions not yet in a block; `{"reorg": N}`
+//! replaces the last N blocks by empty ones with other hashes (a reorganisation: their transactions are
+//! undone and gone).
 //!
 //! # Signed inference
 //! The chain governs signed inference for a requester that has an account on it (genesis funds, a

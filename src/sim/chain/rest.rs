@@ -1,7 +1,7 @@
 //! The simulated chain's HTTP answers: the Cosmos REST routes and the `POST /sim/chain` control, as
 //! status and JSON body (the server frames them).
 
-use super::ledger::{Account, valid_address};
+use super::ledger::{Account, BlockView, valid_address};
 use super::state::Chain;
 use crate::sim::wire::Method;
 use base64::Engine as _;
@@ -21,6 +21,37 @@ fn account_json(address: &str, a: &Account) -> Value {
     });
     json!({"account": {"@type": "/cosmos.auth.v1beta1.BaseAccount", "address": address, "pub_key": pub_key,
         "account_number": a.number.to_string(), "sequence": a.sequence.to_string()}})
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A block as `GetBlockByHeight` answers it (bytes in base64, as gRPC-gateway JSON writes them): the
+/// block id, and the block with its header and its transactions' bytes, under `block` and `sdk_block`.
+fn block_json(chain_id: &str, b: &BlockView) -> Value {
+    let part_set = |hash: &[u8]| json!({"total": 1, "hash": b64(hash)});
+    let header = json!({
+        "version": {"block": "11", "app": "0"},
+        "chain_id": chain_id,
+        "height": b.height.to_string(),
+        "time": crate::time::rfc3339(b.time_ms / 1000),
+        "last_block_id": {"hash": b64(&b.previous_hash), "part_set_header": part_set(&b.previous_hash)},
+        "last_commit_hash": "", "data_hash": "", "validators_hash": "", "next_validators_hash": "",
+        "consensus_hash": "", "app_hash": "", "last_results_hash": "", "evidence_hash": "",
+        "proposer_address": "",
+    });
+    let txs: Vec<String> = b.txs.iter().map(|t| b64(t)).collect();
+    let block = json!({
+        "header": header,
+        "data": {"txs": txs},
+        "evidence": {"evidence": []},
+        "last_commit": {"height": b.height.saturating_sub(1).to_string(), "round": 0,
+            "block_id": {"hash": b64(&b.previous_hash), "part_set_header": part_set(&b.previous_hash)},
+            "signatures": []},
+    });
+    json!({"block_id": {"hash": b64(&b.hash), "part_set_header": part_set(&b.hash)}, "block": block,
+        "sdk_block": block})
 }
 
 /// The value of `name` in a query string.
@@ -86,11 +117,22 @@ pub fn answer(chain: &Chain, method: Method, path: &str, body: &[u8]) -> Option<
                 }
             }
         }
-        (Method::Get, "/cosmos/base/tendermint/v1beta1/blocks/latest") => {
-            let header = json!({"chain_id": l.params.chain_id, "height": l.height().to_string(),
-                "time": crate::time::rfc3339(i64::try_from(crate::time::unix_secs()).unwrap_or(0))});
-            let block = json!({"header": header, "data": {"txs": []}});
-            (200, json!({"block_id": {"hash": ""}, "block": block, "sdk_block": block}).to_string())
+        (Method::Get, "/cosmos/base/tendermint/v1beta1/blocks/latest") => match l.block(l.height()) {
+            Some(b) => (200, block_json(&l.params.chain_id, &b).to_string()),
+            None => not_found("no block yet".into()),
+        },
+        (Method::Get, r) if r.starts_with("/cosmos/base/tendermint/v1beta1/blocks/") => {
+            let height = &r["/cosmos/base/tendermint/v1beta1/blocks/".len()..];
+            match height.parse::<u64>() {
+                Ok(h) if h > l.height() => {
+                    bad_request("requested block height is bigger then the chain length".into())
+                }
+                Ok(h) if h > 0 => match l.block(h) {
+                    Some(b) => (200, block_json(&l.params.chain_id, &b).to_string()),
+                    None => not_found(format!("block {h} not found")),
+                },
+                _ => bad_request(format!("invalid height {height:?}")),
+            }
         }
         (Method::Get, r) if r.starts_with("/cosmos/tx/v1beta1/txs/") => {
             let hash = &r["/cosmos/tx/v1beta1/txs/".len()..];
@@ -142,8 +184,9 @@ fn broadcast(chain: &Chain, body: &[u8]) -> (u16, String) {
     (200, json!({"tx_response": response}).to_string())
 }
 
-/// `POST /sim/chain`: `{"fund": {"address", "amount"}}`, `{"down": bool}`, `{"forget_pending": true}`
-/// (any of them in one body).
+/// `POST /sim/chain`: `{"fund": {"address", "amount"}}`, `{"down": bool}`, `{"forget_pending": true}`,
+/// `{"reorg": N}` (the last N blocks replaced by empty ones, their transactions gone; answers their
+/// hashes as `"reorganised"`), any of them in one body.
 fn control(chain: &Chain, body: &[u8]) -> (u16, String) {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
         return (400, json!({"error": "the body is not JSON"}).to_string());
@@ -171,6 +214,14 @@ fn control(chain: &Chain, body: &[u8]) -> (u16, String) {
         && let Some(mut l) = chain.ledger()
     {
         out["forgotten"] = json!(l.forget_pending());
+    }
+    if let Some(depth) = req.get("reorg") {
+        let Some(depth) = depth.as_u64() else {
+            return (400, json!({"error": "reorg needs a number of blocks"}).to_string());
+        };
+        if let Some(mut l) = chain.ledger() {
+            out["reorganised"] = json!(l.reorg(depth));
+        }
     }
     if let Some(l) = chain.ledger() {
         out["height"] = json!(l.height());

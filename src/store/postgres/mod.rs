@@ -22,7 +22,9 @@
 //! - `queries`: the [`Store`](super::Store) implementation.
 //! - `rows`: result rows into model types.
 //! - `feed`: the change feed and its notification payloads.
+//! - `deposits`: the deposits tables and their statements.
 
+mod deposits;
 mod feed;
 mod pool;
 mod queries;

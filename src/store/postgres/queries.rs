@@ -9,6 +9,7 @@ use super::rows::{
 use crate::model::JournalPos;
 use crate::model::UsageRecord;
 use crate::model::{AccountRow, CreditOutcome, InstanceSpend, KeyRow, KeySpend, PriceRow, StoredResponse};
+use crate::model::{BlockRef, DepositClaim, DepositRow, NewDeposit};
 use crate::model::{CreditApplied, CreditRequest, CreditRow, ReferralPolicy, ReferrerOutcome};
 use crate::model::{DirectCharge, DirectKeyRow};
 use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
@@ -805,5 +806,53 @@ impl Store for PostgresStore {
             )
             .map_err(err)?;
         Ok(rows.iter().map(charge_from_row).collect())
+    }
+
+    fn set_deposit_addresses(&mut self, rows: &[(String, String)]) -> StoreResult<()> {
+        self.set_addresses(rows)
+    }
+
+    fn deposit_addresses(&mut self) -> StoreResult<Vec<(String, String)>> {
+        self.addresses()
+    }
+
+    fn deposit_accounts(&mut self, addresses: &[String]) -> StoreResult<Vec<(String, String)>> {
+        self.accounts_of(addresses)
+    }
+
+    fn deposit_cursor(&mut self) -> StoreResult<Option<BlockRef>> {
+        self.cursor()
+    }
+
+    fn record_deposit_block(&mut self, block: &BlockRef, found: &[NewDeposit], at: i64) -> StoreResult<()> {
+        self.record_block(block, found, at)
+    }
+
+    fn rewind_deposit_cursor(&mut self, height: u64) -> StoreResult<()> {
+        self.rewind(height)
+    }
+
+    fn pending_deposits(&mut self) -> StoreResult<Vec<DepositRow>> {
+        self.pending()
+    }
+
+    fn drop_deposit(&mut self, account_id: &str, tx_hash: &str) -> StoreResult<()> {
+        self.drop_pending(account_id, tx_hash)
+    }
+
+    fn confirm_deposit(&mut self, account_id: &str, tx_hash: &str, min_ngonka: i64) -> StoreResult<()> {
+        self.confirm(account_id, tx_hash, min_ngonka)
+    }
+
+    fn deposit_claims(&mut self) -> StoreResult<Vec<DepositClaim>> {
+        self.claims()
+    }
+
+    fn finish_deposit_claim(&mut self, account_id: &str, reference: &str, at: i64) -> StoreResult<()> {
+        self.finish_claim(account_id, reference, at)
+    }
+
+    fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>> {
+        self.list(account_id, limit)
     }
 }

@@ -150,6 +150,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE credits ADD COLUMN referral_level INTEGER;
      CREATE INDEX credits_by_account_seq ON credits(account_id, seq);
      CREATE INDEX credits_by_source ON credits(source_account_id, source_reference);",
+    // 6: deposit addresses, the deposit watcher's cursor, deposits.
+    super::deposits::MIGRATION,
 ];
 
 impl PostgresStore {

@@ -478,6 +478,34 @@
       { label: "Requests", num: true, cell: (r) => count(r.requests) },
       { label: "Spend", num: true, cell: (r) => gnk(r.cost_ngonka) },
     ], top(byModel.data), "No requests in the last 30 days.");
+    await depositsPanel();
+  }
+
+  /** The deposit address and the deposits of the account; the panel stays hidden while deposits are off. */
+  async function depositsPanel() {
+    let terms;
+    try {
+      terms = await api("GET", "/api/deposit-address");
+    } catch (e) {
+      if (e.status === 404) return;
+      throw e;
+    }
+    const list = await api("GET", "/api/deposits");
+    $("#deposit-address").textContent = terms.address;
+    const rate = BigInt(terms.rate_ppm) === 1000000n ? "1:1" : `${Number(terms.rate_ppm) / 1e6} per GNK`;
+    const fee = terms.fee_bps ? `, less a ${Number(terms.fee_bps) / 100}% fee` : "";
+    const min = BigInt(terms.min_ngonka) > 0n ? ` Deposits below ${gnk(terms.min_ngonka)} are held until they add up to it.` : "";
+    $("#deposit-terms").textContent =
+      `Credited at ${rate}${fee} after ${terms.confirmations} confirmation${terms.confirmations === 1 ? "" : "s"}.${min}`;
+    const statusText = (d) => (d.status === "pending" ? `pending (${d.confirmations}/${d.confirmations_required})` : d.status);
+    fillTable($("#deposit-list"), "Deposits", [
+      { label: "Transaction", cell: (d) => el("code", { title: d.tx_hash }, `${d.tx_hash.slice(0, 12)}…`) },
+      { label: "Received", num: true, cell: (d) => gnk(d.amount_ngonka) },
+      { label: "Credit", num: true, cell: (d) => gnk(d.credit_ngonka) },
+      { label: "Status", cell: (d) => el("span", { class: `badge ${d.status}` }, statusText(d)) },
+      { label: "Seen", cell: (d) => when(d.seen_at) },
+    ], list.data, "No deposits yet.");
+    $("#deposits").hidden = false;
   }
 
   /** Buttons for pause/resume, rotate and archive of a managed or management key. */
@@ -824,6 +852,10 @@
         { label: "Created", cell: (a) => when(a.created_at) },
         { label: "Referral code", cell: (a) => el("code", {}, a.referral_code) },
         { label: "Referred by", cell: (a) => (a.referrer_id ? (names.get(a.referrer_id) || a.referrer_id) : "—") },
+        // With deposits enabled every account has a deposit address.
+        ...(accounts.some((a) => a.deposit_address)
+          ? [{ label: "Deposit address", cell: (a) => el("code", { class: "address" }, a.deposit_address || "—") }]
+          : []),
         {
           label: "Actions",
           cell: (a) => el(
