@@ -172,6 +172,18 @@ pub fn start<T>(
         let direct = crate::control::direct_keys::DirectKeys::new(chain.clone(), Arc::clone(&sealing));
         state.enable_direct_keys(direct).map_err(io_err)?;
     }
+    if let Some(n) = &settings.notifications {
+        let tls = match n.url.tls {
+            true => Some(ClientTls::new(
+                settings.upstream.tls_system_roots,
+                settings.upstream.tls_extra_ca.as_deref(),
+            )?),
+            false => None,
+        };
+        let notifier = crate::control::notify::Notifier::start(n.clone(), tls)?;
+        state.enable_notifications(crate::control::notify::Alerts::new(notifier, n));
+        log::info!(target: "notify", "webhooks to {}", n.url);
+    }
     let extra = setup(&mut state).map_err(io_err)?;
     let cluster = state.gauges();
     let (control, rx) = crate::control::channel();

@@ -462,6 +462,10 @@ impl Store for Flaky {
     ) -> StoreResult<Vec<gonka_gateway::model::DirectCharge>> {
         self.inner.direct_charges(key_id, limit)
     }
+    fn claim_event(&mut self, id: &str, account_id: &str, kind: &str, at_ms: i64) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.claim_event(id, account_id, kind, at_ms)
+    }
 }
 
 #[test]

@@ -5,18 +5,19 @@ use super::fields::Fields;
 use super::views::{key_json, list};
 use crate::app::App;
 use crate::control::ControlState;
-use crate::control::accounts::{KeyAction, KeySpec};
+use crate::control::accounts::{KeyAction, KeyPatch, KeySpec};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
 use crate::http::request::query_param;
-use crate::model::AccountRow;
 use crate::model::KeyKind;
 use crate::model::ModelEntry;
+use crate::model::{AccountRow, AccountStatus};
 use crate::session::exchange::Exchange;
 use serde_json::{Value, json};
 
-/// An account with its live balance (the store's lags behind the journal) and holds.
+/// An account with its live balance (the store's lags behind the journal), holds and status (`active`,
+/// or `blocked` at a balance of 0 or below).
 fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
     let (balance, held) = st.account_balance(&a.id).unwrap_or((a.balance_ngonka, 0));
     json!({
@@ -25,6 +26,7 @@ fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
         "name": a.name,
         "balance_ngonka": balance.to_string(),
         "held_ngonka": held.to_string(),
+        "status": AccountStatus::of_balance(balance).as_str(),
         "created_at": crate::time::rfc3339(a.created_at),
     })
 }
@@ -186,12 +188,13 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 Some("management") => KeyKind::Management,
                 _ => KeyKind::Managed,
             };
+            let allowed_models = f.model_list("allowed_models")?.flatten();
             f.finish()?;
             let id = (*id).to_owned();
             let k = control
                 .call(move |st| {
                     st.account(&id)?;
-                    st.create_key(&id, kind, None, KeySpec { name, ..KeySpec::default() })
+                    st.create_key(&id, kind, None, KeySpec { name, allowed_models, ..KeySpec::default() })
                 })
                 .await??;
             ex.respond_json(201, &key_json(&k.row, k.secret.as_deref())).await;
@@ -264,6 +267,24 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 }
                 None => return Err(ApiError::ModelNotFound(model)),
             }
+        }
+        (Method::Patch, ["keys", id]) => {
+            let mut f = Fields::parse(&ex.read_body().await?)?;
+            let patch = KeyPatch {
+                name: f.name("name")?,
+                allowed_models: f.model_list("allowed_models")?,
+                ..KeyPatch::default()
+            };
+            f.finish()?;
+            let id = (*id).to_owned();
+            let row = control
+                .call(move |st| {
+                    let account = st.key_account(&id)?;
+                    let kinds = [KeyKind::Managed, KeyKind::Management, KeyKind::Child];
+                    st.update_key(&account, &id, &kinds, patch)
+                })
+                .await??;
+            ex.respond_json(200, &key_json(&row, None)).await;
         }
         (Method::Post, ["keys", id, action]) => {
             let action = KeyAction::parse(action)

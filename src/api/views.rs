@@ -23,6 +23,9 @@ pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
     if matches!(row.kind, KeyKind::Managed | KeyKind::Child) {
         v["fit_max_tokens"] = json!(row.fit_max_tokens.map(|p| p.as_str()));
     }
+    if matches!(row.kind, KeyKind::Managed | KeyKind::Management | KeyKind::Child) {
+        v["allowed_models"] = json!(row.allowed_models);
+    }
     if row.kind == KeyKind::Child {
         v["management_key_id"] = json!(row.parent_id);
         v["limit_daily_ngonka"] = opt_amount(row.limit_daily_ngonka);

@@ -18,11 +18,11 @@ pub use error::ConfigError;
 
 pub use file::{
     AdminFile, BillingFile, ChainFile, ClusterFile, ConfigFile, GonkaFile, JournalFile, KeysFile, LimitsFile,
-    LogFile, ModelFile, NodeFile, ResponsesFile, ServerFile, ServerTlsFile, StoreFile, UpstreamFile,
-    UpstreamTlsFile,
+    LogFile, ModelFile, NodeFile, NotificationsFile, ResponsesFile, ServerFile, ServerTlsFile, StoreFile,
+    UpstreamFile, UpstreamTlsFile,
 };
 pub use settings::{
     BillingSettings, ChainSettings, ClusterSettings, GonkaSettings, KeySettings, NodeKind, NodeSpec, NodeUrl,
-    PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous, UpstreamSettings,
-    WaitFor,
+    NotificationSettings, PostgresSettings, Secret, ServerTimeouts, Settings, StoreSettings, Synchronous,
+    UpstreamSettings, WaitFor,
 };

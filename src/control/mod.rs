@@ -2,15 +2,18 @@
 //! cache. Cores hand it work as closures over [`ControlState`] and await the answer; they never block
 //! on it (a full queue is an immediate 503). Node health probes run on a thread of their own
 //! ([`health`]), so a slow probe never delays an API call; so does the chain I/O of direct keys
-//! ([`chain`]), whose results are applied here ([`direct`]).
+//! ([`chain`]), whose results are applied here ([`direct`]); webhooks are raised here ([`alerts`]) and
+//! delivered from a thread of their own ([`notify`]).
 
 pub mod accounts;
+pub mod alerts;
 pub mod chain;
 pub mod direct;
 pub mod direct_keys;
 pub mod health;
 pub mod leases;
 mod leasing;
+pub mod notify;
 mod responses;
 pub mod state;
 

@@ -83,6 +83,8 @@ pub struct ControlState {
     pub(super) responses_swept: Instant,
     /// Direct keys, when `[chain]` is enabled.
     pub(super) direct: Option<super::direct_keys::DirectKeys>,
+    /// Webhooks, when `[notifications] url` is set.
+    pub(super) alerts: Option<super::notify::Alerts>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -157,6 +159,7 @@ impl ControlState {
                 .checked_sub(Duration::from_secs(3600))
                 .unwrap_or_else(Instant::now),
             direct: None,
+            alerts: None,
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);
@@ -349,7 +352,24 @@ impl ControlState {
             counters,
             account,
         };
-        Arc::new(KeyEntry::new(row, Arc::new(budget)))
+        let mut entry = KeyEntry::new(row, Arc::new(budget));
+        entry.allowed_models = self.effective_models(row);
+        Arc::new(entry)
+    }
+
+    /// The models a key may use: its own list, and for a child key only what its management key may
+    /// use too (a child without a list gets its management key's).
+    fn effective_models(&self, row: &KeyRow) -> Option<Arc<[String]>> {
+        let own = row.allowed_models.as_deref();
+        let parent =
+            row.parent_id.as_deref().and_then(|p| self.rows.get(p)).and_then(|p| p.allowed_models.as_deref());
+        match (own, parent) {
+            (None, None) => None,
+            (Some(list), None) | (None, Some(list)) => Some(Arc::from(list)),
+            (Some(own), Some(parent)) => {
+                Some(own.iter().filter(|m| parent.contains(m)).cloned().collect::<Vec<_>>().into())
+            }
+        }
     }
 
     /// Applies stored rows to the mirror and the cache (a rotated key's old hash leaves the cache).
@@ -371,6 +391,25 @@ impl ControlState {
             }
             self.last_version = self.last_version.max(row.version);
             self.rows.insert(row.id.clone(), row.clone());
+        }
+        // A management key's models bound its children's: their entries follow it (they may have been
+        // applied before it, in the same batch).
+        let parents: std::collections::HashSet<&str> =
+            rows.iter().filter(|r| r.kind == KeyKind::Management).map(|r| r.id.as_str()).collect();
+        if !parents.is_empty() {
+            let children: Vec<KeyRow> = self
+                .rows
+                .values()
+                .filter(|k| {
+                    k.status != KeyStatus::Archived
+                        && k.parent_id.as_deref().is_some_and(|p| parents.contains(p))
+                })
+                .cloned()
+                .collect();
+            for child in children {
+                let entry = self.entry(&child);
+                self.keys.put(child.hash, entry);
+            }
         }
         if !rows.is_empty() {
             self.snapshot_dirty = true;
@@ -470,6 +509,7 @@ impl ControlState {
         }
         self.tick_leases();
         self.sweep_responses();
+        self.check_alerts();
     }
 
     /// At clean shutdown: everything journaled goes to the store, and the snapshot is written.

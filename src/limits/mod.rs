@@ -30,8 +30,8 @@ pub mod share;
 pub mod window;
 
 use crate::error::{ApiError, RateLimitInfo};
-use crate::model::FitPolicy;
 use crate::model::ModelSpec;
+use crate::model::{AccountStatus, FitPolicy};
 use crate::time::{day_index, month_index};
 use counters::{AccountCounters, KeyCounters};
 use fit::Quote;
@@ -283,6 +283,10 @@ pub fn hold(
     gauges: &Arc<HoldGauges>,
 ) -> Result<Admission, ApiError> {
     let (day, month) = (day_index(now_ms), month_index(now_ms));
+    if AccountStatus::of_balance(key.account.balance()) == AccountStatus::Blocked {
+        // Blocked: nothing is held against a balance at or below zero, a free request neither.
+        return Err(ApiError::InsufficientBalance);
+    }
     let mut max_tokens = quote.max_tokens;
     // A fitted amount can be taken by another request between the look and the take: look again.
     for _ in 0..4 {
@@ -307,6 +311,21 @@ pub fn hold(
         }
     }
     Err(refusal(key, quote.cost(quote.least_tokens()), day, month))
+}
+
+/// Counts a final `child_key_limit` refusal of `quote` against each window whose limit left it no room
+/// (the control plane reports that limit as reached).
+pub fn note_limit_refusal(key: &Budget, quote: &Quote, now_ms: i64) {
+    let (day, month) = (day_index(now_ms), month_index(now_ms));
+    let needed = quote.cost(quote.least_tokens());
+    let [daily, monthly, _] = budgets(key, day, month);
+    let no_room = |b: Option<BudgetState>| b.is_some_and(|b| b.room_without_holds() < needed);
+    if no_room(daily) {
+        key.counters.daily_refused.add(day, 1);
+    }
+    if no_room(monthly) {
+        key.counters.monthly_refused.add(month, 1);
+    }
 }
 
 /// Why a hold of `needed` was refused.

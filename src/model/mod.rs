@@ -8,9 +8,9 @@ pub mod models;
 pub mod responses;
 pub mod usage;
 
-pub use accounts::{AccountRow, CreditOutcome};
+pub use accounts::{AccountRow, AccountStatus, CreditOutcome};
 pub use direct::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
-pub use keys::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus};
+pub use keys::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus, model_allowed};
 pub use models::{ModelEntry, ModelSpec, ModelTable, PriceRow};
 pub use responses::StoredResponse;
 pub use usage::{

@@ -149,6 +149,11 @@ pub trait Store: Send {
     fn bill_direct(&mut self, charge: &DirectCharge, row: &DirectKeyRow) -> StoreResult<bool>;
     /// The charges of one direct key, oldest first, at most `limit`.
     fn direct_charges(&mut self, key_id: &str, limit: usize) -> StoreResult<Vec<DirectCharge>>;
+
+    /// Records the notification event `id` (of `kind`, about `account_id`) once: whether this call
+    /// recorded it. Every instance that sees the same crossing derives the same id, so only the one
+    /// that records it sends it.
+    fn claim_event(&mut self, id: &str, account_id: &str, kind: &str, at_ms: i64) -> StoreResult<bool>;
 }
 
 /// The usage record a direct charge is billed as.

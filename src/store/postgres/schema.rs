@@ -134,6 +134,15 @@ const MIGRATIONS: &[&str] = &[
          at_ms BIGINT NOT NULL
      );
      CREATE INDEX direct_charges_by_key ON direct_charges(key_id, at_ms);",
+    // A key's allowed models (a JSON array of ids; NULL: every model).
+    "ALTER TABLE keys ADD COLUMN allowed_models TEXT;",
+    // Notification events, recorded once by id (the webhook's dedupe across instances).
+    "CREATE TABLE notification_events (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         created_ms BIGINT NOT NULL
+     );",
 ];
 
 impl PostgresStore {
