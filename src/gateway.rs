@@ -172,6 +172,7 @@ pub fn start<T>(
         let direct = crate::control::direct_keys::DirectKeys::new(chain.clone(), Arc::clone(&sealing));
         state.enable_direct_keys(direct).map_err(io_err)?;
     }
+    let notifications = Arc::new(crate::control::notify::NotifyStats::default());
     if let Some(n) = &settings.notifications {
         let tls = match n.url.tls {
             true => Some(ClientTls::new(
@@ -180,7 +181,7 @@ pub fn start<T>(
             )?),
             false => None,
         };
-        let notifier = crate::control::notify::Notifier::start(n.clone(), tls)?;
+        let notifier = crate::control::notify::Notifier::start(n.clone(), tls, Arc::clone(&notifications))?;
         state.enable_notifications(crate::control::notify::Alerts::new(notifier, n));
         log::info!(target: "notify", "webhooks to {}", n.url);
     }
@@ -219,6 +220,7 @@ pub fn start<T>(
         journal,
         holds: Arc::default(),
         cluster,
+        notifications,
         upstream_tls: upstream_tls.clone(),
         gonka,
         tokenizers,

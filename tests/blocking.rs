@@ -110,6 +110,9 @@ fn a_blocked_account_is_refused_without_a_node_call_until_a_top_up_and_each_cros
         assert_eq!(tries, 2, "{}: failed once, then delivered", a.event_type);
         assert_eq!(a.body["id"], a.event_id.as_str());
     }
+    assert_eq!(gw.metric("gateway_webhooks_delivered_total"), 3.0);
+    assert_eq!(gw.metric("gateway_webhook_attempts_failed_total"), 3.0);
+    assert_eq!(gw.metric("gateway_webhooks_dropped_total"), 0.0);
 }
 
 #[test]
@@ -140,4 +143,52 @@ fn a_child_key_reaching_80_and_100_percent_of_its_daily_limit_is_told_once_each(
     assert_eq!(got_later.len(), 2, "80 and 100, once each: {got_later:?}");
     assert_eq!(got[1].body["threshold"], 100);
     assert!(got.iter().all(|a| a.signed));
+}
+
+#[test]
+fn a_receiver_that_never_answers_slows_neither_requests_nor_the_control_plane() {
+    // It accepts connections and never reads or answers: every attempt waits out its 2 s timeout.
+    let listener = bind_free_port();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let sim = Sim::start(&["--completion-tokens", "10", "--overrun-tokens", "500"]);
+    let gw = Gateway::start_with(GatewayOpts {
+        node_urls: sim.urls.clone(),
+        extra: format!(
+            "[limits]\ndefault_rpm = 0\n[notifications]\nurl = \"http://127.0.0.1:{port}/\"\nlow_balance_ngonka = 1000000\n\
+             check_interval_ms = 100\ntimeout_ms = 2000\n"
+        ),
+        envs: vec![("GATEWAY_WEBHOOK_SECRET", SECRET.to_owned())],
+        ..GatewayOpts::default()
+    });
+    // Several accounts cross at once: their events queue behind the hanging delivery.
+    let keys: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let (acc, tok) = gw.create_account(&format!("a{i}"));
+            gw.credit(&acc, 6_000, "first");
+            (acc, gw.create_key(&tok, "k"))
+        })
+        .collect();
+    for (_, key) in &keys {
+        assert_eq!(chat(&gw, key).status, 200);
+    }
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(3) {
+        for (acc, key) in &keys {
+            let t = std::time::Instant::now();
+            assert_eq!(status(&gw, acc).0, "blocked");
+            assert_eq!(chat(&gw, key).status, 402);
+            assert_eq!(chat(&gw, &gw.api_key).status, 200);
+            slowest = slowest.max(t.elapsed());
+        }
+    }
+    assert!(slowest < Duration::from_millis(500), "an admin call and two requests took {slowest:?}");
+    assert_eq!(gw.metric("gateway_webhooks_delivered_total"), 0.0);
+    assert!(gw.metric("gateway_webhook_attempts_failed_total") >= 1.0, "the first attempt timed out");
 }

@@ -73,7 +73,7 @@ pub struct NotificationsFile {
     pub backoff_ms: u64,
     pub max_backoff_ms: u64,
     /// Events waiting for delivery (retries included); past this, new events are dropped (with a
-    /// warning and `gateway_notifications_dropped_total`).
+    /// warning and `gateway_webhooks_dropped_total`).
     pub queue_size: usize,
     /// How often balances and child keys' spend are looked at for events, ms.
     pub check_interval_ms: u64,

@@ -93,6 +93,11 @@ impl ControlState {
         let low_at = i64::try_from(a.low_balance_ngonka).unwrap_or(i64::MAX);
         let mut found: Vec<(&'static str, String, i64)> = Vec::new();
         for (account, balance) in balances {
+            if balance > 0 {
+                a.uncredited.remove(&account);
+            } else if a.uncredited.contains(&account) {
+                continue;
+            }
             if a.low_balance_ngonka > 0 {
                 if balance < low_at {
                     if a.low.insert(account.clone()) {
@@ -129,6 +134,7 @@ impl ControlState {
                 if let Some(a) = self.alerts.as_mut() {
                     a.low.remove(&account);
                     a.blocked.remove(&account);
+                    a.uncredited.insert(account);
                 }
                 continue;
             };

@@ -42,6 +42,8 @@ pub struct Alerts {
     /// Accounts seen below the low-balance threshold, and seen blocked, since they were last above.
     pub(super) low: HashSet<String>,
     pub(super) blocked: HashSet<String>,
+    /// Accounts never credited, at a balance of 0 (they cross nothing until a credit).
+    pub(super) uncredited: HashSet<String>,
     /// Key events already raised (by id), in the windows `window` (pruned when it changes).
     pub(super) raised: HashSet<String>,
     pub(super) window: (i64, i64),
@@ -56,6 +58,7 @@ impl Alerts {
             last: None,
             low: HashSet::new(),
             blocked: HashSet::new(),
+            uncredited: HashSet::new(),
             raised: HashSet::new(),
             window: (i64::MIN, i64::MIN),
         }
@@ -67,6 +70,17 @@ pub(super) fn event_id(identity: &str) -> String {
     let digest: [u8; 32] = Sha256::digest(identity.as_bytes()).into();
     let hex = crate::model::KeyHash(digest).to_hex();
     format!("evt_{}", &hex[..32])
+}
+
+/// What `/metrics` shows of webhooks.
+#[derive(Debug, Default)]
+pub struct NotifyStats {
+    /// Events the receiver accepted.
+    pub delivered: std::sync::atomic::AtomicU64,
+    /// Attempts that failed (each retried until `max_attempts`).
+    pub failed_attempts: std::sync::atomic::AtomicU64,
+    /// Events dropped: the queue was full, or every attempt failed.
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 /// One event, its body already written.
@@ -93,6 +107,7 @@ pub struct Notifier {
     /// Events queued or waiting for a retry.
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    stats: Arc<NotifyStats>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -104,16 +119,20 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// Starts the delivery thread; `tls` for an https `url`.
-    pub fn start(settings: NotificationSettings, tls: Option<ClientTls>) -> io::Result<Self> {
+    pub fn start(
+        settings: NotificationSettings,
+        tls: Option<ClientTls>,
+        stats: Arc<NotifyStats>,
+    ) -> io::Result<Self> {
         let (tx, rx) = bounded(settings.queue_size);
         let pending = Arc::new(AtomicUsize::new(0));
         let max_pending = settings.queue_size;
-        let p = Arc::clone(&pending);
+        let (p, st) = (Arc::clone(&pending), Arc::clone(&stats));
         let thread = std::thread::Builder::new().name("notify".into()).spawn(move || {
             crate::rt::make_background_thread();
-            Delivery { settings, tls, pending: p, retries: BinaryHeap::new() }.run(&rx);
+            Delivery { settings, tls, pending: p, stats: st, retries: BinaryHeap::new() }.run(&rx);
         })?;
-        Ok(Self { tx: Some(tx), pending, max_pending, thread: Some(thread) })
+        Ok(Self { tx: Some(tx), pending, max_pending, stats, thread: Some(thread) })
     }
 
     /// Queues `event` for delivery; false (and a warning) when the queue is full.
@@ -131,6 +150,7 @@ impl Notifier {
                 }
             };
         if !sent {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             log::warn!(target: "notify", "{} {}: dropped, the webhook queue is full", event.kind, event.id);
         }
         sent
@@ -171,6 +191,7 @@ struct Delivery {
     settings: NotificationSettings,
     tls: Option<ClientTls>,
     pending: Arc<AtomicUsize>,
+    stats: Arc<NotifyStats>,
     retries: BinaryHeap<Retry>,
 }
 
@@ -201,10 +222,13 @@ impl Delivery {
         r.attempts += 1;
         match self.post(&r.event) {
             Ok(()) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 log::info!(target: "notify", "{} {} delivered (attempt {})", r.event.kind, r.event.id, r.attempts);
                 self.pending.fetch_sub(1, Ordering::AcqRel);
             }
             Err(e) if r.attempts >= self.settings.max_attempts => {
+                self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     target: "notify",
                     "{} {}: given up after {} attempts: {e}",
@@ -215,6 +239,7 @@ impl Delivery {
                 self.pending.fetch_sub(1, Ordering::AcqRel);
             }
             Err(e) => {
+                self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                 let factor = 1u32 << (r.attempts - 1).min(20);
                 let backoff = self.settings.backoff.saturating_mul(factor).min(self.settings.max_backoff);
                 log::info!(
