@@ -417,6 +417,37 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_account_holds_nothing_a_free_request_neither() {
+        let g = Arc::new(HoldGauges::default());
+        for balance in [0, -5] {
+            let k = key(None, None, balance);
+            assert!(matches!(take_fixed(&k, 0, T, &g), Err(ApiError::InsufficientBalance)), "{balance}");
+        }
+        let k = key(None, None, 1);
+        take_fixed(&k, 0, T, &g).unwrap().settle(0);
+        // A hold in flight does not block: the balance is still above zero.
+        let held = take_fixed(&k, 1, T, &g).unwrap();
+        take_fixed(&k, 0, T, &g).unwrap().settle(0);
+        held.settle(1);
+        assert!(
+            matches!(take_fixed(&k, 0, T, &g), Err(ApiError::InsufficientBalance)),
+            "spent to 0: blocked"
+        );
+    }
+
+    #[test]
+    fn a_final_limit_refusal_is_counted_against_the_window_that_had_no_room() {
+        let k = key(Some(100), Some(1_000), 10_000);
+        let g = Arc::new(HoldGauges::default());
+        take_fixed(&k, 90, T, &g).unwrap().settle(90);
+        note_limit_refusal(&k, &fixed(20), T);
+        let (day, month) = (day_index(T), month_index(T));
+        assert_eq!((k.counters.daily_refused.get(day), k.counters.monthly_refused.get(month)), (1, 0));
+        note_limit_refusal(&k, &fixed(5), T);
+        assert_eq!(k.counters.daily_refused.get(day), 1, "room for 5: not refused by the limit");
+    }
+
+    #[test]
     fn only_holds_in_the_way_is_a_retryable_429_and_spend_is_a_402() {
         let g = Arc::new(HoldGauges::default());
         let k = key(Some(100), None, 10_000);
