@@ -202,6 +202,7 @@ impl ControlState {
         } else if applied {
             self.account_counters(account_id).credit(amount);
         }
+        self.alert_credited(account_id);
         // The live balance: the store's lags behind usage still in the journal.
         let (balance_ngonka, _) = self.account_balance(account_id)?;
         Ok(Credited { applied, balance_ngonka })

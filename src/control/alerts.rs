@@ -23,7 +23,7 @@ use crate::model::{AccountStatus, KeyKind, KeyStatus};
 use crate::time::{day_index, month_index};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What one look found: `(kind, identity, account, body fields)`.
 type Raised = (&'static str, String, String, Value);
@@ -34,6 +34,13 @@ impl ControlState {
         self.alerts = Some(alerts);
     }
 
+    /// A credit reached `account` (here or through the change feed): it may cross from now on.
+    pub(super) fn alert_credited(&mut self, account: &str) {
+        if let Some(a) = self.alerts.as_mut() {
+            a.uncredited.remove(account);
+        }
+    }
+
     /// Periodic: raises the events whose crossing happened since the last look (see the module docs).
     pub(super) fn check_alerts(&mut self) {
         let Some(a) = self.alerts.as_mut() else { return };
@@ -41,6 +48,11 @@ impl ControlState {
             return;
         }
         a.last = Some(Instant::now());
+        // A credit that came another way than those that tell `alert_credited` is found within a minute.
+        if a.uncredited_since.elapsed() >= Duration::from_secs(60) {
+            a.uncredited.clear();
+            a.uncredited_since = Instant::now();
+        }
         let mut raised = self.balance_events();
         raised.extend(self.key_events());
         let now_ms = self.clock.now_ms();
@@ -93,7 +105,8 @@ impl ControlState {
         let low_at = i64::try_from(a.low_balance_ngonka).unwrap_or(i64::MAX);
         let mut found: Vec<(&'static str, String, i64)> = Vec::new();
         for (account, balance) in balances {
-            if balance > 0 {
+            // Never credited (as of the last look, and still at exactly 0): nothing to tell.
+            if balance != 0 {
                 a.uncredited.remove(&account);
             } else if a.uncredited.contains(&account) {
                 continue;

@@ -44,6 +44,8 @@ pub struct Alerts {
     pub(super) blocked: HashSet<String>,
     /// Accounts never credited, at a balance of 0 (they cross nothing until a credit).
     pub(super) uncredited: HashSet<String>,
+    /// When `uncredited` was last emptied.
+    pub(super) uncredited_since: Instant,
     /// Key events already raised (by id), in the windows `window` (pruned when it changes).
     pub(super) raised: HashSet<String>,
     pub(super) window: (i64, i64),
@@ -59,6 +61,7 @@ impl Alerts {
             low: HashSet::new(),
             blocked: HashSet::new(),
             uncredited: HashSet::new(),
+            uncredited_since: Instant::now(),
             raised: HashSet::new(),
             window: (i64::MIN, i64::MIN),
         }

@@ -240,6 +240,7 @@ impl ControlState {
             if total != old {
                 let delta = self.share.of_i64(total) - self.share.of_i64(old);
                 self.account_counters(&account).credit(delta);
+                self.alert_credited(&account);
                 self.credit_totals.insert(account, total);
             }
         }
@@ -256,6 +257,7 @@ impl ControlState {
         if total != old {
             let delta = self.share.of_i64(total) - self.share.of_i64(old);
             self.account_counters(account).credit(delta);
+            self.alert_credited(account);
             self.credit_totals.insert(account.to_owned(), total);
         }
         Ok(())

@@ -174,6 +174,8 @@ try {
   await page.fill("#child-daily", "0.00005");
   await page.click("#child-save");
   await page.waitForSelector("#child-dialog[open]", { state: "detached" });
+  // The management key's secret is still shown until the page has reloaded its keys.
+  await page.waitForFunction(() => (document.querySelector("#secret-value") || {}).textContent?.trim().startsWith("gc-"));
   const child = await shownSecret(page);
   assert.match(child, /^gc-/);
   const dailyBar = 'progress[aria-label^="daily limit used"]';
