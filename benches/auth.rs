@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
             rate_limit_rpm: None,
             expires_at: None,
             fit_max_tokens: None,
+            allowed_models: None,
             created_at: 0,
             updated_at: 0,
             version: i64::from(i),

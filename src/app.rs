@@ -40,6 +40,8 @@ pub struct App {
     pub holds: Arc<HoldGauges>,
     /// Several instances: what the control plane knows of leases and the change feed.
     pub cluster: Arc<ClusterGauges>,
+    /// Webhooks' deliveries (zeros without `[notifications]`).
+    pub notifications: Arc<crate::control::notify::NotifyStats>,
     /// How `https://` nodes are reached.
     pub upstream_tls: ClientTls,
     /// Signs requests to `gonka` nodes.

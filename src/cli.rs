@@ -187,6 +187,21 @@ pub enum KeysCommand {
         name: String,
         #[arg(long, default_value = "managed", value_parser = ["managed", "management"])]
         kind: String,
+        /// The only models it may use, comma-separated ids (default: every model).
+        #[arg(long, value_delimiter = ',')]
+        allowed_models: Option<Vec<String>>,
+    },
+    /// Changes a key's name or the models it may use.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The only models it may use from now on, comma-separated ids.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all_models")]
+        allowed_models: Option<Vec<String>>,
+        /// Lets it use every model again (clears `allowed_models`).
+        #[arg(long)]
+        all_models: bool,
     },
     Pause {
         id: String,
@@ -286,11 +301,25 @@ impl AdminCommand {
                 c("POST", format!("/admin/accounts/{}/credits", a.account), Some(body))
             }
             Self::Keys(K::List { account }) => c("GET", format!("/admin/accounts/{account}/keys"), None),
-            Self::Keys(K::Create { account, name, kind }) => c(
-                "POST",
-                format!("/admin/accounts/{account}/keys"),
-                Some(json!({ "name": name, "kind": kind })),
-            ),
+            Self::Keys(K::Create { account, name, kind, allowed_models }) => {
+                let mut body = json!({ "name": name, "kind": kind });
+                if let Some(list) = allowed_models {
+                    body["allowed_models"] = json!(list);
+                }
+                c("POST", format!("/admin/accounts/{account}/keys"), Some(body))
+            }
+            Self::Keys(K::Update { id, name, allowed_models, all_models }) => {
+                let mut body = json!({});
+                if let Some(n) = name {
+                    body["name"] = json!(n);
+                }
+                if *all_models {
+                    body["allowed_models"] = Value::Null;
+                } else if let Some(list) = allowed_models {
+                    body["allowed_models"] = json!(list);
+                }
+                c("PATCH", format!("/admin/keys/{id}"), Some(body))
+            }
             Self::Keys(K::Pause { id }) => key(id, "pause"),
             Self::Keys(K::Resume { id }) => key(id, "resume"),
             Self::Keys(K::Rotate { id }) => key(id, "rotate"),
@@ -459,6 +488,23 @@ mod tests {
             (c.method, c.path.as_str()),
             ("GET", "/admin/accounts/acc_1/credits?limit=2&starting_after=crd_9")
         );
+        let c = AdminCommand::Keys(KeysCommand::Update {
+            id: "key_1".into(),
+            name: None,
+            allowed_models: Some(vec!["a/b".into(), "c".into()]),
+            all_models: false,
+        })
+        .call();
+        assert_eq!((c.method, c.path.as_str()), ("PATCH", "/admin/keys/key_1"));
+        assert_eq!(c.body, Some(json!({"allowed_models": ["a/b", "c"]})));
+        let c = AdminCommand::Keys(KeysCommand::Update {
+            id: "key_1".into(),
+            name: Some("n".into()),
+            allowed_models: None,
+            all_models: true,
+        })
+        .call();
+        assert_eq!(c.body, Some(json!({"name": "n", "allowed_models": null})));
         let c = AdminCommand::Keys(KeysCommand::Pause { id: "key_1".into() }).call();
         assert_eq!((c.method, c.path.as_str(), c.body), ("POST", "/admin/keys/key_1/pause", None));
         let c = AdminCommand::Models(ModelsCommand::Delete { model: "org/Model 1+x".into() }).call();

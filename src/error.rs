@@ -42,6 +42,9 @@ pub enum ApiError {
     KeyPaused,
     #[error("Management keys cannot be used for inference; create a child key.")]
     ManagementKeyNotAllowed,
+    /// The model (an id, aliases resolved) is not in the key's `allowed_models`.
+    #[error("This API key may not use the model `{0}`.")]
+    ModelNotAllowed(String),
     /// What is left of the key's daily and monthly limits; `None`: that window has no limit.
     #[error("This child key has reached its spending limit.")]
     /// What remains of each window; `None` for a window without a limit.
@@ -129,7 +132,10 @@ impl ApiError {
         match self {
             Self::InvalidApiKey | Self::KeyExpired => 401,
             Self::ChildKeyLimit { .. } | Self::InsufficientBalance => 402,
-            Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => 403,
+            Self::KeyPaused
+            | Self::ManagementKeyNotAllowed
+            | Self::ModelNotAllowed(_)
+            | Self::Forbidden(..) => 403,
             Self::ModelNotFound(_)
             | Self::ModelNotConfigured(_)
             | Self::NotFound(_)
@@ -157,7 +163,10 @@ impl ApiError {
     pub fn kind(&self) -> &str {
         match self {
             Self::InvalidApiKey | Self::KeyExpired => "invalid_request_error",
-            Self::KeyPaused | Self::ManagementKeyNotAllowed | Self::Forbidden(..) => "permission_error",
+            Self::KeyPaused
+            | Self::ManagementKeyNotAllowed
+            | Self::ModelNotAllowed(_)
+            | Self::Forbidden(..) => "permission_error",
             Self::ChildKeyLimit { .. } => "child_key_limit",
             Self::InsufficientBalance => "insufficient_quota",
             Self::RateLimited(_) | Self::BudgetInFlight { .. } => "rate_limit_error",
@@ -188,6 +197,7 @@ impl ApiError {
             Self::KeyExpired => "key_expired",
             Self::KeyPaused => "key_paused",
             Self::ManagementKeyNotAllowed => "management_key_not_allowed",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
             Self::ChildKeyLimit { .. } => "child_key_limit",
             Self::InsufficientBalance => "insufficient_balance",
             Self::RateLimited(_) => "rate_limit_exceeded",
@@ -217,7 +227,7 @@ impl ApiError {
     pub fn param(&self) -> Option<&str> {
         match self {
             Self::BadRequest { param, .. } => param.as_deref(),
-            Self::ModelNotFound(_) => Some("model"),
+            Self::ModelNotFound(_) | Self::ModelNotAllowed(_) => Some("model"),
             Self::PreviousResponseNotFound(_) => Some("previous_response_id"),
             Self::CreditReferenceConflict { .. } => Some("reference"),
             Self::RefundExceedsCredit { .. } => Some("amount_ngonka"),
@@ -421,6 +431,15 @@ mod tests {
         for e in [ApiError::BudgetInFlight { held_ngonka: 1 }, ApiError::Unavailable("x".into())] {
             assert!(!e.headers_in(ErrorShape::Anthropic).contains(&no_retry), "{e:?}");
         }
+    }
+
+    #[test]
+    fn a_model_the_key_may_not_use_is_a_403_naming_the_model() {
+        let e = ApiError::ModelNotAllowed("m".into());
+        assert_eq!((e.status(), e.code(), e.param()), (403, Some("model_not_allowed"), Some("model")));
+        let v: Value = serde_json::from_slice(&e.body_in(ErrorShape::Anthropic)).unwrap();
+        assert_eq!(v["error"]["type"], "permission_error");
+        assert!(!e.retry_helps());
     }
 
     #[test]

@@ -175,6 +175,19 @@ pub fn start<T>(
     if let Some(d) = &settings.deposits {
         state.enable_deposits(crate::control::deposit_keys::Deposits::new(d.clone())).map_err(io_err)?;
     }
+    let notifications = Arc::new(crate::control::notify::NotifyStats::default());
+    if let Some(n) = &settings.notifications {
+        let tls = match n.url.tls {
+            true => Some(ClientTls::new(
+                settings.upstream.tls_system_roots,
+                settings.upstream.tls_extra_ca.as_deref(),
+            )?),
+            false => None,
+        };
+        let notifier = crate::control::notify::Notifier::start(n.clone(), tls, Arc::clone(&notifications))?;
+        state.enable_notifications(crate::control::notify::Alerts::new(notifier, n));
+        log::info!(target: "notify", "webhooks to {}", n.url);
+    }
     let extra = setup(&mut state).map_err(io_err)?;
     let cluster = state.gauges();
     let (control, rx) = crate::control::channel();
@@ -210,6 +223,7 @@ pub fn start<T>(
         journal,
         holds: Arc::default(),
         cluster,
+        notifications,
         upstream_tls: upstream_tls.clone(),
         gonka,
         tokenizers,

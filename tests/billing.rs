@@ -522,6 +522,10 @@ impl Store for Flaky {
     fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>> {
         self.inner.deposits(account_id, limit)
     }
+    fn claim_event(&mut self, id: &str, account_id: &str, kind: &str, at_ms: i64) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.claim_event(id, account_id, kind, at_ms)
+    }
 }
 
 #[test]

@@ -122,7 +122,11 @@ impl GatewayApi for Instance {
 impl Instance {
     /// Starts the instance; an error (with its stderr) when it did not get ready.
     fn try_start(&mut self) -> Result<(), String> {
-        let envs = [("TEST_ADMIN_TOKEN", ADMIN_TOKEN), ("GATEWAY_KEY_SECRET", KEY_SECRET)];
+        let envs = [
+            ("TEST_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("GATEWAY_KEY_SECRET", KEY_SECRET),
+            ("GATEWAY_WEBHOOK_SECRET", utils::webhook::SECRET),
+        ];
         let mut proc = Proc::spawn(&["serve", "--config", self.config.to_str().unwrap()], &self.dir, &envs);
         proc.try_wait_line("GATEWAY_LISTEN=")?;
         self.proc = Some(proc);
@@ -228,7 +232,7 @@ struct Cluster {
     lb: SocketAddr,
     nginx: Nginx,
     schema: String,
-    _sim: Sim,
+    sim: Sim,
     _dir: tempfile::TempDir,
 }
 
@@ -257,6 +261,11 @@ impl Cluster {
 
     /// The same, with leases through Redis on `redis_port` (Redis or a proxy to it).
     fn start_with(store_port: u16, redis_port: Option<u16>, sim_args: &[&str]) -> Cluster {
+        Self::start_configured(store_port, redis_port, sim_args, "")
+    }
+
+    /// The same, with `extra` TOML tables in both instances' config.
+    fn start_configured(store_port: u16, redis_port: Option<u16>, sim_args: &[&str], extra: &str) -> Cluster {
         let sim = Sim::start(sim_args);
         let dir = tempfile::tempdir().unwrap();
         let schema = schema();
@@ -277,7 +286,7 @@ impl Cluster {
                      [store]\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:{store_port}/test\"\n\
                      schema = \"{schema}\"\n[cluster]\ninstance_id = \"{id}\"\ninstances = 2\n{limits}\
                      [[models]]\nid = \"{MODEL}\"\ncontext_length = 32768\nprice_prompt_ngonka = 10\n\
-                     price_completion_ngonka = 20\n[[upstream.nodes]]\nurl = \"{node}\"\nkind = \"openai\"\n",
+                     price_completion_ngonka = 20\n[[upstream.nodes]]\nurl = \"{node}\"\nkind = \"openai\"\n{extra}",
                     data = idir.join("data").display(),
                     node = sim.urls[0],
                 ),
@@ -297,7 +306,7 @@ impl Cluster {
         let (nginx, lb) = with_free_ports(1, |p| {
             Nginx::start(&ndir, p[0], [a.port, b.port]).map(|n| (n, SocketAddr::from(([127, 0, 0, 1], p[0]))))
         });
-        Cluster { a, b, lb, nginx, schema, _sim: sim, _dir: dir }
+        Cluster { a, b, lb, nginx, schema, sim, _dir: dir }
     }
 
     /// An account (made through `a`) credited with `credit`; its id and token.
@@ -712,4 +721,64 @@ fn with_redis_the_rpm_limit_is_leased_per_minute_and_holds_across_both() {
     let ok = admitted(&burst(c.a.addr(), &skewed, 3 * rpm, 20, 1));
     println!("rpm {rpm} with leases, all on one instance: {ok} admitted of {}", 3 * rpm);
     assert!(ok > rpm / 2 && ok <= rpm, "{ok} admitted");
+}
+
+fn node_requests(c: &Cluster) -> u64 {
+    c.sim.stats()["nodes"].as_array().unwrap().iter().map(|n| n["requests"].as_u64().unwrap()).sum()
+}
+
+fn account_status(i: &Instance, account: &str) -> String {
+    i.admin("GET", &format!("/admin/accounts/{account}"), None).json()["status"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_blocked_account_is_refused_on_both_instances_a_top_up_serves_the_next_request_on_each_and_each_crossing_is_told_once()
+ {
+    require_postgres(PG_URL);
+    require_redis();
+    let hook = utils::webhook::Webhook::start(false);
+    // Every answer overruns its max_tokens by 500 tokens (~10 000 ngonka past a ~1 200 hold), so the
+    // account's balance goes below zero as a bill above its hold takes it.
+    let sim = ["--completion-tokens", "10", "--overrun-tokens", "500"];
+    let c = Cluster::start_configured(5432, Some(6379), &sim, &hook.config(0));
+    let (acc, tok) = c.a.create_account("blocked");
+    let key = c.a.create_key(&tok, "made while blocked");
+    assert!(
+        eventually(Duration::from_secs(2), || chat_via(c.b.addr(), &key, 10).status == 402),
+        "known on b"
+    );
+    let before = node_requests(&c);
+    for i in [&c.a, &c.b] {
+        let r = chat_via(i.addr(), &key, 10);
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (402, Some("insufficient_balance")));
+        assert_eq!(account_status(i, &acc), "blocked");
+    }
+    assert_eq!(node_requests(&c), before, "no node call for a blocked account");
+
+    // A top-up through a: the very next request on b (the other instance), and on a, is served.
+    c.a.credit(&acc, 100_000, "top-up");
+    let r = chat_via(c.b.addr(), &key, 10);
+    assert_eq!(r.status, 200, "b, the very next request after a top-up through a: {}", r.text());
+    let r = chat_via(c.a.addr(), &key, 10);
+    assert_eq!(r.status, 200, "a: {}", r.text());
+
+    // Spend it below zero through both; the crossing is told once though both instances see it.
+    for n in 0..40 {
+        let via = if n % 2 == 0 { c.a.addr() } else { c.b.addr() };
+        let _ = chat_via(via, &key, 10);
+    }
+    assert!(eventually(Duration::from_secs(5), || account_status(&c.a, &acc) == "blocked"));
+    let blocked = |kind: &str| {
+        hook.delivered()
+            .iter()
+            .filter(|a| a.event_type == kind && a.body["account_id"] == acc.as_str())
+            .count()
+    };
+    assert!(eventually(Duration::from_secs(5), || blocked("account.blocked") == 1));
+    c.a.credit(&acc, 1_000_000, "second top-up");
+    assert!(eventually(Duration::from_secs(5), || blocked("account.unblocked") == 1));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!((blocked("account.blocked"), blocked("account.unblocked")), (1, 1), "{:?}", hook.delivered());
+    assert!(hook.attempts().iter().all(|a| a.signed));
+    assert_eq!(chat_via(c.b.addr(), &key, 10).status, 200);
 }

@@ -56,6 +56,7 @@ fn key(id: &str, account: &str, kind: KeyKind, hash: u8) -> KeyRow {
         rate_limit_rpm: None,
         expires_at: None,
         fit_max_tokens: None,
+        allowed_models: None,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_000,
         version: 0,
@@ -84,6 +85,8 @@ fn conformance(make: &dyn Fn() -> Box<dyn Store>) {
     deposit_addresses_are_stored_and_looked_up(&mut *make());
     deposits_go_from_a_block_to_one_credit_claim(&mut *make());
     a_deposit_whose_block_changed_is_dropped_unless_found_again(&mut *make());
+    allowed_models_round_trip_and_clear(&mut *make());
+    a_notification_event_is_claimed_once(&mut *make());
 }
 
 /// Accounts `acc_top` ← `acc_mid` ← `acc_new` (each referred by the one before).
@@ -207,6 +210,26 @@ fn the_credit_history_is_newest_first_in_pages(s: &mut dyn Store) {
         (mid[0].kind, mid[0].amount_ngonka, mid[0].source_account_id.as_deref(), mid[0].created_at),
         (CreditKind::Referral, 100, Some("acc_new"), 1_700_000_100)
     );
+}
+
+fn allowed_models_round_trip_and_clear(s: &mut dyn Store) {
+    s.insert_account(&account("acc_a"), &key("key_t", "acc_a", KeyKind::AccountToken, 1)).unwrap();
+    let mut k = key("key_1", "acc_a", KeyKind::Managed, 2);
+    k.allowed_models = Some(vec!["moonshotai/Kimi-K2.6".into(), "qwen \"quoted\" ✓".into()]);
+    s.write_keys(&[k.clone()]).unwrap();
+    let read = s.keys().unwrap().into_iter().find(|r| r.id == "key_1").unwrap();
+    assert_eq!(read.allowed_models, k.allowed_models);
+    let since = read.version - 1;
+    s.write_keys(&[KeyRow { allowed_models: None, ..read }]).unwrap();
+    let changed = s.keys_since(since).unwrap();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].allowed_models, None, "cleared: every model again");
+}
+
+fn a_notification_event_is_claimed_once(s: &mut dyn Store) {
+    assert!(s.claim_event("evt_1", "acc_a", "balance.low", 1).unwrap());
+    assert!(!s.claim_event("evt_1", "acc_a", "balance.low", 2).unwrap(), "a second claim records nothing");
+    assert!(s.claim_event("evt_2", "acc_a", "account.blocked", 3).unwrap());
 }
 
 fn record(id: &str, key: &str, cost: u64, day: i64) -> UsageRecord {

@@ -27,6 +27,7 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
         (Method::Post, ["keys"]) => create_top(ex, KeyKind::Managed).await,
         (Method::Get, ["keys"]) => list_top(ex, KeyKind::Managed).await,
         (Method::Get, ["keys", id]) => get_top(ex, id, &[KeyKind::Managed, KeyKind::Management]).await,
+        (Method::Patch, ["keys", id]) => patch_top(ex, id).await,
         (Method::Post, ["keys", id, action]) => {
             let action = KeyAction::parse(action)
                 .ok_or_else(|| ApiError::NotFound(format!("Unknown action: {action}")))?;
@@ -113,9 +114,10 @@ async fn create_top<S: Transport>(ex: &mut Exchange<'_, S>, kind: KeyKind) -> Re
     let name = f.required_name("name")?;
     let fit_max_tokens =
         if kind == KeyKind::Managed { f.fit_policy("fit_max_tokens")?.flatten() } else { None };
+    let allowed_models = f.model_list("allowed_models")?.flatten();
     f.finish()?;
     answer(ex, 201, move |st| {
-        let spec = KeySpec { name, fit_max_tokens, ..KeySpec::default() };
+        let spec = KeySpec { name, fit_max_tokens, allowed_models, ..KeySpec::default() };
         st.create_key(&account, kind, None, spec).map(|k| created(&k))
     })
     .await
@@ -139,6 +141,33 @@ async fn get_top<S: Transport>(
     answer(ex, 200, move |st| st.owned_key(&account, &id, kinds).map(|row| key_json(&row, None))).await
 }
 
+/// `PATCH /api/keys/{id}`: a managed or management key's `name`, `allowed_models` and (managed)
+/// `fit_max_tokens`.
+async fn patch_top<S: Transport>(ex: &mut Exchange<'_, S>, id: &str) -> Result<(), ApiError> {
+    let account = account_caller(ex)?;
+    let mut f = Fields::parse(&ex.read_body().await?)?;
+    let patch = KeyPatch {
+        name: f.name("name")?,
+        allowed_models: f.model_list("allowed_models")?,
+        fit_max_tokens: f.fit_policy("fit_max_tokens")?,
+        ..KeyPatch::default()
+    };
+    f.finish()?;
+    let id = id.to_owned();
+    answer(ex, 200, move |st| {
+        let key = st.owned_key(&account, &id, &[KeyKind::Managed, KeyKind::Management])?;
+        if key.kind == KeyKind::Management && patch.fit_max_tokens.is_some() {
+            return Err(ApiError::bad_request(
+                "A management key makes no requests: `fit_max_tokens` belongs on its child keys.",
+                Some("fit_max_tokens"),
+            ));
+        }
+        let row = st.update_key(&account, &id, &[KeyKind::Managed, KeyKind::Management], patch)?;
+        Ok(key_json(&row, None))
+    })
+    .await
+}
+
 async fn act<S: Transport>(ex: &mut Exchange<'_, S>, id: &str, action: KeyAction) -> Result<(), ApiError> {
     let account = account_caller(ex)?;
     Fields::parse(&ex.read_body().await?)?.finish()?;
@@ -158,7 +187,16 @@ fn child_spec(f: &mut Fields, now: i64) -> Result<KeySpec, ApiError> {
     let rate_limit_rpm = f.rpm("rate_limit_rpm")?.flatten();
     let expires_at = f.future_time("expires_at", now)?.flatten();
     let fit_max_tokens = f.fit_policy("fit_max_tokens")?.flatten();
-    Ok(KeySpec { name, limit_daily_ngonka, limit_monthly_ngonka, rate_limit_rpm, expires_at, fit_max_tokens })
+    let allowed_models = f.model_list("allowed_models")?.flatten();
+    Ok(KeySpec {
+        name,
+        limit_daily_ngonka,
+        limit_monthly_ngonka,
+        rate_limit_rpm,
+        expires_at,
+        fit_max_tokens,
+        allowed_models,
+    })
 }
 
 async fn create_child<S: Transport>(ex: &mut Exchange<'_, S>, parent: &str) -> Result<(), ApiError> {
@@ -218,6 +256,7 @@ async fn patch_child<S: Transport>(
         expires_at: f.future_time("expires_at", now)?,
         status: f.choice("status", &["active", "paused"])?.and_then(|s| KeyStatus::parse(&s)),
         fit_max_tokens: f.fit_policy("fit_max_tokens")?,
+        allowed_models: f.model_list("allowed_models")?,
     };
     f.finish()?;
     let (parent, child) = (parent.to_owned(), child.to_owned());

@@ -4,7 +4,7 @@
 use super::fields::Fields;
 use super::views::{account_json, key_json, list};
 use crate::app::App;
-use crate::control::accounts::{KeyAction, KeySpec};
+use crate::control::accounts::{KeyAction, KeyPatch, KeySpec};
 use crate::error::ApiError;
 use crate::http::io::Transport;
 use crate::http::request::Method;
@@ -162,12 +162,13 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 Some("management") => KeyKind::Management,
                 _ => KeyKind::Managed,
             };
+            let allowed_models = f.model_list("allowed_models")?.flatten();
             f.finish()?;
             let id = (*id).to_owned();
             let k = control
                 .call(move |st| {
                     st.account(&id)?;
-                    st.create_key(&id, kind, None, KeySpec { name, ..KeySpec::default() })
+                    st.create_key(&id, kind, None, KeySpec { name, allowed_models, ..KeySpec::default() })
                 })
                 .await??;
             ex.respond_json(201, &key_json(&k.row, k.secret.as_deref())).await;
@@ -240,6 +241,24 @@ pub async fn route<S: Transport>(ex: &mut Exchange<'_, S>, segs: &[&str]) -> Res
                 }
                 None => return Err(ApiError::ModelNotFound(model)),
             }
+        }
+        (Method::Patch, ["keys", id]) => {
+            let mut f = Fields::parse(&ex.read_body().await?)?;
+            let patch = KeyPatch {
+                name: f.name("name")?,
+                allowed_models: f.model_list("allowed_models")?,
+                ..KeyPatch::default()
+            };
+            f.finish()?;
+            let id = (*id).to_owned();
+            let row = control
+                .call(move |st| {
+                    let account = st.key_account(&id)?;
+                    let kinds = [KeyKind::Managed, KeyKind::Management, KeyKind::Child];
+                    st.update_key(&account, &id, &kinds, patch)
+                })
+                .await??;
+            ex.respond_json(200, &key_json(&row, None)).await;
         }
         (Method::Post, ["keys", id, action]) => {
             let action = KeyAction::parse(action)

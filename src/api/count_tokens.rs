@@ -38,6 +38,9 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiErr
         .map(|m| m.id.clone())
         .filter(|id| app.nodes.serves(id))
         .ok_or_else(|| ApiError::ModelNotFound(chat.model.clone()))?;
+    if !key.allows_model(&model) {
+        return Err(ApiError::ModelNotAllowed(model));
+    }
     let prompt = PromptText::of_body_and_tools(&chat.body);
     let estimate = prompt.estimate_high();
     let input_tokens = app.tokenizers.count_exact(&model, prompt).await.unwrap_or(estimate);

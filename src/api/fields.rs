@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use crate::model::FitPolicy;
+use crate::model::keys::{MAX_ALLOWED_MODELS, MAX_MODEL_ID_BYTES};
 use serde_json::{Map, Value};
 
 /// Largest ngonka amount the store can hold (`i64`).
@@ -179,6 +180,42 @@ impl Fields {
         }
     }
 
+    /// A key's model list: an array of 1 to [`MAX_ALLOWED_MODELS`] model ids (or aliases), each 1 to
+    /// [`MAX_MODEL_ID_BYTES`] bytes without control characters; `Some(None)` for null (every model).
+    /// Whether each names a model is the control plane's check.
+    pub fn model_list(&mut self, key: &str) -> Result<Option<Option<Vec<String>>>, ApiError> {
+        let err = || {
+            bad(
+                key,
+                format!(
+                    "`{key}` must be null or an array of 1 to {MAX_ALLOWED_MODELS} model ids, each a string \
+                     of 1 to {MAX_MODEL_ID_BYTES} bytes."
+                ),
+            )
+        };
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::Array(items)) if (1..=MAX_ALLOWED_MODELS).contains(&items.len()) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s)
+                            if !s.is_empty()
+                                && s.len() <= MAX_MODEL_ID_BYTES
+                                && !s.chars().any(char::is_control) =>
+                        {
+                            out.push(s);
+                        }
+                        _ => return Err(err()),
+                    }
+                }
+                Ok(Some(Some(out)))
+            }
+            Some(_) => Err(err()),
+        }
+    }
+
     pub fn finish(self) -> Result<(), ApiError> {
         match self.map.keys().next() {
             Some(k) => Err(bad(k, format!("Unknown field `{k}`."))),
@@ -233,6 +270,29 @@ mod tests {
         let mut x = f(r#"{"name":"ok","nmae":"typo"}"#);
         x.required_name("name").unwrap();
         assert_eq!(x.finish().unwrap_err().param(), Some("nmae"));
+    }
+
+    #[test]
+    fn model_lists() {
+        assert_eq!(
+            f(r#"{"m":["a/b","c"]}"#).model_list("m").unwrap(),
+            Some(Some(vec!["a/b".into(), "c".into()]))
+        );
+        assert_eq!(f(r#"{"m":null}"#).model_list("m").unwrap(), Some(None));
+        assert_eq!(f("{}").model_list("m").unwrap(), None);
+        let long = format!(r#"{{"m":["{}"]}}"#, "x".repeat(MAX_MODEL_ID_BYTES + 1));
+        let many = format!(r#"{{"m":[{}]}}"#, vec![r#""a""#; MAX_ALLOWED_MODELS + 1].join(","));
+        for bad in [
+            r#"{"m":[]}"#,
+            r#"{"m":[""]}"#,
+            r#"{"m":[1]}"#,
+            r#"{"m":"a"}"#,
+            r#"{"m":["a\u0000"]}"#,
+            &long,
+            &many,
+        ] {
+            assert_eq!(f(bad).model_list("m").unwrap_err().param(), Some("m"), "{bad}");
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub fn render(app: &App) -> String {
     let cached = i64::try_from(app.keys.len()).unwrap_or(i64::MAX);
     let count =
         |c: &std::sync::atomic::AtomicU64| i64::try_from(c.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-    let scalars: [(&str, Kind, &str, i64); 10] = [
+    let scalars: [(&str, Kind, &str, i64); 13] = [
         (
             "gateway_holds_outstanding",
             Kind::Gauge,
@@ -90,6 +90,24 @@ pub fn render(app: &App) -> String {
             Kind::Counter,
             "Changes from other instances applied through the store's change feed.",
             count(&app.cluster.changes_applied),
+        ),
+        (
+            "gateway_webhooks_delivered_total",
+            Kind::Counter,
+            "Webhook events the receiver accepted.",
+            count(&app.notifications.delivered),
+        ),
+        (
+            "gateway_webhook_attempts_failed_total",
+            Kind::Counter,
+            "Webhook delivery attempts that failed (retried with back-off).",
+            count(&app.notifications.failed_attempts),
+        ),
+        (
+            "gateway_webhooks_dropped_total",
+            Kind::Counter,
+            "Webhook events dropped: the queue was full, or every attempt failed.",
+            count(&app.notifications.dropped),
         ),
     ];
     for (name, kind, help, value) in scalars {

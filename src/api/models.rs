@@ -1,11 +1,12 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the models this gateway serves, with context length,
 //! prices and aliases, in OpenAI's shape or, for clients of Anthropic's API, in Anthropic's
 //! (`{"data":[{"type":"model","id","display_name","created_at"}],"has_more","first_id","last_id"}`).
+//! A key with `allowed_models` sees only those models; any other is a 404, as if it did not exist.
 
 use crate::app::App;
 use crate::error::ErrorShape;
 use crate::http::request::percent_decode;
-use crate::model::ModelEntry;
+use crate::model::{ModelEntry, model_allowed};
 use serde_json::{Value, json};
 
 /// A model id from the rest of a path (`moonshotai/Kimi-K2.6`, or `moonshotai%2FKimi-K2.6` as some
@@ -41,11 +42,16 @@ fn model_json(m: &ModelEntry, shape: ErrorShape) -> Value {
     v
 }
 
-/// The list of the models some node serves, in `shape`.
-pub fn list(app: &App, shape: ErrorShape) -> Value {
+/// The list of the models some node serves and the key may use (`allowed`: its `allowed_models`), in
+/// `shape`.
+pub fn list(app: &App, shape: ErrorShape, allowed: Option<&[String]>) -> Value {
     let models = app.models.load();
-    let data: Vec<Value> =
-        models.list.iter().filter(|m| app.nodes.serves(&m.spec.id)).map(|m| model_json(m, shape)).collect();
+    let data: Vec<Value> = models
+        .list
+        .iter()
+        .filter(|m| app.nodes.serves(&m.spec.id) && model_allowed(allowed, &m.spec.id))
+        .map(|m| model_json(m, shape))
+        .collect();
     match shape {
         ErrorShape::OpenAi => json!({ "object": "list", "data": data }),
         ErrorShape::Anthropic => {
@@ -55,9 +61,12 @@ pub fn list(app: &App, shape: ErrorShape) -> Value {
     }
 }
 
-/// One model (by id or alias), as listed; `None` when the gateway does not serve it (no such model, or
-/// no node serves it).
-pub fn retrieve(app: &App, name: &str, shape: ErrorShape) -> Option<Value> {
+/// One model (by id or alias), as listed; `None` when it is not listed for the key (no such model, no
+/// node serves it, or the key may not use it).
+pub fn retrieve(app: &App, name: &str, shape: ErrorShape, allowed: Option<&[String]>) -> Option<Value> {
     let models = app.models.load();
-    models.lookup(name).filter(|m| app.nodes.serves(&m.spec.id)).map(|m| model_json(m, shape))
+    models
+        .lookup(name)
+        .filter(|m| app.nodes.serves(&m.spec.id) && model_allowed(allowed, &m.spec.id))
+        .map(|m| model_json(m, shape))
 }

@@ -10,12 +10,17 @@ use crate::time::{day_index, day_string, parse_day};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// `GET /api/balance`: `{"balance_ngonka","held_ngonka"}` from the live counters.
+/// `GET /api/balance`: `{"balance_ngonka","held_ngonka","status"}` from the live counters; `status` is
+/// `blocked` at a balance of 0 or below (the keys answer 402 until a credit), `active` otherwise.
 pub async fn balance<S: Transport>(ex: &mut Exchange<'_, S>, account: Arc<str>) -> Result<(), ApiError> {
     let core = ex.core();
     let (balance, held) = core.app.control.call(move |st| st.account_balance(&account)).await??;
-    ex.respond_json(200, &json!({"balance_ngonka": balance.to_string(), "held_ngonka": held.to_string()}))
-        .await;
+    let status = crate::model::AccountStatus::of_balance(balance).as_str();
+    ex.respond_json(
+        200,
+        &json!({"balance_ngonka": balance.to_string(), "held_ngonka": held.to_string(), "status": status}),
+    )
+    .await;
     Ok(())
 }
 

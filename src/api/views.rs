@@ -23,6 +23,9 @@ pub fn key_json(row: &KeyRow, secret: Option<&str>) -> Value {
     if matches!(row.kind, KeyKind::Managed | KeyKind::Child) {
         v["fit_max_tokens"] = json!(row.fit_max_tokens.map(|p| p.as_str()));
     }
+    if matches!(row.kind, KeyKind::Managed | KeyKind::Management | KeyKind::Child) {
+        v["allowed_models"] = json!(row.allowed_models);
+    }
     if row.kind == KeyKind::Child {
         v["management_key_id"] = json!(row.parent_id);
         v["limit_daily_ngonka"] = opt_amount(row.limit_daily_ngonka);
@@ -52,8 +55,9 @@ pub fn child_json(st: &mut ControlState, row: &KeyRow, secret: Option<&str>) -> 
     v
 }
 
-/// An account with its live balance (the store's lags behind the journal) and holds, its referral
-/// code, its referrer and its deposit address (`null` while deposits are not enabled).
+/// An account with its live balance (the store's lags behind the journal), holds and status (`active`,
+/// or `blocked` at a balance of 0 or below), its referral code, its referrer and its deposit address
+/// (`null` while deposits are not enabled).
 pub fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
     let (balance, held) = st.account_balance(&a.id).unwrap_or((a.balance_ngonka, 0));
     json!({
@@ -62,6 +66,7 @@ pub fn account_json(st: &mut ControlState, a: &AccountRow) -> Value {
         "name": a.name,
         "balance_ngonka": balance.to_string(),
         "held_ngonka": held.to_string(),
+        "status": crate::model::AccountStatus::of_balance(balance).as_str(),
         "created_at": crate::time::rfc3339(a.created_at),
         "referral_code": a.referral_code,
         "referrer_id": a.referrer_id,

@@ -20,6 +20,8 @@ pub struct KeyEntry {
     pub parent_id: Option<Arc<str>>,
     /// Unix seconds.
     pub expires_at: Option<i64>,
+    /// The models it may use (ids); `None`: every model.
+    pub allowed_models: Option<Arc<[String]>>,
     /// Its limits and counters, and its account's balance.
     pub budget: Arc<Budget>,
 }
@@ -32,6 +34,7 @@ impl KeyEntry {
             status: row.status,
             parent_id: row.parent_id.as_deref().map(Arc::from),
             expires_at: row.expires_at,
+            allowed_models: row.allowed_models.as_deref().map(Arc::from),
             budget,
         }
     }
@@ -42,6 +45,11 @@ impl KeyEntry {
 
     pub fn account_id(&self) -> &Arc<str> {
         &self.budget.account_id
+    }
+
+    /// Whether it may use the model `id` (an id, aliases resolved).
+    pub fn allows_model(&self, id: &str) -> bool {
+        crate::model::model_allowed(self.allowed_models.as_deref(), id)
     }
 
     pub fn is_expired(&self, now_unix: i64) -> bool {

@@ -31,6 +31,7 @@ pub struct ConfigFile {
     pub referrals: ReferralsFile,
     pub signup: SignupFile,
     pub deposits: DepositsFile,
+    pub notifications: NotificationsFile,
     pub log: LogFile,
 }
 
@@ -54,7 +55,48 @@ impl Default for ConfigFile {
             referrals: ReferralsFile::default(),
             signup: SignupFile::default(),
             deposits: DepositsFile::default(),
+            notifications: NotificationsFile::default(),
             log: LogFile::default(),
+        }
+    }
+}
+
+/// `[notifications]`: webhooks about balances and child keys' limits, off unless `url` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsFile {
+    /// Where events are POSTed (http or https); empty: no webhooks.
+    pub url: String,
+    /// Environment variable holding the signing secret (at least 16 bytes). Required with `url`.
+    pub secret_env: String,
+    /// `balance.low` is sent when an account's balance falls below this, ngonka; 0: never.
+    pub low_balance_ngonka: u64,
+    /// One delivery attempt's timeout (connect, write, read), ms.
+    pub timeout_ms: u64,
+    /// Attempts per event before it is dropped (with a warning), the first included.
+    pub max_attempts: u32,
+    /// The wait before the first retry, ms; it doubles after each failure, up to `max_backoff_ms`.
+    pub backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Events waiting for delivery (retries included); past this, new events are dropped (with a
+    /// warning and `gateway_webhooks_dropped_total`).
+    pub queue_size: usize,
+    /// How often balances and child keys' spend are looked at for events, ms.
+    pub check_interval_ms: u64,
+}
+
+impl Default for NotificationsFile {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            secret_env: "GATEWAY_WEBHOOK_SECRET".into(),
+            low_balance_ngonka: 0,
+            timeout_ms: 5_000,
+            max_attempts: 8,
+            backoff_ms: 1_000,
+            max_backoff_ms: 300_000,
+            queue_size: 10_000,
+            check_interval_ms: 1_000,
         }
     }
 }
@@ -144,6 +186,7 @@ impl Default for SignupFile {
         Self { enabled: false, max_per_ip_per_hour: 3, max_per_hour: 100 }
     }
 }
+
 /// `[deposits]`: GNK sent on chain to an account's own deposit address is credited to the account
 /// (needs `[chain]`, whose REST API and `poll_ms` the watcher uses).
 #[derive(Debug, Clone, Deserialize)]

@@ -18,11 +18,11 @@ pub use error::ConfigError;
 
 pub use file::{
     AdminFile, BillingFile, ChainFile, ClusterFile, ConfigFile, GonkaFile, JournalFile, KeysFile, LimitsFile,
-    LogFile, ModelFile, NodeFile, ReferralsFile, ResponsesFile, ServerFile, ServerTlsFile, SignupFile,
-    StoreFile, UpstreamFile, UpstreamTlsFile,
+    LogFile, ModelFile, NodeFile, NotificationsFile, ReferralsFile, ResponsesFile, ServerFile, ServerTlsFile,
+    SignupFile, StoreFile, UpstreamFile, UpstreamTlsFile,
 };
 pub use settings::{
     BillingSettings, ChainSettings, ClusterSettings, DepositSettings, GonkaSettings, KeySettings, NodeKind,
-    NodeSpec, NodeUrl, PostgresSettings, Secret, ServerTimeouts, Settings, SignupSettings, StoreSettings,
-    Synchronous, UpstreamSettings, WaitFor,
+    NodeSpec, NodeUrl, NotificationSettings, PostgresSettings, Secret, ServerTimeouts, Settings,
+    SignupSettings, StoreSettings, Synchronous, UpstreamSettings, WaitFor,
 };

@@ -107,6 +107,22 @@ pub struct GonkaSettings {
     pub refresh: Duration,
 }
 
+/// Validated `[notifications]` (present only when `url` is set).
+#[derive(Debug, Clone)]
+pub struct NotificationSettings {
+    pub url: NodeUrl,
+    /// The HMAC-SHA256 key the bodies are signed with, from `secret_env`. Never logged.
+    pub secret: Secret,
+    /// 0: no `balance.low`.
+    pub low_balance_ngonka: u64,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub queue_size: usize,
+    pub check_interval: Duration,
+}
+
 /// Validated `[chain]` (present only when `enabled`).
 #[derive(Debug, Clone)]
 pub struct ChainSettings {
@@ -291,6 +307,8 @@ pub struct Settings {
     pub signup: Option<SignupSettings>,
     /// `[deposits]` when enabled: deposits are watched for and credited.
     pub deposits: Option<DepositSettings>,
+    /// `[notifications]` when a `url` is set: webhooks are sent.
+    pub notifications: Option<NotificationSettings>,
     pub log_level: log::LevelFilter,
     pub access_log: bool,
     /// The `Access-Control-Allow-Origin` of public answers (`*` or one origin); `None`: no CORS.

@@ -6,8 +6,8 @@ use super::error::{ConfigError, invalid};
 use super::file::{ClusterFile, ConfigFile};
 use super::settings::{
     BillingSettings, ChainSettings, ClusterSettings, DepositSettings, GonkaSettings, KeySettings, NodeKind,
-    NodeSpec, NodeUrl, PostgresSettings, Secret, ServerTimeouts, Settings, SignupSettings, StoreSettings,
-    Synchronous, UpstreamSettings, WaitFor,
+    NodeSpec, NodeUrl, NotificationSettings, PostgresSettings, Secret, ServerTimeouts, Settings,
+    SignupSettings, StoreSettings, Synchronous, UpstreamSettings, WaitFor,
 };
 use crate::http::{HttpLimits, request::MAX_HEADERS_CAP};
 use crate::model::ModelSpec;
@@ -295,6 +295,7 @@ impl ConfigFile {
             referrals: self.validate_referrals()?,
             signup: self.validate_signup()?,
             deposits: self.validate_deposits(env)?,
+            notifications: self.validate_notifications(env)?,
             log_level,
             access_log: self.log.access_log,
             cors_allow_origin: cors_allow_origin(&s.cors_allow_origins)?,
@@ -363,6 +364,45 @@ fn cors_allow_origin(origins: &[String]) -> Result<Option<String>, ConfigError> 
 }
 
 impl ConfigFile {
+    /// `[notifications]`: `None` without a `url`; with one, the signing secret must be in the
+    /// environment and every bound above zero.
+    fn validate_notifications(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<NotificationSettings>, ConfigError> {
+        let n = &self.notifications;
+        if n.url.is_empty() {
+            return Ok(None);
+        }
+        let url = NodeUrl::parse(&n.url).map_err(|e| invalid(format!("notifications.url: {e}")))?;
+        let var = &n.secret_env;
+        let secret = env(var).filter(|s| s.len() >= 16).ok_or_else(|| {
+            invalid(format!(
+                "notifications.url is set: the signing secret (at least 16 bytes) must be in the environment \
+                 variable {var}"
+            ))
+        })?;
+        if n.max_attempts == 0 || n.queue_size == 0 {
+            return Err(invalid(
+                "notifications.max_attempts and notifications.queue_size must be at least 1",
+            ));
+        }
+        if n.max_backoff_ms < n.backoff_ms {
+            return Err(invalid("notifications.max_backoff_ms must be at least notifications.backoff_ms"));
+        }
+        Ok(Some(NotificationSettings {
+            url,
+            secret: Secret(secret),
+            low_balance_ngonka: n.low_balance_ngonka,
+            timeout: ms(n.timeout_ms, "notifications.timeout_ms")?,
+            max_attempts: n.max_attempts,
+            backoff: ms(n.backoff_ms, "notifications.backoff_ms")?,
+            max_backoff: ms(n.max_backoff_ms, "notifications.max_backoff_ms")?,
+            queue_size: n.queue_size,
+            check_interval: ms(n.check_interval_ms, "notifications.check_interval_ms")?,
+        }))
+    }
+
     /// `[chain]`: `None` unless enabled; when enabled the REST URL and the treasury key (a valid
     /// secp256k1 key in hex, from `treasury_key_env`) must be there.
     fn validate_chain(
@@ -586,6 +626,23 @@ mod tests {
         let key = "11".repeat(32);
         let settings = file.validate_with(&env_of(&[("GONKA_PRIVATE_KEY", &key)])).unwrap();
         assert_eq!(settings.upstream.gonka.unwrap().private_key.expose(), key);
+    }
+
+    #[test]
+    fn notifications_are_off_by_default_and_need_their_secret_when_on() {
+        assert!(ConfigFile::default().validate_with(&env_of(&[])).unwrap().notifications.is_none());
+        let on = ConfigFile::parse(
+            "[notifications]\nurl = \"http://127.0.0.1:9/hook\"\nlow_balance_ngonka = 5\nsecret_env = \"S\"\n",
+        )
+        .unwrap();
+        let e = on.validate_with(&env_of(&[])).unwrap_err().to_string();
+        assert!(e.contains("environment variable S"), "{e}");
+        assert!(on.validate_with(&env_of(&[("S", "short")])).is_err(), "a secret under 16 bytes");
+        let n = on.validate_with(&env_of(&[("S", "0123456789abcdef")])).unwrap().notifications.unwrap();
+        assert_eq!((n.url.port, n.url.base_path.as_str(), n.low_balance_ngonka), (9, "/hook", 5));
+        assert_eq!((n.max_attempts, n.timeout), (8, Duration::from_secs(5)));
+        let bad = ConfigFile::parse("[notifications]\nurl = \"ftp://x\"\n").unwrap();
+        assert!(bad.validate_with(&env_of(&[("GATEWAY_WEBHOOK_SECRET", "0123456789abcdef")])).is_err());
     }
 
     #[test]

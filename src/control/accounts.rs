@@ -35,9 +35,11 @@ pub struct KeySpec {
     pub rate_limit_rpm: Option<u32>,
     pub expires_at: Option<i64>,
     pub fit_max_tokens: Option<crate::model::FitPolicy>,
+    /// Model ids or aliases, as the caller gave them (`None`: every model).
+    pub allowed_models: Option<Vec<String>>,
 }
 
-/// A change to a child key: `None` leaves a field, `Some(None)` clears it.
+/// A change to a key: `None` leaves a field, `Some(None)` clears it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyPatch {
     pub name: Option<String>,
@@ -47,6 +49,7 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<i64>>,
     pub status: Option<KeyStatus>,
     pub fit_max_tokens: Option<Option<crate::model::FitPolicy>>,
+    pub allowed_models: Option<Option<Vec<String>>>,
 }
 
 /// A lifecycle action on a key.
@@ -147,6 +150,7 @@ impl ControlState {
             rate_limit_rpm: None,
             expires_at: None,
             fit_max_tokens: None,
+            allowed_models: None,
             created_at: at,
             updated_at: at,
             version: 0,
@@ -257,7 +261,9 @@ impl ControlState {
                 format!("This account already holds the maximum of {} keys.", self.max_keys_per_account),
             ));
         }
+        let allowed_models = self.allowed_models(spec.allowed_models, parent_id.as_deref())?;
         let (mut row, secret) = self.new_key_row(account_id, kind, &spec.name, now())?;
+        row.allowed_models = allowed_models;
         row.parent_id = parent_id;
         row.limit_daily_ngonka = spec.limit_daily_ngonka;
         row.limit_monthly_ngonka = spec.limit_monthly_ngonka;
@@ -351,6 +357,55 @@ impl ControlState {
         Ok(KeyWithSecret { row, secret })
     }
 
+    /// A key's model list as it is stored: each name resolved to its model's id (an alias to the id it
+    /// names), without repeats; a name the model table does not have is a 400. A child key's list must
+    /// stay within its management key's (`parent`), when that one has a list.
+    fn allowed_models(
+        &self,
+        names: Option<Vec<String>>,
+        parent: Option<&str>,
+    ) -> Result<Option<Vec<String>>, ApiError> {
+        let Some(names) = names else { return Ok(None) };
+        let bad = |m: String| ApiError::bad_request(m, Some("allowed_models"));
+        let table = self.models.load();
+        let mut ids: Vec<String> = Vec::with_capacity(names.len());
+        for name in names {
+            let id = table.get(&name).map(|m| m.id.clone()).ok_or_else(|| {
+                bad(format!("`allowed_models` names `{name}`, which is not a model of this gateway."))
+            })?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let parent_list = parent.and_then(|p| self.rows.get(p)).and_then(|p| p.allowed_models.as_ref());
+        if let Some(outside) = parent_list.and_then(|list| ids.iter().find(|id| !list.contains(id))) {
+            return Err(bad(format!(
+                "`allowed_models` names `{outside}`, which its management key may not use."
+            )));
+        }
+        Ok(Some(ids))
+    }
+
+    /// Changes a managed or management key (a child key: [`Self::update_child`]). Narrowing a
+    /// management key's models narrows what its children may use at once.
+    pub fn update_key(
+        &mut self,
+        account_id: &str,
+        key_id: &str,
+        kinds: &[KeyKind],
+        patch: KeyPatch,
+    ) -> Result<KeyRow, ApiError> {
+        let key = self.owned_key(account_id, key_id, kinds)?;
+        if key.status == KeyStatus::Archived {
+            return Err(key_not_found(key_id));
+        }
+        if key.kind == KeyKind::Child {
+            let parent = key.parent_id.clone().unwrap_or_default();
+            return self.update_child(account_id, &parent, key_id, patch);
+        }
+        self.patch(key, patch)
+    }
+
     /// Changes a child key of management key `parent`.
     pub fn update_child(
         &mut self,
@@ -360,7 +415,15 @@ impl ControlState {
         patch: KeyPatch,
     ) -> Result<KeyRow, ApiError> {
         let child = self.child(account_id, parent, child_id)?;
-        let mut row = KeyRow { updated_at: now(), ..child };
+        self.patch(child, patch)
+    }
+
+    /// Writes `patch` over `key`.
+    fn patch(&mut self, key: KeyRow, patch: KeyPatch) -> Result<KeyRow, ApiError> {
+        let mut row = KeyRow { updated_at: now(), ..key };
+        if let Some(list) = patch.allowed_models {
+            row.allowed_models = self.allowed_models(list, row.parent_id.as_deref())?;
+        }
         if let Some(name) = patch.name {
             row.name = name;
         }

@@ -159,6 +159,13 @@ impl ControlState {
                 self.account_counters(&e.account_id).credit(e.amount_ngonka);
             }
         }
+        // A credit re-arms the account's balance webhooks (each account a credit entry touched).
+        self.alert_credited(&req.account_id);
+        for e in &done.entries {
+            if e.account_id != req.account_id {
+                self.alert_credited(&e.account_id);
+            }
+        }
         // The live balance: the store's lags behind usage still in the journal.
         let (balance_ngonka, _) = self.account_balance(&req.account_id)?;
         Ok(CreditDone { credited: Credited { applied, balance_ngonka }, entries: done.entries })

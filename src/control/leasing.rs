@@ -9,6 +9,7 @@ use crate::limits::fit::Quote;
 use crate::limits::lease::Scope;
 use crate::limits::window::WindowCounter;
 use crate::limits::{self, Admission, Budget, HoldGauges};
+use crate::model::AccountStatus;
 use crate::time::{day_index, month_index};
 use std::sync::Arc;
 use std::time::Instant;
@@ -127,8 +128,16 @@ impl ControlState {
         if let Ok(admitted) = limits::hold(key, quote, now_ms, gauges) {
             return Ok(admitted);
         }
+        // A credit made through another instance unblocks here at once, before this instance's change
+        // feed tells of it.
+        if AccountStatus::of_balance(key.account.balance()) == AccountStatus::Blocked
+            && let Err(e) = self.refresh_credit(&key.account_id)
+        {
+            log::warn!(target: "store", "cannot reload the credits of {}: {e}", key.account_id);
+        }
         if self.leases.is_some() {
-            let amount = quote.cost(quote.max_tokens);
+            // At least 1: a blocked account's free request still needs a balance above zero.
+            let amount = quote.cost(quote.max_tokens).max(1);
             for scope in Self::scopes_of(key, now_ms) {
                 let (room, _) = self.scope_room(&scope);
                 if room < amount {

@@ -3,9 +3,11 @@
 //! on it (a full queue is an immediate 503). Node health probes run on a thread of their own
 //! ([`health`]), so a slow probe never delays an API call; so does the chain I/O of direct keys
 //! ([`chain`]), whose results are applied here ([`direct`]); the chain worker also watches for deposits,
-//! which are credited here ([`deposits`]).
+//! which are credited here ([`deposits`]); webhooks are raised here ([`alerts`]) and delivered from a
+//! thread of their own ([`notify`]).
 
 pub mod accounts;
+pub mod alerts;
 pub mod chain;
 pub mod credits;
 pub mod deposit_keys;
@@ -16,6 +18,7 @@ pub mod direct_keys;
 pub mod health;
 pub mod leases;
 mod leasing;
+pub mod notify;
 mod responses;
 pub mod state;
 

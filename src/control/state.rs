@@ -90,6 +90,8 @@ pub struct ControlState {
     pub(super) signups: crate::limits::signups::SignupWindow,
     /// Deposits, when `[deposits]` is enabled.
     pub(super) deposits: Option<super::deposit_keys::Deposits>,
+    /// Webhooks, when `[notifications] url` is set.
+    pub(super) alerts: Option<super::notify::Alerts>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -168,6 +170,7 @@ impl ControlState {
             signup_limits: settings.signup,
             signups: crate::limits::signups::SignupWindow::default(),
             deposits: None,
+            alerts: None,
             leases: match (&settings.cluster.redis_url, &settings.store) {
                 (Some(url), crate::config::StoreSettings::Postgres(pg)) => {
                     let prefix = format!("gw:{}:", pg.schema);
@@ -248,6 +251,7 @@ impl ControlState {
             if total != old {
                 let delta = self.share.of_i64(total) - self.share.of_i64(old);
                 self.account_counters(&account).credit(delta);
+                self.alert_credited(&account);
                 self.credit_totals.insert(account, total);
             }
         }
@@ -264,6 +268,7 @@ impl ControlState {
         if total != old {
             let delta = self.share.of_i64(total) - self.share.of_i64(old);
             self.account_counters(account).credit(delta);
+            self.alert_credited(account);
             self.credit_totals.insert(account.to_owned(), total);
         }
         Ok(())
@@ -360,7 +365,24 @@ impl ControlState {
             counters,
             account,
         };
-        Arc::new(KeyEntry::new(row, Arc::new(budget)))
+        let mut entry = KeyEntry::new(row, Arc::new(budget));
+        entry.allowed_models = self.effective_models(row);
+        Arc::new(entry)
+    }
+
+    /// The models a key may use: its own list, and for a child key only what its management key may
+    /// use too (a child without a list gets its management key's).
+    fn effective_models(&self, row: &KeyRow) -> Option<Arc<[String]>> {
+        let own = row.allowed_models.as_deref();
+        let parent =
+            row.parent_id.as_deref().and_then(|p| self.rows.get(p)).and_then(|p| p.allowed_models.as_deref());
+        match (own, parent) {
+            (None, None) => None,
+            (Some(list), None) | (None, Some(list)) => Some(Arc::from(list)),
+            (Some(own), Some(parent)) => {
+                Some(own.iter().filter(|m| parent.contains(m)).cloned().collect::<Vec<_>>().into())
+            }
+        }
     }
 
     /// Applies stored rows to the mirror and the cache (a rotated key's old hash leaves the cache).
@@ -382,6 +404,25 @@ impl ControlState {
             }
             self.last_version = self.last_version.max(row.version);
             self.rows.insert(row.id.clone(), row.clone());
+        }
+        // A management key's models bound its children's: their entries follow it (they may have been
+        // applied before it, in the same batch).
+        let parents: std::collections::HashSet<&str> =
+            rows.iter().filter(|r| r.kind == KeyKind::Management).map(|r| r.id.as_str()).collect();
+        if !parents.is_empty() {
+            let children: Vec<KeyRow> = self
+                .rows
+                .values()
+                .filter(|k| {
+                    k.status != KeyStatus::Archived
+                        && k.parent_id.as_deref().is_some_and(|p| parents.contains(p))
+                })
+                .cloned()
+                .collect();
+            for child in children {
+                let entry = self.entry(&child);
+                self.keys.put(child.hash, entry);
+            }
         }
         if !rows.is_empty() {
             self.snapshot_dirty = true;
@@ -481,6 +522,7 @@ impl ControlState {
         }
         self.tick_leases();
         self.sweep_responses();
+        self.check_alerts();
     }
 
     /// At clean shutdown: everything journaled goes to the store, and the snapshot is written.

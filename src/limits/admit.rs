@@ -88,7 +88,7 @@ pub async fn admit_hold(
     policy: &AdmitPolicy,
     lender: &impl Lender,
 ) -> Result<Admission, ApiError> {
-    match hold(budget, quote, now_ms, gauges) {
+    let admitted = match hold(budget, quote, now_ms, gauges) {
         Err(
             refused @ (ApiError::ChildKeyLimit { .. }
             | ApiError::InsufficientBalance
@@ -97,7 +97,11 @@ pub async fn admit_hold(
             lender.lease_hold(budget, *quote, now_ms, gauges).await.unwrap_or(Err(refused))
         }
         other => other,
+    };
+    if let Err(ApiError::ChildKeyLimit { .. }) = &admitted {
+        super::note_limit_refusal(budget, quote, now_ms);
     }
+    admitted
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub struct KeyCounters {
     /// this instance leased for it on top of its fixed share (the rate then works by minute windows).
     pub minute_used: WindowCounter,
     pub minute_leased: WindowCounter,
+    /// Requests refused in the current UTC day and month because that limit left no room for them
+    /// (what the control plane reports as the limit reached).
+    pub daily_refused: WindowCounter,
+    pub monthly_refused: WindowCounter,
 }
 
 impl KeyCounters {
@@ -47,6 +51,8 @@ impl KeyCounters {
             monthly_leased: WindowCounter::default(),
             minute_used: WindowCounter::default(),
             minute_leased: WindowCounter::default(),
+            daily_refused: WindowCounter::default(),
+            monthly_refused: WindowCounter::default(),
         }
     }
 }

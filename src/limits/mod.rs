@@ -31,8 +31,8 @@ pub mod signups;
 pub mod window;
 
 use crate::error::{ApiError, RateLimitInfo};
-use crate::model::FitPolicy;
 use crate::model::ModelSpec;
+use crate::model::{AccountStatus, FitPolicy};
 use crate::time::{day_index, month_index};
 use counters::{AccountCounters, KeyCounters};
 use fit::Quote;
@@ -284,6 +284,10 @@ pub fn hold(
     gauges: &Arc<HoldGauges>,
 ) -> Result<Admission, ApiError> {
     let (day, month) = (day_index(now_ms), month_index(now_ms));
+    if AccountStatus::of_balance(key.account.balance()) == AccountStatus::Blocked {
+        // Blocked: nothing is held against a balance at or below zero, a free request neither.
+        return Err(ApiError::InsufficientBalance);
+    }
     let mut max_tokens = quote.max_tokens;
     // A fitted amount can be taken by another request between the look and the take: look again.
     for _ in 0..4 {
@@ -308,6 +312,21 @@ pub fn hold(
         }
     }
     Err(refusal(key, quote.cost(quote.least_tokens()), day, month))
+}
+
+/// Counts a final `child_key_limit` refusal of `quote` against each window whose limit left it no room
+/// (the control plane reports that limit as reached).
+pub fn note_limit_refusal(key: &Budget, quote: &Quote, now_ms: i64) {
+    let (day, month) = (day_index(now_ms), month_index(now_ms));
+    let needed = quote.cost(quote.least_tokens());
+    let [daily, monthly, _] = budgets(key, day, month);
+    let no_room = |b: Option<BudgetState>| b.is_some_and(|b| b.room_without_holds() < needed);
+    if no_room(daily) {
+        key.counters.daily_refused.add(day, 1);
+    }
+    if no_room(monthly) {
+        key.counters.monthly_refused.add(month, 1);
+    }
 }
 
 /// Why a hold of `needed` was refused.
@@ -396,6 +415,37 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_blocked_account_holds_nothing_a_free_request_neither() {
+        let g = Arc::new(HoldGauges::default());
+        for balance in [0, -5] {
+            let k = key(None, None, balance);
+            assert!(matches!(take_fixed(&k, 0, T, &g), Err(ApiError::InsufficientBalance)), "{balance}");
+        }
+        let k = key(None, None, 1);
+        take_fixed(&k, 0, T, &g).unwrap().settle(0);
+        // A hold in flight does not block: the balance is still above zero.
+        let held = take_fixed(&k, 1, T, &g).unwrap();
+        take_fixed(&k, 0, T, &g).unwrap().settle(0);
+        held.settle(1);
+        assert!(
+            matches!(take_fixed(&k, 0, T, &g), Err(ApiError::InsufficientBalance)),
+            "spent to 0: blocked"
+        );
+    }
+
+    #[test]
+    fn a_final_limit_refusal_is_counted_against_the_window_that_had_no_room() {
+        let k = key(Some(100), Some(1_000), 10_000);
+        let g = Arc::new(HoldGauges::default());
+        take_fixed(&k, 90, T, &g).unwrap().settle(90);
+        note_limit_refusal(&k, &fixed(20), T);
+        let (day, month) = (day_index(T), month_index(T));
+        assert_eq!((k.counters.daily_refused.get(day), k.counters.monthly_refused.get(month)), (1, 0));
+        note_limit_refusal(&k, &fixed(5), T);
+        assert_eq!(k.counters.daily_refused.get(day), 1, "room for 5: not refused by the limit");
     }
 
     #[test]

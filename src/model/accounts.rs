@@ -42,3 +42,28 @@ pub enum ReferrerOutcome {
     /// changed.
     WouldCycle,
 }
+
+/// Whether an account's keys are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    /// Its live balance is 0 or below: no request can be held against it (every request, a free one
+    /// too, needs a balance above zero), so its keys answer 402 `insufficient_balance` without a node
+    /// call until a credit brings the balance back above zero.
+    Blocked,
+}
+
+impl AccountStatus {
+    /// The status of an account whose live balance (credits less billed usage, holds in flight not
+    /// subtracted) is `balance_ngonka`.
+    pub fn of_balance(balance_ngonka: i64) -> Self {
+        if balance_ngonka <= 0 { Self::Blocked } else { Self::Active }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Blocked => "blocked",
+        }
+    }
+}

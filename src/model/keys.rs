@@ -1,5 +1,5 @@
 //! Keys as the store keeps them and every layer speaks of them: kinds, states, keyed hashes, rows,
-//! and the fit policy a key may carry.
+//! the fit policy a key may carry and the models it may use.
 
 /// What a key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +128,9 @@ pub struct KeyRow {
     pub expires_at: Option<i64>,
     /// Whether its requests' `max_tokens` are fitted to what is left; `None` = the config's default.
     pub fit_max_tokens: Option<FitPolicy>,
+    /// The models its requests may name (ids, as configured); `None` = every model. Managed, management
+    /// and child keys carry it; a child key's list stays within its management key's.
+    pub allowed_models: Option<Vec<String>>,
     pub created_at: i64,
     pub updated_at: i64,
     /// Set by the store on every write; increases store-wide.
@@ -173,6 +176,16 @@ impl FitPolicy {
     }
 }
 
+/// Most models one key's `allowed_models` may name.
+pub const MAX_ALLOWED_MODELS: usize = 64;
+/// Longest model id in a key's `allowed_models`, in bytes.
+pub const MAX_MODEL_ID_BYTES: usize = 256;
+
+/// Whether a key whose list is `allowed` may use the model `id` (`None`: every model).
+pub fn model_allowed(allowed: Option<&[String]>, id: &str) -> bool {
+    allowed.is_none_or(|list| list.iter().any(|m| m == id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +207,13 @@ mod tests {
             assert_eq!(FitPolicy::parse(p.as_str()), Some(p));
         }
         assert_eq!(FitPolicy::parse("sometimes"), None);
+    }
+
+    #[test]
+    fn model_lists() {
+        let list = vec!["a/b".to_owned(), "c".to_owned()];
+        assert!(model_allowed(None, "x"));
+        assert!(model_allowed(Some(&list), "c") && !model_allowed(Some(&list), "x"));
+        assert!(!model_allowed(Some(&[]), "c"), "an empty list allows nothing");
     }
 }

@@ -11,11 +11,11 @@ pub mod models;
 pub mod responses;
 pub mod usage;
 
-pub use accounts::{AccountRow, CreditOutcome, ReferrerOutcome};
+pub use accounts::{AccountRow, AccountStatus, CreditOutcome, ReferrerOutcome};
 pub use credits::{CreditApplied, CreditKind, CreditRequest, CreditRow, ReferralPolicy};
 pub use deposits::{BlockRef, DepositClaim, DepositRow, DepositStatus, NewDeposit};
 pub use direct::{DirectCharge, DirectKeyRow, PendingTransfer, TransferKind};
-pub use keys::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus};
+pub use keys::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus, model_allowed};
 pub use models::{ModelEntry, ModelSpec, ModelTable, PriceRow};
 pub use responses::StoredResponse;
 pub use usage::{

@@ -111,8 +111,8 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
             let shape = models_shape(ex);
             let now = crate::time::unix_secs() as i64;
             let auth = (ex.head.authorization.as_deref(), ex.head.x_api_key.as_deref());
-            core.app.keys.authenticate_presented(auth.0, auth.1, now)?;
-            let body = models::list(&core.app, shape);
+            let key = core.app.keys.authenticate_presented(auth.0, auth.1, now)?;
+            let body = models::list(&core.app, shape, key.allowed_models.as_deref());
             ex.respond_json(200, &body).await;
             Ok(())
         }
@@ -121,11 +121,12 @@ async fn public<S: Transport>(ex: &mut Exchange<'_, S>) -> Result<(), ApiError> 
             let shape = models_shape(ex);
             let now = crate::time::unix_secs() as i64;
             let auth = (ex.head.authorization.as_deref(), ex.head.x_api_key.as_deref());
-            core.app.keys.authenticate_presented(auth.0, auth.1, now)?;
+            let key = core.app.keys.authenticate_presented(auth.0, auth.1, now)?;
             let raw = raw.as_str();
             let id = models::id_from_path(raw)
                 .ok_or_else(|| ApiError::ModelNotFound(raw.chars().take(256).collect()))?;
-            let body = models::retrieve(&core.app, &id, shape).ok_or(ApiError::ModelNotFound(id))?;
+            let body = models::retrieve(&core.app, &id, shape, key.allowed_models.as_deref())
+                .ok_or(ApiError::ModelNotFound(id))?;
             ex.respond_json(200, &body).await;
             Ok(())
         }

@@ -215,6 +215,10 @@ pub trait Store: Send {
     fn finish_deposit_claim(&mut self, account_id: &str, reference: &str, at: i64) -> StoreResult<()>;
     /// The deposits of `account_id` (of every account with `None`), newest first, at most `limit`.
     fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>>;
+    /// Records the notification event `id` (of `kind`, about `account_id`) once: whether this call
+    /// recorded it. Every instance that sees the same crossing derives the same id, so only the one
+    /// that records it sends it.
+    fn claim_event(&mut self, id: &str, account_id: &str, kind: &str, at_ms: i64) -> StoreResult<bool>;
 }
 
 /// The usage record a direct charge is billed as.

@@ -9,7 +9,8 @@ use crate::model::{FitPolicy, KeyHash, KeyKind, KeyRow, KeyStatus, RecordStatus,
 
 /// The columns of `keys` that make a [`KeyRow`], in the order of [`KeyColumns`].
 pub(super) const KEY_COLUMNS: &str = "id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka, \
-     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version, fit_max_tokens";
+     limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version, fit_max_tokens, \
+     allowed_models";
 
 /// The columns of `responses` that make a [`StoredResponse`](crate::model::StoredResponse), in its
 /// fields' order.
@@ -178,6 +179,7 @@ pub(super) struct KeyColumns {
     pub updated_at: i64,
     pub version: i64,
     pub fit_max_tokens: Option<String>,
+    pub allowed_models: Option<String>,
 }
 
 /// A stored key value this build cannot decode.
@@ -214,8 +216,17 @@ impl KeyColumns {
                 Some(p) => Some(FitPolicy::parse(&p).ok_or_else(|| bad("fit_max_tokens", &p))?),
                 None => None,
             },
+            allowed_models: match self.allowed_models {
+                Some(list) => Some(serde_json::from_str(&list).map_err(|_| bad("allowed_models", &list))?),
+                None => None,
+            },
         })
     }
+}
+
+/// A key's `allowed_models` as its column holds it: a JSON array of ids, `NULL` for every model.
+pub(super) fn allowed_models_column(row: &KeyRow) -> Option<String> {
+    row.allowed_models.as_ref().map(|list| serde_json::Value::from(list.clone()).to_string())
 }
 
 /// A key's limits as their signed columns hold them.
@@ -302,6 +313,7 @@ mod tests {
             updated_at: 2,
             version: 3,
             fit_max_tokens: Some("never".into()),
+            allowed_models: Some(r#"["a/b","c"]"#.into()),
         }
     }
 
@@ -318,6 +330,10 @@ mod tests {
             (Some(5), None, Some(60))
         );
         assert_eq!((row.kind.as_str(), row.status.as_str()), ("child", "paused"));
+        assert_eq!(row.allowed_models.as_deref(), Some(&["a/b".to_owned(), "c".to_owned()][..]));
+        assert_eq!(allowed_models_column(&row).as_deref(), Some(r#"["a/b","c"]"#));
+        let all = KeyColumns { allowed_models: None, ..columns() }.decode().unwrap();
+        assert_eq!((all.allowed_models.as_ref(), allowed_models_column(&all)), (None, None));
     }
 
     #[test]
@@ -349,6 +365,10 @@ mod tests {
         assert_eq!(
             e(KeyColumns { fit_max_tokens: Some("x".into()), ..columns() }),
             r#"bad fit_max_tokens "x""#
+        );
+        assert_eq!(
+            e(KeyColumns { allowed_models: Some("[1]".into()), ..columns() }),
+            r#"bad allowed_models "[1]""#
         );
         assert_eq!(e(KeyColumns { hash: vec![0; 31], ..columns() }), r#"bad hash "length""#);
     }

@@ -20,7 +20,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"GGKEYS02";
+const MAGIC: &[u8; 8] = b"GGKEYS03";
 const HEADER: usize = 8 + 8 + 32;
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -42,6 +42,7 @@ struct SnapKey {
     version: i64,
     /// 0 = the config's default, then `FitPolicy` by `fit_code`.
     fit_max_tokens: u8,
+    allowed_models: Option<Vec<String>>,
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug)]
@@ -94,6 +95,7 @@ impl SnapKey {
             updated_at: r.updated_at,
             version: r.version,
             fit_max_tokens: fit_code(r.fit_max_tokens),
+            allowed_models: r.allowed_models.clone(),
         }
     }
 
@@ -122,6 +124,7 @@ impl SnapKey {
                 0 => None,
                 code => Some(*FIT_POLICIES.get(usize::from(code) - 1)?),
             },
+            allowed_models: self.allowed_models,
         })
     }
 }
@@ -239,6 +242,7 @@ mod tests {
             rate_limit_rpm: Some(7),
             expires_at: Some(1_900_000_000),
             fit_max_tokens: [None, Some(FitPolicy::Always), Some(FitPolicy::Never)][i as usize % 3],
+            allowed_models: (i % 2 == 0).then(|| vec![format!("model-{i}"), "moonshotai/Kimi-K2.6".into()]),
             created_at: 1,
             updated_at: 2,
             version: i,

@@ -8,7 +8,8 @@
 use super::backend::{KeyTableState, SpendTotals, Store, StoreError, StoreResult, check_schema_version};
 use super::columns::{
     ACCOUNT_COLUMNS, CHARGE_COLUMNS, CREDIT_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS, KeyColumns,
-    LimitColumns, RESPONSE_COLUMNS, UsageColumns, credit_kind, record_status, to_i64, to_u64,
+    LimitColumns, RESPONSE_COLUMNS, UsageColumns, allowed_models_column, credit_kind, record_status, to_i64,
+    to_u64,
 };
 use super::credits::Ledger;
 use super::sqlite_deposits as deposits;
@@ -156,6 +157,15 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX credits_by_source ON credits(source_account_id, source_reference);",
     // 7: deposit addresses, the deposit watcher's cursor, deposits.
     super::sqlite_deposits::MIGRATION,
+    // 8: a key's allowed models (a JSON array of ids; NULL: every model).
+    "ALTER TABLE keys ADD COLUMN allowed_models TEXT;",
+    // 9: notification events, recorded once by id (the webhook's dedupe).
+    "CREATE TABLE notification_events (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         created_ms INTEGER NOT NULL
+     );",
 ];
 
 pub struct SqliteStore {
@@ -209,6 +219,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRow> {
         updated_at: row.get(13)?,
         version: row.get(14)?,
         fit_max_tokens: row.get(15)?,
+        allowed_models: row.get(16)?,
     }
     .decode()
     .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
@@ -561,14 +572,14 @@ impl SqliteStore {
         tx.execute(
             "INSERT INTO keys (id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka,
                                limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version,
-                               fit_max_tokens)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+                               fit_max_tokens, allowed_models)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
              ON CONFLICT(id) DO UPDATE SET
                  name = excluded.name, prefix = excluded.prefix, hash = excluded.hash, status = excluded.status,
                  limit_daily_ngonka = excluded.limit_daily_ngonka, limit_monthly_ngonka = excluded.limit_monthly_ngonka,
                  rate_limit_rpm = excluded.rate_limit_rpm, expires_at = excluded.expires_at,
                  updated_at = excluded.updated_at, version = excluded.version,
-                 fit_max_tokens = excluded.fit_max_tokens",
+                 fit_max_tokens = excluded.fit_max_tokens, allowed_models = excluded.allowed_models",
             params![
                 row.id,
                 row.account_id,
@@ -586,6 +597,7 @@ impl SqliteStore {
                 row.updated_at,
                 version,
                 row.fit_max_tokens.map(|p| p.as_str()),
+                allowed_models_column(row),
             ],
         )
         .map_err(err)?;
@@ -1101,6 +1113,18 @@ impl Store for SqliteStore {
 
     fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>> {
         deposits::list(&self.conn, account_id, limit).map_err(err)
+    }
+
+    fn claim_event(&mut self, id: &str, account_id: &str, kind: &str, at_ms: i64) -> StoreResult<bool> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO notification_events (id, account_id, kind, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO NOTHING",
+                params![id, account_id, kind, at_ms],
+            )
+            .map_err(err)?;
+        Ok(n == 1)
     }
 }
 

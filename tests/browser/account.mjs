@@ -123,6 +123,29 @@ try {
   assert.equal(c.status, 200);
   step("paused and resumed in the page");
 
+  // Its models, in the Models dialog: a name the gateway does not have is refused in the dialog; the
+  // served model is kept and shown; cleared, it may use every model again.
+  await page.click('button[aria-label="Models of key browser key"]');
+  await page.waitForSelector("#models-dialog[open]");
+  await page.fill("#models-input", "no/such-model");
+  await page.click("#models-save");
+  await page.waitForFunction(() => document.querySelector("#models-error").textContent.includes("not a model"));
+  await page.fill("#models-input", env("MODEL"));
+  await page.keyboard.press("Enter");
+  await statusSays(page, `may use ${env("MODEL")}`);
+  const modelsCell = async () =>
+    (await page.locator("#keys tbody tr", { hasText: "browser key" }).locator("td").allTextContents())[3];
+  assert.equal(await modelsCell(), env("MODEL"));
+  c = await chat(gw, secret, "within its models");
+  assert.equal(c.status, 200, JSON.stringify(c.body));
+  await page.click('button[aria-label="Models of key browser key"]');
+  await page.waitForSelector("#models-dialog[open]");
+  await page.fill("#models-input", "");
+  await page.click("#models-save");
+  await statusSays(page, "may use every model");
+  assert.equal(await modelsCell(), "every model");
+  step("set and cleared the key's models");
+
   // Rotated in the page (confirmed by keyboard): the old secret is refused, the new one works.
   await page.click('button[aria-label="Rotate key browser key"]');
   await confirmByKeyboard(page, /stops working at once/);
@@ -141,8 +164,8 @@ try {
   await ready(page);
   const row = page.locator("#keys tbody tr", { hasText: "browser key" });
   const cells = await row.locator("td").allTextContents();
-  assert.match(cells[4], /UTC/, `last used: ${cells}`);
-  assert.match(cells[5], /[1-9].* GNK/, `spend: ${cells}`);
+  assert.match(cells[5], /UTC/, `last used: ${cells}`);
+  assert.match(cells[6], /[1-9].* GNK/, `spend: ${cells}`);
   // A direct key (made through the API: its private key is for the SDK) is listed with its address.
   const made = await fetch(`${gw}/api/direct-keys`, {
     method: "POST",
@@ -172,6 +195,8 @@ try {
   await page.fill("#child-daily", "0.00005");
   await page.click("#child-save");
   await page.waitForSelector("#child-dialog[open]", { state: "detached" });
+  // The management key's secret is still shown until the page has reloaded its keys.
+  await page.waitForFunction(() => (document.querySelector("#secret-value") || {}).textContent?.trim().startsWith("gc-"));
   const child = await shownSecret(page);
   assert.match(child, /^gc-/);
   const dailyBar = 'progress[aria-label^="daily limit used"]';
@@ -231,6 +256,7 @@ try {
   // The overview: balance, spend, the daily chart, top keys and models.
   await open(page, `${gw}/dashboard`);
   assert.match(await page.textContent("#balance"), / GNK$/);
+  assert.equal((await page.textContent("#account-status")).trim(), "active");
   assert.match(await page.textContent("#spent-today"), /[1-9].* GNK$/);
   assert.ok((await chartTotal(page, "#daily-chart")) > 0, "the daily chart shows today's spend");
   assert.match(await page.textContent("#top-keys"), /browser key/);

@@ -1,9 +1,10 @@
 //! Shared helpers for the integration tests: start the real binary (simulator, gateway) on ephemeral
 //! loopback ports, talk HTTP to it (raw bytes, or `ureq` as an independent client), run the official
-//! OpenAI and Anthropic Python SDKs, and Claude Code ([`claude_code`]).
+//! OpenAI and Anthropic Python SDKs, and Claude Code ([`claude_code`]); a webhook receiver ([`webhook`]).
 #![allow(dead_code, reason = "each test crate uses a different part of the helpers")]
 
 pub mod claude_code;
+pub mod webhook;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

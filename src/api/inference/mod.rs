@@ -3,7 +3,8 @@
 //! 1. **authenticate** the key (keyed hash → the key cache);
 //! 2. **admit** its rate, before the body is read, so a refused request costs almost nothing;
 //! 3. **read and inspect** the body: the client's dialect turns it into the body a node gets
-//!    ([`dialect`]), and only the fields the gateway needs are read ([`inspect`]);
+//!    ([`dialect`]), and only the fields the gateway needs are read ([`inspect`]); the model (aliases
+//!    resolved) must be one the key may use;
 //! 4. **hold** the worst case against the key's limits and the account's balance, fitting `max_tokens`
 //!    to what is left when the key's policy allows it; the limit the node is held to is written into the
 //!    body;
@@ -104,6 +105,10 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     if model.id != inspected.model {
         // Named by an alias: logged, counted and billed by its id.
         ex.log.model = Some(model.id.clone());
+    }
+    // A key's model list names ids, so an alias is allowed when its model is.
+    if !key.allows_model(&model.id) {
+        return Err(ApiError::ModelNotAllowed(model.id.clone()));
     }
 
     // 4. Hold, then write what the node is held to into the body.

@@ -16,7 +16,7 @@ use crate::model::{GroupBy, UsageQuery, UsageSummaryRow};
 use crate::store::backend::{Change, KeyTableState, SpendTotals, Store, StoreError, StoreResult};
 use crate::store::columns::{
     ACCOUNT_COLUMNS, CHARGE_COLUMNS, CREDIT_COLUMNS, DIRECT_COLUMNS, DirectColumns, KEY_COLUMNS,
-    LimitColumns, RESPONSE_COLUMNS, UsageColumns, record_status, to_i64, to_u64,
+    LimitColumns, RESPONSE_COLUMNS, UsageColumns, allowed_models_column, record_status, to_i64, to_u64,
 };
 use crate::store::credits::Ledger;
 use postgres::Transaction;
@@ -48,14 +48,14 @@ impl PostgresStore {
         tx.execute(
             "INSERT INTO keys (id, account_id, kind, name, prefix, hash, status, parent_id, limit_daily_ngonka,
                                limit_monthly_ngonka, rate_limit_rpm, expires_at, created_at, updated_at, version,
-                               fit_max_tokens)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                               fit_max_tokens, allowed_models)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (id) DO UPDATE SET
                  name = excluded.name, prefix = excluded.prefix, hash = excluded.hash, status = excluded.status,
                  limit_daily_ngonka = excluded.limit_daily_ngonka, limit_monthly_ngonka = excluded.limit_monthly_ngonka,
                  rate_limit_rpm = excluded.rate_limit_rpm, expires_at = excluded.expires_at,
                  updated_at = excluded.updated_at, version = excluded.version,
-                 fit_max_tokens = excluded.fit_max_tokens",
+                 fit_max_tokens = excluded.fit_max_tokens, allowed_models = excluded.allowed_models",
             &[
                 &row.id,
                 &row.account_id,
@@ -73,6 +73,7 @@ impl PostgresStore {
                 &row.updated_at,
                 &version,
                 &row.fit_max_tokens.map(|p| p.as_str()),
+                &allowed_models_column(row),
             ],
         )
         .map_err(err)?;
@@ -854,5 +855,16 @@ impl Store for PostgresStore {
 
     fn deposits(&mut self, account_id: Option<&str>, limit: usize) -> StoreResult<Vec<DepositRow>> {
         self.list(account_id, limit)
+    }
+    fn claim_event(&mut self, id: &str, account_id: &str, kind: &str, at_ms: i64) -> StoreResult<bool> {
+        let mut conn = self.conn()?;
+        let n = conn
+            .execute(
+                "INSERT INTO notification_events (id, account_id, kind, created_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id, &account_id, &kind, &at_ms],
+            )
+            .map_err(err)?;
+        Ok(n == 1)
     }
 }

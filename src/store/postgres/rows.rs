@@ -28,6 +28,7 @@ pub(super) fn key_from_row(row: &Row) -> StoreResult<KeyRow> {
         updated_at: row.try_get(13).map_err(err)?,
         version: row.try_get(14).map_err(err)?,
         fit_max_tokens: row.try_get(15).map_err(err)?,
+        allowed_models: row.try_get(16).map_err(err)?,
     }
     .decode()
     .map_err(|e| StoreError::Other(format!("{e} in the keys table")))

@@ -152,6 +152,15 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX credits_by_source ON credits(source_account_id, source_reference);",
     // 6: deposit addresses, the deposit watcher's cursor, deposits.
     super::deposits::MIGRATION,
+    // 7: a key's allowed models (a JSON array of ids; NULL: every model).
+    "ALTER TABLE keys ADD COLUMN allowed_models TEXT;",
+    // 8: notification events, recorded once by id (the webhook's dedupe across instances).
+    "CREATE TABLE notification_events (
+         id TEXT PRIMARY KEY,
+         account_id TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         created_ms BIGINT NOT NULL
+     );",
 ];
 
 impl PostgresStore {

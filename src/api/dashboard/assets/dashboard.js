@@ -447,6 +447,8 @@
       keyNames(),
       api("GET", "/api/account"),
     ]);
+    $("#account-status").replaceChildren(badge(balance.status));
+    if (balance.status === "blocked") say("This account's balance is used up: its keys are refused (402) until it is credited.", true);
     $("#balance").textContent = gnk(balance.balance_ngonka);
     $("#referral-code").textContent = me.referral_code;
     $("#referred").textContent = count(me.referred_accounts);
@@ -508,7 +510,48 @@
     $("#deposits").hidden = false;
   }
 
-  /** Buttons for pause/resume, rotate and archive of a managed or management key. */
+  /** A key's `allowed_models` as shown: the ids, or "every model". */
+  function modelsText(list, none) {
+    return list === null || list === undefined ? none || "every model" : list.join(", ");
+  }
+
+  /** The `allowed_models` of a comma-separated field: the ids, or `null` (every model) when empty. */
+  function modelList(value) {
+    const ids = value.split(",").map((m) => m.trim()).filter((m) => m !== "");
+    return ids.length ? ids : null;
+  }
+
+  /** Edits the models a managed or management key may use (`PATCH /api/keys/{id}`). */
+  function editModels(k, reload, what) {
+    const dialog = $("#models-dialog");
+    $("#models-dialog-title").textContent = `Models of “${k.name}”`;
+    $("#models-input").value = k.allowed_models ? k.allowed_models.join(", ") : "";
+    $("#models-error").textContent = "";
+    const form = $("#models-form");
+    const cancel = $("#models-cancel");
+    const close = () => {
+      form.removeEventListener("submit", save);
+      cancel.removeEventListener("click", close);
+      dialog.close();
+    };
+    const save = async (ev) => {
+      ev.preventDefault();
+      try {
+        const saved = await api("PATCH", `/api/keys/${k.id}`, { allowed_models: modelList($("#models-input").value) });
+        close();
+        await reload();
+        say(`The ${what} “${k.name}” may use ${modelsText(saved.allowed_models)}.`);
+      } catch (e) {
+        $("#models-error").textContent = e.message;
+      }
+    };
+    form.addEventListener("submit", save);
+    cancel.addEventListener("click", close);
+    dialog.showModal();
+    $("#models-input").focus();
+  }
+
+  /** Buttons for models, pause/resume, rotate and archive of a managed or management key. */
   function keyActions(k, reload, what) {
     if (k.status === "archived") return el("span", { class: "muted" }, "archived for good");
     const act = (action) => api("POST", `/api/keys/${k.id}/${action}`);
@@ -516,6 +559,12 @@
     return el(
       "div",
       { class: "actions" },
+      el("button", {
+        type: "button",
+        class: "secondary",
+        "aria-label": `Models of ${what} ${k.name}`,
+        onclick: () => editModels(k, reload, what),
+      }, "Models"),
       el("button", {
         type: "button",
         class: "secondary",
@@ -562,6 +611,7 @@
         { label: "Name", cell: (k) => k.name },
         { label: "Prefix", cell: (k) => el("code", {}, `${k.prefix}…`) },
         { label: "Status", cell: (k) => badge(k.status) },
+        { label: "Models", cell: (k) => modelsText(k.allowed_models) },
         { label: "Created", cell: (k) => when(k.created_at) },
         { label: "Last used", cell: (k) => (byKey.has(k.id) ? when(byKey.get(k.id).last_request_at) : "never") },
         { label: "Spend", num: true, cell: (k) => gnk(byKey.has(k.id) ? byKey.get(k.id).cost_ngonka : "0") },
@@ -584,8 +634,9 @@
       ev.preventDefault();
       attempt(async () => {
         const name = $("#key-name").value.trim();
-        const k = await api("POST", "/api/keys", { name });
+        const k = await api("POST", "/api/keys", { name, allowed_models: modelList($("#key-models").value) });
         $("#key-name").value = "";
+        $("#key-models").value = "";
         await reload();
         showSecret(`New key “${k.name}”`, k.key, "Use it as the API key of any OpenAI client (base URL: this gateway's /v1).");
       });
@@ -626,6 +677,7 @@
           { label: "Monthly limit", cell: (c) => limitCell(c.monthly_spent_ngonka, c.limit_monthly_ngonka, c.monthly_remaining, nextMonthStart(t), "monthly") },
           { label: "RPM", num: true, cell: (c) => (c.rate_limit_rpm === null ? "default" : count(c.rate_limit_rpm)) },
           { label: "Expires", cell: (c) => (c.expires_at ? when(c.expires_at) : "never") },
+          { label: "Models", cell: (c) => modelsText(c.allowed_models, m.allowed_models ? `${m.allowed_models.join(", ")} (its management key's)` : "every model") },
           { label: "Actions", cell: (c) => childActions(m, c) },
         ], children, "No child keys yet.");
         const newChild = el("button", { type: "button", "aria-label": `New child key of ${m.name}` }, "New child key");
@@ -634,6 +686,7 @@
           "section",
           { class: "panel mgmt", "aria-labelledby": h },
           el("div", { class: "section-head" }, el("h2", { id: h }, m.name, " ", el("code", {}, `${m.prefix}…`), " ", badge(m.status)), keyActions(m, reload, "management key")),
+          el("p", { class: "muted" }, `Models: ${modelsText(m.allowed_models)}`),
           m.status === "archived" ? null : newChild,
           m.status === "archived" ? null : el("div", { class: "table-wrap", tabindex: 0, role: "region", "aria-label": `Child keys of ${m.name}` }, table),
         );
@@ -683,6 +736,7 @@
       $("#child-monthly").value = gnkField(c, "limit_monthly_ngonka");
       $("#child-rpm").value = c && c.rate_limit_rpm !== null ? c.rate_limit_rpm : "";
       $("#child-expires").value = c && c.expires_at ? c.expires_at.slice(0, 16) : "";
+      $("#child-models").value = c && c.allowed_models ? c.allowed_models.join(", ") : "";
       $("#child-save").textContent = c ? "Save" : "Create child key";
       $("#child-error").textContent = "";
       dialog.showModal();
@@ -701,6 +755,7 @@
         body.limit_monthly_ngonka = optional($("#child-monthly").value, (v) => toNgonka(v, "The monthly limit"));
         body.rate_limit_rpm = optional($("#child-rpm").value, (v) => Number(v));
         body.expires_at = optional($("#child-expires").value, (v) => `${v.length === 16 ? v + ":00" : v}Z`);
+        body.allowed_models = optional($("#child-models").value, modelList);
         for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
         const base = `/api/management/keys/${editing.parent.id}/children`;
         if (editingChild) {
@@ -721,8 +776,9 @@
     $("#create-mgmt").addEventListener("submit", (ev) => {
       ev.preventDefault();
       attempt(async () => {
-        const k = await api("POST", "/api/management/keys", { name: $("#mgmt-name").value.trim() });
+        const k = await api("POST", "/api/management/keys", { name: $("#mgmt-name").value.trim(), allowed_models: modelList($("#mgmt-models").value) });
         $("#mgmt-name").value = "";
+        $("#mgmt-models").value = "";
         await reload();
         showSecret(`New management key “${k.name}”`, k.key, "It can create child keys through the API (it cannot call models itself).");
       });
@@ -849,6 +905,7 @@
         { label: "Id", cell: (a) => el("code", {}, a.id) },
         { label: "Balance", num: true, cell: (a) => gnk(a.balance_ngonka) },
         { label: "Held", num: true, cell: (a) => gnk(a.held_ngonka) },
+        { label: "Status", cell: (a) => badge(a.status) },
         { label: "Created", cell: (a) => when(a.created_at) },
         { label: "Referral code", cell: (a) => el("code", {}, a.referral_code) },
         { label: "Referred by", cell: (a) => (a.referrer_id ? (names.get(a.referrer_id) || a.referrer_id) : "—") },
