@@ -476,3 +476,55 @@ fn with_two_instances_watching_every_deposit_is_credited_once() {
     wait_status(&b, &token, &last, "credited", Duration::from_secs(20));
     assert_eq!(b.balance(&id), 15_000);
 }
+
+/// An account created through the admin API, referred by `code` when given: its JSON (with `token`).
+fn account_referred_by(gw: &impl GatewayApi, name: &str, code: Option<&str>) -> Value {
+    let mut body = json!({ "name": name });
+    if let Some(c) = code {
+        body["referral_code"] = json!(c);
+    }
+    let r = gw.admin("POST", "/admin/accounts", Some(body));
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+#[test]
+fn a_deposit_to_a_referred_account_is_in_its_credit_history_and_pays_its_referrers_once() {
+    let sim = sim_with_chain(200);
+    let gw = gateway(&sim, "confirmations = 1");
+    let chain = chain_client(&sim);
+    let top = account_referred_by(&gw, "top", None);
+    let mid = account_referred_by(&gw, "mid", top["referral_code"].as_str());
+    let new = account_referred_by(&gw, "new", mid["referral_code"].as_str());
+    let id = |a: &Value| a["id"].as_str().unwrap().to_owned();
+    let token = new["token"].as_str().unwrap();
+    let address =
+        gw.api(token, "GET", "/api/deposit-address", None).json()["address"].as_str().unwrap().to_owned();
+
+    let hash = send(&chain, &address, 100_000_000_000);
+    wait_status(&gw, token, &hash, "credited", Duration::from_secs(20));
+    assert_eq!(gw.balance(&id(&new)), 100_000_000_000);
+    // 10 % to the referrer, 3 % to the referrer's referrer, as referral credits sourced by the deposit.
+    assert!(eventually(Duration::from_secs(5), || gw.balance(&id(&mid)) == 10_000_000_000));
+    assert_eq!(gw.balance(&id(&top)), 3_000_000_000);
+    let history = gw.api(token, "GET", "/api/credits", None).json();
+    let entry = &history["data"][0];
+    assert_eq!(
+        (entry["kind"].as_str(), entry["reference"].as_str(), entry["paid"].as_bool()),
+        (Some("deposit"), Some(hash.as_str()), Some(true)),
+        "{history}"
+    );
+    let mid_history = gw.admin("GET", &format!("/admin/accounts/{}/credits", id(&mid)), None).json();
+    let referral = &mid_history["data"][0];
+    assert_eq!(
+        (referral["kind"].as_str(), referral["source_reference"].as_str()),
+        (Some("referral"), Some(hash.as_str())),
+        "{mid_history}"
+    );
+    // More blocks: nothing is paid twice.
+    let h = chain.latest_height().unwrap();
+    assert!(eventually(Duration::from_secs(10), || chain.latest_height().unwrap() >= h + 3));
+    std::thread::sleep(Duration::from_millis(300));
+    let balances = [gw.balance(&id(&new)), gw.balance(&id(&mid)), gw.balance(&id(&top))];
+    assert_eq!(balances, [100_000_000_000, 10_000_000_000, 3_000_000_000]);
+}
