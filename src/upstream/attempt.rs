@@ -152,7 +152,9 @@ pub async fn attempt<S: Transport>(
     let fail = |f: Failure, client: &ClientSide<'_, S>| AttemptError::new(f, reused, client.is_gone());
     let mut up = match pooled {
         Some(c) => c,
-        None => match client::connect(node, params.connect_timeout, params.tls).await {
+        // Boxed, like the error body's read below: their futures are large and rarely alive, and inline
+        // they would size every connection's task (a held stream) by them.
+        None => match Box::pin(client::connect(node, params.connect_timeout, params.tls)).await {
             Ok(c) => c,
             Err(e) => return (Err(fail(Failure::Connect(e), client)), request, buf),
         },
@@ -211,7 +213,7 @@ pub async fn attempt<S: Transport>(
     // An error answer: read it (bounded) for its message, then decide.
     let status = answer.head.status;
     let retry_after_secs = answer.head.retry_after.as_deref().and_then(|r| r.parse().ok());
-    let (read, b) = read_error_body(client, answer, buf, params.read_timeout).await;
+    let (read, b) = Box::pin(read_error_body(client, answer, buf, params.read_timeout)).await;
     buf = b;
     let (error_body, reusable) = match read {
         Ok(r) => r,

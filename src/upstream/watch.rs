@@ -77,7 +77,9 @@ impl<'a, S: Transport> ClientSide<'a, S> {
         }
     }
 
-    /// The client socket turned readable: take what is there. `false` when the client has gone.
+    /// The client socket turned readable: take what is there. `false` when the client has gone. Boxed
+    /// where it is awaited: it is rare (a pipelined request, a hang-up) and its future would otherwise
+    /// add its size to every wait on the node, and so to every held stream's task.
     pub(super) async fn on_readable(&mut self) -> bool {
         match self.rbuf.fill(self.io, self.rbuf_max, CLIENT_PROBE_TIMEOUT, std::future::pending()).await {
             Ok(0) => {
@@ -139,7 +141,7 @@ async fn wait_readable<S: Transport>(
             _ = monoio::time::sleep_until(deadline) => return Some(UpRead::TimedOut),
             r = client.io.socket().readable(false), if watching => r,
         };
-        if client_readable.is_err() || !client.on_readable().await {
+        if client_readable.is_err() || !Box::pin(client.on_readable()).await {
             return Some(UpRead::ClientGone);
         }
     }
@@ -194,7 +196,7 @@ pub(super) async fn read_upstream<S: Transport>(
             Woke::Deadline => break UpRead::TimedOut,
             Woke::Client(Err(_)) => break UpRead::ClientGone,
             Woke::Client(Ok(())) => {
-                if !client.on_readable().await {
+                if !Box::pin(client.on_readable()).await {
                     break UpRead::ClientGone;
                 }
             }

@@ -257,11 +257,11 @@ async fn serve<S: Transport>(
         stream: to_node.stream,
         request_id: &ex.request_id,
     };
-    // A stream spends most of its life waiting on the node: it waits without a relay buffer, and without
-    // the connection's read buffer when nothing is in it (the core's pools keep both meanwhile).
-    let lent_rbuf = to_node.stream && ex.conn.rbuf.is_empty();
-    if lent_rbuf {
-        core.put_bytes(ex.conn.rbuf.take().0);
+    // A stream spends most of its life waiting on the node: it waits without a relay buffer (the core's
+    // pool keeps it meanwhile), and without the connection's read buffer when nothing is in it (freed: the
+    // next read allocates one again, one allocation against 4 KiB held by every stream).
+    if to_node.stream && ex.conn.rbuf.is_empty() {
+        drop(ex.conn.rbuf.take());
     }
     let mut client =
         ClientSide::new(&mut ex.conn.io, &mut ex.conn.rbuf, rbuf_max, settings.timeouts.write, drain);
@@ -358,9 +358,6 @@ async fn serve<S: Transport>(
     };
     core.put_relay_buffer(buf);
     core.put_bytes(head);
-    if lent_rbuf && ex.conn.rbuf.capacity() == 0 {
-        ex.conn.rbuf.restore(core.take_bytes(), 0);
-    }
     match outcome {
         Ok((served, keep_alive)) => {
             if !keep_alive {
