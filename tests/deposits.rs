@@ -477,25 +477,14 @@ fn with_two_instances_watching_every_deposit_is_credited_once() {
     assert_eq!(b.balance(&id), 15_000);
 }
 
-/// An account created through the admin API, referred by `code` when given: its JSON (with `token`).
-fn account_referred_by(gw: &impl GatewayApi, name: &str, code: Option<&str>) -> Value {
-    let mut body = json!({ "name": name });
-    if let Some(c) = code {
-        body["referral_code"] = json!(c);
-    }
-    let r = gw.admin("POST", "/admin/accounts", Some(body));
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()
-}
-
 #[test]
 fn a_deposit_to_a_referred_account_is_in_its_credit_history_and_pays_its_referrers_once() {
     let sim = sim_with_chain(200);
     let gw = gateway(&sim, "confirmations = 1");
     let chain = chain_client(&sim);
-    let top = account_referred_by(&gw, "top", None);
-    let mid = account_referred_by(&gw, "mid", top["referral_code"].as_str());
-    let new = account_referred_by(&gw, "new", mid["referral_code"].as_str());
+    let top = gw.create_referred_account("top", None);
+    let mid = gw.create_referred_account("mid", top["referral_code"].as_str());
+    let new = gw.create_referred_account("new", mid["referral_code"].as_str());
     let id = |a: &Value| a["id"].as_str().unwrap().to_owned();
     let token = new["token"].as_str().unwrap();
     let address =

@@ -20,15 +20,8 @@ fn gateway(extra: &str) -> Gateway {
     Gateway::start_with(GatewayOpts { extra: extra.to_owned(), ..GatewayOpts::default() })
 }
 
-/// Creates an account through the admin API, referred by `code` when given: its JSON (with `token`).
 fn account(gw: &impl GatewayApi, name: &str, code: Option<&str>) -> Value {
-    let mut body = json!({ "name": name });
-    if let Some(c) = code {
-        body["referral_code"] = json!(c);
-    }
-    let r = gw.admin("POST", "/admin/accounts", Some(body));
-    assert_eq!(r.status, 201, "{}", r.text());
-    r.json()
+    gw.create_referred_account(name, code)
 }
 
 /// `top` ← `mid` ← `new`: each referred by the one before. Their ids.

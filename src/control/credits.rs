@@ -240,23 +240,10 @@ impl ControlState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Keys;
-    use crate::auth::keys::KeyHasher;
-    use crate::config::ConfigFile;
-    use crate::model::ModelTable;
-    use arc_swap::ArcSwap;
-    use std::sync::Arc;
 
     /// A control state on an in-memory store, with the default `[referrals]`.
     fn state(dir: &std::path::Path) -> ControlState {
-        let file = ConfigFile { data_dir: dir.to_string_lossy().into_owned(), ..ConfigFile::default() };
-        let settings = file.validate_with(&|_| None).unwrap();
-        crate::rt::data_dir::create_private(&settings.billing.journal_dir).unwrap();
-        let store = Box::new(crate::store::sqlite::SqliteStore::open_in_memory().unwrap());
-        let keys = Arc::new(Keys::new(KeyHasher::new(&[7; 32]).unwrap()));
-        let models = Arc::new(ArcSwap::from_pointee(ModelTable::default()));
-        let clock = Arc::new(crate::time::SystemClock);
-        ControlState::open(store, &settings, keys, clock, Arc::default(), models).unwrap().0
+        ControlState::for_tests(dir)
     }
 
     #[test]

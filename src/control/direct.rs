@@ -367,12 +367,9 @@ impl ControlState {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
     use super::*;
-    use crate::auth::Keys;
-    use crate::auth::keys::KeyHasher;
-    use crate::config::{ChainSettings, ConfigFile, Secret};
-    use crate::model::{ModelTable, RecordStatus};
+    use crate::config::{ChainSettings, Secret};
+    use crate::model::RecordStatus;
     use crate::secret::SealingKey;
-    use arc_swap::ArcSwap;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -397,14 +394,7 @@ mod tests {
 
     /// A control state on an in-memory store, direct keys on, and an account credited `credit`.
     fn state(dir: &std::path::Path, credit: u64) -> (ControlState, String) {
-        let file = ConfigFile { data_dir: dir.to_string_lossy().into_owned(), ..ConfigFile::default() };
-        let settings = file.validate_with(&|_| None).unwrap();
-        crate::rt::data_dir::create_private(&settings.billing.journal_dir).unwrap();
-        let store = Box::new(crate::store::sqlite::SqliteStore::open_in_memory().unwrap());
-        let keys = Arc::new(Keys::new(KeyHasher::new(&[7; 32]).unwrap()));
-        let models = Arc::new(ArcSwap::from_pointee(ModelTable::default()));
-        let clock = Arc::new(crate::time::SystemClock);
-        let (mut st, _) = ControlState::open(store, &settings, keys, clock, Arc::default(), models).unwrap();
+        let mut st = ControlState::for_tests(dir);
         let sealing = Arc::new(SealingKey::from_server_secret(&[9; 32]));
         st.enable_direct_keys(DirectKeys::new(chain(), sealing)).unwrap();
         let (account, _) = st.create_account("owner").unwrap();

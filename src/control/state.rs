@@ -616,3 +616,21 @@ impl ControlState {
         self.store.account(id).ok().flatten().is_some()
     }
 }
+
+impl ControlState {
+    /// A control state for unit tests: the default config in `dir`, an in-memory SQLite store.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> Self {
+        let file =
+            crate::config::ConfigFile { data_dir: dir.to_string_lossy().into_owned(), ..Default::default() };
+        let settings = file.validate_with(&|_| None).expect("the default config is valid");
+        crate::rt::data_dir::create_private(&settings.billing.journal_dir).expect("a journal directory");
+        let store =
+            Box::new(crate::store::sqlite::SqliteStore::open_in_memory().expect("an in-memory store"));
+        let hasher = crate::auth::keys::KeyHasher::new(&[7; 32]).expect("a key hasher");
+        let keys = Arc::new(Keys::new(hasher));
+        let models = Arc::new(ArcSwap::from_pointee(ModelTable::default()));
+        let clock = Arc::new(crate::time::SystemClock);
+        Self::open(store, &settings, keys, clock, Arc::default(), models).expect("a control state").0
+    }
+}

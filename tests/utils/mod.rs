@@ -334,6 +334,18 @@ pub trait GatewayApi {
     }
 
     /// Creates an account; returns its id and token.
+    /// Creates an account through the admin API, referred by the account whose referral code is `code`
+    /// when given: its JSON (with its `token`, `referral_code` and `referrer_id`).
+    fn create_referred_account(&self, name: &str, code: Option<&str>) -> Value {
+        let mut body = serde_json::json!({ "name": name });
+        if let Some(c) = code {
+            body["referral_code"] = serde_json::json!(c);
+        }
+        let r = self.admin("POST", "/admin/accounts", Some(body));
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()
+    }
+
     fn create_account(&self, name: &str) -> (String, String) {
         let r = self.admin("POST", "/admin/accounts", Some(serde_json::json!({ "name": name })));
         assert_eq!(r.status, 201, "{}", r.text());
