@@ -1,14 +1,21 @@
-//! The journal written by the cores themselves (`journal.wait = "write"`): per-core group commit through
-//! the core's own ring, with no thread in between.
+//! The journal written by the cores themselves (`journal.wait = "write"`): per-core group commit, with no
+//! thread in between.
 //!
 //! # Design
 //! A record appended on a core goes into that core's batch; the first record of a batch starts a flush
 //! task, which first lets every other task that is ready on the core run (so the records they settle in
-//! the same turn join the batch), then writes the batch with one `write` on the core's own descriptor of
-//! the current journal file (`O_APPEND`, through io_uring: the core never blocks on the file) and wakes
-//! the requests waiting for it, on the same core. Records appended while a write is in flight form the
-//! next batch. Before this, each record crossed to a journal thread and its acknowledgement crossed back:
-//! two thread wake-ups per request, and the journal thread's own CPU.
+//! the same turn join the batch), then writes the batch with one `write(2)` to the current journal file
+//! (`O_APPEND`) and wakes the requests waiting for it, on the same core. Records appended meanwhile form
+//! the next batch. Before this, each record crossed to a journal thread and its acknowledgement crossed
+//! back: two thread wake-ups per request, and the journal thread's own CPU.
+//!
+//! The write is a plain system call on the core, not an io_uring operation: ext4 cannot take a buffered
+//! write without blocking, so io_uring hands every such write to one of its worker threads and back, and
+//! at one connection that hand-off was the request's longest wait (one connection, gateway and driver on
+//! one CPU, three alternating rounds: p50 60–62 µs through the ring, 52–53 µs with the plain write; the
+//! same throughput at 64 connections, where batches are large: `loadtest/ab`, new/base 0.95 rps, 1.00
+//! CPU per request). A buffered write lands in the page cache; the `journal-sync` thread's fsyncs keep
+//! what is dirty small, so the write does not wait on the disk.
 //!
 //! Appends from several cores land whole (one `write` each on an `O_APPEND` file) and in any order;
 //! records are independent and applied idempotently by request id.
@@ -175,7 +182,7 @@ impl Shared {
         };
         self.current.store(Arc::new(next));
         old.sealed.store(true, Ordering::SeqCst);
-        // A write that started before the seal finishes (each is one io_uring write of a batch).
+        // A write that started before the seal finishes (each is one `write` of a batch, from a core thread).
         while old.writers.load(Ordering::SeqCst) > 0 {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -197,8 +204,6 @@ struct Batch {
     flushing: bool,
     /// The spare buffer of the write in flight.
     spare: Vec<u8>,
-    /// This core's descriptor of a journal file.
-    file: Option<(u64, Rc<monoio::fs::File>)>,
 }
 
 thread_local! {
@@ -219,7 +224,6 @@ fn batch_of(shared: &Arc<Shared>) -> Rc<RefCell<Batch>> {
             acks: Vec::new(),
             flushing: false,
             spare: Vec::with_capacity(16 * 1024),
-            file: None,
         }));
         all.push(Rc::clone(&b));
         b
@@ -270,7 +274,8 @@ async fn flush(batch: Rc<RefCell<Batch>>) {
             let bytes = std::mem::replace(&mut b.buf, spare);
             (bytes, std::mem::take(&mut b.frames), std::mem::take(&mut b.acks), Arc::clone(&b.shared))
         };
-        let (result, mut bytes) = write(&batch, &shared, bytes).await;
+        let result = write(&shared, &bytes);
+        let mut bytes = bytes;
         let stats = &shared.stats;
         stats.failing.store(result.is_err(), Ordering::Relaxed);
         let outcome = match result {
@@ -293,7 +298,7 @@ async fn flush(batch: Rc<RefCell<Batch>>) {
 }
 
 /// One write of `bytes` to the current file, never to a sealed one.
-async fn write(batch: &Rc<RefCell<Batch>>, shared: &Shared, bytes: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+fn write(shared: &Shared, bytes: &[u8]) -> io::Result<()> {
     let slot = loop {
         let slot = shared.current.load_full();
         slot.writers.fetch_add(1, Ordering::SeqCst);
@@ -303,33 +308,13 @@ async fn write(batch: &Rc<RefCell<Batch>>, shared: &Shared, bytes: Vec<u8>) -> (
         // Rotated meanwhile: the store of the next file came before the seal, so the next load sees it.
         slot.writers.fetch_sub(1, Ordering::SeqCst);
     };
-    let file = match core_file(batch, &slot) {
-        Ok(f) => f,
-        Err(e) => {
-            slot.writers.fetch_sub(1, Ordering::SeqCst);
-            return (Err(e), bytes);
-        }
-    };
     let len = bytes.len() as u64;
-    // The file is O_APPEND: the offset is ignored, each write lands whole at the end.
-    let (result, bytes) = file.write_all_at(bytes, 0).await;
+    // The file is O_APPEND: each write lands whole at the end.
+    let result = std::io::Write::write_all(&mut &slot.file, bytes);
     slot.writers.fetch_sub(1, Ordering::SeqCst);
     if result.is_ok() {
         slot.size.fetch_add(len, Ordering::SeqCst);
         shared.unsynced.fetch_add(len, Ordering::SeqCst);
     }
-    (result, bytes)
-}
-
-/// This core's descriptor of `slot`'s file (a duplicate, so the ring owns what it writes to).
-fn core_file(batch: &Rc<RefCell<Batch>>, slot: &Slot) -> io::Result<Rc<monoio::fs::File>> {
-    let mut b = batch.borrow_mut();
-    if let Some((seq, f)) = &b.file
-        && *seq == slot.seq
-    {
-        return Ok(Rc::clone(f));
-    }
-    let f = Rc::new(monoio::fs::File::from_std(slot.file.try_clone()?)?);
-    b.file = Some((slot.seq, Rc::clone(&f)));
-    Ok(f)
+    result
 }
