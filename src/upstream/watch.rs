@@ -78,8 +78,8 @@ impl<'a, S: Transport> ClientSide<'a, S> {
     }
 
     /// The client socket turned readable: take what is there. `false` when the client has gone. Boxed
-    /// where it is awaited: it is rare (a pipelined request, a hang-up) and its future would otherwise
-    /// add its size to every wait on the node, and so to every held stream's task.
+    /// where it is awaited ([`watching_client`]): it is rare (a pipelined request, a hang-up) and its
+    /// future would otherwise add its size to every wait on the node, and so to every held stream's task.
     pub(super) async fn on_readable(&mut self) -> bool {
         match self.rbuf.fill(self.io, self.rbuf_max, CLIENT_PROBE_TIMEOUT, std::future::pending()).await {
             Ok(0) => {
@@ -125,24 +125,25 @@ async fn read_owned(
     (up, res, slice.into_inner())
 }
 
-/// Waits until `node` is readable (`None`), or the deadline passes or the client leaves (why), watching
-/// the client meanwhile as [`read_upstream`] does.
-async fn wait_readable<S: Transport>(
+/// Waits for `node_wait` (what the node is to do), watching the client meanwhile: bytes it sends are
+/// kept, and a client that hangs up ends the wait (`Err(ClientGone)`), as does the deadline
+/// (`Err(TimedOut)`, bounded by the drain bound once the client is gone). The one wait loop of both the
+/// read of the node's answer and the wait for its socket to turn readable.
+async fn watching_client<S: Transport, T>(
     client: &mut ClientSide<'_, S>,
-    node: &monoio::net::TcpStream,
+    mut node_wait: std::pin::Pin<&mut impl std::future::Future<Output = T>>,
     deadline: Instant,
-) -> Option<UpRead> {
+) -> Result<T, UpRead> {
     let deadline = client.bounded(deadline);
     loop {
         let watching = client.watching && !client.is_gone();
         let client_readable = monoio::select! {
-            // An error shows again in the read that follows.
-            _ = node.readable(false) => return None,
-            _ = monoio::time::sleep_until(deadline) => return Some(UpRead::TimedOut),
+            out = &mut node_wait => return Ok(out),
+            _ = monoio::time::sleep_until(deadline) => return Err(UpRead::TimedOut),
             r = client.io.socket().readable(false), if watching => r,
         };
         if client_readable.is_err() || !Box::pin(client.on_readable()).await {
-            return Some(UpRead::ClientGone);
+            return Err(UpRead::ClientGone);
         }
     }
 }
@@ -157,11 +158,13 @@ pub(super) async fn read_upstream<S: Transport>(
     if let (Some(pool), UpstreamIo::Plain(node)) = (client.buffers, &up)
         && buf.len() == HEADROOM
     {
-        // Nothing held in the buffer: wait for the node without it.
+        // Nothing held in the buffer: wait for the node without it (a readiness error shows again in
+        // the read that follows).
         pool.put(std::mem::take(&mut buf));
-        let woke = wait_readable(client, node, deadline).await;
+        let readable = node.readable(false);
+        let woke = watching_client(client, std::pin::pin!(readable), deadline).await;
         buf = pool.take();
-        if let Some(why) = woke {
+        if let Err(why) = woke {
             return (up, buf, why);
         }
     }
@@ -171,36 +174,16 @@ pub(super) async fn read_upstream<S: Transport>(
     let canceller = Canceller::new();
     let read = read_owned(up, buf, canceller.handle());
     let mut read = std::pin::pin!(read);
-    enum Woke {
-        Read(UpstreamIo, io::Result<usize>, Vec<u8>),
-        Deadline,
-        Client(io::Result<()>),
-    }
-    let deadline = client.bounded(deadline);
-    let why = loop {
-        let watching = client.watching && !client.is_gone();
-        let woke = monoio::select! {
-            (up, res, buf) = &mut read => Woke::Read(up, res, buf),
-            _ = monoio::time::sleep_until(deadline) => Woke::Deadline,
-            r = client.io.socket().readable(false), if watching => Woke::Client(r),
-        };
-        match woke {
-            Woke::Read(up, res, buf) => {
-                let r = match res {
-                    Ok(0) => UpRead::Eof,
-                    Ok(n) => UpRead::Data(n),
-                    Err(e) => UpRead::Failed(e),
-                };
-                return (up, buf, r);
-            }
-            Woke::Deadline => break UpRead::TimedOut,
-            Woke::Client(Err(_)) => break UpRead::ClientGone,
-            Woke::Client(Ok(())) => {
-                if !Box::pin(client.on_readable()).await {
-                    break UpRead::ClientGone;
-                }
-            }
+    let why = match watching_client(client, read.as_mut(), deadline).await {
+        Ok((up, res, buf)) => {
+            let r = match res {
+                Ok(0) => UpRead::Eof,
+                Ok(n) => UpRead::Data(n),
+                Err(e) => UpRead::Failed(e),
+            };
+            return (up, buf, r);
         }
+        Err(why) => why,
     };
     let _fresh = canceller.cancel();
     let (up, _, buf) = read.await;
