@@ -5,7 +5,7 @@
 //! A record appended on a core goes into that core's batch; the first record of a batch starts a flush
 //! task, which first lets every other task that is ready on the core run (so the records they settle in
 //! the same turn join the batch), then writes the batch with one `write(2)` to the current journal file
-//! (`O_APPEND`) and wakes the requests waiting for it, on the same core. Records appended meanwhile form
+//! (`O_APPEND`) and wakes the requests waiting for it, on the same core. Records appended after it form
 //! the next batch. Before this, each record crossed to a journal thread and its acknowledgement crossed
 //! back: two thread wake-ups per request, and the journal thread's own CPU.
 //!
@@ -200,10 +200,8 @@ struct Batch {
     buf: Vec<u8>,
     frames: u64,
     acks: Vec<Ack>,
-    /// A flush task is running (it takes whatever is batched when its write is done).
+    /// A flush task is waiting for the end of this turn to write the batch.
     flushing: bool,
-    /// The spare buffer of the write in flight.
-    spare: Vec<u8>,
 }
 
 thread_local! {
@@ -223,7 +221,6 @@ fn batch_of(shared: &Arc<Shared>) -> Rc<RefCell<Batch>> {
             frames: 0,
             acks: Vec::new(),
             flushing: false,
-            spare: Vec::with_capacity(16 * 1024),
         }));
         all.push(Rc::clone(&b));
         b
@@ -263,37 +260,28 @@ impl Future for YieldOnce {
 
 async fn flush(batch: Rc<RefCell<Batch>>) {
     YieldOnce(false).await;
-    loop {
-        let (bytes, frames, acks, shared) = {
-            let mut b = batch.borrow_mut();
-            if b.buf.is_empty() {
-                b.flushing = false;
-                return;
-            }
-            let spare = std::mem::take(&mut b.spare);
-            let bytes = std::mem::replace(&mut b.buf, spare);
-            (bytes, std::mem::take(&mut b.frames), std::mem::take(&mut b.acks), Arc::clone(&b.shared))
-        };
-        let result = write(&shared, &bytes);
-        let mut bytes = bytes;
-        let stats = &shared.stats;
-        stats.failing.store(result.is_err(), Ordering::Relaxed);
-        let outcome = match result {
-            Ok(()) => {
-                stats.written.fetch_add(frames, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                log::error!(target: "journal", "write failed: {e}");
-                Err(e.to_string())
-            }
-        };
-        for a in acks {
-            let _ = a.send(outcome.clone());
+    // The write is synchronous: nothing joins the batch while it runs, and a record appended after it
+    // starts the next flush.
+    let mut b = batch.borrow_mut();
+    b.flushing = false;
+    let result = write(&b.shared, &b.buf);
+    b.buf.clear();
+    let frames = std::mem::take(&mut b.frames);
+    let stats = &b.shared.stats;
+    stats.failing.store(result.is_err(), Ordering::Relaxed);
+    let outcome = match result {
+        Ok(()) => {
+            stats.written.fetch_add(frames, Ordering::Relaxed);
+            Ok(())
         }
-        bytes.clear();
-        batch.borrow_mut().spare = bytes;
+        Err(e) => {
+            stats.write_errors.fetch_add(1, Ordering::Relaxed);
+            log::error!(target: "journal", "write failed: {e}");
+            Err(e.to_string())
+        }
+    };
+    for a in b.acks.drain(..) {
+        let _ = a.send(outcome.clone());
     }
 }
 
