@@ -61,11 +61,8 @@ pub async fn history<S: Transport>(ex: &mut Exchange<'_, S>, account: Arc<str>) 
         ex.core().app.control.call(move |st| st.credit_history(&account, before, limit + 1)).await??;
     let has_more = rows.len() > limit;
     rows.truncate(limit);
-    let body = json!({
-        "object": "list",
-        "data": rows.iter().map(credit_json).collect::<Vec<_>>(),
-        "has_more": has_more,
-    });
+    let mut body = super::views::list(rows.iter().map(credit_json).collect());
+    body["has_more"] = Value::Bool(has_more);
     ex.respond_json(200, &body).await;
     Ok(())
 }

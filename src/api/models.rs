@@ -53,7 +53,7 @@ pub fn list(app: &App, shape: ErrorShape, allowed: Option<&[String]>) -> Value {
         .map(|m| model_json(m, shape))
         .collect();
     match shape {
-        ErrorShape::OpenAi => json!({ "object": "list", "data": data }),
+        ErrorShape::OpenAi => super::views::list(data),
         ErrorShape::Anthropic => {
             let (first, last) = (data.first().map(|m| m["id"].clone()), data.last().map(|m| m["id"].clone()));
             json!({ "data": data, "has_more": false, "first_id": first, "last_id": last })
