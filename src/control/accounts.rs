@@ -185,38 +185,19 @@ impl ControlState {
         Ok(KeyWithSecret { row, secret: Some(secret) })
     }
 
-    /// Credits an account once per `reference` (an unpaid admin credit: it pays no referrals): the
-    /// same reference with the same amount again is a harmless retry (`applied: false`); with another
-    /// amount it is a 409, since that is another payment that must not be dropped. A zero credit is
-    /// refused, so it cannot use up a reference.
+    /// Credits an account once per `reference` (an unpaid admin credit: it pays no referrals), as an
+    /// admin's credit through [`Self::credit_with`]: the same reference with the same amount again is a
+    /// harmless retry (`applied: false`); with another amount it is a 409, since that is another payment
+    /// that must not be dropped. A zero credit is refused, so it cannot use up a reference.
     pub fn credit(&mut self, account_id: &str, amount: u64, reference: &str) -> Result<Credited, ApiError> {
-        let too_large = || {
-            ApiError::bad_request(
-                format!(
-                    "This credit would take the account's balance past the most the gateway keeps \
-                     ({} ngonka).",
-                    i64::MAX
-                ),
-                Some("amount_ngonka"),
-            )
-        };
-        if amount == 0 {
-            return Err(ApiError::bad_request(
-                "`amount_ngonka` must be greater than 0.",
-                Some("amount_ngonka"),
-            ));
-        }
-        let amount = i64::try_from(amount).map_err(|_| too_large())?;
-        let req = crate::model::CreditRequest {
-            account_id: account_id.to_owned(),
+        let amount_ngonka = i64::try_from(amount).map_err(|_| super::credits::too_large())?;
+        let spec = super::credits::CreditSpec {
+            amount_ngonka,
             reference: reference.to_owned(),
-            kind: crate::model::CreditKind::Admin,
-            amount_ngonka: amount,
             paid: false,
             refund_of: None,
-            at: now(),
         };
-        Ok(self.apply_credit(&req)?.credited)
+        Ok(self.credit_with(account_id, spec)?.credited)
     }
 
     /// Creates a managed or management key, or (with `parent`) a child key of that management key.

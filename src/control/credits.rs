@@ -38,6 +38,14 @@ fn bad(message: impl Into<String>, param: &str) -> ApiError {
     ApiError::bad_request(message, Some(param))
 }
 
+/// A credit that would take a balance past what the store keeps exactly.
+pub(super) fn too_large() -> ApiError {
+    bad(
+        format!("This credit would take a balance past the most the gateway keeps ({} ngonka).", i64::MAX),
+        "amount_ngonka",
+    )
+}
+
 impl CreditSpec {
     /// The request it makes for `account_id`, or why it is refused.
     fn request(self, account_id: &str) -> Result<CreditRequest, ApiError> {
@@ -115,15 +123,6 @@ impl ControlState {
     /// Applies `req` in the store, then gives every account it touched its new balance (one instance:
     /// its counters; several: this instance's share of its new credit total).
     pub(super) fn apply_credit(&mut self, req: &CreditRequest) -> Result<CreditDone, ApiError> {
-        let too_large = || {
-            bad(
-                format!(
-                    "This credit would take a balance past the most the gateway keeps ({} ngonka).",
-                    i64::MAX
-                ),
-                "amount_ngonka",
-            )
-        };
         let done = self.store.apply_credit(req, &self.referrals)?;
         let applied = match done.outcome {
             CreditOutcome::Applied { .. } => true,
