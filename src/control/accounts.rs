@@ -185,21 +185,6 @@ impl ControlState {
         Ok(KeyWithSecret { row, secret: Some(secret) })
     }
 
-    /// Credits an account once per `reference` (an unpaid admin credit: it pays no referrals), as an
-    /// admin's credit through [`Self::credit_with`]: the same reference with the same amount again is a
-    /// harmless retry (`applied: false`); with another amount it is a 409, since that is another payment
-    /// that must not be dropped. A zero credit is refused, so it cannot use up a reference.
-    pub fn credit(&mut self, account_id: &str, amount: u64, reference: &str) -> Result<Credited, ApiError> {
-        let amount_ngonka = i64::try_from(amount).map_err(|_| super::credits::too_large())?;
-        let spec = super::credits::CreditSpec {
-            amount_ngonka,
-            reference: reference.to_owned(),
-            paid: false,
-            refund_of: None,
-        };
-        Ok(self.credit_with(account_id, spec)?.credited)
-    }
-
     /// Creates a managed or management key, or (with `parent`) a child key of that management key.
     pub fn create_key(
         &mut self,

@@ -90,6 +90,17 @@ impl CreditSpec {
 }
 
 impl ControlState {
+    /// Credits an account once per `reference` (an unpaid admin credit: it pays no referrals), as an
+    /// admin's credit through [`Self::credit_with`]: the same reference with the same amount again is a
+    /// harmless retry (`applied: false`); with another amount it is a 409, since that is another payment
+    /// that must not be dropped. A zero credit is refused, so it cannot use up a reference.
+    pub fn credit(&mut self, account_id: &str, amount: u64, reference: &str) -> Result<Credited, ApiError> {
+        let amount_ngonka = i64::try_from(amount).map_err(|_| too_large())?;
+        let spec =
+            CreditSpec { amount_ngonka, reference: reference.to_owned(), paid: false, refund_of: None };
+        Ok(self.credit_with(account_id, spec)?.credited)
+    }
+
     /// An admin's credit or negative adjustment, once per reference (see [`ControlState::credit`]); a
     /// paid one pays the account's referrers, a refund claws back what they were paid on its credit.
     pub fn credit_with(&mut self, account_id: &str, spec: CreditSpec) -> Result<CreditDone, ApiError> {
