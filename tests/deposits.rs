@@ -444,6 +444,11 @@ fn with_two_instances_watching_every_deposit_is_credited_once() {
     let mut a = instance(&sim, &schema, "a");
     let b = instance(&sim, &schema, "b");
     let (id, token, address) = depositor(&a);
+    // The account's token reaches b through the change feed (within a second, as every key does).
+    assert!(
+        eventually(Duration::from_secs(5), || b.api(&token, "GET", "/api/direct-keys", None).status != 401),
+        "b never learned the account token"
+    );
     assert_eq!(b.api(&token, "GET", "/api/direct-keys", None).status, 404, "no direct keys on b");
     assert_eq!(a.api(&token, "GET", "/api/direct-keys", None).status, 200);
     // Both instances show the one address, derived from the one deposit key.
