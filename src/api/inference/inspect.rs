@@ -288,6 +288,10 @@ impl<'a> Rewrite<'a> {
     }
 }
 
+/// The most [`rewrite`] appends to a body it does not reserialize: `,"stream_options":{"include_usage":true}`
+/// and `,"max_tokens":` with a 20-digit number.
+pub const APPENDED_MAX: usize = 96;
+
 /// Applies `rw` to `body`, writing the result into `out` (cleared first).
 pub fn rewrite(
     body: &[u8],
@@ -393,6 +397,21 @@ mod tests {
             inspect(c, br#"{"model":"m","prompt":[]}"#, &mut JsonScratch::default()).unwrap_err().param(),
             Some("prompt")
         );
+    }
+
+    #[test]
+    fn an_appended_rewrite_adds_at_most_appended_max() {
+        let body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let i = insp(std::str::from_utf8(body).unwrap()).unwrap();
+        let rw = Rewrite { force_include_usage: true, max_tokens: Some(u64::MAX), model: None };
+        let mut out = Vec::new();
+        rewrite(body, &i, rw, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (v["stream_options"]["include_usage"].as_bool(), v["max_tokens"].as_u64()),
+            (Some(true), Some(u64::MAX))
+        );
+        assert!(out.len() <= body.len() + APPENDED_MAX, "{} > {} + {APPENDED_MAX}", out.len(), body.len());
     }
 
     #[test]

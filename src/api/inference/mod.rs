@@ -131,7 +131,9 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
                 "the memory for request bodies is in use; retry shortly".into(),
             ));
         }
-        let mut out = Vec::with_capacity(copy);
+        // Allocated for what an appended rewrite adds, not for the reservation's bound: the copy lives as
+        // long as the request (a stream's whole life), and a reserialized body that grows more grows it.
+        let mut out = Vec::with_capacity(body.len() + inspect::APPENDED_MAX);
         inspect::rewrite(&body, &inspected, rewrite, &mut out)?;
         bytes::Bytes::from(out)
     };
