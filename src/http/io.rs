@@ -66,7 +66,7 @@ where
     let mut read = std::pin::pin!(read);
     let why = monoio::select! {
         r = &mut read => return map_read(r),
-        _ = monoio::time::sleep(timeout) => ReadError::TimedOut,
+        _ = crate::rt::sleep(timeout) => ReadError::TimedOut,
         _ = interrupt => ReadError::Interrupted,
     };
     let _fresh = canceller.cancel();
@@ -111,7 +111,7 @@ where
                     Err(e) => return (Err(e), buf),
                 }
             }
-            _ = monoio::time::sleep_until(deadline) => true,
+            _ = crate::rt::sleep_until(deadline) => true,
         };
         debug_assert!(timed_out);
         let _fresh = canceller.cancel();

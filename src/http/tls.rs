@@ -217,7 +217,7 @@ where
         let mut work = std::pin::pin!(work);
         monoio::select! {
             r = &mut work => return r,
-            _ = monoio::time::sleep(timeout) => {}
+            _ = crate::rt::sleep(timeout) => {}
         }
         let _fresh = canceller.cancel();
         let _ = work.await;

@@ -107,8 +107,7 @@ impl BodyMemory {
         }
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
-            monoio::time::sleep(BODY_MEMORY_POLL.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            crate::rt::sleep(BODY_MEMORY_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
             if self.try_add(bytes) {
                 return true;
             }

@@ -139,7 +139,7 @@ async fn watching_client<S: Transport, T>(
         let watching = client.watching && !client.is_gone();
         let client_readable = monoio::select! {
             out = &mut node_wait => return Ok(out),
-            _ = monoio::time::sleep_until(deadline) => return Err(UpRead::TimedOut),
+            _ = crate::rt::sleep_until(deadline) => return Err(UpRead::TimedOut),
             r = client.io.socket().readable(false), if watching => r,
         };
         if client_readable.is_err() || !Box::pin(client.on_readable()).await {
