@@ -79,6 +79,8 @@ pub enum UpstreamIo {
     Tls(Box<crate::http::tls::TlsStream<rustls::ClientConnection>>),
 }
 
+/// The TLS arms box their futures: a TLS read or write future is 600–800 bytes, and inline it sized the
+/// plain arm's future too, and with it every future that waits on a node, down to each connection's task.
 mod io_impls {
     use super::UpstreamIo;
     use crate::http::io::Transport;
@@ -94,13 +96,13 @@ mod io_impls {
         async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.read(buf).await,
-                Self::Tls(s) => s.read(buf).await,
+                Self::Tls(s) => Box::pin(s.read(buf)).await,
             }
         }
         async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.readv(buf).await,
-                Self::Tls(s) => s.readv(buf).await,
+                Self::Tls(s) => Box::pin(s.readv(buf)).await,
             }
         }
     }
@@ -109,13 +111,13 @@ mod io_impls {
         async fn cancelable_read<T: IoBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.cancelable_read(buf, c).await,
-                Self::Tls(s) => s.cancelable_read(buf, c).await,
+                Self::Tls(s) => Box::pin(s.cancelable_read(buf, c)).await,
             }
         }
         async fn cancelable_readv<T: IoVecBufMut>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.cancelable_readv(buf, c).await,
-                Self::Tls(s) => s.cancelable_readv(buf, c).await,
+                Self::Tls(s) => Box::pin(s.cancelable_readv(buf, c)).await,
             }
         }
     }
@@ -124,25 +126,25 @@ mod io_impls {
         async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.write(buf).await,
-                Self::Tls(s) => s.write(buf).await,
+                Self::Tls(s) => Box::pin(s.write(buf)).await,
             }
         }
         async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.writev(buf).await,
-                Self::Tls(s) => s.writev(buf).await,
+                Self::Tls(s) => Box::pin(s.writev(buf)).await,
             }
         }
         async fn flush(&mut self) -> io::Result<()> {
             match self {
                 Self::Plain(s) => s.flush().await,
-                Self::Tls(s) => s.flush().await,
+                Self::Tls(s) => Box::pin(s.flush()).await,
             }
         }
         async fn shutdown(&mut self) -> io::Result<()> {
             match self {
                 Self::Plain(s) => s.shutdown().await,
-                Self::Tls(s) => s.shutdown().await,
+                Self::Tls(s) => Box::pin(s.shutdown()).await,
             }
         }
     }
@@ -151,25 +153,25 @@ mod io_impls {
         async fn cancelable_write<T: IoBuf>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.cancelable_write(buf, c).await,
-                Self::Tls(s) => s.cancelable_write(buf, c).await,
+                Self::Tls(s) => Box::pin(s.cancelable_write(buf, c)).await,
             }
         }
         async fn cancelable_writev<T: IoVecBuf>(&mut self, buf: T, c: CancelHandle) -> BufResult<usize, T> {
             match self {
                 Self::Plain(s) => s.cancelable_writev(buf, c).await,
-                Self::Tls(s) => s.cancelable_writev(buf, c).await,
+                Self::Tls(s) => Box::pin(s.cancelable_writev(buf, c)).await,
             }
         }
         async fn cancelable_flush(&mut self, c: CancelHandle) -> io::Result<()> {
             match self {
                 Self::Plain(s) => s.cancelable_flush(c).await,
-                Self::Tls(s) => s.cancelable_flush(c).await,
+                Self::Tls(s) => Box::pin(s.cancelable_flush(c)).await,
             }
         }
         async fn cancelable_shutdown(&mut self, c: CancelHandle) -> io::Result<()> {
             match self {
                 Self::Plain(s) => s.cancelable_shutdown(c).await,
-                Self::Tls(s) => s.cancelable_shutdown(c).await,
+                Self::Tls(s) => Box::pin(s.cancelable_shutdown(c)).await,
             }
         }
     }
