@@ -16,6 +16,7 @@ use crate::http::io::{ReadBuf, ReadError, Transport};
 use crate::http::request::{HeadError, RequestHead, parse_head};
 use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::rt::shutdown::Wait;
+use crate::session::exchange::Exchange;
 use crate::session::{Conn, Core, ListenerKind};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -34,36 +35,53 @@ impl Drop for OpenGuard {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve<S: Transport>(core: Rc<Core>, io: S, peer: SocketAddr, kind: ListenerKind) {
+///
+/// A plain function returning the connection's future, not an `async fn`: an `async fn` keeps what it
+/// takes by value twice in its state (as given and as moved into its body), here the socket and the
+/// peer beside the `Conn` made of them, for the connection's whole life. For the same reason each
+/// request's exchange is made here and lent to the router.
+pub fn serve<S: Transport>(
+    core: Rc<Core>,
+    io: S,
+    peer: SocketAddr,
+    kind: ListenerKind,
+) -> impl std::future::Future<Output = ()> {
     core.conns_open.set(core.conns_open.get() + 1);
     core.app.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _guard = OpenGuard(Rc::clone(&core));
+    let guard = OpenGuard(Rc::clone(&core));
     let read_buffer_bytes = core.app.settings.read_buffer_bytes;
-    let mut conn =
-        Conn { io, rbuf: ReadBuf::with_capacity(read_buffer_bytes), peer, core: Rc::clone(&core), kind };
-    // One wait on the shutdown signal for the whole connection: it registers once, not once a request.
-    let mut shutdown = std::pin::pin!(core.shutdown.wait());
-    loop {
-        match read_head(&mut conn, &mut shutdown).await {
-            Ok(head) => {
-                let keep_alive = router::dispatch(&mut conn, head).await;
-                // No other task holds it between two awaits; `try_` only to never panic.
-                if let Ok(mut scratch) = conn.core.json_scratch.try_borrow_mut() {
-                    scratch.shrink(JSON_SCRATCH_KEEP_BYTES);
-                }
-                if !keep_alive {
+    let mut conn = Conn { io, rbuf: ReadBuf::with_capacity(read_buffer_bytes), peer, core, kind };
+    async move {
+        let _guard = guard;
+        let core = Rc::clone(&conn.core);
+        // One wait on the shutdown signal for the whole connection: it registers once, not once a request.
+        let mut shutdown = std::pin::pin!(core.shutdown.wait());
+        let mut rejected = None;
+        loop {
+            // Only the head leaves the read's result before the answer is awaited: a `match` awaiting in
+            // its arms would keep the whole result (296 bytes) in this state for the request's length.
+            let head = match read_head(&mut conn, &mut shutdown).await {
+                Ok(head) => head,
+                Err(e) => {
+                    rejected = e;
                     break;
                 }
-                if conn.core.shutdown.is_triggered() {
-                    break;
-                }
-                conn.rbuf.shrink_idle(read_buffer_bytes);
+            };
+            let keep_alive = {
+                let mut ex = Exchange::new(&mut conn, head);
+                router::dispatch(&mut ex).await
+            };
+            // No other task holds it between two awaits; `try_` only to never panic.
+            if let Ok(mut scratch) = conn.core.json_scratch.try_borrow_mut() {
+                scratch.shrink(JSON_SCRATCH_KEEP_BYTES);
             }
-            Err(Some(e)) => {
-                reject_head(&mut conn, e).await;
+            if !keep_alive || conn.core.shutdown.is_triggered() {
                 break;
             }
-            Err(None) => break,
+            conn.rbuf.shrink_idle(read_buffer_bytes);
+        }
+        if let Some(e) = rejected {
+            reject_head(&mut conn, e).await;
         }
     }
 }

@@ -13,28 +13,31 @@ use crate::api::inference::inspect::Endpoint;
 use crate::api::{admin, credentials, dashboard, inference, models, responses, route_method};
 use crate::error::{ApiError, ErrorShape};
 use crate::http::io::{Transport, write_all_deadline};
-use crate::http::request::{Method, RequestHead};
+use crate::http::request::Method;
 use crate::http::response::HeadWriter;
 use crate::metrics::ModelLabel;
+use crate::session::ListenerKind;
 use crate::session::exchange::Exchange;
-use crate::session::{Conn, ListenerKind};
 use serde_json::json;
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
 /// Answers one request. Returns whether the connection may carry another.
-pub async fn dispatch<S: Transport>(conn: &mut Conn<S>, head: RequestHead) -> bool {
-    let kind = conn.kind;
-    let mut ex = Exchange::new(conn, head);
+///
+/// It borrows the exchange its caller made: an `async fn` keeps each argument it takes by value twice in
+/// its state (as given and as moved into its body), and the head or the exchange so kept would be held
+/// for the request's whole length, a stream's included.
+pub async fn dispatch<S: Transport>(ex: &mut Exchange<'_, S>) -> bool {
+    let kind = ex.conn.kind;
     let result = match kind {
-        ListenerKind::Public => public(&mut ex).await,
-        ListenerKind::Admin => admin_routes(&mut ex).await,
+        ListenerKind::Public => public(ex).await,
+        ListenerKind::Admin => admin_routes(ex).await,
     };
     if let Err(e) = result {
         ex.respond_error(&e).await;
     }
     ex.settle_unread_body();
-    finish(&ex);
+    finish(ex);
     ex.keep_alive
 }
 
