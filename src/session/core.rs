@@ -41,6 +41,14 @@ impl crate::upstream::buffer::BufferPool for Core {
     fn put(&self, buf: Vec<u8>) {
         self.put_relay_buffer(buf);
     }
+
+    fn take_small(&self) -> Vec<u8> {
+        self.take_bytes()
+    }
+
+    fn put_small(&self, buf: Vec<u8>) {
+        self.put_bytes(buf);
+    }
 }
 
 impl Core {
@@ -118,7 +126,7 @@ impl Core {
 
     pub fn put_bytes(&self, buf: Vec<u8>) {
         let mut pool = self.byte_buffers.borrow_mut();
-        if pool.len() < MAX_POOLED_BUFFERS && buf.capacity() <= 64 * 1024 {
+        if pool.len() < MAX_POOLED_BUFFERS && buf.capacity() > 0 && buf.capacity() <= 64 * 1024 {
             pool.push(buf);
         }
     }

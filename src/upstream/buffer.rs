@@ -15,6 +15,10 @@ pub trait BufferPool {
     /// A relay buffer with its headroom in place (see [`relay_buffer`]).
     fn take(&self) -> Vec<u8>;
     fn put(&self, buf: Vec<u8>);
+    /// A small buffer for a response head or a copied piece, empty; and its way back. A stream gives its
+    /// head's buffer back once the head is sent, and takes one again only for a copied piece or its end.
+    fn take_small(&self) -> Vec<u8>;
+    fn put_small(&self, buf: Vec<u8>);
 }
 
 /// A fresh relay buffer of `capacity` bytes with its headroom in place.

@@ -355,21 +355,52 @@ impl Emitter {
             self.first_byte_at = Some(Instant::now());
             if to - from <= MERGE_WITH_HEAD_MAX {
                 self.head.extend_from_slice(&buf[from..to]);
-                let head = std::mem::take(&mut self.head);
-                let len = head.len();
-                let (res, head) = client.write(head, 0, len).await;
-                self.head = head;
+                let res = self.write_head(client).await;
                 return (res, buf);
             }
-            let head = std::mem::take(&mut self.head);
-            let len = head.len();
-            let (res, head) = client.write(head, 0, len).await;
-            self.head = head;
+            let res = self.write_head(client).await;
             if res.is_err() {
                 return (res, buf);
             }
         }
         client.write(buf, from, to).await
+    }
+
+    /// Writes the head buffer as it is.
+    async fn write_head<S: Transport>(&mut self, client: &mut ClientSide<'_, S>) -> io::Result<()> {
+        let head = std::mem::take(&mut self.head);
+        self.write_out(client, head).await
+    }
+
+    /// Writes `out` (the head buffer), then keeps it; a stream gives it back to the core's pool instead:
+    /// it waits on its node for most of its life, and would only hold it (see [`BufferPool`]).
+    async fn write_out<S: Transport>(
+        &mut self,
+        client: &mut ClientSide<'_, S>,
+        out: Vec<u8>,
+    ) -> io::Result<()> {
+        let len = out.len();
+        let (res, out) = client.write(out, 0, len).await;
+        match client.buffers {
+            Some(pool) => pool.put_small(out),
+            None => self.head = out,
+        }
+        res
+    }
+
+    /// The head buffer to write a copied piece or the end through: cleared once the head is sent, and
+    /// from the pool when a stream gave its own back.
+    fn out_buffer<S>(&mut self, client: &ClientSide<'_, S>) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.head);
+        if self.head_sent {
+            out.clear();
+        }
+        if out.capacity() == 0
+            && let Some(pool) = client.buffers
+        {
+            out = pool.take_small();
+        }
+        out
     }
 
     /// Writes `data`, framed, through the head buffer (behind the head while it is unsent).
@@ -381,18 +412,13 @@ impl Emitter {
         if data.is_empty() {
             return Ok(());
         }
-        let mut out = std::mem::take(&mut self.head);
-        if self.head_sent {
-            out.clear();
-        } else {
+        let mut out = self.out_buffer(client);
+        if !self.head_sent {
             self.head_sent = true;
             self.first_byte_at = Some(Instant::now());
         }
         self.frame_into(&mut out, data);
-        let len = out.len();
-        let (res, out) = client.write(out, 0, len).await;
-        self.head = out;
-        res
+        self.write_out(client, out).await
     }
 
     fn frame_into(&self, out: &mut Vec<u8>, data: &[u8]) {
@@ -410,10 +436,7 @@ impl Emitter {
         filter: &mut Filter,
         closing: &[u8],
     ) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.head);
-        if self.head_sent {
-            out.clear();
-        }
+        let mut out = self.out_buffer(client);
         let held = std::mem::take(&mut filter.held);
         if !matches!(filter.mode, BodyMode::Translated { .. }) {
             self.frame_into(&mut out, &held);
@@ -427,10 +450,7 @@ impl Emitter {
             return Ok(());
         }
         self.head_sent = true;
-        let len = out.len();
-        let (res, out) = client.write(out, 0, len).await;
-        self.head = out;
-        res
+        self.write_out(client, out).await
     }
 }
 
