@@ -231,6 +231,37 @@ struct Served {
     http_status: u16,
 }
 
+/// Runs `relay` to its end, settling before the answer's final bytes; gives back the relay and head
+/// buffers.
+///
+/// A future of its own, not a loop in [`serve`]: the relay's state then shares its room in `serve`'s
+/// future with the wait for the node's answer instead of being kept beside it, and that future is part
+/// of each connection's task for a stream's whole life. It takes the relay made, and is an `async`
+/// block rather than an `async fn`, so that nothing it is given is kept twice (an `async fn` keeps its
+/// arguments as given and as moved into its body).
+#[expect(clippy::manual_async_fn, reason = "an async fn would keep the relay twice in its state")]
+fn relay<S: Transport>(
+    mut relay: Relay<'_, '_, S>,
+    app: &App,
+    prepared: &Prepared,
+    settlement: &mut Settlement,
+) -> impl std::future::Future<Output = (crate::upstream::relay::RelayResult, Vec<u8>, Vec<u8>)> {
+    async move {
+        let result = loop {
+            match relay.next().await {
+                Step::Progress(seen) => settlement.progress(seen),
+                Step::Final(seen) => {
+                    settlement.settle(RecordStatus::Completed, seen).await;
+                    keep(app, prepared).await;
+                }
+                Step::End(result) => break result,
+            }
+        };
+        let (buf, head) = relay.into_buffers();
+        (result, buf, head)
+    }
+}
+
 /// Forwards, responds and relays, settling right before the final bytes of a complete answer.
 async fn serve<S: Transport>(
     ex: &mut Exchange<'_, S>,
@@ -286,67 +317,66 @@ async fn serve<S: Transport>(
             }
             Err(NotAnswered::Failed(e)) => break Err(e),
         };
-        // 6. Respond.
-        let mode =
-            prepared.body_mode(request.stream && answered.answer.head.is_event_stream(), to_node.cut_usage);
-        let framing = respond::head(&mut head, &answered.answer.head, prepared, &mode, &context);
-        let status = answered.answer.head.status;
-        // 7. Relay (8. settling and 9. keeping at its final step).
-        let mut relay = Relay::new(
-            &mut client,
-            answered.answer,
-            std::mem::take(&mut buf),
-            mode,
-            framing,
-            std::mem::take(&mut head),
-            settings.upstream.read_timeout,
-            settings.billing.progress_tokens,
-        );
-        let result = loop {
-            match relay.next().await {
-                Step::Progress(seen) => settlement.progress(seen),
-                Step::Final(seen) => {
-                    settlement.settle(RecordStatus::Completed, seen).await;
-                    keep(app, prepared).await;
-                }
-                Step::End(result) => break result,
-            }
-        };
-        (buf, head) = relay.into_buffers();
+        // 6. Respond, and 7. relay (8. settling and 9. keeping at its final step). The relay is made in
+        // the call's argument: what it is made of is not kept beside it while it runs.
+        let forward::Answered { node, answer, in_flight: _in_flight, started } = answered;
+        let status = answer.head.status;
+        let result;
+        (result, buf, head) = relay(
+            {
+                let stream = request.stream && answer.head.is_event_stream();
+                let mode = prepared.body_mode(stream, to_node.cut_usage);
+                let framing = respond::head(&mut head, &answer.head, prepared, &mode, &context);
+                Relay::new(
+                    &mut client,
+                    answer,
+                    std::mem::take(&mut buf),
+                    mode,
+                    framing,
+                    std::mem::take(&mut head),
+                    settings.upstream.read_timeout,
+                    settings.billing.progress_tokens,
+                )
+            },
+            app,
+            prepared,
+            settlement,
+        )
+        .await;
         if let Some(c) = result.reusable {
-            core.upstream_conns.borrow_mut().put(answered.node.id, c);
+            core.upstream_conns.borrow_mut().put(node.id, c);
         }
-        app.metrics.latencies().upstream.observe(answered.started.elapsed());
-        ex.log.upstream = Some(Arc::clone(&answered.node.label));
+        app.metrics.latencies().upstream.observe(started.elapsed());
+        ex.log.upstream = Some(Arc::clone(&node.label));
         if let Some(t) = result.first_byte_at {
-            answered.node.observe_first_byte(t.into_std().saturating_duration_since(answered.started));
+            node.observe_first_byte(t.into_std().saturating_duration_since(started));
             let ttfb = t.into_std().duration_since(ex.started);
             app.metrics.latencies().first_byte.observe(ttfb);
             ex.log.ttfb_us = Some(u64::try_from(ttfb.as_micros()).unwrap_or(u64::MAX));
         }
         let ending = match &result.end {
             RelayEnd::Complete => {
-                app.nodes.report_success(&answered.node);
+                app.nodes.report_success(&node);
                 RecordStatus::Completed
             }
             RelayEnd::ClientGone { drained } => {
                 if *drained {
-                    app.nodes.report_success(&answered.node);
+                    app.nodes.report_success(&node);
                 }
                 app.metrics.client_disconnects.fetch_add(1, Ordering::Relaxed);
                 RecordStatus::ClientGone
             }
             RelayEnd::UpstreamBroken(why) if !result.head_sent && !client.is_gone() => {
                 // Nothing reached the client: another node may still answer.
-                tries.broke_before_reply(&answered.node, why);
+                tries.broke_before_reply(&node, why);
                 continue;
             }
             RelayEnd::UpstreamBroken(_) => {
-                app.nodes.report_failure(&answered.node, "broke mid-answer");
+                app.nodes.report_failure(&node, "broke mid-answer");
                 RecordStatus::UpstreamFailed
             }
             RelayEnd::UpstreamTimedOut => {
-                app.nodes.report_failure(&answered.node, "stalled mid-answer");
+                app.nodes.report_failure(&node, "stalled mid-answer");
                 if !result.head_sent && !client.is_gone() {
                     break Err(ApiError::UpstreamTimeout);
                 }
