@@ -4,7 +4,7 @@
 use super::Conn;
 use super::core::Core;
 use super::limits::Reservation;
-use crate::error::{ApiError, ErrorShape};
+use crate::error::{ApiError, ErrorShape, RateLimitInfo};
 use crate::http::body::{BodyDecoder, Framing};
 use crate::http::encoding;
 use crate::http::io::{ReadError, Transport, read_deadline, write_all_deadline};
@@ -77,8 +77,11 @@ pub struct Exchange<'c, S> {
     /// Whether the connection may carry another request after this one.
     pub keep_alive: bool,
     pub log: AccessLog,
-    /// Headers every answer to this request carries (the `x-ratelimit-*` of inference requests).
+    /// Headers every answer to this request carries (CORS, Anthropic's `request-id`).
     pub headers: Vec<(&'static str, String)>,
+    /// The key's rate after admission: every answer to an inference request carries it as the
+    /// `x-ratelimit-*` headers, written from the numbers (no string is kept for a stream's length).
+    pub rate_limit: Option<RateLimitInfo>,
     /// How errors are written: in the dialect of the route.
     pub error_shape: ErrorShape,
     body: BodyState,
@@ -97,6 +100,7 @@ impl<'c, S: Transport> Exchange<'c, S> {
             keep_alive,
             log: AccessLog::default(),
             headers: Vec::new(),
+            rate_limit: None,
             error_shape: ErrorShape::OpenAi,
             body: BodyState::Unread,
             continue_sent: false,
@@ -285,6 +289,9 @@ impl<'c, S: Transport> Exchange<'c, S> {
             for (name, value) in headers.iter().chain(self.headers.iter()) {
                 w.header(name, value.as_bytes());
             }
+            if let Some(info) = &self.rate_limit {
+                write_rate_limit(&mut w, info);
+            }
             w.finish(ResponseFraming::Length(body.len()), self.keep_alive);
         }
         if self.head.method != Method::Head {
@@ -324,4 +331,17 @@ fn body_read_result(res: Result<usize, ReadError>) -> Result<usize, ApiError> {
             None,
         )),
     }
+}
+
+/// Writes the `x-ratelimit-*` headers of `info`, the same as [`crate::error::rate_limit_headers`] gives
+/// an error's answer, formatted into the head.
+pub fn write_rate_limit(w: &mut HeadWriter<'_>, info: &RateLimitInfo) {
+    w.header_u64("x-ratelimit-limit-requests", u64::from(info.limit))
+        .header_u64("x-ratelimit-remaining-requests", u64::from(info.remaining));
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(info.reset_secs).as_bytes();
+    let mut value = [0u8; 11];
+    value[..digits.len()].copy_from_slice(digits);
+    value[digits.len()] = b's';
+    w.header("x-ratelimit-reset-requests", &value[..=digits.len()]);
 }

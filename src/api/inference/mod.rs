@@ -30,7 +30,7 @@ pub mod settle;
 
 use crate::app::App;
 use crate::auth::cache::KeyEntry;
-use crate::error::{ApiError, ErrorShape, rate_limit_headers};
+use crate::error::{ApiError, ErrorShape};
 use crate::http::io::Transport;
 use crate::limits::{self, admit, fit::Quote};
 use crate::model::{ModelSpec, RecordStatus};
@@ -66,9 +66,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
 
     // 2. Admit the rate.
     let policy = app.admit_policy();
-    if let Some(info) = admit::admit_rate(&key.budget, &policy, now_ms, &app.control).await? {
-        ex.headers.extend(rate_limit_headers(&info));
-    }
+    ex.rate_limit = admit::admit_rate(&key.budget, &policy, now_ms, &app.control).await?;
 
     // 3. Read and inspect. The body's memory stays reserved until the request ends (it is forwarded
     // from where it is).
@@ -282,6 +280,7 @@ async fn serve<S: Transport>(
         request: &ex.head,
         request_id: &ex.request_id,
         headers: &ex.headers,
+        rate_limit: ex.rate_limit.as_ref(),
         keep_alive: ex.keep_alive,
     };
     let request = NodeRequest {

@@ -11,8 +11,10 @@ use crate::upstream::relay::{BodyMode, ClientFraming, client_framing};
 pub struct ResponseContext<'a> {
     pub request: &'a RequestHead,
     pub request_id: &'a str,
-    /// Headers every answer of the exchange carries (the `x-ratelimit-*`).
+    /// Headers every answer of the exchange carries.
     pub headers: &'a [(&'static str, String)],
+    /// The key's rate, written as the `x-ratelimit-*` headers.
+    pub rate_limit: Option<&'a crate::error::RateLimitInfo>,
     pub keep_alive: bool,
 }
 
@@ -45,6 +47,9 @@ pub fn head(
     }
     for (name, value) in cx.headers {
         w.header(name, value.as_bytes());
+    }
+    if let Some(info) = cx.rate_limit {
+        crate::session::exchange::write_rate_limit(&mut w, info);
     }
     if streams {
         w.header("Cache-Control", b"no-cache");
