@@ -345,13 +345,27 @@ impl ApiError {
     }
 }
 
-/// The `x-ratelimit-*-requests` headers, on refusals and on successful answers alike.
+impl RateLimitInfo {
+    /// Gives `f` each `x-ratelimit-*-requests` header this stands for, name and value, formatted without
+    /// an allocation: the one definition of those headers, on refusals and on successful answers alike.
+    pub fn for_each_header(&self, mut f: impl FnMut(&'static str, &[u8])) {
+        let mut digits = itoa::Buffer::new();
+        f("x-ratelimit-limit-requests", digits.format(self.limit).as_bytes());
+        f("x-ratelimit-remaining-requests", digits.format(self.remaining).as_bytes());
+        let reset = digits.format(self.reset_secs).as_bytes();
+        // A u32's digits and the `s` of seconds.
+        let mut value = [0u8; 11];
+        value[..reset.len()].copy_from_slice(reset);
+        value[reset.len()] = b's';
+        f("x-ratelimit-reset-requests", &value[..=reset.len()]);
+    }
+}
+
+/// The `x-ratelimit-*-requests` headers of `info` as strings (a refusal's headers).
 pub fn rate_limit_headers(info: &RateLimitInfo) -> Vec<(&'static str, String)> {
-    vec![
-        ("x-ratelimit-limit-requests", info.limit.to_string()),
-        ("x-ratelimit-remaining-requests", info.remaining.to_string()),
-        ("x-ratelimit-reset-requests", format!("{}s", info.reset_secs)),
-    ]
+    let mut headers = Vec::with_capacity(4);
+    info.for_each_header(|name, value| headers.push((name, String::from_utf8_lossy(value).into_owned())));
+    headers
 }
 
 #[cfg(test)]
@@ -466,5 +480,18 @@ mod tests {
         assert!(h.contains(&("Retry-After", "2".to_owned())));
         assert!(h.contains(&("x-ratelimit-limit-requests", "60".to_owned())));
         assert_eq!(e.status(), 429);
+    }
+
+    #[test]
+    fn rate_limit_headers_hold_the_largest_numbers() {
+        let info = RateLimitInfo { limit: u32::MAX, remaining: 7, reset_secs: u32::MAX, retry_after_secs: 1 };
+        assert_eq!(
+            rate_limit_headers(&info),
+            vec![
+                ("x-ratelimit-limit-requests", "4294967295".to_owned()),
+                ("x-ratelimit-remaining-requests", "7".to_owned()),
+                ("x-ratelimit-reset-requests", "4294967295s".to_owned()),
+            ]
+        );
     }
 }

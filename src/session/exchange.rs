@@ -333,15 +333,9 @@ fn body_read_result(res: Result<usize, ReadError>) -> Result<usize, ApiError> {
     }
 }
 
-/// Writes the `x-ratelimit-*` headers of `info`, the same as [`crate::error::rate_limit_headers`] gives
-/// an error's answer, formatted into the head.
+/// Writes the `x-ratelimit-*` headers of `info` into the head ([`RateLimitInfo::for_each_header`]).
 pub fn write_rate_limit(w: &mut HeadWriter<'_>, info: &RateLimitInfo) {
-    w.header_u64("x-ratelimit-limit-requests", u64::from(info.limit))
-        .header_u64("x-ratelimit-remaining-requests", u64::from(info.remaining));
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(info.reset_secs).as_bytes();
-    let mut value = [0u8; 11];
-    value[..digits.len()].copy_from_slice(digits);
-    value[digits.len()] = b's';
-    w.header("x-ratelimit-reset-requests", &value[..=digits.len()]);
+    info.for_each_header(|name, value| {
+        w.header(name, value);
+    });
 }
