@@ -427,6 +427,9 @@ impl Store for Flaky {
     fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>> {
         self.inner.account_credits()
     }
+    fn account_balances(&mut self) -> StoreResult<Vec<(String, i64, i64)>> {
+        self.inner.account_balances()
+    }
     fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<gonka_gateway::model::InstanceSpend> {
         self.inner.instance_spend(day, month)
     }

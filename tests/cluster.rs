@@ -782,3 +782,26 @@ fn a_blocked_account_is_refused_on_both_instances_a_top_up_serves_the_next_reque
     assert!(hook.attempts().iter().all(|a| a.signed));
     assert_eq!(chat_via(c.b.addr(), &key, 10).status, 200);
 }
+
+/// Accounts made and topped up through `a` while `b` looks at balances every millisecond: the other
+/// instance may read an account between its creation and its first credit, and that look must never
+/// pair the balance from before the credit with the credit total from after it (a blocking that never
+/// happened, whose id was then the real crossing's).
+#[test]
+fn a_top_up_racing_the_other_instances_look_raises_no_event() {
+    require_postgres(PG_URL);
+    require_redis();
+    let hook = utils::webhook::Webhook::start(false);
+    let config = hook.config(0).replace("check_interval_ms = 100", "check_interval_ms = 1");
+    let c = Cluster::start_configured(5432, Some(6379), &[], &config);
+    let accounts: Vec<String> = (0..40).map(|_| c.account(1_000_000).0).collect();
+    // Every look of both instances after the last credit finds the balances above 0.
+    std::thread::sleep(Duration::from_millis(500));
+    let told: Vec<_> = hook
+        .attempts()
+        .into_iter()
+        .filter(|a| accounts.iter().any(|acc| a.body["account_id"] == acc.as_str()))
+        .map(|a| (a.event_type, a.body["account_id"].clone(), a.body["balance_ngonka"].clone()))
+        .collect();
+    assert!(told.is_empty(), "accounts credited once and never spent raised {told:?}");
+}

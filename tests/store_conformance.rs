@@ -264,6 +264,11 @@ fn usage_applies_once_with_its_spend(s: &mut dyn Store) {
     assert_eq!(s.apply_usage(&batch, JournalPos { seq: 1, offset: 20 }).unwrap(), 0);
     assert_eq!(s.journal_pos().unwrap(), JournalPos { seq: 1, offset: 20 });
     assert_eq!(s.account("acc_a").unwrap().unwrap().balance_ngonka, 1_350);
+    // Balances with the credit totals they were read with; an account never credited has 0.
+    s.insert_account(&account("acc_z"), &key("key_tz", "acc_z", KeyKind::AccountToken, 9)).unwrap();
+    let mut balances = s.account_balances().unwrap();
+    balances.sort();
+    assert_eq!(balances, vec![("acc_a".to_owned(), 1_350, 1_500), ("acc_z".to_owned(), 0, 0)]);
     let spend = s.key_spend(20_001, 700).unwrap();
     assert_eq!((spend.len(), spend[0].day_spent, spend[0].month_spent), (1, 50, 150));
     let mine = s.instance_spend(20_001, 700).unwrap();

@@ -84,14 +84,18 @@ impl ControlState {
         }
     }
 
-    /// Live balances: this instance's counters, or with several instances the store's (every
-    /// instance's usage).
-    fn alert_balances(&mut self) -> Vec<(String, i64)> {
+    /// Live balances, each with the credit total read with it when there is one: this instance's
+    /// counters (credits are applied on this thread, so the totals looked up later are in step with
+    /// them), or with several instances the store's balances (every instance's usage) and credit totals
+    /// in one read, so that a credit another instance is making is in both or in neither. Read apart, a
+    /// balance from before a top-up beside the total after it named a crossing that never happened,
+    /// and its claim took the id of the real one.
+    fn alert_balances(&mut self) -> Vec<(String, i64, Option<i64>)> {
         if !self.share.is_split() {
-            return self.account_counters.iter().map(|(id, c)| (id.clone(), c.balance())).collect();
+            return self.account_counters.iter().map(|(id, c)| (id.clone(), c.balance(), None)).collect();
         }
-        match self.store.accounts() {
-            Ok(rows) => rows.into_iter().map(|a| (a.id, a.balance_ngonka)).collect(),
+        match self.store.account_balances() {
+            Ok(rows) => rows.into_iter().map(|(id, balance, credits)| (id, balance, Some(credits))).collect(),
             Err(e) => {
                 log::warn!(target: "notify", "cannot read balances: {e}");
                 Vec::new()
@@ -103,8 +107,8 @@ impl ControlState {
         let balances = self.alert_balances();
         let Some(a) = self.alerts.as_mut() else { return Vec::new() };
         let low_at = i64::try_from(a.low_balance_ngonka).unwrap_or(i64::MAX);
-        let mut found: Vec<(&'static str, String, i64)> = Vec::new();
-        for (account, balance) in balances {
+        let mut found: Vec<(&'static str, String, i64, Option<i64>)> = Vec::new();
+        for (account, balance, credits) in balances {
             // Never credited (as of the last look, and still at exactly 0): nothing to tell.
             if balance != 0 {
                 a.uncredited.remove(&account);
@@ -114,7 +118,7 @@ impl ControlState {
             if a.low_balance_ngonka > 0 {
                 if balance < low_at {
                     if a.low.insert(account.clone()) {
-                        found.push(("balance.low", account.clone(), balance));
+                        found.push(("balance.low", account.clone(), balance, credits));
                     }
                 } else {
                     a.low.remove(&account);
@@ -122,28 +126,33 @@ impl ControlState {
             }
             if AccountStatus::of_balance(balance) == AccountStatus::Blocked {
                 if a.blocked.insert(account.clone()) {
-                    found.push(("account.blocked", account, balance));
+                    found.push(("account.blocked", account, balance, credits));
                 }
             } else if a.blocked.remove(&account) {
-                found.push(("account.unblocked", account, balance));
+                found.push(("account.unblocked", account, balance, credits));
             }
         }
         if found.is_empty() {
             return Vec::new();
         }
         // The credit total names the crossing: only a credit lifts a balance back.
-        let credits: HashMap<String, i64> = match self.store.account_credits() {
-            Ok(c) => c.into_iter().collect(),
-            Err(e) => {
-                log::warn!(target: "notify", "balance events not raised: the store: {e}");
-                return Vec::new();
+        let looked_up: HashMap<String, i64> = if found.iter().all(|f| f.3.is_some()) {
+            HashMap::new()
+        } else {
+            match self.store.account_credits() {
+                Ok(c) => c.into_iter().collect(),
+                Err(e) => {
+                    log::warn!(target: "notify", "balance events not raised: the store: {e}");
+                    return Vec::new();
+                }
             }
         };
         let mut raised = Vec::with_capacity(found.len());
-        for (kind, account, balance) in found {
+        for (kind, account, balance, credits) in found {
             // An account never credited crossed nothing: it is not counted as below either, so its first
             // credit is no unblocking.
-            let Some(credits) = credits.get(&account).copied().filter(|c| *c > 0) else {
+            let credits = credits.or_else(|| looked_up.get(&account).copied());
+            let Some(credits) = credits.filter(|c| *c > 0) else {
                 if let Some(a) = self.alerts.as_mut() {
                     a.low.remove(&account);
                     a.blocked.remove(&account);

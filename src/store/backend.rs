@@ -138,6 +138,9 @@ pub trait Store: Send {
     fn usage_summary(&mut self, q: &UsageQuery) -> StoreResult<Vec<UsageSummaryRow>>;
     /// Everything ever credited to each account (sum of its credits).
     fn account_credits(&mut self) -> StoreResult<Vec<(String, i64)>>;
+    /// Each account's balance and everything ever credited to it, `(account, balance, credits)`, read
+    /// together in one statement: a credit is in both or in neither.
+    fn account_balances(&mut self) -> StoreResult<Vec<(String, i64, i64)>>;
     /// Everything ever credited to one account.
     fn account_credit(&mut self, account_id: &str) -> StoreResult<i64> {
         Ok(self.account_credits()?.into_iter().find(|(a, _)| a == account_id).map_or(0, |(_, c)| c))

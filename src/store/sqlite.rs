@@ -868,6 +868,19 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
 
+    fn account_balances(&mut self) -> StoreResult<Vec<(String, i64, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT a.id, a.balance_ngonka, COALESCE(c.total, 0) FROM accounts a
+                 LEFT JOIN (SELECT account_id, SUM(amount_ngonka) AS total FROM credits GROUP BY account_id) c
+                     ON c.account_id = a.id",
+            )
+            .map_err(err)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+
     /// One instance uses an SQLite store: its spend is all spend.
     fn instance_spend(&mut self, day: i64, month: i64) -> StoreResult<InstanceSpend> {
         let mut stmt = self

@@ -590,6 +590,21 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    fn account_balances(&mut self) -> StoreResult<Vec<(String, i64, i64)>> {
+        let mut conn = self.conn()?;
+        let rows = conn
+            .query(
+                "SELECT a.id, a.balance_ngonka,
+                     LEAST(GREATEST(COALESCE(c.total, 0), -9223372036854775808), 9223372036854775807)::BIGINT
+                 FROM accounts a
+                 LEFT JOIN (SELECT account_id, SUM(amount_ngonka) AS total FROM credits GROUP BY account_id) c
+                     ON c.account_id = a.id",
+                &[],
+            )
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
     fn account_credit(&mut self, account_id: &str) -> StoreResult<i64> {
         let mut conn = self.conn()?;
         let r = conn
