@@ -134,3 +134,42 @@ fn unknown_model_names_add_no_metric_series_and_metrics_stay_small() {
     );
     assert!(after.len() < 64 * 1024, "/metrics is {} bytes", after.len());
 }
+
+/// A node that fails every request (500) and never answers the health probe (`GET …/models`): once its
+/// rest is over it stays `probing`, for as long as each probe takes to time out (1 s here).
+fn failing_node_that_hangs_probes() -> String {
+    use std::io::{Read, Write};
+    let listener = bind_free_port();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut head = [0u8; 4096];
+                let n = c.read(&mut head).unwrap_or(0);
+                if head[..n].starts_with(b"GET") {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                } else {
+                    let _ = c.write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+#[test]
+fn a_node_whose_rest_is_over_is_not_up_until_it_answers_again() {
+    let node = failing_node_that_hangs_probes();
+    let gw = Gateway::start(std::slice::from_ref(&node));
+    for i in 0..3 {
+        let r = post(gw.addr, "/v1/chat/completions", &gw.auth(), &chat_body(&format!("f{i}"), 3, false));
+        assert_eq!(r.status, 502, "{}", r.text());
+    }
+    let health =
+        || gw.admin("GET", "/admin/nodes", None).json()["data"][0]["health"].as_str().unwrap().to_owned();
+    assert_eq!(health(), "ejected");
+    // The rest (500 ms) runs out; the probe of the node then hangs: the admin says `probing`.
+    assert!(eventually(std::time::Duration::from_secs(5), || health() == "probing"), "{}", health());
+    let up = value(&gw.metrics(), &format!("gateway_node_up{{node=\"{node}\"}}"));
+    assert_eq!(up, 0.0, "a node that has not answered since its ejection is not up");
+}

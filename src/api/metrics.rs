@@ -13,11 +13,16 @@ type NodeValue<'a> = &'a dyn Fn(&Node) -> u64;
 pub fn render(app: &App) -> String {
     let mut extra = String::new();
     let nodes = app.nodes.nodes();
-    let now = crate::time::monotonic_ms();
     let per_node: [(&str, Kind, &str, NodeValue<'_>); 3] = [
-        ("gateway_node_up", Kind::Gauge, "1 when the node is not ejected.", &|n| {
-            u64::from(!n.is_ejected(now))
-        }),
+        // A node whose rest ran out is still down until a probe or a request succeeds (the admin's
+        // `probing`): counted up, a dead node flapped to 1 from the end of each rest until the next probe
+        // had come and failed (a probe every `probe_interval_ms`, on a background thread).
+        (
+            "gateway_node_up",
+            Kind::Gauge,
+            "1 when the node is up: not ejected, nor ejected and not yet answering again.",
+            &|n| u64::from(!n.is_marked_ejected()),
+        ),
         ("gateway_node_outstanding", Kind::Gauge, "Requests in flight per node.", &|n| {
             u64::from(n.outstanding())
         }),
