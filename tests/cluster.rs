@@ -779,8 +779,9 @@ fn a_blocked_account_is_refused_on_both_instances_a_top_up_serves_the_next_reque
     assert_eq!(chat_via(c.b.addr(), &key, 10).status, 200);
 }
 
-/// Accounts made and topped up through `a` while `b` looks at balances every millisecond: the other
-/// instance may read an account between its creation and its first credit, and that look must never
+/// Accounts made and topped up through `a` while `b` looks at balances at every control tick (about
+/// 100 ms; `check_interval_ms = 1` takes every one): the other instance may read an account between
+/// its creation and its first credit, and that look must never
 /// pair the balance from before the credit with the credit total from after it (a blocking that never
 /// happened, whose id was then the real crossing's).
 #[test]
