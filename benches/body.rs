@@ -5,14 +5,16 @@
 //!   newlines escaped, as JSON encodes them): the size at which the inspection's cost per byte shows.
 //! - `rewrite_append`: the usual rewrite of a streamed body without `stream_options`: the members are
 //!   appended before the closing brace, no re-serialisation.
-//! - `rewrite_reserialize`: a streamed body that carries `stream_options` without `include_usage`: the
-//!   body is parsed and written again.
+//! - `rewrite_stream_options`: a streamed body that carries `stream_options` with `include_usage: false`:
+//!   the member's value is replaced where it is.
 //! - `inspect_and_rewrite_small`: the whole per-request path on the small body.
+//! - `simd_json_64k`: the reference for `inspect_64k`: what inspection did before, a copy of the body
+//!   parsed into a simd-json tape (buffers reused), so the two compare in one run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "benchmarks fail loudly")]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gonka_gateway::api::inference::inspect::{Endpoint, JsonScratch, Rewrite, inspect, rewrite};
+use gonka_gateway::api::inference::inspect::{Endpoint, Rewrite, inspect, rewrite};
 use std::hint::black_box;
 
 const SMALL: &[u8] = br#"{"model":"moonshotai/Kimi-K2.6","messages":[{"role":"user","content":"Say something short about the sea."}],"stream":true,"temperature":0.7}"#;
@@ -43,46 +45,57 @@ fn pasted_file() -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let mut scratch = JsonScratch::default();
     let mut out = Vec::new();
     let mut g = c.benchmark_group("body");
 
     g.throughput(Throughput::Bytes(SMALL.len() as u64));
     g.bench_function("inspect_small", |b| {
-        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(SMALL), &mut scratch).unwrap())
+        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(SMALL)).unwrap())
     });
 
     let big = history();
     g.throughput(Throughput::Bytes(big.len() as u64));
     g.bench_function("inspect_8k", |b| {
-        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(&big), &mut scratch).unwrap())
+        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(&big)).unwrap())
     });
 
     let file = pasted_file();
     g.throughput(Throughput::Bytes(file.len() as u64));
     g.bench_function("inspect_64k", |b| {
-        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(&file), &mut scratch).unwrap())
+        b.iter(|| inspect(Endpoint::ChatCompletions, black_box(&file)).unwrap())
     });
 
-    let small = inspect(Endpoint::ChatCompletions, SMALL, &mut scratch).unwrap();
+    let (mut copy, mut buffers) = (Vec::new(), simd_json::Buffers::default());
+    let mut tape = Some(simd_json::Tape::null());
+    g.bench_function("simd_json_64k", |b| {
+        b.iter(|| {
+            copy.clear();
+            copy.extend_from_slice(black_box(&file));
+            let mut t = tape.take().unwrap().reset();
+            simd_json::fill_tape(&mut copy, &mut buffers, &mut t).unwrap();
+            tape = Some(t.reset());
+        })
+    });
+
+    let small = inspect(Endpoint::ChatCompletions, SMALL).unwrap();
     let rw = Rewrite { force_include_usage: true, max_tokens: Some(4096), model: None };
     g.throughput(Throughput::Bytes(SMALL.len() as u64));
     g.bench_function("rewrite_append", |b| {
         b.iter(|| rewrite(black_box(SMALL), &small, rw, &mut out).unwrap())
     });
 
-    let opts = inspect(Endpoint::ChatCompletions, WITH_OPTIONS, &mut scratch).unwrap();
+    let opts = inspect(Endpoint::ChatCompletions, WITH_OPTIONS).unwrap();
     assert!(opts.has_stream_options && !opts.include_usage);
     let rw_opts = Rewrite { force_include_usage: true, max_tokens: None, model: None };
     g.throughput(Throughput::Bytes(WITH_OPTIONS.len() as u64));
-    g.bench_function("rewrite_reserialize", |b| {
+    g.bench_function("rewrite_stream_options", |b| {
         b.iter(|| rewrite(black_box(WITH_OPTIONS), &opts, rw_opts, &mut out).unwrap())
     });
 
     g.throughput(Throughput::Bytes(SMALL.len() as u64));
     g.bench_function("inspect_and_rewrite_small", |b| {
         b.iter(|| {
-            let i = inspect(Endpoint::ChatCompletions, black_box(SMALL), &mut scratch).unwrap();
+            let i = inspect(Endpoint::ChatCompletions, black_box(SMALL)).unwrap();
             rewrite(SMALL, &i, rw, &mut out).unwrap();
         })
     });

@@ -12,7 +12,7 @@
 //! 1. [`time`], [`rt`]: the one clock (injectable, calendar windows, RFC 3339); runtime helpers (the
 //!    monoio runtime of a thread, listeners, the data directory's lock, the one shutdown primitive).
 //! 2. [`model`], [`secret`], [`json`]: plain data every layer shares (keys, accounts, models, usage
-//!    records); secrets and their files; JSON parsing in place.
+//!    records); secrets and their files; JSON validated in one pass, a few members read from it.
 //! 3. [`error`], [`metrics`], [`logging`]: the one edge error type; counters and histograms; logs.
 //! 4. [`http`]: HTTP/1.1 only (heads, one body decoder, chunks, SSE framing, timed I/O, TLS, one small
 //!    blocking client).

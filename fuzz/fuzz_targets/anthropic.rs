@@ -8,7 +8,7 @@
 use gonka_gateway::anthropic::events::Reply;
 use gonka_gateway::anthropic::request::{Purpose, to_chat};
 use gonka_gateway::anthropic::stream::StreamTranslator;
-use gonka_gateway::api::inference::inspect::{Endpoint, JsonScratch, inspect};
+use gonka_gateway::api::inference::inspect::{Endpoint, inspect};
 use gonka_gateway::http::sse;
 use gonka_gateway::translate::Translate;
 use libfuzzer_sys::fuzz_target;
@@ -16,8 +16,7 @@ use std::rc::Rc;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(chat) = to_chat(data, Purpose::Message) {
-        let i = inspect(Endpoint::ChatCompletions, &chat.body, &mut JsonScratch::default())
-            .expect("a translated request inspects");
+        let i = inspect(Endpoint::ChatCompletions, &chat.body).expect("a translated request inspects");
         let asked: serde_json::Value = serde_json::from_slice(data).expect("it was JSON");
         assert_eq!((i.model.as_str(), i.stream), (chat.model.as_str(), chat.stream));
         assert_eq!(i.max_tokens, asked["max_tokens"].as_u64());

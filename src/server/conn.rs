@@ -22,9 +22,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// The per-core JSON scratch kept after a request; a larger one (from a large body) is freed.
-const JSON_SCRATCH_KEEP_BYTES: usize = 1024 * 1024;
-
 struct OpenGuard(Rc<Core>);
 
 impl Drop for OpenGuard {
@@ -71,10 +68,6 @@ pub fn serve<S: Transport>(
                 let mut ex = Exchange::new(&mut conn, head);
                 router::dispatch(&mut ex).await
             };
-            // No other task holds it between two awaits; `try_` only to never panic.
-            if let Ok(mut scratch) = conn.core.json_scratch.try_borrow_mut() {
-                scratch.shrink(JSON_SCRATCH_KEEP_BYTES);
-            }
             if !keep_alive || conn.core.shutdown.is_triggered() {
                 break;
             }

@@ -4,7 +4,6 @@
 
 use super::limits::ServerLimits;
 use crate::app::App;
-use crate::json::JsonScratch;
 use crate::rt::shutdown::Shutdown;
 use crate::upstream::conns::ConnPool;
 use std::cell::{Cell, RefCell};
@@ -24,8 +23,6 @@ pub struct Core {
     pub upstream_conns: RefCell<ConnPool>,
     rng: Cell<u64>,
     rotation: Cell<usize>,
-    /// Reusable state for parsing JSON copies.
-    pub json_scratch: RefCell<JsonScratch>,
     relay_buffers: RefCell<Vec<Vec<u8>>>,
     byte_buffers: RefCell<Vec<Vec<u8>>>,
 }
@@ -66,7 +63,6 @@ impl Core {
             upstream_conns: RefCell::new(pool),
             rng: Cell::new(u64::from_le_bytes(seed) | 1),
             rotation: Cell::new(index),
-            json_scratch: RefCell::new(JsonScratch::default()),
             relay_buffers: RefCell::new(Vec::new()),
             byte_buffers: RefCell::new(Vec::new()),
         }

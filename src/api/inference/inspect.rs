@@ -1,15 +1,17 @@
 //! Inference request bodies: what the gateway needs to know from them, and the few rewrites it makes.
 //!
 //! # Design
-//! simd-json parses in place, so it parses a copy (into a per-core scratch buffer that is reused). The
-//! original bytes are what the node receives, except where a field must change: `stream_options.
-//! include_usage` is forced on for streams (so the stream can be billed), and a default `max_tokens` is
-//! added where the client sent none (so the hold is a true upper bound). A rewrite appends members before
-//! the closing brace; only when `stream_options` already exists is the document re-serialized.
+//! The body is checked as JSON and its few watched members found in one pass that copies nothing
+//! ([`json::pick`]). The original bytes are what the node receives, except where a field must change:
+//! `stream_options.include_usage` is forced on for streams (so the stream can be billed), and a default `max_tokens` is
+//! added where the client sent none (so the hold is a true upper bound). A rewrite changes a member's value
+//! where [`inspect`] found it and adds missing members before the closing brace: it costs a copy of the
+//! body, never a parse and a serialization of it.
 
 use crate::error::ApiError;
-pub use crate::json::JsonScratch;
-use simd_json::prelude::*;
+use crate::json::{self, PickError, Value};
+use std::borrow::Cow;
+use std::ops::Range;
 
 /// Which OpenAI endpoint a body is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,20 @@ pub struct Inspected {
     pub prompts: u64,
     /// `/v1/completions`: `best_of` (completions generated per prompt, of which `n` are returned).
     pub best_of: Option<u64>,
+    /// Where the members a [`rewrite`] may change are in the body.
+    pub places: Places,
+}
+
+/// Byte ranges, in the body inspected, of the values of the members a [`rewrite`] may change (each
+/// present only when the member is, `null` included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Places {
+    pub model: Range<usize>,
+    pub max_tokens: Option<Range<usize>>,
+    pub max_completion_tokens: Option<Range<usize>>,
+    pub stream_options: Option<Range<usize>>,
+    /// `stream_options.include_usage`.
+    pub include_usage: Option<Range<usize>>,
 }
 
 impl Inspected {
@@ -105,7 +121,7 @@ fn bad(message: &str, param: &str) -> ApiError {
 }
 
 /// Members the gateway acts on: a duplicate would let the gateway and the node read different values
-/// (simd-json keeps the first, most node servers the last), so duplicates are refused.
+/// (parsers differ on which one they keep), so duplicates are refused.
 const WATCHED: [&str; 10] = [
     "model",
     "stream",
@@ -122,50 +138,41 @@ const WATCHED: [&str; 10] = [
 /// The members of `stream_options` the gateway reads or rewrites.
 const WATCHED_STREAM_OPTIONS: [&str; 1] = ["include_usage"];
 
-/// Parses a copy of `body` and validates the fields the gateway depends on.
-pub fn inspect(endpoint: Endpoint, body: &[u8], scratch: &mut JsonScratch) -> Result<Inspected, ApiError> {
-    match scratch.parse(body, |value| inspect_value(endpoint, value)) {
-        Ok(result) => result,
-        Err(e) => Err(ApiError::bad_request(format!("The request body is not valid JSON: {e}"), None)),
-    }
-}
-
-/// Refuses an object in which one of `watched` appears more than once; `what` names the object.
-fn refuse_duplicates<'a>(
-    members: impl Iterator<Item = &'a str>,
-    watched: &[&str],
-    what: &str,
-) -> Result<(), ApiError> {
-    let mut seen = [false; 16];
-    for k in members {
-        if let Some(i) = watched.iter().position(|w| *w == k) {
-            if seen[i] {
-                let name = if what.is_empty() { k.to_owned() } else { format!("{what}.{k}") };
-                return Err(bad(
-                    &format!("`{name}` appears more than once."),
-                    if what.is_empty() { k } else { what },
-                ));
-            }
-            seen[i] = true;
-        }
-    }
-    Ok(())
-}
-
-fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> Result<Inspected, ApiError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("The request body must be a JSON object.", None))?;
-    refuse_duplicates(obj.iter().map(|(k, _)| k), &WATCHED, "")?;
-    let model = match obj.get("model") {
+/// Validates `body` as JSON and reads the fields the gateway depends on, without copying it.
+pub fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ApiError> {
+    let picked = json::pick(body, &WATCHED).map_err(|e| picked_error(e, &WATCHED, ""))?;
+    let [
+        model,
+        stream,
+        max_tokens,
+        max_completion_tokens,
+        stream_options,
+        n,
+        messages,
+        prompt,
+        best_of,
+        input,
+    ] = picked;
+    let place = |v: Value<'_>| {
+        let start = v.bytes().as_ptr() as usize - body.as_ptr() as usize;
+        start..start + v.bytes().len()
+    };
+    let mut places = Places {
+        model: model.map(place).unwrap_or_default(),
+        max_tokens: max_tokens.map(place),
+        max_completion_tokens: max_completion_tokens.map(place),
+        stream_options: stream_options.map(place),
+        include_usage: None,
+    };
+    let model = match model {
         Some(m) => m
             .as_str()
             .filter(|s| !s.is_empty())
-            .map(str::to_owned)
+            .map(Cow::into_owned)
             .ok_or_else(|| bad("`model` must be a non-empty string.", "model"))?,
         None => return Err(bad("You must provide a model parameter.", "model")),
     };
-    let stream = match obj.get("stream") {
+    let stream = match stream {
         None => false,
         Some(v) if v.is_null() => false,
         Some(v) => v.as_bool().ok_or_else(|| bad("`stream` must be a boolean.", "stream"))?,
@@ -173,8 +180,8 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
     if stream && endpoint == Endpoint::Embeddings {
         return Err(bad("Embeddings cannot be streamed.", "stream"));
     }
-    let token_field = |name: &str| -> Result<Option<u64>, ApiError> {
-        match obj.get(name) {
+    let token_field = |value: Option<Value<'_>>, name: &str| -> Result<Option<u64>, ApiError> {
+        match value {
             None => Ok(None),
             Some(v) if v.is_null() => Ok(None),
             Some(v) => match v.as_u64() {
@@ -183,10 +190,10 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
             },
         }
     };
-    let max_tokens = token_field("max_tokens")?;
-    let max_completion_tokens = token_field("max_completion_tokens")?;
-    let count_field = |name: &str| -> Result<Option<u64>, ApiError> {
-        match obj.get(name) {
+    let max_tokens = token_field(max_tokens, "max_tokens")?;
+    let max_completion_tokens = token_field(max_completion_tokens, "max_completion_tokens")?;
+    let count_field = |value: Option<Value<'_>>, name: &str| -> Result<Option<u64>, ApiError> {
+        match value {
             None => Ok(None),
             Some(v) if v.is_null() => Ok(None),
             Some(v) => match v.as_u64() {
@@ -195,16 +202,20 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
             },
         }
     };
-    let n = count_field("n")?.unwrap_or(1);
-    let best_of = if endpoint == Endpoint::Completions { count_field("best_of")? } else { None };
-    let (has_stream_options, include_usage) = match obj.get("stream_options") {
+    let n = count_field(n, "n")?.unwrap_or(1);
+    let best_of = if endpoint == Endpoint::Completions { count_field(best_of, "best_of")? } else { None };
+    let (has_stream_options, include_usage) = match stream_options {
         None => (false, false),
         Some(v) if v.is_null() => (true, false),
         Some(v) => {
-            let o =
-                v.as_object().ok_or_else(|| bad("`stream_options` must be an object.", "stream_options"))?;
-            refuse_duplicates(o.iter().map(|(k, _)| k), &WATCHED_STREAM_OPTIONS, "stream_options")?;
-            let inc = match o.get("include_usage") {
+            if !v.is_object() {
+                return Err(bad("`stream_options` must be an object.", "stream_options"));
+            }
+            let [inc] = v
+                .pick(&WATCHED_STREAM_OPTIONS)
+                .map_err(|e| picked_error(e, &WATCHED_STREAM_OPTIONS, "stream_options"))?;
+            places.include_usage = inc.map(place);
+            let inc = match inc {
                 None => false,
                 Some(b) if b.is_null() => false,
                 Some(b) => b.as_bool().ok_or_else(|| {
@@ -216,27 +227,31 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
     };
     let mut prompts = 1;
     match endpoint {
-        Endpoint::ChatCompletions => match obj.get("messages") {
-            Some(m) if m.as_array().is_some_and(|a| !a.is_empty()) => {}
+        Endpoint::ChatCompletions => match messages {
+            Some(m) if m.is_filled_array() => {}
             _ => return Err(bad("`messages` must be a non-empty array.", "messages")),
         },
-        Endpoint::Completions => match obj.get("prompt") {
+        Endpoint::Completions => match prompt {
             None => return Err(bad("You must provide a prompt.", "prompt")),
-            Some(p) => {
-                if let Some(list) = p.as_array() {
-                    if list.is_empty() {
-                        return Err(bad("`prompt` must not be an empty list.", "prompt"));
-                    }
-                    // A list of strings, or of token lists, is one prompt each; a list of token ids is
-                    // one prompt.
-                    if list.iter().any(|item| item.as_str().is_some() || item.as_array().is_some()) {
-                        prompts = list.len() as u64;
-                    }
+            Some(p) if p.is_array() => {
+                let (mut items, mut texts) = (0u64, false);
+                for item in p.elements() {
+                    items += 1;
+                    texts |= item.as_str().is_some() || item.is_array();
+                }
+                if items == 0 {
+                    return Err(bad("`prompt` must not be an empty list.", "prompt"));
+                }
+                // A list of strings, or of token lists, is one prompt each; a list of token ids is one
+                // prompt.
+                if texts {
+                    prompts = items;
                 }
             }
+            Some(_) => {}
         },
         Endpoint::Embeddings => {
-            if obj.get("input").is_none() {
+            if input.is_none() {
                 return Err(bad("You must provide an input.", "input"));
             }
         }
@@ -251,7 +266,26 @@ fn inspect_value(endpoint: Endpoint, value: simd_json::tape::Value<'_, '_>) -> R
         n,
         prompts,
         best_of,
+        places,
     })
+}
+
+/// The client's error for a body [`json::pick`] refused; `what` names the object (empty: the body).
+fn picked_error(e: PickError, watched: &[&str], what: &str) -> ApiError {
+    match e {
+        PickError::Syntax(e) => {
+            ApiError::bad_request(format!("The request body is not valid JSON: {e}"), None)
+        }
+        PickError::NotObject if what.is_empty() => {
+            ApiError::bad_request("The request body must be a JSON object.", None)
+        }
+        PickError::NotObject => bad(&format!("`{what}` must be an object."), what),
+        PickError::Duplicate(i) => {
+            let k = watched[i];
+            let name = if what.is_empty() { k.to_owned() } else { format!("{what}.{k}") };
+            bad(&format!("`{name}` appears more than once."), if what.is_empty() { k } else { what })
+        }
+    }
 }
 
 /// The changes to make before forwarding.
@@ -288,11 +322,13 @@ impl<'a> Rewrite<'a> {
     }
 }
 
-/// The most [`rewrite`] appends to a body it does not reserialize: `,"stream_options":{"include_usage":true}`
+/// The most [`rewrite`] adds to a body besides a new model id: `,"stream_options":{"include_usage":true}`
 /// and `,"max_tokens":` with a 20-digit number.
 pub const APPENDED_MAX: usize = 96;
 
-/// Applies `rw` to `body`, writing the result into `out` (cleared first).
+/// Applies `rw` to `body` (the body `inspected` was read from), writing the result into `out` (cleared
+/// first). Members are changed where they are and added before the closing brace; every other byte is
+/// the client's.
 pub fn rewrite(
     body: &[u8],
     inspected: &Inspected,
@@ -300,63 +336,73 @@ pub fn rewrite(
     out: &mut Vec<u8>,
 ) -> Result<(), ApiError> {
     out.clear();
-    // Appending members is enough unless a member that exists must change.
-    let changes_member = (rw.force_include_usage && inspected.has_stream_options)
-        || rw.model.is_some()
-        || rw.max_tokens.is_some_and(|n| {
-            inspected.max_tokens.is_some() || inspected.max_completion_tokens.is_some_and(|m| m > n)
-        });
-    if changes_member {
-        return reserialize(body, rw, out);
+    let at = &inspected.places;
+    // (range replaced, text put there), at most one per member; and the members added at the end.
+    let mut edits: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    let mut added: Vec<&[u8]> = Vec::new();
+    let number = |n: u64| itoa::Buffer::new().format(n).as_bytes().to_vec();
+    if let Some(model) = rw.model {
+        let text = serde_json::to_vec(model).map_err(|e| ApiError::Internal(e.to_string()))?;
+        edits.push((at.model.clone(), text));
     }
-    // Append members before the object's closing brace.
+    if rw.force_include_usage {
+        match (&at.include_usage, &at.stream_options) {
+            (Some(inc), _) => edits.push((inc.clone(), b"true".to_vec())),
+            // An object without the member gets it before its closing brace.
+            (None, Some(so)) if body[so.start] == b'{' => {
+                let close = so.end - 1;
+                let empty = body[so.start + 1..close].iter().all(u8::is_ascii_whitespace);
+                let text = if empty { &br#""include_usage":true"#[..] } else { br#","include_usage":true"# };
+                edits.push((close..close, text.to_vec()));
+            }
+            // `null`.
+            (None, Some(so)) => edits.push((so.clone(), br#"{"include_usage":true}"#.to_vec())),
+            (None, None) => added.push(br#""stream_options":{"include_usage":true}"#),
+        }
+    }
+    let max_text;
+    if let Some(n) = rw.max_tokens {
+        match &at.max_tokens {
+            // Replaced even when `null`: a second member would leave the node a choice.
+            Some(place) => edits.push((place.clone(), number(n))),
+            None => {
+                max_text = [&br#""max_tokens":"#[..], itoa::Buffer::new().format(n).as_bytes()].concat();
+                added.push(&max_text);
+            }
+        }
+        if let (Some(place), Some(m)) = (&at.max_completion_tokens, inspected.max_completion_tokens)
+            && m > n
+        {
+            edits.push((place.clone(), number(n)));
+        }
+    }
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut from = 0;
+    for (range, text) in &edits {
+        out.extend_from_slice(&body[from..range.start]);
+        out.extend_from_slice(text);
+        from = range.end;
+    }
+    if added.is_empty() {
+        out.extend_from_slice(&body[from..]);
+        return Ok(());
+    }
+    // Members added before the object's closing brace (only whitespace follows it).
     let end = body
         .iter()
         .rposition(|&b| b == b'}')
+        .filter(|&end| end >= from)
         .ok_or_else(|| ApiError::bad_request("Invalid JSON body.", None))?;
-    let before = &body[..end];
-    let empty = before.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    out.extend_from_slice(before);
-    let mut sep = if empty { "" } else { "," };
-    if rw.force_include_usage {
-        out.extend_from_slice(sep.as_bytes());
-        out.extend_from_slice(br#""stream_options":{"include_usage":true}"#);
-        sep = ",";
-    }
-    if let Some(n) = rw.max_tokens {
-        out.extend_from_slice(sep.as_bytes());
-        out.extend_from_slice(br#""max_tokens":"#);
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(&body[from..end]);
+    let empty = body[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    for (i, member) in added.iter().enumerate() {
+        if i > 0 || !empty {
+            out.push(b',');
+        }
+        out.extend_from_slice(member);
     }
     out.extend_from_slice(&body[end..]);
     Ok(())
-}
-
-fn reserialize(body: &[u8], rw: Rewrite<'_>, out: &mut Vec<u8>) -> Result<(), ApiError> {
-    let mut v: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}"), None))?;
-    let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("Invalid JSON body.", None))?;
-    if let Some(model) = rw.model {
-        obj.insert("model".into(), model.into());
-    }
-    if rw.force_include_usage {
-        let so = obj.entry("stream_options").or_insert_with(|| serde_json::json!({}));
-        if !so.is_object() {
-            *so = serde_json::json!({});
-        }
-        if let Some(so) = so.as_object_mut() {
-            so.insert("include_usage".into(), serde_json::Value::Bool(true));
-        }
-    }
-    if let Some(n) = rw.max_tokens {
-        obj.insert("max_tokens".into(), n.into());
-        if let Some(m) = obj.get_mut("max_completion_tokens")
-            && m.as_u64().is_some_and(|v| v > n)
-        {
-            *m = n.into();
-        }
-    }
-    serde_json::to_writer(&mut *out, &v).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[cfg(test)]
@@ -364,7 +410,7 @@ mod tests {
     use super::*;
 
     fn insp(body: &str) -> Result<Inspected, ApiError> {
-        inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut JsonScratch::default())
+        inspect(Endpoint::ChatCompletions, body.as_bytes())
     }
 
     #[test]
@@ -382,7 +428,7 @@ mod tests {
     }
 
     fn completions(body: &str) -> Inspected {
-        inspect(Endpoint::Completions, body.as_bytes(), &mut JsonScratch::default()).unwrap()
+        inspect(Endpoint::Completions, body.as_bytes()).unwrap()
     }
 
     #[test]
@@ -393,10 +439,7 @@ mod tests {
         assert_eq!(completions(r#"{"model":"m","prompt":[[1,2],[3]]}"#).choices(c), 2);
         assert_eq!(completions(r#"{"model":"m","prompt":[1,2,3]}"#).choices(c), 1, "one prompt of token ids");
         assert_eq!(completions(r#"{"model":"m","prompt":"x","n":2,"best_of":5}"#).choices(c), 5);
-        assert_eq!(
-            inspect(c, br#"{"model":"m","prompt":[]}"#, &mut JsonScratch::default()).unwrap_err().param(),
-            Some("prompt")
-        );
+        assert_eq!(inspect(c, br#"{"model":"m","prompt":[]}"#).unwrap_err().param(), Some("prompt"));
     }
 
     #[test]
@@ -435,13 +478,13 @@ mod tests {
     fn a_fitted_limit_replaces_what_the_client_sent() {
         let chat = Endpoint::ChatCompletions;
         let body = br#"{"model":"m","messages":[1],"max_tokens":32000,"max_completion_tokens":32000}"#;
-        let i = inspect(chat, body, &mut JsonScratch::default()).unwrap();
+        let i = inspect(chat, body).unwrap();
         let rw = Rewrite::for_body(chat, &i, Some(700), "m");
         let mut out = Vec::new();
         rewrite(body, &i, rw, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!((v["max_tokens"].as_u64(), v["max_completion_tokens"].as_u64()), (Some(700), Some(700)));
-        let unset = inspect(chat, br#"{"model":"m","messages":[1]}"#, &mut JsonScratch::default()).unwrap();
+        let unset = inspect(chat, br#"{"model":"m","messages":[1]}"#).unwrap();
         assert_eq!(Rewrite::for_body(chat, &unset, Some(4096), "m").max_tokens, Some(4096));
         assert!(Rewrite::for_body(Endpoint::Embeddings, &unset, None, "m").is_noop());
     }
@@ -474,31 +517,37 @@ mod tests {
     }
 
     #[test]
-    fn scratch_is_reused_across_documents() {
-        let mut scratch = JsonScratch::default();
-        for i in 0..3 {
-            let body = format!(
-                r#"{{"model":"m{i}","messages":[{{"role":"user","content":"{}"}}]}}"#,
-                "x".repeat(i * 100)
-            );
-            assert_eq!(
-                inspect(Endpoint::ChatCompletions, body.as_bytes(), &mut scratch).unwrap().model,
-                format!("m{i}")
-            );
-        }
-        assert!(inspect(Endpoint::ChatCompletions, b"{", &mut scratch).is_err());
-        assert_eq!(
-            inspect(Endpoint::ChatCompletions, br#"{"model":"z","messages":[1]}"#, &mut scratch)
-                .unwrap()
-                .model,
-            "z"
+    fn the_whole_body_is_checked_and_only_watched_members_are_read() {
+        let long = "x\\\"y\\n".repeat(20_000);
+        let body = format!(
+            r#"{{"messages":[{{"role":"user","content":"{long}","model":"not this"}}],"model":"m","max_tokens":3}}"#
         );
+        let i = insp(&body).unwrap();
+        assert_eq!((i.model.as_str(), i.max_tokens), ("m", Some(3)), "a nested `model` is not the request's");
+        for broken in [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi",}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"a\qb"}]}"#,
+            r#"{"model":"m","messages":[1 2]}"#,
+            r#"{"model":"m","messages":[1]} trailing"#,
+            r#"{"model":"m","messages":[1]"#,
+        ] {
+            let e = insp(broken).unwrap_err();
+            assert_eq!((e.status(), e.param()), (400, None), "{broken}");
+            assert!(e.to_string().contains("not valid JSON"), "{broken}: {e}");
+        }
+        assert_eq!(
+            insp(r#"{"\u006dodel":"m","messages":[1]}"#).unwrap().model,
+            "m",
+            "keys are read unescaped"
+        );
+        let e = insp(r#"{"model":"m","messages":[1],"stream_options":[true]}"#).unwrap_err();
+        assert_eq!(e.param(), Some("stream_options"));
     }
 
     #[test]
     fn appends_members_and_keeps_the_rest() {
         let body = br#"{"model":"m","stream":true,"messages":[{"role":"user","content":"}"}]}  "#;
-        let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
+        let i = inspect(Endpoint::ChatCompletions, body).unwrap();
         let mut out = Vec::new();
         rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: Some(9), model: None }, &mut out)
             .unwrap();
@@ -512,7 +561,7 @@ mod tests {
     #[test]
     fn a_model_named_by_its_alias_is_sent_by_its_id() {
         let body = br#"{"model":"kimi","messages":[1]}"#;
-        let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
+        let i = inspect(Endpoint::ChatCompletions, body).unwrap();
         assert!(Rewrite::for_body(Endpoint::ChatCompletions, &i, None, "kimi").is_noop());
         let rw = Rewrite::for_body(Endpoint::ChatCompletions, &i, None, "moonshotai/Kimi-K2.6");
         let mut out = Vec::new();
@@ -521,11 +570,62 @@ mod tests {
         assert_eq!(v, serde_json::json!({"model": "moonshotai/Kimi-K2.6", "messages": [1]}));
     }
 
+    /// Every rewrite keeps the client's bytes outside the members it changes, and yields one member of
+    /// each name: a body that inspects again, with what was asked.
     #[test]
-    fn reserializes_existing_stream_options() {
+    fn rewrites_change_members_where_they_are() {
+        let chat = Endpoint::ChatCompletions;
+        let cases: [(&str, Rewrite<'_>, &str); 6] = [
+            (
+                r#"{ "model" : "kimi", "messages":[1], "max_tokens" : null }"#,
+                Rewrite { force_include_usage: false, max_tokens: Some(9), model: Some("a/\"b\"") },
+                r#"{ "model" : "a/\"b\"", "messages":[1], "max_tokens" : 9 }"#,
+            ),
+            (
+                r#"{"model":"m","stream":true,"messages":[1],"stream_options":null}"#,
+                Rewrite { force_include_usage: true, max_tokens: None, model: None },
+                r#"{"model":"m","stream":true,"messages":[1],"stream_options":{"include_usage":true}}"#,
+            ),
+            (
+                r#"{"model":"m","stream":true,"messages":[1],"stream_options":{ }}"#,
+                Rewrite { force_include_usage: true, max_tokens: None, model: None },
+                r#"{"model":"m","stream":true,"messages":[1],"stream_options":{ "include_usage":true}}"#,
+            ),
+            (
+                r#"{"model":"m","stream":true,"messages":[1],"stream_options":{"x":1}}"#,
+                Rewrite { force_include_usage: true, max_tokens: Some(5), model: None },
+                r#"{"model":"m","stream":true,"messages":[1],"stream_options":{"x":1,"include_usage":true},"max_tokens":5}"#,
+            ),
+            (
+                r#"{"model":"m","messages":[1],"max_completion_tokens":50,"max_tokens":40} "#,
+                Rewrite { force_include_usage: false, max_tokens: Some(30), model: None },
+                r#"{"model":"m","messages":[1],"max_completion_tokens":30,"max_tokens":30} "#,
+            ),
+            (
+                r#"{"model":"m","messages":[1],"max_completion_tokens":20}"#,
+                Rewrite { force_include_usage: false, max_tokens: Some(30), model: None },
+                r#"{"model":"m","messages":[1],"max_completion_tokens":20,"max_tokens":30}"#,
+            ),
+        ];
+        for (body, rw, expected) in cases {
+            let i = insp(body).unwrap();
+            let mut out = Vec::new();
+            rewrite(body.as_bytes(), &i, rw, &mut out).unwrap();
+            assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+            let again = insp(expected).unwrap();
+            assert_eq!(again.model, rw.model.unwrap_or(&i.model));
+            if let Some(n) = rw.max_tokens {
+                assert!(again.bounded_by(chat, n), "{expected}");
+            }
+            assert!(!rw.force_include_usage || again.include_usage, "{expected}");
+        }
+    }
+
+    #[test]
+    fn changes_existing_stream_options_in_place() {
         let body =
             br#"{"model":"m","stream":true,"messages":[1],"stream_options":{"include_usage":false,"x":1}}"#;
-        let i = inspect(Endpoint::ChatCompletions, body, &mut JsonScratch::default()).unwrap();
+        let i = inspect(Endpoint::ChatCompletions, body).unwrap();
         let mut out = Vec::new();
         rewrite(body, &i, Rewrite { force_include_usage: true, max_tokens: None, model: None }, &mut out)
             .unwrap();

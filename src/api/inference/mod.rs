@@ -87,10 +87,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
     }
     let body = prepared.body.clone();
     let endpoint = dialect.endpoint();
-    let inspected = {
-        let mut scratch = core.json_scratch.borrow_mut();
-        inspect::inspect(endpoint, &body, &mut scratch)?
-    };
+    let inspected = inspect::inspect(endpoint, &body)?;
     ex.log.model = Some(inspected.model.clone());
     ex.log.stream = inspected.stream;
     let model = app
@@ -130,7 +127,7 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
             ));
         }
         // Allocated for what an appended rewrite adds, not for the reservation's bound: the copy lives as
-        // long as the request (a stream's whole life), and a reserialized body that grows more grows it.
+        // long as the request (a stream's whole life), and a rewrite that adds more (a longer model id) grows it.
         let mut out = Vec::with_capacity(body.len() + inspect::APPENDED_MAX);
         inspect::rewrite(&body, &inspected, rewrite, &mut out)?;
         bytes::Bytes::from(out)
