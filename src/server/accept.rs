@@ -91,19 +91,16 @@ async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 match &tls {
                     None => {
-                        let core = Rc::clone(&core);
-                        monoio::spawn(async move {
-                            let _slot = slot;
-                            conn::serve(core, stream, peer, kind).await;
-                        });
+                        // The connection's future is the task itself: a block around it would keep the
+                        // socket and the rest beside it for the connection's life.
+                        monoio::spawn(conn::serve(Rc::clone(&core), stream, peer, kind, slot));
                     }
                     Some(tls) => {
                         let (core, tls) = (Rc::clone(&core), tls.clone());
                         monoio::spawn(async move {
-                            let _slot = slot;
                             // The handshake gets the head timeout: a client that never completes it is cut off.
                             match tls.accept(stream, core.app.settings.timeouts.head).await {
-                                Ok(s) => conn::serve(core, s, peer, kind).await,
+                                Ok(s) => conn::serve(core, s, peer, kind, slot).await,
                                 Err(e) => log::debug!(target: "tls", "handshake with {peer} failed: {e}"),
                             }
                         });

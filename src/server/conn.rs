@@ -17,12 +17,14 @@ use crate::http::request::{HeadError, RequestHead, parse_head};
 use crate::http::response::{HeadWriter, ResponseFraming};
 use crate::rt::shutdown::Wait;
 use crate::session::exchange::Exchange;
+use crate::session::limits::ConnSlot;
 use crate::session::{Conn, Core, ListenerKind};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-struct OpenGuard(Rc<Core>);
+/// Counts the connection as open, and holds its place in the listener's budget, until it ends.
+struct OpenGuard(Rc<Core>, #[expect(dead_code, reason = "held for its drop")] ConnSlot);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -42,10 +44,11 @@ pub fn serve<S: Transport>(
     io: S,
     peer: SocketAddr,
     kind: ListenerKind,
+    slot: ConnSlot,
 ) -> impl std::future::Future<Output = ()> {
     core.conns_open.set(core.conns_open.get() + 1);
     core.app.metrics.connections_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let guard = OpenGuard(Rc::clone(&core));
+    let guard = OpenGuard(Rc::clone(&core), slot);
     let read_buffer_bytes = core.app.settings.read_buffer_bytes;
     let mut conn = Conn { io, rbuf: ReadBuf::with_capacity(read_buffer_bytes), peer, core, kind };
     async move {
