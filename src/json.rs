@@ -178,7 +178,8 @@ pub fn pick<'a, const N: usize>(
         s.expect(b':', "expected ':'").map_err(PickError::Syntax)?;
         s.ws();
         let start = s.i;
-        s.value().map_err(PickError::Syntax)?;
+        // Inside the object: one level down.
+        s.value_within(1).map_err(PickError::Syntax)?;
         let value = Value(&doc[start..s.i]);
         let index = if escaped {
             Value(&doc[key_start..key_start + raw.len() + 2])
@@ -391,6 +392,11 @@ impl Scan<'_> {
 
     /// One value of any kind, from its first byte to past its last; containers without recursion.
     fn value(&mut self) -> Result<(), Syntax> {
+        self.value_within(0)
+    }
+
+    /// [`Self::value`] inside `outer` open containers.
+    fn value_within(&mut self, outer: usize) -> Result<(), Syntax> {
         // Open containers, innermost last: a bit each, set for an object.
         let mut open = [0u64; MAX_DEPTH.div_ceil(64)];
         let mut depth = 0usize;
@@ -399,7 +405,7 @@ impl Scan<'_> {
             self.ws();
             let closed = match self.peek() {
                 Some(c @ (b'{' | b'[')) => {
-                    if depth == MAX_DEPTH {
+                    if outer + depth == MAX_DEPTH {
                         return Err(self.fault("nested too deeply"));
                     }
                     self.i += 1;
@@ -608,6 +614,12 @@ mod tests {
         assert!(validate(fits.as_bytes()).is_ok());
         agrees(&deep);
         agrees(&fits);
+        // The object a member is in counts: its value nests one level less.
+        let member = |levels: usize| format!(r#"{{"a":{}{}}}"#, "[".repeat(levels), "]".repeat(levels));
+        assert!(pick(member(MAX_DEPTH - 1).as_bytes(), &["a"]).is_ok());
+        assert!(pick(member(MAX_DEPTH).as_bytes(), &["a"]).is_err());
+        agrees(&member(MAX_DEPTH - 1));
+        agrees(&member(MAX_DEPTH));
     }
 
     #[test]
