@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let opts = inspect(Endpoint::ChatCompletions, WITH_OPTIONS).unwrap();
-    assert!(opts.has_stream_options && !opts.include_usage);
+    assert!(opts.places.stream_options.is_some() && !opts.include_usage);
     let rw_opts = Rewrite { force_include_usage: true, max_tokens: None, model: None };
     g.throughput(Throughput::Bytes(WITH_OPTIONS.len() as u64));
     g.bench_function("rewrite_stream_options", |b| {

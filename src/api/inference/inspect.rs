@@ -3,10 +3,10 @@
 //! # Design
 //! The body is checked as JSON and its few watched members found in one pass that copies nothing
 //! ([`json::pick`]). The original bytes are what the node receives, except where a field must change:
-//! `stream_options.include_usage` is forced on for streams (so the stream can be billed), and a default `max_tokens` is
-//! added where the client sent none (so the hold is a true upper bound). A rewrite changes a member's value
-//! where [`inspect`] found it and adds missing members before the closing brace: it costs a copy of the
-//! body, never a parse and a serialization of it.
+//! `stream_options.include_usage` is forced on for streams (so the stream can be billed), and a default
+//! `max_tokens` is added where the client sent none (so the hold is a true upper bound). A rewrite
+//! changes a member's value where [`inspect`] found it and adds missing members before the closing
+//! brace: it costs a copy of the body, never a parse and a serialization of it.
 
 use crate::error::ApiError;
 use crate::json::{self, PickError, Value};
@@ -51,8 +51,6 @@ pub struct Inspected {
     pub max_completion_tokens: Option<u64>,
     /// The client asked for `stream_options.include_usage: true`.
     pub include_usage: bool,
-    /// A `stream_options` member exists at all.
-    pub has_stream_options: bool,
     /// `n` (number of choices), 1 when absent.
     pub n: u64,
     /// `/v1/completions`: the prompts of the request (a list of prompts gets a completion each); 1
@@ -204,9 +202,9 @@ pub fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ApiError> {
     };
     let n = count_field(n, "n")?.unwrap_or(1);
     let best_of = if endpoint == Endpoint::Completions { count_field(best_of, "best_of")? } else { None };
-    let (has_stream_options, include_usage) = match stream_options {
-        None => (false, false),
-        Some(v) if v.is_null() => (true, false),
+    let include_usage = match stream_options {
+        None => false,
+        Some(v) if v.is_null() => false,
         Some(v) => {
             if !v.is_object() {
                 return Err(bad("`stream_options` must be an object.", "stream_options"));
@@ -215,14 +213,13 @@ pub fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ApiError> {
                 .pick(&WATCHED_STREAM_OPTIONS)
                 .map_err(|e| picked_error(e, &WATCHED_STREAM_OPTIONS, "stream_options"))?;
             places.include_usage = inc.map(place);
-            let inc = match inc {
+            match inc {
                 None => false,
                 Some(b) if b.is_null() => false,
                 Some(b) => b.as_bool().ok_or_else(|| {
                     bad("`stream_options.include_usage` must be a boolean.", "stream_options")
                 })?,
-            };
-            (true, inc)
+            }
         }
     };
     let mut prompts = 1;
@@ -262,7 +259,6 @@ pub fn inspect(endpoint: Endpoint, body: &[u8]) -> Result<Inspected, ApiError> {
         max_tokens,
         max_completion_tokens,
         include_usage,
-        has_stream_options,
         n,
         prompts,
         best_of,
@@ -351,8 +347,11 @@ pub fn rewrite(
             // An object without the member gets it before its closing brace.
             (None, Some(so)) if body[so.start] == b'{' => {
                 let close = so.end - 1;
-                let empty = body[so.start + 1..close].iter().all(u8::is_ascii_whitespace);
-                let text = if empty { &br#""include_usage":true"#[..] } else { br#","include_usage":true"# };
+                let text = if opens_empty(&body[so.start..close]) {
+                    &br#""include_usage":true"#[..]
+                } else {
+                    br#","include_usage":true"#
+                };
                 edits.push((close..close, text.to_vec()));
             }
             // `null`.
@@ -366,7 +365,7 @@ pub fn rewrite(
             // Replaced even when `null`: a second member would leave the node a choice.
             Some(place) => edits.push((place.clone(), number(n))),
             None => {
-                max_text = [&br#""max_tokens":"#[..], itoa::Buffer::new().format(n).as_bytes()].concat();
+                max_text = [&br#""max_tokens":"#[..], &number(n)].concat();
                 added.push(&max_text);
             }
         }
@@ -394,7 +393,7 @@ pub fn rewrite(
         .filter(|&end| end >= from)
         .ok_or_else(|| ApiError::bad_request("Invalid JSON body.", None))?;
     out.extend_from_slice(&body[from..end]);
-    let empty = body[..end].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let empty = opens_empty(&body[..end]);
     for (i, member) in added.iter().enumerate() {
         if i > 0 || !empty {
             out.push(b',');
@@ -403,6 +402,11 @@ pub fn rewrite(
     }
     out.extend_from_slice(&body[end..]);
     Ok(())
+}
+
+/// Whether an object's text up to its closing brace has no member (only whitespace after its `{`).
+fn opens_empty(before_close: &[u8]) -> bool {
+    before_close.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 #[cfg(test)]
@@ -421,7 +425,7 @@ mod tests {
         assert_eq!((i.model.as_str(), i.stream, i.max_tokens, i.include_usage), ("m", true, Some(5), false));
         let i = insp(r#"{"model":"m","max_completion_tokens":7,"max_tokens":5,"messages":[1],"stream_options":{"include_usage":true}}"#).unwrap();
         assert_eq!((i.max_tokens, i.max_completion_tokens), (Some(5), Some(7)));
-        assert_eq!((i.include_usage, i.has_stream_options), (true, true));
+        assert_eq!((i.include_usage, i.places.stream_options.is_some()), (true, true));
         let chat = Endpoint::ChatCompletions;
         assert_eq!(i.client_max_tokens(chat), Some(7), "a chat node may honour either: the larger counts");
         assert!(i.bounded_by(chat, 7) && !i.bounded_by(chat, 6));

@@ -127,7 +127,8 @@ pub async fn handle<S: Transport>(ex: &mut Exchange<'_, S>, dialect: Dialect) ->
             ));
         }
         // Allocated for what an appended rewrite adds, not for the reservation's bound: the copy lives as
-        // long as the request (a stream's whole life), and a rewrite that adds more (a longer model id) grows it.
+        // long as the request (a stream's whole life), and a rewrite that adds more (a longer model id)
+        // grows it.
         let mut out = Vec::with_capacity(body.len() + inspect::APPENDED_MAX);
         inspect::rewrite(&body, &inspected, rewrite, &mut out)?;
         bytes::Bytes::from(out)
